@@ -1,0 +1,243 @@
+"""Public convolution functions: validate (ConvSpec), prepare, dispatch, run."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _prepare as prep
+from ._config import get_config
+from ._dispatch import choose, decide
+from ._spec import make_spec, result_dtype
+
+_SHARED_DOC = """
+    stride : int or tuple of int, default 1
+        Step of the kernel along each spatial axis (>= 1).
+    padding : int, tuple, or {"valid", "same", "full"}, default 0
+        Zeros added to both sides of each axis: one int for all axes, one int per
+        axis, or one ``(before, after)`` pair per axis. "same" (stride 1 only)
+        keeps the spatial size, putting the odd zero after; "full" pads
+        ``dilation*(K-1)`` on both sides.
+    dilation : int or tuple of int, default 1
+        Spacing between kernel taps (>= 1).
+    groups : int, default 1
+        Channels are split into ``groups`` independent convolutions;
+        ``groups == C_in`` with ``C_out == C_in`` is a depthwise convolution.
+    flip : bool, default False
+        False: cross-correlation (what CNN layers compute). True: true
+        convolution (kernel flipped along every spatial axis).
+    strategy : {"auto", "direct", "im2col", "fft"}, default "auto"
+        Force an algorithm; "auto" lets the dispatcher decide (see
+        :func:`fastconv.explain`)."""
+
+
+def _threads():
+    return get_config().threads
+
+
+def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, flip=False,
+         strategy="auto"):
+    """N-d convolution layer forward pass; N = ``weight.ndim - 2`` (1, 2 or 3).
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C_in, *spatial) or (C_in, *spatial)
+    weight : array_like, shape (C_out, C_in / groups, *kernel)
+    bias : array_like, shape (C_out,), optional
+    {shared}
+
+    Returns
+    -------
+    y : ndarray, shape (N, C_out, *out_spatial) or (C_out, *out_spatial)
+        dtype ``np.result_type(x, weight, bias)``, at least float32. Spatial sizes
+        are ``(I + pad_before + pad_after - dilation*(K-1) - 1) // stride + 1``.
+
+    Notes
+    -----
+    NaN and Inf propagate. With the FFT strategy, one NaN or Inf in an input map
+    spreads over that whole output map; use ``fastconv.config(allow_fft=False)``
+    where that matters.
+    """
+    x = prep.as_array(x, "x")
+    weight = prep.as_array(weight, "weight")
+    b = None if bias is None else prep.as_array(bias, "bias")
+    dts = [x.dtype, weight.dtype] + ([] if b is None else [b.dtype])
+    spec = make_spec(x.shape, weight.shape, stride, padding, dilation, groups, flip=flip,
+                     dtype=result_dtype(*dts))
+    if b is not None and b.shape != (spec.out_channels,):
+        raise ValueError(
+            f"bias must have shape ({spec.out_channels},) (one value per output channel), "
+            f"got shape {b.shape}"
+        )
+    y5 = choose("forward", spec, strategy).run(
+        "forward", spec, prep.padded_input(x, spec), prep.weight5(weight, spec), _threads())
+    if b is not None:
+        y5 += b.astype(spec.dtype).reshape(1, -1, 1, 1, 1)
+    return y5.reshape(spec.output_shape)
+
+
+conv.__doc__ = conv.__doc__.format(shared=_SHARED_DOC.strip())
+
+
+def _fixed(ndim, name):
+    def f(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, flip=False,
+          strategy="auto"):
+        w = prep.as_array(weight, "weight")
+        if w.ndim != ndim + 2:
+            raise ValueError(
+                f"{name}: weight must have {ndim + 2} dimensions (C_out, C_in/groups, "
+                f"{', '.join('K' + a for a in 'DHW'[3 - ndim:])}), got shape {w.shape}"
+            )
+        return conv(x, w, bias, stride, padding, dilation, groups, flip=flip, strategy=strategy)
+
+    f.__name__ = f.__qualname__ = name
+    f.__doc__ = f"""{ndim}-D convolution layer forward pass (see :func:`fastconv.conv`).
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C_in, {', '.join('DHW'[3 - ndim:])}) or without N
+    weight : array_like, shape (C_out, C_in / groups, {', '.join('K' + a for a in 'DHW'[3 - ndim:])})
+    bias : array_like, shape (C_out,), optional
+    {_SHARED_DOC.strip()}
+
+    Returns
+    -------
+    y : ndarray, shape (N, C_out, *out_spatial) or without N
+    """
+    return f
+
+
+conv1d = _fixed(1, "conv1d")
+conv2d = _fixed(2, "conv2d")
+conv3d = _fixed(3, "conv3d")
+
+
+def _check_grad_output(gy, spec):
+    if gy.shape != spec.output_shape:
+        raise ValueError(
+            f"grad_output must have the output shape {spec.output_shape} (input "
+            f"{spec.input_shape}, weight {spec.weight_shape}), got shape {gy.shape}"
+        )
+
+
+def grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
+               flip=False, strategy="auto", ndim=None):
+    """Gradient of the loss with respect to the input of a convolution.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        Shape of the forward input, ``(N, C_in, *spatial)`` or ``(C_in, *spatial)``.
+    weight : array_like, shape (C_out, C_in / groups, *kernel)
+    grad_output : array_like
+        dL/dy, of the forward output's shape.
+    {shared}
+
+    Returns
+    -------
+    grad_x : ndarray of shape ``input_shape``
+    """
+    weight = prep.as_array(weight, "weight")
+    gy = prep.as_array(grad_output, "grad_output")
+    spec = make_spec(input_shape, weight.shape, stride, padding, dilation, groups, flip=flip,
+                     dtype=result_dtype(weight.dtype, gy.dtype), ndim=ndim)
+    _check_grad_output(gy, spec)
+    gxp = choose("grad_input", spec, strategy).run(
+        "grad_input", spec, prep.grad_output5(gy, spec), prep.weight5(weight, spec), _threads())
+    return prep.crop_padding(gxp, spec).reshape(spec.input_shape)
+
+
+def grad_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
+                flip=False, strategy="auto", ndim=None):
+    """Gradient of the loss with respect to the weight of a convolution.
+
+    Parameters
+    ----------
+    input : array_like, shape (N, C_in, *spatial) or (C_in, *spatial)
+    weight_shape : tuple of int
+        ``(C_out, C_in / groups, *kernel)``.
+    grad_output : array_like
+        dL/dy, of the forward output's shape.
+    {shared}
+
+    Returns
+    -------
+    grad_w : ndarray of shape ``weight_shape``
+    """
+    x = prep.as_array(input, "input")
+    gy = prep.as_array(grad_output, "grad_output")
+    spec = make_spec(x.shape, weight_shape, stride, padding, dilation, groups, flip=flip,
+                     dtype=result_dtype(x.dtype, gy.dtype), ndim=ndim)
+    _check_grad_output(gy, spec)
+    gw5 = choose("grad_weight", spec, strategy).run(
+        "grad_weight", spec, prep.padded_input(x, spec), prep.grad_output5(gy, spec), _threads())
+    if spec.flip:
+        gw5 = prep.flip_kernel(gw5)
+    return np.ascontiguousarray(gw5).reshape(spec.weight_shape)
+
+
+grad_input.__doc__ = grad_input.__doc__.format(shared=_SHARED_DOC.strip())
+grad_weight.__doc__ = grad_weight.__doc__.format(shared=_SHARED_DOC.strip())
+
+
+def conv_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
+                  flip=False, strategy="auto"):
+    """Both backward passes of a convolution layer at once.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C_in, *spatial) or (C_in, *spatial)
+    weight : array_like, shape (C_out, C_in / groups, *kernel)
+    grad_output : array_like, the forward output's shape
+    {shared}
+
+    Returns
+    -------
+    grad_x : ndarray, shape of ``x``
+    grad_w : ndarray, shape of ``weight``
+    grad_b : ndarray, shape (C_out,)
+        Gradient for a bias, ``grad_output`` summed over batch and space.
+    """
+    x = prep.as_array(x, "x")
+    weight = prep.as_array(weight, "weight")
+    gy = prep.as_array(grad_output, "grad_output")
+    spec = make_spec(x.shape, weight.shape, stride, padding, dilation, groups, flip=flip,
+                     dtype=result_dtype(x.dtype, weight.dtype, gy.dtype))
+    _check_grad_output(gy, spec)
+    s_in = choose("grad_input", spec, strategy)
+    s_w = choose("grad_weight", spec, strategy)
+    xp, w5, gy5 = prep.padded_input(x, spec), prep.weight5(weight, spec), prep.grad_output5(gy, spec)
+    n = _threads()
+    if s_in is s_w and hasattr(s_in, "backward"):
+        gxp, gw5 = s_in.backward(spec, xp, w5, gy5, n)
+    else:
+        gxp = s_in.run("grad_input", spec, gy5, w5, n)
+        gw5 = s_w.run("grad_weight", spec, xp, gy5, n)
+    if spec.flip:
+        gw5 = prep.flip_kernel(gw5)
+    gb = gy5.sum(axis=(0, 2, 3, 4))
+    return (prep.crop_padding(gxp, spec).reshape(spec.input_shape),
+            np.ascontiguousarray(gw5).reshape(spec.weight_shape), gb)
+
+
+conv_backward.__doc__ = conv_backward.__doc__.format(shared=_SHARED_DOC.strip())
+
+
+def explain(op, input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
+            flip=False, dtype=np.float32, strategy="auto"):
+    """Say which strategy ``op`` would use for this problem, and why.
+
+    Parameters
+    ----------
+    op : {"forward", "grad_input", "grad_weight"}
+    input_shape, weight_shape : tuple of int
+    dtype : dtype-like, default float32
+
+    Returns
+    -------
+    Decision
+        ``.strategy``, ``.decided_by``, ``.detail`` and ``.candidates`` (each with
+        its estimated or measured seconds, workspace bytes, or why it was excluded).
+        ``print(decision)`` gives a readable summary.
+    """
+    spec = make_spec(input_shape, weight_shape, stride, padding, dilation, groups, flip=flip,
+                     dtype=result_dtype(dtype))
+    return decide(op, spec, strategy)

@@ -1,0 +1,118 @@
+"""Runtime options: ``fastconv.config(...)`` context manager and ``set_config``.
+
+Options live in a :mod:`contextvars` variable, so a ``with fastconv.config(...)``
+block affects only its own thread / task, and nests.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from dataclasses import dataclass, fields, replace
+
+__all__ = ["Options", "config", "set_config", "get_config", "default_threads"]
+
+MiB = 1 << 20
+
+
+def default_threads():
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Options:
+    """Options that steer fastconv.
+
+    Attributes
+    ----------
+    strategy : str
+        "auto" (dispatcher decides) or a strategy name forced for every call.
+    mode : str
+        Dispatcher mode: "heuristic" (cost model), "autotune" (measure once per
+        problem, cache the winner), "cache-only" (use cached measurements, never
+        measure).
+    memory_budget : int
+        Bytes of workspace one call may allocate (default 256 MiB).
+    n_threads : int or None
+        Threads for the kernels; None means every CPU available to the process.
+    allow_fft : bool
+        False forbids the FFT strategy (e.g. when NaN/Inf must not spread).
+    fft_rtol : float or None
+        Largest acceptable estimated relative error of float32 FFT; None: no check.
+    cache_dir : str or None
+        Folder of the tuning cache; None: ``$FASTCONV_CACHE_DIR`` or the user cache dir.
+    """
+
+    strategy: str = "auto"
+    mode: str = "heuristic"
+    memory_budget: int = 256 * MiB
+    n_threads: int | None = None
+    allow_fft: bool = True
+    fft_rtol: float | None = None
+    cache_dir: str | None = None
+
+    @property
+    def threads(self):
+        return self.n_threads or default_threads()
+
+
+MODES = ("heuristic", "autotune", "cache-only")
+_FIELDS = {f.name for f in fields(Options)}
+_current = contextvars.ContextVar("fastconv_options", default=Options())
+
+
+def _validated(base, **kwargs):
+    unknown = set(kwargs) - _FIELDS
+    if unknown:
+        raise TypeError(
+            f"unknown fastconv option(s) {sorted(unknown)}; valid options: {sorted(_FIELDS)}"
+        )
+    opts = replace(base, **kwargs)
+    from ._strategies import names  # late: strategies import this module
+
+    if opts.strategy != "auto" and opts.strategy not in names():
+        raise ValueError(
+            f"strategy must be 'auto' or one of {names()}, got {opts.strategy!r}"
+        )
+    if opts.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {opts.mode!r}")
+    if not isinstance(opts.memory_budget, int) or opts.memory_budget <= 0:
+        raise ValueError(f"memory_budget must be a positive int (bytes), got {opts.memory_budget!r}")
+    if opts.n_threads is not None and (not isinstance(opts.n_threads, int) or opts.n_threads < 1):
+        raise ValueError(f"n_threads must be None or a positive int, got {opts.n_threads!r}")
+    if not isinstance(opts.allow_fft, bool):
+        raise TypeError(f"allow_fft must be True or False, got {opts.allow_fft!r}")
+    if opts.fft_rtol is not None and not (isinstance(opts.fft_rtol, (int, float)) and opts.fft_rtol > 0):
+        raise ValueError(f"fft_rtol must be None or a positive number, got {opts.fft_rtol!r}")
+    return opts
+
+
+def get_config():
+    """The :class:`Options` in force here."""
+    return _current.get()
+
+
+def set_config(**kwargs):
+    """Change options for the rest of this context (and threads started from it)."""
+    _current.set(_validated(_current.get(), **kwargs))
+
+
+@contextlib.contextmanager
+def config(**kwargs):
+    """Context manager that sets options inside a ``with`` block.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> with fastconv.config(strategy="direct", n_threads=1):
+    ...     pass
+    """
+    token = _current.set(_validated(_current.get(), **kwargs))
+    try:
+        yield _current.get()
+    finally:
+        _current.reset(token)

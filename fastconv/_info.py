@@ -1,0 +1,72 @@
+"""Build and runtime information."""
+from __future__ import annotations
+
+import importlib
+import platform
+
+from . import _strategies
+from ._config import get_config
+from ._version import __version__
+
+
+def strategies():
+    """Names of the available strategies (any of them can be passed as ``strategy=``)."""
+    return _strategies.names()
+
+
+def _blas_info():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover
+        return ["threadpoolctl not installed"]
+    return [f"{p.get('internal_api')} {p.get('version')} ({p.get('threading_layer', '?')} threads, "
+            f"{p.get('num_threads')} threads) {p.get('filepath')}"
+            for p in threadpool_info() if p.get("user_api") == "blas"]
+
+
+def config_info():
+    """Dict of what :func:`show_config` prints."""
+    modules = {}
+    for name in ("_direct", "_im2col", "_fft"):
+        try:
+            importlib.import_module(f"fastconv._ext.{name}")
+            modules[name] = "loaded"
+        except ImportError as e:
+            modules[name] = f"not available ({e})"
+    from ._ext import _direct
+
+    opts = get_config()
+    return {
+        "version": __version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "compiled modules": modules,
+        "openmp": bool(_direct.HAVE_OPENMP),
+        "threads": opts.threads,
+        "memory budget (bytes)": opts.memory_budget,
+        "strategies": list(strategies()),
+        "blas": _blas_info(),
+    }
+
+
+def show_config():
+    """Print version, compiled modules, OpenMP, threads, memory budget and BLAS."""
+    for k, v in config_info().items():
+        if isinstance(v, dict):
+            print(f"{k}:")
+            for kk, vv in v.items():
+                print(f"  {kk}: {vv}")
+        elif isinstance(v, list):
+            print(f"{k}:")
+            for vv in v:
+                print(f"  {vv}")
+        else:
+            print(f"{k}: {v}")
+
+
+def add_info_arguments(parser):
+    pass
+
+
+def run_info(args):
+    show_config()

@@ -1,0 +1,57 @@
+"""Turn user arrays into the 5-D C-contiguous compute-dtype arrays kernels expect.
+
+Every strategy sees the same prepared problem: the input zero-padded (so kernels
+compute *valid* correlations), the kernel flipped when ``flip=True``, and 1-D/2-D
+data viewed as 3-D with singleton axes. Inputs are never written to: arrays are
+only read, or copied.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def as_array(a, name):
+    """``np.asarray`` with a clear error for None and ragged input."""
+    if a is None:
+        raise TypeError(f"{name} must be an array, got None")
+    try:
+        return np.asarray(a)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{name} could not be converted to an array: {e}") from None
+
+
+def padded_input(x, spec):
+    """(N, C, D+pads, H+pads, W+pads) C-contiguous copy or view of ``x``."""
+    x5 = np.ascontiguousarray(x, dtype=spec.dtype).reshape(spec.input_shape5)
+    pads = spec.padding3
+    if not any(b or a for b, a in pads):
+        return x5
+    xp = np.zeros(spec.padded_shape5, dtype=spec.dtype)
+    inner = tuple(slice(b, b + n) for (b, _), n in zip(pads, x5.shape[2:]))
+    xp[(slice(None), slice(None)) + inner] = x5
+    return xp
+
+
+def crop_padding(gxp, spec):
+    """Inverse of :func:`padded_input` for gradients: drop the padded border."""
+    pads = spec.padding3
+    if not any(b or a for b, a in pads):
+        return gxp
+    inner = tuple(slice(b, b + n) for (b, _), n in zip(pads, spec.input_shape5[2:]))
+    return np.ascontiguousarray(gxp[(slice(None), slice(None)) + inner])
+
+
+def flip_kernel(w5):
+    return w5[:, :, ::-1, ::-1, ::-1]
+
+
+def weight5(w, spec):
+    """(C_out, C_in/g, KD, KH, KW) C-contiguous, flipped if ``spec.flip``."""
+    w5 = np.asarray(w, dtype=spec.dtype).reshape(spec.weight_shape5)
+    if spec.flip:
+        w5 = flip_kernel(w5)
+    return np.ascontiguousarray(w5)
+
+
+def grad_output5(gy, spec):
+    return np.ascontiguousarray(gy, dtype=spec.dtype).reshape(spec.output_shape5)

@@ -1,0 +1,401 @@
+"""ConvSpec: the one normalized description of a convolution problem.
+
+Every public entry point turns its arguments into a :class:`ConvSpec` with
+:func:`make_spec`. All argument checking happens here; strategies and kernels
+trust a spec and the arrays prepared for it.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ConvSpec", "make_spec", "output_shape", "OPS"]
+
+OPS = ("forward", "grad_input", "grad_weight")
+_PAD_STRINGS = ("valid", "same", "full")
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """A normalized N-d (N = 1, 2, 3) convolution layer problem.
+
+    Attributes
+    ----------
+    ndim : int
+        Number of spatial axes (1, 2 or 3).
+    batch : int
+        Batch size ``N`` (1 for unbatched input).
+    batched : bool
+        Whether the user's input carried a batch axis.
+    in_channels, out_channels, groups : int
+    in_spatial, kernel, stride, dilation : tuple of int, length ``ndim``
+    padding : tuple of (int, int), length ``ndim``
+        Zeros added (before, after) each spatial axis.
+    flip : bool
+        True convolution (kernel flipped) instead of cross-correlation.
+    dtype : numpy.dtype
+        Compute and result dtype, float32 or float64.
+    """
+
+    ndim: int
+    batch: int
+    batched: bool
+    in_channels: int
+    out_channels: int
+    groups: int
+    in_spatial: tuple
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    flip: bool
+    dtype: np.dtype
+
+    # ---- shapes -----------------------------------------------------------
+    @property
+    def padded_spatial(self):
+        return tuple(i + b + a for i, (b, a) in zip(self.in_spatial, self.padding))
+
+    @property
+    def out_spatial(self):
+        return tuple(
+            (p - d * (k - 1) - 1) // s + 1
+            for p, k, s, d in zip(self.padded_spatial, self.kernel, self.stride, self.dilation)
+        )
+
+    @property
+    def in_channels_per_group(self):
+        return self.in_channels // self.groups
+
+    @property
+    def out_channels_per_group(self):
+        return self.out_channels // self.groups
+
+    @property
+    def input_shape(self):
+        """Shape of the user's input (without batch axis if unbatched)."""
+        lead = (self.batch,) if self.batched else ()
+        return lead + (self.in_channels,) + self.in_spatial
+
+    @property
+    def weight_shape(self):
+        return (self.out_channels, self.in_channels_per_group) + self.kernel
+
+    @property
+    def output_shape(self):
+        lead = (self.batch,) if self.batched else ()
+        return lead + (self.out_channels,) + self.out_spatial
+
+    # ---- the 3-D view every kernel works on ------------------------------
+    @staticmethod
+    def _as3(t, fill):
+        return (fill,) * (3 - len(t)) + tuple(t)
+
+    @property
+    def input_shape5(self):
+        return (self.batch, self.in_channels) + self._as3(self.in_spatial, 1)
+
+    @property
+    def padded_shape5(self):
+        return (self.batch, self.in_channels) + self._as3(self.padded_spatial, 1)
+
+    @property
+    def weight_shape5(self):
+        return (self.out_channels, self.in_channels_per_group) + self._as3(self.kernel, 1)
+
+    @property
+    def output_shape5(self):
+        return (self.batch, self.out_channels) + self._as3(self.out_spatial, 1)
+
+    @property
+    def stride3(self):
+        return self._as3(self.stride, 1)
+
+    @property
+    def dilation3(self):
+        return self._as3(self.dilation, 1)
+
+    @property
+    def padding3(self):
+        return self._as3(self.padding, (0, 0))
+
+    @property
+    def kernel3(self):
+        return self._as3(self.kernel, 1)
+
+    # ---- work -------------------------------------------------------------
+    @property
+    def kernel_size(self):
+        return math.prod(self.kernel)
+
+    @property
+    def macs(self):
+        """Multiply-adds of one forward pass (each backward pass does as many)."""
+        return (
+            self.batch
+            * self.out_channels
+            * math.prod(self.out_spatial)
+            * self.in_channels_per_group
+            * self.kernel_size
+        )
+
+    @property
+    def flops(self):
+        return 2 * self.macs
+
+    @property
+    def itemsize(self):
+        return self.dtype.itemsize
+
+    def key(self):
+        """Hashable problem key (used by caches)."""
+        return (
+            self.ndim, self.batch, self.in_channels, self.out_channels, self.groups,
+            self.in_spatial, self.kernel, self.stride, self.padding, self.dilation,
+            self.flip, self.dtype.str,
+        )
+
+
+# ---------------------------------------------------------------------------
+# argument normalization
+# ---------------------------------------------------------------------------
+def _is_int(v):
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _per_axis(value, ndim, name, minimum):
+    """int or length-ndim sequence of ints, each >= minimum -> tuple."""
+    if _is_int(value):
+        out = (int(value),) * ndim
+    else:
+        try:
+            out = tuple(value)
+        except TypeError:
+            raise TypeError(
+                f"{name} must be an int or a tuple of {ndim} ints, got {value!r}"
+            ) from None
+        if len(out) != ndim or not all(_is_int(v) for v in out):
+            raise ValueError(
+                f"{name} must be an int or a tuple of {ndim} ints for a {ndim}-d "
+                f"convolution, got {value!r}"
+            )
+        out = tuple(int(v) for v in out)
+    if any(v < minimum for v in out):
+        raise ValueError(f"{name} must be >= {minimum} on every axis, got {value!r}")
+    return out
+
+
+def _padding(padding, ndim, kernel, stride, dilation):
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode not in _PAD_STRINGS:
+            raise ValueError(
+                f"padding must be an int, a tuple, or one of {_PAD_STRINGS}, got {padding!r}"
+            )
+        if mode == "valid":
+            return ((0, 0),) * ndim
+        if mode == "full":
+            return tuple((d * (k - 1),) * 2 for k, d in zip(kernel, dilation))
+        # "same": output size equals input size; defined (like PyTorch) for stride 1 only.
+        if any(s != 1 for s in stride):
+            raise ValueError(
+                f"padding='same' is not supported for stride != 1 (got stride={stride}); "
+                "give explicit padding instead"
+            )
+        pads = []
+        for k, d in zip(kernel, dilation):
+            total = d * (k - 1)
+            pads.append((total // 2, total - total // 2))
+        return tuple(pads)
+    if _is_int(padding):
+        if padding < 0:
+            raise ValueError(f"padding must be >= 0, got {padding}")
+        return ((int(padding),) * 2,) * ndim
+    try:
+        items = tuple(padding)
+    except TypeError:
+        raise TypeError(
+            f"padding must be an int, a tuple, or a string, got {type(padding).__name__}"
+        ) from None
+    if len(items) != ndim:
+        raise ValueError(
+            f"padding must have one entry per spatial axis ({ndim}), got {padding!r}"
+        )
+    pads = []
+    for p in items:
+        if _is_int(p):
+            pair = (int(p), int(p))
+        else:
+            try:
+                pair = tuple(p)
+            except TypeError:
+                raise TypeError(f"padding entries must be ints or (before, after) pairs, got {padding!r}") from None
+            if len(pair) != 2 or not all(_is_int(v) for v in pair):
+                raise ValueError(
+                    f"padding entries must be ints or (before, after) pairs, got {padding!r}"
+                )
+            pair = (int(pair[0]), int(pair[1]))
+        if min(pair) < 0:
+            raise ValueError(f"padding must be >= 0, got {padding!r}")
+        pads.append(pair)
+    return tuple(pads)
+
+
+def result_dtype(*dtypes):
+    """Compute dtype: ``np.result_type`` of the inputs, at least float32.
+
+    Raises TypeError for complex, object, string and other non-real dtypes.
+    """
+    for dt in dtypes:
+        dt = np.dtype(dt)
+        if dt.kind not in "biuf":
+            raise TypeError(
+                f"fastconv computes in float32 or float64; arrays of dtype {dt} "
+                "(complex, object, string, ...) are not supported"
+            )
+    dt = np.result_type(*dtypes, np.float32)
+    if dt not in (np.float32, np.float64):  # float16 -> float32 handled above; longdouble:
+        dt = np.dtype(np.float64)
+    return np.dtype(dt)
+
+
+def _shape(shape, name):
+    try:
+        shp = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of ints, got {shape!r}") from None
+    if not all(_is_int(v) for v in shp):
+        raise TypeError(f"{name} must be a tuple of ints, got {shape!r}")
+    return tuple(int(v) for v in shp)
+
+
+def make_spec(
+    input_shape,
+    weight_shape,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    *,
+    flip=False,
+    dtype=np.float64,
+    ndim=None,
+):
+    """Validate every argument of a convolution and return its :class:`ConvSpec`.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(N, C_in, *spatial)`` or unbatched ``(C_in, *spatial)``.
+    weight_shape : tuple of int
+        ``(C_out, C_in / groups, *kernel)``.
+    stride, padding, dilation, groups, flip :
+        As in :func:`fastconv.conv`.
+    dtype : dtype-like
+        Compute dtype (float32 or float64).
+    ndim : int, optional
+        Number of spatial axes; by default ``len(weight_shape) - 2``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For every malformed argument, with a message naming it.
+    """
+    input_shape = _shape(input_shape, "input shape")
+    weight_shape = _shape(weight_shape, "weight shape")
+    if ndim is None:
+        ndim = len(weight_shape) - 2
+        if ndim not in (1, 2, 3):
+            raise ValueError(
+                f"weight must have 3, 4 or 5 dimensions (C_out, C_in/groups, *kernel), "
+                f"got shape {weight_shape}"
+            )
+    elif len(weight_shape) != ndim + 2:
+        raise ValueError(
+            f"weight for a {ndim}-d convolution must have {ndim + 2} dimensions "
+            f"(C_out, C_in/groups, *kernel), got shape {weight_shape}"
+        )
+    if len(input_shape) == ndim + 2:
+        batched = True
+        batch, cin, spatial = input_shape[0], input_shape[1], input_shape[2:]
+    elif len(input_shape) == ndim + 1:
+        batched = False
+        batch, cin, spatial = 1, input_shape[0], input_shape[1:]
+    else:
+        raise ValueError(
+            f"input for a {ndim}-d convolution must have {ndim + 2} dimensions "
+            f"(N, C_in, *spatial) or {ndim + 1} (C_in, *spatial), got shape {input_shape}"
+        )
+    if min(input_shape) <= 0:
+        raise ValueError(f"input has a zero or negative size: shape {input_shape}")
+    if min(weight_shape) <= 0:
+        raise ValueError(f"weight has a zero or negative size: shape {weight_shape}")
+    if not _is_int(groups):
+        raise TypeError(f"groups must be an int, got {groups!r}")
+    groups = int(groups)
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+    cout, cin_g = weight_shape[0], weight_shape[1]
+    if cin % groups:
+        raise ValueError(
+            f"input channels ({cin}, input shape {input_shape}) must be divisible by "
+            f"groups ({groups})"
+        )
+    if cout % groups:
+        raise ValueError(
+            f"output channels ({cout}, weight shape {weight_shape}) must be divisible by "
+            f"groups ({groups})"
+        )
+    if cin_g * groups != cin:
+        raise ValueError(
+            f"weight shape {weight_shape} expects {cin_g * groups} input channels "
+            f"({cin_g} per group x {groups} groups), but the input shape {input_shape} "
+            f"has {cin}"
+        )
+    kernel = weight_shape[2:]
+    stride = _per_axis(stride, ndim, "stride", 1)
+    dilation = _per_axis(dilation, ndim, "dilation", 1)
+    pads = _padding(padding, ndim, kernel, stride, dilation)
+    if not isinstance(flip, (bool, np.bool_)):
+        raise TypeError(f"flip must be True or False, got {flip!r}")
+    spec = ConvSpec(
+        ndim=ndim, batch=batch, batched=batched, in_channels=cin, out_channels=cout,
+        groups=groups, in_spatial=tuple(spatial), kernel=tuple(kernel), stride=stride,
+        padding=pads, dilation=dilation, flip=bool(flip), dtype=np.dtype(dtype),
+    )
+    for ax, (p, k, d) in enumerate(zip(spec.padded_spatial, kernel, dilation)):
+        span = d * (k - 1) + 1
+        if span > p:
+            raise ValueError(
+                f"kernel larger than the padded input on spatial axis {ax}: the dilated "
+                f"kernel spans {span} but the padded input has {p} "
+                f"(input shape {input_shape}, weight shape {weight_shape}, "
+                f"padding {pads}, dilation {dilation})"
+            )
+    return spec
+
+
+def output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1):
+    """Output shape of a convolution, following ``(I + pads - d*(K-1) - 1)//s + 1``.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(N, C_in, *spatial)`` or ``(C_in, *spatial)``.
+    weight_shape : tuple of int
+        ``(C_out, C_in/groups, *kernel)``.
+
+    Returns
+    -------
+    tuple of int
+        ``(N, C_out, *out_spatial)`` (without ``N`` for unbatched input).
+
+    Examples
+    --------
+    >>> output_shape((1, 3, 32, 32), (6, 3, 5, 5))
+    (1, 6, 28, 28)
+    """
+    return make_spec(input_shape, weight_shape, stride, padding, dilation, groups).output_shape
