@@ -7,11 +7,20 @@ A strategy is an object with
     None if it can run ``op`` on ``spec``, else the reason it cannot.
 ``workspace(spec, op) -> int``
     Bytes of scratch memory it would allocate (beyond inputs and output).
-``estimate(spec, op) -> float``
+``estimate(spec, op, n_threads) -> float``
     Cost-model estimate in seconds.
 ``run(op, spec, a, b, n_threads) -> ndarray``
-    On prepared 5-D C-contiguous arrays (see :mod:`fastconv._prepare`):
-    forward(xp, w) -> y, grad_input(gy, w) -> grad_xp, grad_weight(xp, gy) -> grad_w.
+    On prepared 5-D C-contiguous arrays of dtype ``spec.dtype`` (see
+    :mod:`fastconv._prepare`): the input is already zero-padded and the kernel
+    already flipped when ``spec.flip``, so a strategy computes only the valid,
+    strided, dilated cross-correlation and its adjoints:
+    forward(xp, w) -> y (spec.output_shape5),
+    grad_input(gy, w) -> grad_xp (spec.padded_shape5),
+    grad_weight(xp, gy) -> grad_w (spec.weight_shape5).
+    It allocates and returns a new array; it never writes to ``a`` or ``b``.
+``backward(spec, xp, w, gy, n_threads) -> (grad_xp, grad_w)`` (optional)
+    Both backward passes at once (lets FFT reuse transforms);
+    :func:`fastconv.conv_backward` uses it when both ops chose the strategy.
 
 Adding a strategy means adding a module and one line to ``_REGISTRY``.
 """
