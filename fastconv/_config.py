@@ -10,7 +10,7 @@ import contextvars
 import os
 from dataclasses import dataclass, fields, replace
 
-__all__ = ["Options", "config", "set_config", "get_config", "default_threads"]
+__all__ = ["Options", "config", "set_config", "get_config", "load_config", "default_threads"]
 
 MiB = 1 << 20
 
@@ -45,6 +45,11 @@ class Options:
         Largest acceptable estimated relative error of float32 FFT; None: no check.
     cache_dir : str or None
         Folder of the tuning cache; None: ``$FASTCONV_CACHE_DIR`` or the user cache dir.
+    fft_max_stride : int
+        The cost model never picks FFT when a stride exceeds this (FFT computes
+        the full correlation and subsamples, wasting ``prod(stride) - 1`` of its work).
+    rules : tuple of Rule
+        Strategy rules from a config file, tried in order (see :mod:`fastconv._configfile`).
     """
 
     strategy: str = "auto"
@@ -54,6 +59,8 @@ class Options:
     allow_fft: bool = True
     fft_rtol: float | None = None
     cache_dir: str | None = None
+    fft_max_stride: int = 2
+    rules: tuple = ()
 
     @property
     def threads(self):
@@ -62,7 +69,10 @@ class Options:
 
 MODES = ("heuristic", "autotune", "cache-only")
 _FIELDS = {f.name for f in fields(Options)}
-_current = contextvars.ContextVar("fastconv_options", default=Options())
+# Process-wide options (set_config, load_config) and a per-context overlay
+# (the ``config`` context manager). New threads see the process-wide options.
+_global = Options()
+_current = contextvars.ContextVar("fastconv_options", default=None)
 
 
 def _validated(base, **kwargs):
@@ -86,6 +96,8 @@ def _validated(base, **kwargs):
         raise ValueError(f"n_threads must be None or a positive int, got {opts.n_threads!r}")
     if not isinstance(opts.allow_fft, bool):
         raise TypeError(f"allow_fft must be True or False, got {opts.allow_fft!r}")
+    if not isinstance(opts.fft_max_stride, int) or opts.fft_max_stride < 1:
+        raise ValueError(f"fft_max_stride must be a positive int, got {opts.fft_max_stride!r}")
     if opts.fft_rtol is not None and not (isinstance(opts.fft_rtol, (int, float)) and opts.fft_rtol > 0):
         raise ValueError(f"fft_rtol must be None or a positive number, got {opts.fft_rtol!r}")
     return opts
@@ -93,12 +105,54 @@ def _validated(base, **kwargs):
 
 def get_config():
     """The :class:`Options` in force here."""
-    return _current.get()
+    opts = _current.get()
+    return _global if opts is None else opts
 
 
 def set_config(**kwargs):
-    """Change options for the rest of this context (and threads started from it)."""
-    _current.set(_validated(_current.get(), **kwargs))
+    """Change the process-wide options (see :class:`Options` for the names).
+
+    Inside a ``with fastconv.config(...)`` block the block's options still win
+    until it ends.
+    """
+    global _global
+    _global = _validated(_global, **kwargs)
+
+
+def load_config(path):
+    """Read a strategy-selection config file and make its settings process-wide.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A TOML file; for a file named ``pyproject.toml`` its ``[tool.fastconv]``
+        table. See :mod:`fastconv._configfile` for the format.
+
+    Returns
+    -------
+    Options
+        The options now in force.
+
+    Raises
+    ------
+    ConfigError (a ValueError)
+        Naming the file, the key and what was expected.
+    """
+    from ._configfile import ConfigError, read_config_file
+
+    values = read_config_file(path)
+    try:
+        set_config(**values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{os.fspath(path)}: {e}") from None
+    return get_config()
+
+
+def load_env_config():
+    """Load the file named by ``$FASTCONV_CONFIG``, if set (done at import)."""
+    path = os.environ.get("FASTCONV_CONFIG")
+    if path:
+        load_config(path)
 
 
 @contextlib.contextmanager
@@ -111,7 +165,7 @@ def config(**kwargs):
     >>> with fastconv.config(strategy="direct", n_threads=1):
     ...     pass
     """
-    token = _current.set(_validated(_current.get(), **kwargs))
+    token = _current.set(_validated(get_config(), **kwargs))
     try:
         yield _current.get()
     finally:

@@ -12,8 +12,8 @@ import sys
 # subcommand -> (module, one-line help)
 _COMMANDS = {
     "bench": ("fastconv._bench", "run the benchmark suite and write a report"),
-    "explain": ("fastconv._tune", "say which strategy the dispatcher picks for a layer, and why"),
-    "tune": ("fastconv._tune", "calibrate the cost model or autotune layers on this machine"),
+    "explain": ("fastconv._tuning", "say which strategy the dispatcher picks for a layer, and why"),
+    "tune": ("fastconv._tuning", "calibrate the cost model or autotune layers on this machine"),
     "info": ("fastconv._info", "show version, compiled modules, OpenMP, threads and BLAS"),
 }
 

@@ -1,0 +1,225 @@
+"""The strategy-selection config file (TOML).
+
+Found through, first that applies: ``fastconv.load_config(path)``; the
+``FASTCONV_CONFIG`` environment variable (read when fastconv is imported). A file
+named ``pyproject.toml`` is read from its ``[tool.fastconv]`` table; any other
+file from its top level. Example (``docs/fastconv.example.toml``)::
+
+    mode = "heuristic"          # "heuristic" | "autotune" | "cache-only"
+    memory_budget = "512MiB"    # int bytes, or a string with B/KiB/MiB/GiB/KB/MB/GB
+    n_threads = 2
+    allow_fft = true
+    fft_rtol = 1e-3             # float32 FFT only where its estimated error is below
+    fft_max_stride = 2
+    cache_dir = "~/.cache/fastconv"
+    strategy = "auto"           # or a strategy name forced for every call
+
+    [[rules]]                   # tried in order; the first match decides
+    op = ["grad_input", "grad_weight"]    # a value or a list of values
+    ndim = 2
+    dtype = "float32"
+    kernel = [7, 31]            # largest kernel extent in [7, 31]
+    strategy = "fft"
+
+    [[rules]]
+    kernel = 1                  # 1x1 kernels
+    channels = {min = 64}       # input channels >= 64
+    strategy = "im2col"
+
+Range keys (``kernel``, ``spatial``, ``channels``, ``out_channels``, ``batch``,
+``stride``, ``groups``) take an int, a ``[min, max]`` pair, or a table with
+``min`` and/or ``max``; ``kernel``, ``spatial`` and ``stride`` compare the
+largest extent over the spatial axes. Errors name the file, the key and what
+was expected.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+
+from ._spec import OPS
+
+__all__ = ["ConfigError", "Rule", "read_config_file", "parse_size"]
+
+
+class ConfigError(ValueError):
+    """A config file or value is malformed (names the file and the key)."""
+
+
+_RANGE_KEYS = ("kernel", "spatial", "channels", "out_channels", "batch", "stride", "groups")
+_SET_KEYS = ("op", "ndim", "dtype")
+_DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One ``[[rules]]`` entry: conditions and the strategy they select."""
+
+    strategy: str
+    op: tuple | None = None
+    ndim: tuple | None = None
+    dtype: tuple | None = None
+    kernel: tuple | None = None
+    spatial: tuple | None = None
+    channels: tuple | None = None
+    out_channels: tuple | None = None
+    batch: tuple | None = None
+    stride: tuple | None = None
+    groups: tuple | None = None
+    source: str = ""
+
+    def _values(self, spec):
+        return {
+            "kernel": max(spec.kernel),
+            "spatial": max(spec.in_spatial),
+            "channels": spec.in_channels,
+            "out_channels": spec.out_channels,
+            "batch": spec.batch,
+            "stride": max(spec.stride),
+            "groups": spec.groups,
+        }
+
+    def matches(self, op, spec):
+        if self.op is not None and op not in self.op:
+            return False
+        if self.ndim is not None and spec.ndim not in self.ndim:
+            return False
+        if self.dtype is not None and spec.dtype.name not in self.dtype:
+            return False
+        vals = self._values(spec)
+        for key in _RANGE_KEYS:
+            rng = getattr(self, key)
+            if rng is not None and not (rng[0] <= vals[key] <= rng[1]):
+                return False
+        return True
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_size(value, where="memory_budget"):
+    """Bytes from an int or a string like "512MiB" / "1.5GB"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value <= 0:
+            raise ConfigError(f"{where}: expected a positive number of bytes, got {value!r}")
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m:
+            return int(float(m.group(1)) * _UNITS[(m.group(2) or "B").lower()])
+    raise ConfigError(
+        f"{where}: expected bytes as an int or a string such as '512MiB' or '2GB', got {value!r}"
+    )
+
+
+def _range(value, where):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, list) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return (value[0], value[1])
+    if isinstance(value, dict) and value and set(value) <= {"min", "max"} and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value.values()):
+        return (value.get("min", 0), value.get("max", 2**62))
+    raise ConfigError(
+        f"{where}: expected an int, a [min, max] pair of ints, or a table with min/max, "
+        f"got {value!r}"
+    )
+
+
+def _set(value, allowed, where):
+    vals = value if isinstance(value, list) else [value]
+    for v in vals:
+        if v not in allowed or isinstance(v, bool):
+            raise ConfigError(f"{where}: expected one of {list(allowed)} (or a list of them), got {v!r}")
+    return tuple(vals)
+
+
+def _rule(table, where, strategy_names):
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table ([[rules]]), got {table!r}")
+    known = {"strategy", *_SET_KEYS, *_RANGE_KEYS}
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {sorted(known)}")
+    if "strategy" not in table:
+        raise ConfigError(f"{where}: missing key 'strategy' (one of {list(strategy_names)})")
+    strategy = table["strategy"]
+    if strategy not in strategy_names:
+        raise ConfigError(
+            f"{where}.strategy: unknown strategy {strategy!r}; expected one of {list(strategy_names)}")
+    kw = {"strategy": strategy, "source": where}
+    allowed = {"op": OPS, "ndim": (1, 2, 3), "dtype": _DTYPES}
+    for key in _SET_KEYS:
+        if key in table:
+            kw[key] = _set(table[key], allowed[key], f"{where}.{key}")
+    for key in _RANGE_KEYS:
+        if key in table:
+            kw[key] = _range(table[key], f"{where}.{key}")
+    return Rule(**kw)
+
+
+_TYPES = {
+    "mode": (str,), "strategy": (str,), "n_threads": (int,), "allow_fft": (bool,),
+    "fft_rtol": (int, float), "fft_max_stride": (int,), "cache_dir": (str,),
+}
+
+
+def read_config_file(path):
+    """Parse a config file into a dict of :class:`fastconv.Options` fields.
+
+    Raises
+    ------
+    ConfigError
+        On a syntax error, an unknown key, a value of the wrong type, or an
+        unknown strategy; the message names the file and the key.
+    """
+    from . import _strategies
+    from ._config import MODES
+
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the fastconv config file: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: TOML syntax error: {e}") from None
+    if os.path.basename(path) == "pyproject.toml":
+        data = data.get("tool", {}).get("fastconv")
+        if data is None:
+            raise ConfigError(f"{path}: no [tool.fastconv] table")
+        prefix = f"{path}: [tool.fastconv]"
+    else:
+        prefix = f"{path}:"
+    names = _strategies.names()
+    out = {}
+    for key, value in data.items():
+        where = f"{prefix} {key}"
+        if key == "rules":
+            if not isinstance(value, list):
+                raise ConfigError(f"{where}: expected an array of tables ([[rules]])")
+            out["rules"] = tuple(_rule(t, f"{prefix} rules[{i}]", names) for i, t in enumerate(value))
+        elif key == "memory_budget":
+            out[key] = parse_size(value, where)
+        elif key in _TYPES:
+            if not isinstance(value, _TYPES[key]) or (
+                    isinstance(value, bool) and bool not in _TYPES[key]):
+                raise ConfigError(
+                    f"{where}: expected {' or '.join(t.__name__ for t in _TYPES[key])}, "
+                    f"got {type(value).__name__} {value!r}")
+            out[key] = value
+        else:
+            raise ConfigError(
+                f"{where}: unknown key; valid keys: {sorted([*_TYPES, 'memory_budget', 'rules'])}")
+    if "mode" in out and out["mode"] not in MODES:
+        raise ConfigError(f"{prefix} mode: expected one of {list(MODES)}, got {out['mode']!r}")
+    if "strategy" in out and out["strategy"] not in ("auto", *names):
+        raise ConfigError(
+            f"{prefix} strategy: expected 'auto' or one of {list(names)}, got {out['strategy']!r}")
+    if "cache_dir" in out:
+        out["cache_dir"] = os.path.expanduser(out["cache_dir"])
+    return out
