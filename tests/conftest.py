@@ -1,0 +1,111 @@
+"""Shared helpers for the fastconv test suite.
+
+The oracles are :mod:`fastconv.reference` (naive NumPy), hand-written formulas,
+finite differences and, when installed, PyTorch. Tolerances follow DESIGN.md
+"Testing".
+"""
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+import pytest
+
+import fastconv
+
+# Collected once, at import time, so strategies registered later (im2col, fft)
+# are parametrized automatically.
+STRATEGIES = tuple(fastconv.strategies())
+DTYPES = (np.float32, np.float64)
+NDIMS = (1, 2, 3)
+OPS = ("forward", "grad_input", "grad_weight", "backward")
+
+
+def tolerances(dtype, strategy, spec=None, scale=1.0):
+    """(rtol, atol) for comparing a strategy's result with a float64 oracle.
+
+    ``scale`` is max|reference| (float32 atol is relative to it); ``spec`` gives
+    the transform size for the FFT allowance.
+    """
+    dtype = np.dtype(dtype)
+    if dtype == np.float64:
+        tol = 1e-9 if strategy == "fft" else 1e-10
+        return tol, tol
+    atol = 1e-5 * scale
+    if strategy == "fft":
+        atol *= fft_log2_size(spec)
+    return 1e-4, atol
+
+
+def fft_log2_size(spec):
+    """A generous log2 of the FFT transform size for ``spec`` (>= 1)."""
+    if spec is None:
+        return 20.0
+    n = 1
+    for p, k, d in zip(spec.padded_spatial, spec.kernel, spec.dilation):
+        n *= p + d * (k - 1) + 1
+    return max(1.0, math.log2(n) + 1.0)
+
+
+def assert_close(actual, expected, *, dtype, strategy, spec=None, what=""):
+    """Compare ``actual`` (from fastconv) with ``expected`` (float64 oracle)."""
+    expected = np.asarray(expected, dtype=np.float64)
+    assert isinstance(actual, np.ndarray), f"{what}: got {type(actual).__name__}"
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == np.dtype(dtype), f"{what}: dtype {actual.dtype} != {np.dtype(dtype)}"
+    scale = float(np.abs(expected).max()) if expected.size else 0.0
+    rtol, atol = tolerances(dtype, strategy, spec, scale)
+    np.testing.assert_allclose(
+        actual.astype(np.float64), expected, rtol=rtol, atol=atol,
+        err_msg=f"{what} strategy={strategy} dtype={np.dtype(dtype)}")
+
+
+def random_array(rng, shape, dtype):
+    """Standard normal data, rounded to ``dtype``."""
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def upcast(a):
+    """float64 copy: the oracle sees exactly the values fastconv sees."""
+    return np.asarray(a, dtype=np.float64)
+
+
+@pytest.fixture
+def rng(request):
+    """A generator seeded from the test id, so every test is reproducible."""
+    # hash() of a str is salted per process; crc32 is stable across runs.
+    seed = zlib.crc32(request.node.nodeid.encode())
+    return np.random.default_rng(seed)
+
+
+def naive_loop_forward(x, w, stride, pads, dilation, groups, flip=False):
+    """Scalar-loop forward pass for (N, C, *spatial) input: a third oracle, used to
+    check the reference itself. ``pads`` is a list of (before, after) pairs."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    ndim = w.ndim - 2
+    if flip:
+        w = w[(Ellipsis,) + (slice(None, None, -1),) * ndim]
+    N, C = x.shape[:2]
+    O, Cg = w.shape[:2]
+    Og = O // groups
+    ksz = w.shape[2:]
+    xp = np.zeros((N, C) + tuple(s + b + a for s, (b, a) in zip(x.shape[2:], pads)))
+    xp[(slice(None), slice(None)) + tuple(slice(b, b + s) for s, (b, _) in
+                                          zip(x.shape[2:], pads))] = x
+    out_sp = tuple((p - d * (k - 1) - 1) // s + 1
+                   for p, k, s, d in zip(xp.shape[2:], ksz, stride, dilation))
+    y = np.zeros((N, O) + out_sp)
+    for n in range(N):
+        for o in range(O):
+            g = o // Og
+            for pos in np.ndindex(*out_sp):
+                acc = 0.0
+                for c in range(Cg):
+                    for k in np.ndindex(*ksz):
+                        idx = tuple(p * s + kk * d for p, s, kk, d in
+                                    zip(pos, stride, k, dilation))
+                        acc += xp[(n, g * Cg + c) + idx] * w[(o, c) + k]
+                y[(n, o) + pos] = acc
+    return y
