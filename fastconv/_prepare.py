@@ -15,9 +15,15 @@ def as_array(a, name):
     if a is None:
         raise TypeError(f"{name} must be an array, got None")
     try:
-        return np.asarray(a)
+        arr = np.asarray(a)
     except (ValueError, TypeError) as e:
         raise TypeError(f"{name} could not be converted to an array: {e}") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} has dtype {arr.dtype} (shape {arr.shape}); fastconv computes in "
+            "float32 or float64 and accepts bool, integer or real floating arrays only"
+        )
+    return arr
 
 
 def padded_input(x, spec):
