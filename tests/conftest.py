@@ -48,13 +48,22 @@ def fft_log2_size(spec):
     return max(1.0, math.log2(n) + 1.0)
 
 
-def assert_close(actual, expected, *, dtype, strategy, spec=None, what=""):
-    """Compare ``actual`` (from fastconv) with ``expected`` (float64 oracle)."""
+def assert_close(actual, expected, *, dtype, strategy, spec=None, what="", operands=()):
+    """Compare ``actual`` (from fastconv) with ``expected`` (float64 oracle).
+
+    ``operands``: the two arrays whose products were summed. The float32 atol
+    scale is max|reference|, but at least max|a| * max|b| (the size of one
+    term): a reference that is exactly zero (e.g. an input no tap touches) still
+    allows the rounding noise a transform method leaves there.
+    """
     expected = np.asarray(expected, dtype=np.float64)
     assert isinstance(actual, np.ndarray), f"{what}: got {type(actual).__name__}"
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
     assert actual.dtype == np.dtype(dtype), f"{what}: dtype {actual.dtype} != {np.dtype(dtype)}"
     scale = float(np.abs(expected).max()) if expected.size else 0.0
+    if len(operands) == 2:
+        scale = max(scale, float(np.prod([np.abs(np.asarray(a, np.float64)).max()
+                                          for a in operands])))
     rtol, atol = tolerances(dtype, strategy, spec, scale)
     np.testing.assert_allclose(
         actual.astype(np.float64), expected, rtol=rtol, atol=atol,

@@ -82,7 +82,10 @@ CASES = [
 
 
 def _run(op, ndim, case, dtype, strategy, rng):
-    """Run ``op`` with fastconv and the reference; return [(name, got, want, spec)]."""
+    """Run ``op`` with fastconv and the reference.
+
+    Returns [(name, got, want, spec, operands)].
+    """
     x_shape, w_shape, kw = case.args(ndim)
     spec = fastconv.make_spec(x_shape, w_shape, flip=case.flip, dtype=dtype, **kw)
     x = random_array(rng, x_shape, dtype)
@@ -94,24 +97,24 @@ def _run(op, ndim, case, dtype, strategy, rng):
     if op == "forward":
         got = convnd(x, w, b, strategy=strategy, **common)
         want = ref.conv_forward(upcast(x), upcast(w), None if b is None else upcast(b), **common)
-        return [("forward", got, want, spec)]
+        return [("forward", got, want, spec, (x, w))]
     if op == "grad_input":
         got = getattr(fgrad, f"conv{ndim}d_input")(x_shape, w, gy, strategy=strategy, **common)
         want = ref.conv_grad_input(x_shape, upcast(w), upcast(gy), **common)
-        return [("grad_input", got, want, spec)]
+        return [("grad_input", got, want, spec, (gy, w))]
     if op == "grad_weight":
         got = getattr(fgrad, f"conv{ndim}d_weight")(x, w_shape, gy, strategy=strategy, **common)
         want = ref.conv_grad_weight(upcast(x), w_shape, upcast(gy), **common)
-        return [("grad_weight", got, want, spec)]
+        return [("grad_weight", got, want, spec, (x, gy))]
     gx, gw, gb = fastconv.conv_backward(x, w, gy, strategy=strategy, **common)
     batch_axes = (0,) if case.batch is not None else ()
     sum_axes = batch_axes + tuple(range(len(batch_axes) + 1, gy.ndim))
     return [
         ("backward.grad_x", gx, ref.conv_grad_input(x_shape, upcast(w), upcast(gy), **common),
-         spec),
+         spec, (gy, w)),
         ("backward.grad_w", gw, ref.conv_grad_weight(upcast(x), w_shape, upcast(gy), **common),
-         spec),
-        ("backward.grad_b", gb, upcast(gy).sum(axis=sum_axes), spec),
+         spec, (x, gy)),
+        ("backward.grad_b", gb, upcast(gy).sum(axis=sum_axes), spec, ()),
     ]
 
 
@@ -121,9 +124,9 @@ def _run(op, ndim, case, dtype, strategy, rng):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_against_reference(strategy, case, op, ndim, dtype, rng):
-    for what, got, want, spec in _run(op, ndim, case, dtype, strategy, rng):
+    for what, got, want, spec, operands in _run(op, ndim, case, dtype, strategy, rng):
         assert_close(got, want, dtype=dtype, strategy=strategy, spec=spec,
-                     what=f"{case.name} {ndim}d {what}")
+                     what=f"{case.name} {ndim}d {what}", operands=operands)
 
 
 @pytest.mark.parametrize("ndim", NDIMS, ids=lambda n: f"{n}d")
