@@ -61,7 +61,7 @@ def conv_problems(draw):
     return x_shape, w_shape, kw, flip, dtype, spec, seed
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.filter_too_much])
 @given(conv_problems())
 def test_random_specs_match_reference(problem):
