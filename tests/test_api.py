@@ -193,3 +193,47 @@ def test_make_spec_normalizes():
     assert s.out_spatial == ((10 + 2 - 4 - 1) // 2 + 1, (7 + 2 - 2 - 1) // 1 + 1)
     s = fastconv.make_spec((4, 10, 7), (6, 4, 4, 2), padding="same")
     assert not s.batched and s.padding == ((1, 2), (0, 1))
+
+
+@pytest.mark.parametrize("shape_x, shape_w, kw", [
+    ((2, 8, 20, 18), (16, 8, 3, 3), dict(padding=1)),
+    ((1, 4, 40), (4, 4, 31), dict(padding="same")),
+    ((1, 2, 6, 7, 5), (4, 1, 2, 3, 2), dict(groups=2, stride=2)),
+    ((2, 16, 9, 9), (16, 1, 3, 3), dict(groups=16, padding=1)),
+])
+def test_auto_strategy_is_correct(shape_x, shape_w, kw, rng):
+    x = rng.standard_normal(shape_x)
+    w = rng.standard_normal(shape_w)
+    y = fastconv.conv(x, w, **kw)
+    np.testing.assert_allclose(y, ref.conv_forward(x, w, **kw), rtol=1e-9, atol=1e-9)
+    gy = rng.standard_normal(y.shape)
+    gx, gw, _ = fastconv.conv_backward(x, w, gy, **kw)
+    np.testing.assert_allclose(gx, ref.conv_grad_input(x.shape, w, gy, **kw), rtol=1e-9,
+                               atol=1e-9)
+    np.testing.assert_allclose(gw, ref.conv_grad_weight(x, w.shape, gy, **kw), rtol=1e-9,
+                               atol=1e-9)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_concurrent_calls_from_python_threads(strategy, rng):
+    """Kernels release the GIL: calls from several threads must not share buffers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    problems = [(rng.standard_normal((2, 4, 13 + i, 11)),
+                 rng.standard_normal((6, 4, 3, 2 + i % 2)))
+                for i in range(6)]
+
+    def work(p):
+        x, w = p
+        y = fastconv.conv2d(x, w, padding=1, strategy=strategy)
+        gx, gw, _ = fastconv.conv_backward(x, w, y, padding=1, strategy=strategy)
+        return y, gx, gw
+
+    with ThreadPoolExecutor(4) as ex:
+        results = list(ex.map(work, problems * 2))
+    for (x, w), (y, gx, gw) in zip(problems * 2, results):
+        np.testing.assert_allclose(y, ref.conv_forward(x, w, padding=1), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(gx, ref.conv_grad_input(x.shape, w, y, padding=1),
+                                   rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(gw, ref.conv_grad_weight(x, w.shape, y, padding=1),
+                                   rtol=1e-9, atol=1e-9)

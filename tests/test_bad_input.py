@@ -367,3 +367,28 @@ def test_bias_dtype_promotes():
     assert fastconv.conv1d(x, w, np.ones(3, np.float32)).dtype == np.float32
     assert fastconv.conv1d(x, w, np.ones(3, np.float64)).dtype == np.float64
     assert fastconv.conv1d(x, w, np.ones(3, np.int8)).dtype == np.float32
+
+
+# ---------------------------------------------------------------------------
+# memory budget: chunk, pick another strategy, or MemoryError with the numbers
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("budget", [4096, 64 * 1024, 1 << 20])
+@pytest.mark.parametrize("strategy", ("auto",) + STRATEGIES)
+def test_memory_budget_is_respected(strategy, budget, rng):
+    x = rng.standard_normal((2, 6, 30, 27))
+    w = rng.standard_normal((8, 3, 5, 4))
+    kw = dict(padding=((2, 1), (0, 2)), groups=2, stride=(1, 2))
+    gy = rng.standard_normal(fastconv.output_shape(x.shape, w.shape, **kw))
+    with fastconv.config(memory_budget=budget):
+        try:
+            y = fastconv.conv2d(x, w, strategy=strategy, **kw)
+            gx, gw, _ = fastconv.conv_backward(x, w, gy, strategy=strategy, **kw)
+        except MemoryError as e:
+            assert strategy != "auto", "auto must fall back to a strategy that fits"
+            assert "budget" in str(e) and str(budget) in str(e)
+            return
+    np.testing.assert_allclose(y, ref.conv_forward(x, w, **kw), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(gx, ref.conv_grad_input(x.shape, w, gy, **kw), rtol=1e-9,
+                               atol=1e-9)
+    np.testing.assert_allclose(gw, ref.conv_grad_weight(x, w.shape, gy, **kw), rtol=1e-9,
+                               atol=1e-9)
