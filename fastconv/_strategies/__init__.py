@@ -27,9 +27,10 @@ Adding a strategy means adding a module and one line to ``_REGISTRY``.
 from __future__ import annotations
 
 from .direct import DirectStrategy
+from .fft import FFTStrategy
 from .im2col import Im2colStrategy
 
-_REGISTRY = {s.name: s for s in (DirectStrategy(), Im2colStrategy())}
+_REGISTRY = {s.name: s for s in (DirectStrategy(), Im2colStrategy(), FFTStrategy())}
 
 
 def names():

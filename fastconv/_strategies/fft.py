@@ -1,0 +1,554 @@
+"""FFT strategy: all three passes of a convolution in the frequency domain.
+
+How it works
+------------
+Every op sees the prepared problem (:mod:`fastconv._prepare`): a zero-padded
+input ``xp`` of spatial size ``P``, a kernel already flipped when ``flip=True``.
+Along each axis the kernel is *dilated* (zeros inserted, span
+``L = dilation*(K-1) + 1``) and every transform has the length
+``F = scipy.fft.next_fast_len(P, real=True)`` (axes of size 1 are not
+transformed). With ``Z`` the stride-1 valid cross-correlation,
+
+* forward:     ``Y = X * conj(W)``, then ``y = Z[::stride]`` (crop + subsample);
+* grad_input:  ``GX = GZ * W`` where ``gz`` is grad_output *stride-dilated*
+  (zeros inserted): the full convolution, cropped to the padded input;
+* grad_weight: ``GW = sum_n X * conj(GZ)``, then every dilation-th tap.
+
+Cross-correlation is multiplication by the conjugate spectrum of the kernel (no
+reversed copy), so ``F >= P`` is enough: no valid output wraps around. The
+channel contraction per frequency (``sum_c``, ``sum_o``, ``sum_n``, per group),
+the zero padding / dilation / stride dilation into the transform buffers and
+the cropping / subsampling out of them are Cython loops in ``pyx/_fft.pyx``;
+the transforms are ``scipy.fft.rfftn/irfftn`` with ``workers=n_threads``.
+
+Transform reuse: :meth:`FFTStrategy.backward` computes grad_input and
+grad_weight from one transform of grad_output and one each of x and w: 3
+forward transform sets instead of the 4 of two separate calls (a training
+step is then 6 transform sets -- x, w, y^-1, gy, gx^-1, gw^-1 -- instead of 9).
+
+Overlap-add: when an axis of the input is much longer than the kernel, the
+axis is cut into blocks of ``B`` outputs; each block needs ``B + L - 1`` inputs,
+so the blocks are folded into the batch axis and transformed with the short
+length ``next_fast_len(B + L - 1)``. Forward and grad_weight partition the
+*outputs* (the input segments overlap: overlap-save form, every output written
+once); grad_input partitions grad_output and adds the overlapping pieces of the
+input gradient (overlap-add proper). ``B`` is chosen per axis by minimizing the
+cost model (:func:`_cost`), not a constant, so work stays ~ ``P log(B+L)``
+instead of ``P log P`` and memory is linear in ``P``.
+
+Stride: the stride-1 correlation is computed in full and subsampled, so a
+stride ``s`` wastes a factor ``s**ndim`` of the work. FFT is a poor choice for
+large strides; :meth:`FFTStrategy.estimate` charges the full work whatever the
+stride, so the dispatcher sees the waste.
+
+Numerics
+--------
+* float32 inputs are transformed in complex64, float64 in complex128. The
+  rounding error of an FFT grows like ``log2(F)`` times the unit roundoff,
+  relative to the *norm* of the map, not elementwise: small outputs next to
+  large ones carry the absolute error of the large ones. Expect about
+  ``1e-7 * log2(prod(F)) * max|y|`` in float32 and ``1e-16 * ...`` in float64.
+* A NaN or Inf anywhere in an input map (or in the kernel) spreads over the
+  *whole* output map after the inverse transform, unlike the direct and
+  im2col strategies where it stays in the outputs it touches. Forbid this
+  strategy with ``fastconv.config(allow_fft=False)`` where that matters.
+
+Memory
+------
+Complex buffers are chunked over the batch (then over groups) so that the
+workspace stays within ``fastconv.get_config().memory_budget``; if a single
+sample of a single group does not fit, ``MemoryError`` says how many bytes
+were needed. :meth:`FFTStrategy.workspace` reports the bytes that would
+actually be allocated.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import scipy.fft
+from numpy.lib.stride_tricks import as_strided
+
+from .._config import get_config
+from .._ext import _fft
+
+# ---------------------------------------------------------------------------
+# Cost model coefficients, measured on the development machine (1 thread,
+# float32; see the report of issue 4). Only ratios to the other strategies'
+# figures matter; `fastconv tune --calibrate` may rescale them.
+# ---------------------------------------------------------------------------
+#: seconds per element per log2(F) of one real N-d transform lane (r2c or c2r)
+FFT_S_PER_NLOGN = 5.0e-10
+#: seconds per complex multiply-add of the spectral contraction: batched
+#: cgemm (measured 4-8e-10 for 8..64 channels) and the hand loop (1.5-1.7e-9
+#: for <= 4x4 channels per group and 1.0e-9 depthwise)
+CMAC_GEMM_S = 0.7e-9
+CMAC_LOOP_S = 1.6e-9
+#: seconds per real element moved by pack / unpack / block copies
+COPY_S = 1.5e-9
+#: fixed seconds per transform lane (per-transform overhead of pocketfft)
+LANE_S = 2.0e-7
+#: float64 costs this much more than float32
+F64_FACTOR = 1.8
+#: the GEMM contraction is used when a group's channel product CIG*COG is at least this
+GEMM_MIN_CHANNELS = 64
+#: a block plan must beat the unblocked cost by this factor to be used
+BLOCK_GAIN = 0.75
+
+_UNIT = (1, 1, 1)
+
+
+# The transform functions are module-level so tests can count calls.
+def _rfftn(a, axes, workers):
+    return scipy.fft.rfftn(a, axes=axes, workers=workers, overwrite_x=True)
+
+
+def _irfftn(a, s, axes, workers):
+    return scipy.fft.irfftn(a, s=s, axes=axes, workers=workers)
+
+
+# ---------------------------------------------------------------------------
+# geometry
+# ---------------------------------------------------------------------------
+def _span3(spec):
+    return tuple(d * (k - 1) + 1 for k, d in zip(spec.kernel3, spec.dilation3))
+
+
+def _fft_geom(spatial3):
+    """(F, axes, spectrum shape) for padded spatial sizes ``spatial3``."""
+    F = tuple(scipy.fft.next_fast_len(p, real=True) if p > 1 else 1 for p in spatial3)
+    axes = tuple(i for i in range(3) if F[i] > 1) or (2,)
+    mshape = list(F)
+    mshape[axes[-1]] = F[axes[-1]] // 2 + 1
+    return F, axes, tuple(mshape)
+
+
+def _sub_spec(spec, **kw):
+    return dataclasses.replace(spec, **kw)
+
+
+def _with_axis(spec, axis, length, batch):
+    """Spec of one block: spatial axis ``axis`` (0..2 of the 3-D view) of
+    padded length ``length``, no padding, batch ``batch``."""
+    j = axis - (3 - spec.ndim)
+    sp = list(spec.padded_spatial)
+    sp[j] = length
+    return _sub_spec(spec, batch=batch, in_spatial=tuple(sp),
+                     padding=((0, 0),) * spec.ndim)
+
+
+# ---------------------------------------------------------------------------
+# cost model and plans
+# ---------------------------------------------------------------------------
+def _lanes(spec, op, batch):
+    C, CO, CIG = spec.in_channels, spec.out_channels, spec.in_channels_per_group
+    # forward: x, w, y^-1; grad_input: gy, w, gx^-1; grad_weight: x, gy, gw^-1;
+    # backward: x, w, gy, gx^-1, gw^-1
+    if op == "backward":
+        return 2 * batch * C + batch * CO + 2 * CO * CIG
+    return batch * (C + CO) + CO * CIG
+
+
+def _cost(spec, op, spatial3, batch, n_threads=1):
+    """Seconds for ``op`` with padded spatial sizes ``spatial3`` and ``batch``
+    (the batch includes folded overlap-add blocks)."""
+    F, axes, mshape = _fft_geom(spatial3)
+    ftot = math.prod(F)
+    m = math.prod(mshape)
+    lanes = _lanes(spec, op, batch)
+    t = lanes * (FFT_S_PER_NLOGN * ftot * math.log2(max(ftot, 2)) + LANE_S + COPY_S * ftot)
+    n_contr = 2 if op == "backward" else 1
+    gemm = spec.in_channels_per_group * spec.out_channels_per_group >= GEMM_MIN_CHANNELS
+    t += n_contr * (CMAC_GEMM_S if gemm else CMAC_LOOP_S) * m * batch * spec.out_channels * spec.in_channels_per_group
+    if spec.dtype == np.float64:
+        t *= F64_FACTOR
+    return t / max(1, n_threads)
+
+
+def _fast_candidates(lo, hi):
+    """A geometric grid (ratio ~1.15) of fast transform lengths in [lo, hi)."""
+    out, f = [], scipy.fft.next_fast_len(max(lo, 1), real=True)
+    while f < hi:
+        out.append(f)
+        f = scipy.fft.next_fast_len(max(f + 1, int(f * 1.15)), real=True)
+    return out
+
+
+def _block_plan(spec, op="forward"):
+    """Overlap-add plan: list of (axis, B) with B outputs (stride-1 positions,
+    a multiple of the stride) per block, chosen by minimizing :func:`_cost`.
+
+    Axes are considered longest-relative-to-kernel first; an axis is blocked
+    only if that lowers the estimated cost by the factor ``BLOCK_GAIN``.
+    """
+    P = list(spec.padded_shape5[2:])
+    L = _span3(spec)
+    s = spec.stride3
+    batch = spec.batch
+    plan = []
+    order = sorted(range(3), key=lambda i: -P[i] / L[i])
+    for i in order:
+        o1 = P[i] - L[i] + 1
+        if o1 <= s[i]:
+            continue
+        best_cost, best = _cost(spec, op, P, batch), None
+        if L[i] == 1:
+            # the kernel does not span this axis: fold it into the batch, no transform
+            best = (s[i], -(-o1 // s[i]))
+        else:
+            for f in _fast_candidates(L[i], P[i]):
+                B = (f - L[i] + s[i]) // s[i] * s[i]
+                if B < s[i] or B >= o1:
+                    continue
+                nb = -(-o1 // B)
+                trial = list(P)
+                trial[i] = B - s[i] + L[i]
+                c = _cost(spec, op, trial, batch * nb)
+                if c < BLOCK_GAIN * best_cost:
+                    best_cost, best = c, (B, nb)
+        if best is not None:
+            B, nb = best
+            plan.append((i, B))
+            P[i] = B - s[i] + L[i]
+            batch *= nb
+    return plan
+
+
+# ---------------------------------------------------------------------------
+# memory
+# ---------------------------------------------------------------------------
+def _mem(spec, op):
+    """(fixed bytes, bytes per batch sample) of the unblocked core for ``op``."""
+    F, axes, mshape = _fft_geom(spec.padded_shape5[2:])
+    ft, m, isz = math.prod(F), math.prod(mshape), spec.itemsize
+    C, CO, CIG = spec.in_channels, spec.out_channels, spec.in_channels_per_group
+    wlane = CO * CIG
+    # A transform holds its real buffer and its spectrum; an inverse holds the
+    # spectrum, pocketfft's complex temporary and the real result.
+    fwd_t = (ft + 2 * m) * isz
+    inv_t = (ft + 4 * m) * isz
+    if op == "forward":
+        return wlane * (fwd_t + 2 * m * isz), C * fwd_t + CO * inv_t
+    if op == "grad_input":
+        return wlane * (fwd_t + 2 * m * isz), CO * fwd_t + C * inv_t
+    if op == "grad_weight":
+        return wlane * inv_t + 2 * m * isz * wlane, (C + CO) * fwd_t
+    # backward: W spectrum, GW accumulator (+ its inverse at the end)
+    return wlane * (fwd_t + inv_t), (2 * C + CO) * fwd_t + C * 2 * m * isz
+
+
+def _chunks(spec, op, budget):
+    """(groups per chunk, samples per chunk, workspace bytes) or raise MemoryError."""
+    G = spec.groups
+    gc = G
+    while True:
+        sub = spec if gc == G else _group_spec(spec, gc)
+        fixed, per = _mem(sub, op)
+        if fixed + per <= budget or gc == 1:
+            break
+        gc = max(1, gc // 2)
+    nbc = (budget - fixed) // per if per else spec.batch
+    if nbc < 1:
+        raise MemoryError(
+            f"fft {op}: one sample of one group needs {fixed + per} bytes of transform "
+            f"buffers (transform size {_fft_geom(spec.padded_shape5[2:])[0]}), more than "
+            f"the memory budget of {budget} bytes; raise fastconv.config(memory_budget=...) "
+            "or use another strategy"
+        )
+    nbc = int(min(nbc, spec.batch))
+    return gc, nbc, fixed + nbc * per
+
+
+def _group_spec(spec, gc):
+    return _sub_spec(spec, groups=gc, in_channels=gc * spec.in_channels_per_group,
+                     out_channels=gc * spec.out_channels_per_group)
+
+
+# ---------------------------------------------------------------------------
+# the unblocked core
+# ---------------------------------------------------------------------------
+class _Core:
+    """Transforms and contractions of one (unblocked, one group chunk) problem."""
+
+    def __init__(self, spec, n_threads):
+        self.spec = spec
+        self.n = n_threads
+        self.F, self.axes, self.mshape = _fft_geom(spec.padded_shape5[2:])
+        self.s_axes = [self.F[i] for i in self.axes]
+        self.m = math.prod(self.mshape)
+        self.rdt = spec.dtype
+        self.gemm = spec.in_channels_per_group * spec.out_channels_per_group >= GEMM_MIN_CHANNELS
+
+    def transform(self, src, a0, na, step):
+        """Spectrum (mshape..., na, src.shape[1]) of src[a0:a0+na], zero-inserted by step."""
+        buf = np.zeros(self.F + (na, src.shape[1]), dtype=self.rdt)
+        _fft.pack(src, buf, a0, step, self.n)
+        return np.ascontiguousarray(_rfftn(buf, self.axes, self.n))
+
+    def inverse(self, spec_arr, dst, a0, step):
+        r = np.ascontiguousarray(_irfftn(spec_arr, self.s_axes, self.axes, self.n))
+        _fft.unpack(r, dst, a0, step, self.n)
+
+    def rv(self, a):
+        """(m, rows, 2*cols) real view of a spectrum, as the kernels take it."""
+        return a.reshape(self.m, a.shape[-2], a.shape[-1]).view(self.rdt)
+
+    def empty(self, rows, cols):
+        return np.empty(self.mshape + (rows, cols), dtype=np.result_type(self.rdt, 1j))
+
+
+def _core_run(op, spec, a, b, n, nbc, out_x=None):
+    sp = spec
+    core = _Core(sp, n)
+    G, N = sp.groups, sp.batch
+    C, CO, CIG = sp.in_channels, sp.out_channels, sp.in_channels_per_group
+    dil, st = sp.dilation3, sp.stride3
+    if op == "forward":
+        xp, w = a, b
+        Ws = core.transform(w, 0, CO, dil)
+        y = np.empty(sp.output_shape5, dtype=sp.dtype)
+        for n0 in range(0, N, nbc):
+            na = min(nbc, N - n0)
+            X = core.transform(xp, n0, na, _UNIT)
+            Y = core.empty(na, CO)
+            _fft.contract_forward(core.rv(X), core.rv(Ws), core.rv(Y), G, core.gemm, n)
+            del X
+            core.inverse(Y, y, n0, st)
+            del Y
+        return y
+    if op == "grad_input":
+        gy, w = a, b
+        Ws = core.transform(w, 0, CO, dil)
+        gx = np.empty(sp.padded_shape5, dtype=sp.dtype)
+        for n0 in range(0, N, nbc):
+            na = min(nbc, N - n0)
+            GY = core.transform(gy, n0, na, st)
+            GX = core.empty(na, C)
+            _fft.contract_grad_input(core.rv(GY), core.rv(Ws), core.rv(GX), G, core.gemm, n)
+            del GY
+            core.inverse(GX, gx, n0, _UNIT)
+            del GX
+        return gx
+    if op == "grad_weight":
+        xp, gy = a, b
+        GW = np.zeros(core.mshape + (CO, CIG), dtype=np.result_type(sp.dtype, 1j))
+        for n0 in range(0, N, nbc):
+            na = min(nbc, N - n0)
+            X = core.transform(xp, n0, na, _UNIT)
+            GY = core.transform(gy, n0, na, st)
+            _fft.contract_grad_weight(core.rv(X), core.rv(GY), core.rv(GW), G, True,
+                                      core.gemm, n)
+            del X, GY
+        gw = np.empty(sp.weight_shape5, dtype=sp.dtype)
+        core.inverse(GW, gw, 0, dil)
+        return gw
+    # backward: a = (xp, w), b = gy
+    (xp, w), gy = a, b
+    Ws = core.transform(w, 0, CO, dil)
+    GW = np.zeros(core.mshape + (CO, CIG), dtype=np.result_type(sp.dtype, 1j))
+    gx = np.empty(sp.padded_shape5, dtype=sp.dtype)
+    for n0 in range(0, N, nbc):
+        na = min(nbc, N - n0)
+        X = core.transform(xp, n0, na, _UNIT)
+        GY = core.transform(gy, n0, na, st)
+        _fft.contract_grad_weight(core.rv(X), core.rv(GY), core.rv(GW), G, True, core.gemm, n)
+        del X
+        GX = core.empty(na, C)
+        _fft.contract_grad_input(core.rv(GY), core.rv(Ws), core.rv(GX), G, core.gemm, n)
+        del GY
+        core.inverse(GX, gx, n0, _UNIT)
+        del GX
+    del Ws
+    gw = np.empty(sp.weight_shape5, dtype=sp.dtype)
+    core.inverse(GW, gw, 0, dil)
+    return gx, gw
+
+
+# ---------------------------------------------------------------------------
+# group chunking
+# ---------------------------------------------------------------------------
+def _grouped(op, spec, a, b, n, budget):
+    gc, nbc, _ = _chunks(spec, op, budget)
+    G = spec.groups
+    if gc >= G:
+        return _core_run(op, spec, a, b, n, nbc)
+    CIG, COG = spec.in_channels_per_group, spec.out_channels_per_group
+    outs = []
+    for g0 in range(0, G, gc):
+        g1 = min(G, g0 + gc)
+        sub = _group_spec(spec, g1 - g0)
+        _, nbc, _ = _chunks(sub, op, budget)
+        ci, co = slice(g0 * CIG, g1 * CIG), slice(g0 * COG, g1 * COG)
+        if op == "forward":
+            args = (np.ascontiguousarray(a[:, ci]), np.ascontiguousarray(b[co]))
+        elif op == "grad_input":
+            args = (np.ascontiguousarray(a[:, co]), np.ascontiguousarray(b[co]))
+        elif op == "grad_weight":
+            args = (np.ascontiguousarray(a[:, ci]), np.ascontiguousarray(b[:, co]))
+        else:
+            (xp, w) = a
+            args = ((np.ascontiguousarray(xp[:, ci]), np.ascontiguousarray(w[co])),
+                    np.ascontiguousarray(b[:, co]))
+        outs.append(_core_run(op, sub, *args, n, nbc))
+    if op == "forward":
+        return np.concatenate(outs, axis=1)
+    if op == "grad_input":
+        return np.concatenate(outs, axis=1)
+    if op == "grad_weight":
+        return np.concatenate(outs, axis=0)
+    return (np.concatenate([o[0] for o in outs], axis=1),
+            np.concatenate([o[1] for o in outs], axis=0))
+
+
+# ---------------------------------------------------------------------------
+# overlap-add blocking
+# ---------------------------------------------------------------------------
+def _segments(a, axis, nb, step, seglen):
+    """(N*nb, C, ...) copy of ``nb`` windows of length ``seglen``, ``step`` apart,
+    along spatial ``axis`` (0..2) of the 5-D array ``a``; zero-padded at the end."""
+    ax = 2 + axis
+    need = (nb - 1) * step + seglen
+    have = a.shape[ax]
+    if have != need:
+        shape = list(a.shape)
+        shape[ax] = need
+        pad = np.zeros(shape, dtype=a.dtype)
+        idx = [slice(None)] * 5
+        idx[ax] = slice(0, min(have, need))
+        pad[tuple(idx)] = a[tuple(idx)]
+        a = pad
+    st = a.strides
+    shape = a.shape[:ax] + (nb, seglen) + a.shape[ax + 1:]
+    strides = st[:ax] + (step * st[ax], st[ax]) + st[ax + 1:]
+    v = as_strided(a, shape, strides, writeable=False)  # (N, C, .., nb, seg, ..)
+    v = np.moveaxis(v, ax, 1)                           # (N, nb, C, .., seg, ..)
+    v = np.ascontiguousarray(v)
+    return v.reshape((a.shape[0] * nb,) + v.shape[2:])
+
+
+def _join(y, axis, nb, length):
+    """Inverse of non-overlapping :func:`_segments`: (N*nb, C, .., b, ..) ->
+    (N, C, .., length, ..) (blocks concatenated, cropped)."""
+    ax = 2 + axis
+    N = y.shape[0] // nb
+    v = y.reshape((N, nb) + y.shape[1:])
+    v = np.moveaxis(v, 1, ax)                           # (N, C, .., nb, b, ..)
+    shape = v.shape[:ax] + (nb * v.shape[ax + 1],) + v.shape[ax + 2:]
+    v = np.ascontiguousarray(v).reshape(shape)
+    idx = [slice(None)] * 5
+    idx[ax] = slice(0, length)
+    return np.ascontiguousarray(v[tuple(idx)])
+
+
+def _overlap_add(g, axis, nb, B, length):
+    """Overlap-add (N*nb, C, .., B+L-1, ..) pieces placed B apart -> (N, C, .., length, ..)."""
+    ax = 2 + axis
+    N = g.shape[0] // nb
+    seg = g.shape[ax]
+    mpieces = -(-seg // B)
+    v = g.reshape((N, nb) + g.shape[1:])
+    v = np.moveaxis(v, 1, ax)                           # (N, C, .., nb, seg, ..)
+    padshape = list(v.shape)
+    padshape[ax + 1] = mpieces * B
+    p = np.zeros(padshape, dtype=g.dtype)
+    idx = [slice(None)] * 6
+    idx[ax + 1] = slice(0, seg)
+    p[tuple(idx)] = v
+    # (N, C, .., nb, m, B, ..): piece j of block b lands in output block b + j
+    p = p.reshape(v.shape[:ax] + (nb, mpieces, B) + v.shape[ax + 2:])
+    outshape = v.shape[:ax] + (nb + mpieces - 1, B) + v.shape[ax + 2:]
+    out = np.zeros(outshape, dtype=g.dtype)
+    for j in range(mpieces):
+        oi = [slice(None)] * 6
+        oi[ax] = slice(j, j + nb)
+        pi = [slice(None)] * 7
+        pi[ax + 1] = j
+        out[tuple(oi)] += p[tuple(pi)]
+    out = out.reshape(v.shape[:ax] + ((nb + mpieces - 1) * B,) + v.shape[ax + 2:])
+    have = min(length, out.shape[ax])
+    shape = list(out.shape)
+    shape[ax] = length
+    res = np.zeros(shape, dtype=g.dtype) if have < length else np.empty(shape, dtype=g.dtype)
+    idx = [slice(None)] * 5
+    idx[ax] = slice(0, have)
+    res[tuple(idx)] = out[tuple(idx)]
+    return res
+
+
+def _execute(op, spec, a, b, n, plan, budget):
+    if not plan:
+        return _grouped(op, spec, a, b, n, budget)
+    (axis, B), rest = plan[0], plan[1:]
+    P = spec.padded_shape5[2 + axis]
+    L = _span3(spec)[axis]
+    s = spec.stride3[axis]
+    O = spec.output_shape5[2 + axis]
+    nb = -(-(P - L + 1) // B)
+    bo = B // s
+    seg = B - s + L
+    sub = _with_axis(spec, axis, seg, spec.batch * nb)
+    if op == "forward":
+        y = _execute(op, sub, _segments(a, axis, nb, B, seg), b, n, rest, budget)
+        return _join(y, axis, nb, O)
+    if op == "grad_weight":
+        return _execute(op, sub, _segments(a, axis, nb, B, seg),
+                        _segments(b, axis, nb, bo, bo), n, rest, budget)
+    if op == "grad_input":
+        g = _execute(op, sub, _segments(a, axis, nb, bo, bo), b, n, rest, budget)
+        return _overlap_add(g, axis, nb, B, P)
+    (xp, w), gy = a, b
+    gx, gw = _execute(op, sub, (_segments(xp, axis, nb, B, seg), w),
+                      _segments(gy, axis, nb, bo, bo), n, rest, budget)
+    return _overlap_add(gx, axis, nb, B, P), gw
+
+
+def _blocked_geometry(spec, plan):
+    """(innermost spec, bytes of the block copies) for an overlap-add plan."""
+    sub, extra = spec, 0
+    for axis, B in plan:
+        P = sub.padded_shape5[2 + axis]
+        L = _span3(sub)[axis]
+        nb = -(-(P - L + 1) // B)
+        nxt = _with_axis(sub, axis, B - sub.stride3[axis] + L, sub.batch * nb)
+        # input segments + output pieces (+ the joined result)
+        extra += (math.prod(nxt.padded_shape5) + 2 * math.prod(nxt.output_shape5)
+                  + math.prod(nxt.padded_shape5)) * spec.itemsize
+        sub = nxt
+    return sub, extra
+
+
+class FFTStrategy:
+    """Frequency-domain convolution (see the module docstring)."""
+
+    name = "fft"
+
+    def supports(self, spec, op):
+        if spec.dtype not in (np.float32, np.float64):
+            return f"dtype {spec.dtype} is not float32/float64"
+        return None
+
+    def plan(self, spec, op):
+        return _block_plan(spec, "backward" if op == "backward" else op)
+
+    def workspace(self, spec, op):
+        sub, extra = _blocked_geometry(spec, self.plan(spec, op))
+        budget = get_config().memory_budget
+        try:
+            _, _, ws = _chunks(sub, op, budget)
+        except MemoryError:
+            fixed, per = _mem(_group_spec(sub, 1), op)
+            ws = fixed + per
+        return int(ws + extra)
+
+    def estimate(self, spec, op, n_threads=1):
+        sub, _ = _blocked_geometry(spec, self.plan(spec, op))
+        return _cost(spec, op, sub.padded_shape5[2:], sub.batch, n_threads)
+
+    def run(self, op, spec, a, b, n_threads):
+        return _execute(op, spec, a, b, n_threads, self.plan(spec, op),
+                        get_config().memory_budget)
+
+    def backward(self, spec, xp, w, gy, n_threads):
+        return _execute("backward", spec, (xp, w), gy, n_threads, self.plan(spec, "backward"),
+                        get_config().memory_budget)

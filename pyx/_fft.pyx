@@ -1,0 +1,267 @@
+# cython: language_level=3
+"""FFT strategy kernels: the loops around ``scipy.fft`` transforms.
+
+The transforms themselves are done by ``scipy.fft.rfftn / irfftn`` (pocketfft)
+in :mod:`fastconv._strategies.fft`. This module does everything in between:
+
+* ``pack``: copy a 5-D real array ``src[A, B, Q0, Q1, Q2]`` into a zeroed
+  transform buffer ``dst[F0, F1, F2, a, B]`` with zero insertion
+  ``dst[q*e, a, b] = src[a0 + a, b, q]``. One routine does the zero padding to
+  the transform size, the move to *frequency-major* layout (the spatial axes
+  first, so the spectrum of every frequency is one small contiguous
+  (batch, channels) matrix), the kernel dilation (e = dilation) and the stride
+  dilation of grad_output (e = stride).
+* ``unpack``: the inverse, with subsampling: ``dst[a0 + a, b, q] = src[q*s, a, b]``
+  -- cropping to the valid output, stride subsampling (forward), cropping to the
+  padded input (grad_input) and taking every dilation-th kernel tap (grad_weight).
+* The spectral channel contractions, per frequency f and group:
+
+  - forward:     Y[f, n, o]  = sum_c X[f, n, c] * conj(W[f, o, c])
+  - grad_input:  GX[f, n, c] = sum_o GY[f, n, o] * W[f, o, c]
+  - grad_weight: GW[f, o, c] (+)= sum_n X[f, n, c] * conj(GY[f, n, o])
+
+  Cross-correlation is computed as multiplication by the *conjugate* spectrum
+  of the (unreversed, dilated) kernel; no reversed copy of the kernel is made,
+  and a transform length >= the padded input suffices (the valid outputs never
+  wrap around).
+
+Spectra arrive as real arrays viewing interleaved (re, im) pairs, so a single
+``floating`` fused type covers complex64 (float) and complex128 (double).
+Each contraction has a hand loop and a batched-GEMM version (one cgemm/zgemm
+per frequency from ``scipy.linalg.cython_blas``); ``use_gemm`` selects.
+Parallelism is over frequencies: every frequency owns its output matrix, so no
+two threads write the same element.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.string cimport memset
+
+from scipy.linalg.cython_blas cimport cgemm, zgemm
+
+from _openmp cimport FASTCONV_HAVE_OPENMP
+
+HAVE_OPENMP = bool(FASTCONV_HAVE_OPENMP)
+
+# q2 tile of the layout moves (16 floats = one cache line of source)
+cdef enum:
+    TILE = 16
+
+
+# --------------------------------------------------------------------------
+# layout moves
+# --------------------------------------------------------------------------
+def pack(const floating[:, :, :, :, ::1] src,  # IN  (A, B, Q0, Q1, Q2)
+         floating[:, :, :, :, ::1] dst,        # OUT (F0, F1, F2, nA, B), zeroed
+         Py_ssize_t a0, tuple step, int n_threads):
+    """``dst[q0*e0, q1*e1, q2*e2, a, b] = src[a0 + a, b, q0, q1, q2]``."""
+    cdef Py_ssize_t nA = dst.shape[3], B = dst.shape[4]
+    cdef Py_ssize_t Q0 = src.shape[2], Q1 = src.shape[3], Q2 = src.shape[4]
+    cdef Py_ssize_t e0 = step[0], e1 = step[1], e2 = step[2]
+    cdef Py_ssize_t F1 = dst.shape[1], F2 = dst.shape[2]
+    cdef Py_ssize_t t, a, b, q0, q1, q2, lane = nA * B
+    cdef const floating* s
+    cdef floating* d
+    cdef Py_ssize_t t0, t1, tt
+    with nogil:
+        # one task per destination plane q0: tasks write disjoint parts of dst.
+        # Tiles of TILE consecutive q2 keep the TILE destination rows being
+        # filled (one per q2) in cache while a and b run over the lanes.
+        for q0 in prange(Q0, num_threads=n_threads, schedule="static"):
+            for q1 in range(Q1):
+                for tt in range((Q2 + TILE - 1) // TILE):
+                    t0 = tt * TILE
+                    t1 = t0 + TILE if t0 + TILE < Q2 else Q2
+                    for a in range(nA):
+                        for b in range(B):
+                            s = &src[a0 + a, b, q0, q1, 0]
+                            d = &dst[q0 * e0, q1 * e1, 0, a, b]
+                            for q2 in range(t0, t1):
+                                d[q2 * e2 * lane] = s[q2]
+
+
+def unpack(const floating[:, :, :, :, ::1] src,  # IN  (F0, F1, F2, nA, B)
+           floating[:, :, :, :, ::1] dst,        # OUT (A, B, Q0, Q1, Q2)
+           Py_ssize_t a0, tuple step, int n_threads):
+    """``dst[a0 + a, b, q0, q1, q2] = src[q0*s0, q1*s1, q2*s2, a, b]``."""
+    cdef Py_ssize_t nA = src.shape[3], B = src.shape[4]
+    cdef Py_ssize_t Q0 = dst.shape[2], Q1 = dst.shape[3], Q2 = dst.shape[4]
+    cdef Py_ssize_t s0 = step[0], s1 = step[1], s2 = step[2]
+    cdef Py_ssize_t F2 = src.shape[2]
+    cdef Py_ssize_t t, a, b, q0, q1, q2, lane = nA * B
+    cdef const floating* s
+    cdef floating* d
+    cdef Py_ssize_t t0, t1, tt
+    with nogil:
+        for q0 in prange(Q0, num_threads=n_threads, schedule="static"):
+            for q1 in range(Q1):
+                for tt in range((Q2 + TILE - 1) // TILE):
+                    t0 = tt * TILE
+                    t1 = t0 + TILE if t0 + TILE < Q2 else Q2
+                    for a in range(nA):
+                        for b in range(B):
+                            s = &src[q0 * s0, q1 * s1, 0, a, b]
+                            d = &dst[a0 + a, b, q0, q1, 0]
+                            for q2 in range(t0, t1):
+                                d[q2] = s[q2 * s2 * lane]
+
+
+# --------------------------------------------------------------------------
+# spectral contractions (complex numbers stored as interleaved re, im)
+# --------------------------------------------------------------------------
+cdef inline void _gemm(char ta, char tb, int m, int n, int k,
+                       floating* a, int lda, floating* b, int ldb,
+                       floating beta_re, floating* c, int ldc) noexcept nogil:
+    """Column-major complex C = op(A) op(B) + beta*C, on interleaved pointers."""
+    cdef float complex one_f = 1, beta_f = beta_re
+    cdef double complex one_d = 1, beta_d = beta_re
+    if floating is float:
+        cgemm(&ta, &tb, &m, &n, &k, &one_f, <float complex*>a, &lda,
+              <float complex*>b, &ldb, &beta_f, <float complex*>c, &ldc)
+    else:
+        zgemm(&ta, &tb, &m, &n, &k, &one_d, <double complex*>a, &lda,
+              <double complex*>b, &ldb, &beta_d, <double complex*>c, &ldc)
+
+
+cdef void _fwd_freq(const floating* X, const floating* W, floating* Y,
+                    Py_ssize_t nb, Py_ssize_t C, Py_ssize_t CO, Py_ssize_t G,
+                    bint use_gemm) noexcept nogil:
+    # X: (nb, C) W: (CO, CIG) Y: (nb, CO), one frequency
+    cdef Py_ssize_t CIG = C // G, COG = CO // G
+    cdef Py_ssize_t g, n, o, c
+    cdef const floating* xr
+    cdef const floating* wr
+    cdef floating re, im
+    if CIG == 1 and COG == 1:
+        # depthwise: an elementwise product over the contiguous channel axis
+        for n in range(nb):
+            for c in range(C):
+                Y[2 * (n * C + c)] = X[2 * (n * C + c)] * W[2 * c] + X[2 * (n * C + c) + 1] * W[2 * c + 1]
+                Y[2 * (n * C + c) + 1] = X[2 * (n * C + c) + 1] * W[2 * c] - X[2 * (n * C + c)] * W[2 * c + 1]
+        return
+    for g in range(G):
+        if use_gemm:
+            # Y^T (COG x nb, col-major ld CO) = conj(W_g) . X_g^T
+            _gemm(c'C', c'N', <int>COG, <int>nb, <int>CIG,
+                  <floating*>(W + 2 * g * COG * CIG), <int>CIG,
+                  <floating*>(X + 2 * g * CIG), <int>C, 0, Y + 2 * g * COG, <int>CO)
+            continue
+        for n in range(nb):
+            xr = X + 2 * (n * C + g * CIG)
+            for o in range(g * COG, (g + 1) * COG):
+                wr = W + 2 * o * CIG
+                re = 0
+                im = 0
+                for c in range(CIG):
+                    # x * conj(w)
+                    re = re + xr[2 * c] * wr[2 * c] + xr[2 * c + 1] * wr[2 * c + 1]
+                    im = im + xr[2 * c + 1] * wr[2 * c] - xr[2 * c] * wr[2 * c + 1]
+                Y[2 * (n * CO + o)] = re
+                Y[2 * (n * CO + o) + 1] = im
+
+
+cdef void _gin_freq(const floating* GY, const floating* W, floating* GX,
+                    Py_ssize_t nb, Py_ssize_t C, Py_ssize_t CO, Py_ssize_t G,
+                    bint use_gemm) noexcept nogil:
+    # GY: (nb, CO) W: (CO, CIG) GX: (nb, C)
+    cdef Py_ssize_t CIG = C // G, COG = CO // G
+    cdef Py_ssize_t g, n, o, c
+    cdef const floating* gyr
+    cdef const floating* wr
+    cdef floating* gxr
+    cdef floating yre, yim
+    if CIG == 1 and COG == 1:
+        for n in range(nb):
+            for c in range(C):
+                GX[2 * (n * C + c)] = GY[2 * (n * C + c)] * W[2 * c] - GY[2 * (n * C + c) + 1] * W[2 * c + 1]
+                GX[2 * (n * C + c) + 1] = GY[2 * (n * C + c)] * W[2 * c + 1] + GY[2 * (n * C + c) + 1] * W[2 * c]
+        return
+    for g in range(G):
+        if use_gemm:
+            # GX^T (CIG x nb, ld C) = W_g^T(col-major view of row-major W_g) . GY_g^T
+            _gemm(c'N', c'N', <int>CIG, <int>nb, <int>COG,
+                  <floating*>(W + 2 * g * COG * CIG), <int>CIG,
+                  <floating*>(GY + 2 * g * COG), <int>CO, 0, GX + 2 * g * CIG, <int>C)
+            continue
+        for n in range(nb):
+            gxr = GX + 2 * (n * C + g * CIG)
+            memset(gxr, 0, 2 * CIG * sizeof(floating))
+            gyr = GY + 2 * n * CO
+            for o in range(g * COG, (g + 1) * COG):
+                yre = gyr[2 * o]
+                yim = gyr[2 * o + 1]
+                wr = W + 2 * o * CIG
+                for c in range(CIG):
+                    gxr[2 * c] += yre * wr[2 * c] - yim * wr[2 * c + 1]
+                    gxr[2 * c + 1] += yre * wr[2 * c + 1] + yim * wr[2 * c]
+
+
+cdef void _gw_freq(const floating* X, const floating* GY, floating* GW,
+                   Py_ssize_t nb, Py_ssize_t C, Py_ssize_t CO, Py_ssize_t G,
+                   bint accumulate, bint use_gemm) noexcept nogil:
+    # X: (nb, C) GY: (nb, CO) GW: (CO, CIG)
+    cdef Py_ssize_t CIG = C // G, COG = CO // G
+    cdef Py_ssize_t g, n, o, c
+    cdef const floating* xr
+    cdef floating* gwr
+    cdef floating yre, yim
+    if use_gemm:
+        for g in range(G):
+            # GW_g^T (CIG x COG, ld CIG) = X_g^T . conj(GY_g)
+            _gemm(c'N', c'C', <int>CIG, <int>COG, <int>nb,
+                  <floating*>(X + 2 * g * CIG), <int>C,
+                  <floating*>(GY + 2 * g * COG), <int>CO,
+                  1 if accumulate else 0, GW + 2 * g * COG * CIG, <int>CIG)
+        return
+    if not accumulate:
+        memset(GW, 0, 2 * CO * CIG * sizeof(floating))
+    if CIG == 1 and COG == 1:
+        for n in range(nb):
+            for c in range(C):
+                # x * conj(gy)
+                GW[2 * c] += X[2 * (n * C + c)] * GY[2 * (n * C + c)] + X[2 * (n * C + c) + 1] * GY[2 * (n * C + c) + 1]
+                GW[2 * c + 1] += X[2 * (n * C + c) + 1] * GY[2 * (n * C + c)] - X[2 * (n * C + c)] * GY[2 * (n * C + c) + 1]
+        return
+    for n in range(nb):
+        for o in range(CO):
+            g = o // COG
+            yre = GY[2 * (n * CO + o)]
+            yim = -GY[2 * (n * CO + o) + 1]   # conj(gy)
+            xr = X + 2 * (n * C + g * CIG)
+            gwr = GW + 2 * o * CIG
+            for c in range(CIG):
+                gwr[2 * c] += xr[2 * c] * yre - xr[2 * c + 1] * yim
+                gwr[2 * c + 1] += xr[2 * c] * yim + xr[2 * c + 1] * yre
+
+
+def contract_forward(const floating[:, :, ::1] X,  # IN  (M, nb, 2*C)
+                     const floating[:, :, ::1] W,  # IN  (M, CO, 2*CIG)
+                     floating[:, :, ::1] Y,        # OUT (M, nb, 2*CO)
+                     int groups, bint use_gemm, int n_threads):
+    cdef Py_ssize_t M = X.shape[0], nb = X.shape[1], C = X.shape[2] // 2
+    cdef Py_ssize_t CO = W.shape[1], f
+    with nogil:
+        for f in prange(M, num_threads=n_threads, schedule="static"):
+            _fwd_freq(&X[f, 0, 0], &W[f, 0, 0], &Y[f, 0, 0], nb, C, CO, groups, use_gemm)
+
+
+def contract_grad_input(const floating[:, :, ::1] GY,  # IN  (M, nb, 2*CO)
+                        const floating[:, :, ::1] W,   # IN  (M, CO, 2*CIG)
+                        floating[:, :, ::1] GX,        # OUT (M, nb, 2*C)
+                        int groups, bint use_gemm, int n_threads):
+    cdef Py_ssize_t M = GY.shape[0], nb = GY.shape[1], C = GX.shape[2] // 2
+    cdef Py_ssize_t CO = W.shape[1], f
+    with nogil:
+        for f in prange(M, num_threads=n_threads, schedule="static"):
+            _gin_freq(&GY[f, 0, 0], &W[f, 0, 0], &GX[f, 0, 0], nb, C, CO, groups, use_gemm)
+
+
+def contract_grad_weight(const floating[:, :, ::1] X,   # IN  (M, nb, 2*C)
+                         const floating[:, :, ::1] GY,  # IN  (M, nb, 2*CO)
+                         floating[:, :, ::1] GW,        # IN/OUT (M, CO, 2*CIG)
+                         int groups, bint accumulate, bint use_gemm, int n_threads):
+    cdef Py_ssize_t M = X.shape[0], nb = X.shape[1], C = X.shape[2] // 2
+    cdef Py_ssize_t CO = GW.shape[1], f
+    with nogil:
+        for f in prange(M, num_threads=n_threads, schedule="static"):
+            _gw_freq(&X[f, 0, 0], &GY[f, 0, 0], &GW[f, 0, 0], nb, C, CO, groups,
+                     accumulate, use_gemm)
