@@ -27,9 +27,11 @@ forward transform sets instead of the 4 of two separate calls (a training
 step is then 6 transform sets -- x, w, y^-1, gy, gx^-1, gw^-1 -- instead of 9).
 
 Overlap-add: when an axis of the input is much longer than the kernel, the
-axis is cut into blocks of ``B`` outputs; each block needs ``B + L - 1`` inputs,
-so the blocks are folded into the batch axis and transformed with the short
-length ``next_fast_len(B + L - 1)``. Forward and grad_weight partition the
+axis is cut into blocks of ``B`` stride-1 output positions (``B/s`` outputs);
+each block needs ``B - s + L`` inputs (``B + L - 1`` at stride 1), so the
+blocks are folded into the batch axis and transformed with the short length
+``next_fast_len(B - s + L)``. Axes the kernel does not span (``L == 1``) are
+always folded, never transformed. Forward and grad_weight partition the
 *outputs* (the input segments overlap: overlap-save form, every output written
 once); grad_input partitions grad_output and adds the overlapping pieces of the
 input gradient (overlap-add proper). ``B`` is chosen per axis by minimizing the
