@@ -264,6 +264,10 @@ def excluded(layer, op, strategy, dtype=np.float32, decision=None):
         c = _candidates(decision).get(strategy)
         if c is not None and c.excluded:
             return f"excluded by the dispatcher: {c.excluded}"
+        est = getattr(c, "estimate_s", None)
+        if est is not None and est > _layers.MAX_ESTIMATE_S:
+            return (f"{strategy} skipped: the cost model estimates {est:.3g} s per call "
+                    f"(benchmark limit {_layers.MAX_ESTIMATE_S:g} s)")
     return None
 
 
@@ -482,6 +486,8 @@ def time_interleaved(fns, repeat=5, max_time=None, min_time=0.0, max_calls=200):
 
     One warm-up call each, then rounds in which every callable runs once, until
     each has at least ``repeat`` timed calls adding up to ``min_time`` seconds.
+    A callable whose warm-up took longer than ``max_time`` is not called again;
+    the warm-up is its one sample.
     A callable leaves the rounds early after ``max_calls`` calls or ``max_time``
     seconds. Interleaving spreads every contender's calls over the same stretch
     of time, so a burst of load from other processes hits them alike.
@@ -502,7 +508,13 @@ def time_interleaved(fns, repeat=5, max_time=None, min_time=0.0, max_calls=200):
             continue
         warm[name] = time.perf_counter() - t0
         times[name] = []
-    live = list(times)
+    # a call slower than max_time is not repeated: its warm-up is its one sample
+    live = []
+    for name in times:
+        if max_time is not None and warm[name] > max_time:
+            times[name] = [warm[name]]
+        else:
+            live.append(name)
 
     def satisfied(n):
         return len(times[n]) >= repeat and sum(times[n]) >= min_time

@@ -21,7 +21,7 @@ import numpy as np
 from ._spec import make_spec
 
 __all__ = ["Layer", "LAYERS", "SIZES", "layers", "get_layer", "MAX_MACS", "too_big",
-           "sweep_layers"]
+           "sweep_layers", "MAX_ESTIMATE_S"]
 
 SIZES = ("tiny", "quick", "full")
 
@@ -164,6 +164,10 @@ LAYER_NAMES = tuple(name for name, _, _ in _TABLE)
 # multiply-adds (``spec.macs``); a strategy not listed has no limit. Direct at
 # ~2e9 MAC/s per core would take tens of seconds per call beyond it.
 MAX_MACS = {"direct": 1e10}
+
+# Any strategy whose cost-model estimate for one call exceeds this many seconds
+# is skipped too (the estimate comes from the dispatcher's candidates).
+MAX_ESTIMATE_S = 20.0
 
 
 def too_big(strategy, spec):

@@ -2,6 +2,7 @@
 import copy
 import json
 import sys
+import time
 
 import pytest
 
@@ -107,6 +108,13 @@ def test_time_interleaved():
     assert len(times["a"]) >= 3 and len(times["b"]) >= 3
     assert set(warm) == {"a", "b"} and isinstance(errors["c"], RuntimeError)
     assert calls[:4] == ["a", "b", "a", "b"]  # warm-ups, then interleaved rounds
+    # a call slower than max_time runs once: its warm-up is its only sample
+    slow = []
+    times, warm, _ = _bench.time_interleaved(
+        {"slow": lambda: slow.append(time.sleep(0.02)), "fast": lambda: None},
+        repeat=3, max_time=0.01)
+    assert len(slow) == 1 and times["slow"] == [warm["slow"]]
+    assert len(times["fast"]) >= 3
 
 
 @pytest.mark.parametrize("size", _layers.SIZES)
