@@ -272,18 +272,11 @@ def _shape(shape, name):
     return tuple(int(v) for v in shp)
 
 
-def make_spec(
-    input_shape,
-    weight_shape,
-    stride=1,
-    padding=0,
-    dilation=1,
-    groups=1,
-    *,
-    flip=False,
-    dtype=np.float64,
-    ndim=None,
-):
+_spec_cache = {}
+
+
+def make_spec(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
+              flip=False, dtype=np.float64, ndim=None):
     """Validate every argument of a convolution and return its :class:`ConvSpec`.
 
     Parameters
@@ -304,6 +297,33 @@ def make_spec(
     TypeError, ValueError
         For every malformed argument, with a message naming it.
     """
+    # Validated specs are remembered by their (hashable) arguments, so a layer
+    # called again with the same shapes skips validation. The key includes the
+    # argument types, as 2 and 2.0 (or True and 1) compare equal but validate
+    # differently.
+    args = (input_shape, weight_shape, stride, padding, dilation, groups, flip, dtype, ndim)
+    try:
+        key = _typed(args)
+        return _spec_cache[key]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable argument (a list, an array): validate every time
+        return _make_spec(*args)
+    spec = _make_spec(*args)
+    if len(_spec_cache) >= 1024:
+        _spec_cache.clear()
+    _spec_cache[key] = spec
+    return spec
+
+
+def _typed(a):
+    """Hashable key of an argument that tells 2 from 2.0 and True, also when nested."""
+    if isinstance(a, tuple):
+        return (tuple, tuple(_typed(v) for v in a))
+    return (type(a), a)
+
+
+def _make_spec(input_shape, weight_shape, stride, padding, dilation, groups, flip, dtype, ndim):
     input_shape = _shape(input_shape, "input shape")
     weight_shape = _shape(weight_shape, "weight shape")
     if ndim is None:
