@@ -87,7 +87,7 @@ def fft_error_estimate(spec):
 
 def _candidates(op, spec, opts):
     """Every strategy with its guard verdict, workspace and calibrated estimate."""
-    from ._tuning import calibration_factor
+    from ._tuning import calibrated_estimate
 
     out = []
     for s in _strategies.all_strategies():
@@ -109,8 +109,7 @@ def _candidates(op, spec, opts):
                 reason = (f"workspace {c.workspace_bytes} bytes exceeds the memory budget "
                           f"{opts.memory_budget} bytes")
         if reason is None:
-            c.estimate_s = s.estimate(spec, op, opts.threads) * calibration_factor(
-                s.name, op, spec, opts)
+            c.estimate_s = calibrated_estimate(s, op, spec, opts)
         c.excluded = reason
         out.append(c)
     return out

@@ -14,9 +14,11 @@ Tuning cache
 
 Calibration
     ``fastconv tune --calibrate`` times every strategy on a small grid of
-    problems and fits, per (strategy, op, ndim, dtype), the factor between
-    measured seconds and the strategy's own work-count estimate. The factors go
-    to ``<cache dir>/calibration.json`` (same validators), which wins over the
+    problems and fits ``seconds = factor * estimate + overhead``: the overhead
+    per (strategy, op) from a tiny problem (Python orchestration, allocation,
+    FFT planning), the factor per (strategy, op, ndim, dtype) as the geometric
+    mean of ``(measured - overhead) / estimate`` over the grid. They go to
+    ``<cache dir>/calibration.json`` (same validators), which wins over the
     file shipped in the package (``fastconv/cost_calibration.json``).
 
 The cache dir is ``Options.cache_dir``, else ``$FASTCONV_CACHE_DIR``, else
@@ -254,13 +256,19 @@ def _shipped_calibration():
     return _shipped
 
 
-def calibration_factor(name, op, spec, opts):
-    """Measured/estimated factor for the cost model (1.0 when uncalibrated)."""
-    key = _calibration_key(name, op, spec.ndim, spec.dtype)
+def _calibration_entry(key, opts, default):
     user = calibration_cache.entries(opts)
     if key in user:
         return user[key]
-    return _shipped_calibration().get(key, 1.0)
+    return _shipped_calibration().get(key, default)
+
+
+def calibrated_estimate(strategy, op, spec, opts):
+    """Seconds the cost model predicts: ``factor * strategy.estimate + overhead``."""
+    name = strategy.name
+    factor = _calibration_entry(_calibration_key(name, op, spec.ndim, spec.dtype), opts, 1.0)
+    overhead = _calibration_entry(f"{name}|{op}|overhead", opts, 0.0)
+    return factor * strategy.estimate(spec, op, opts.threads) + overhead
 
 
 def calibration_grid(quick=False):
@@ -298,6 +306,13 @@ def calibrate(quick=False, dtypes=("float32", "float64"), progress=print, opts=N
     from ._spec import make_spec
 
     opts = opts or get_config()
+    factors = {}
+    # Fixed per-call cost: a problem too small for the work to matter.
+    tiny = make_spec((1, 2, 6, 6), (2, 2, 3, 3), padding=1, dtype=np.float64)
+    for op in OPS:
+        names = [s.name for s in _strategies.all_strategies() if s.supports(tiny, op) is None]
+        for name, t in measure(op, tiny, names, opts.threads).items():
+            factors[f"{name}|{op}|overhead"] = t
     logs = {}
     problems = calibration_grid(quick)
     total = len(problems) * len(dtypes) * len(OPS)
@@ -313,12 +328,13 @@ def calibrate(quick=False, dtypes=("float32", "float64"), progress=print, opts=N
                 secs = measure(op, spec, names, opts.threads, budget_s=2.0)
                 for name, t in secs.items():
                     est = _strategies.get(name).estimate(spec, op, opts.threads)
+                    work = max(t - factors.get(f"{name}|{op}|overhead", 0.0), 0.1 * t)
                     logs.setdefault(_calibration_key(name, op, spec.ndim, dtype), []).append(
-                        math.log(t / est))
+                        math.log(work / est))
                 if progress:
                     progress(f"[{done:3d}/{total}] {op:11s} {dtype} in={ishape} w={wshape} "
                              + " ".join(f"{n}={t * 1e3:.2f}ms" for n, t in secs.items()))
-    factors = {k: math.exp(sum(v) / len(v)) for k, v in logs.items()}
+    factors.update({k: math.exp(sum(v) / len(v)) for k, v in logs.items()})
     calibration_cache.store(opts, factors)
     from ._dispatch import clear_memo
 

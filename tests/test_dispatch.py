@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
@@ -218,9 +219,14 @@ def test_load_config_is_process_wide(tmp_path):
         fastconv.set_config(memory_budget=old.memory_budget)
 
 
+# Subprocesses start outside the source tree, so they import the installed
+# (compiled) package rather than ./fastconv.
+_CWD = tempfile.gettempdir()
+
+
 def _run(code, env_extra):
     env = {**os.environ, **env_extra}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=_CWD,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -291,7 +297,7 @@ for k in range({start}, {start} + 6):
 def test_two_processes_tuning_at_once_leave_a_valid_file(tmp_path):
     env = {**os.environ, "FASTCONV_CACHE_DIR": str(tmp_path)}
     procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT.format(start=s)], env=env,
-                              stderr=subprocess.PIPE, text=True) for s in (0, 100)]
+                              cwd=_CWD, stderr=subprocess.PIPE, text=True) for s in (0, 100)]
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()
     data = json.loads((tmp_path / "tuning.json").read_text())
@@ -312,7 +318,13 @@ def test_calibrate_writes_factors(fakes, monkeypatch, tmp_path):
     monkeypatch.setattr(_tuning, "calibration_grid",
                         lambda quick=False: [((1, 2, 16), (2, 2, 3), {})])
     factors = _tuning.calibrate(dtypes=("float64",), progress=None)
-    assert set(factors) == {f"{n}|{op}|1d|float64" for n in fakes for op in fastconv._spec.OPS}
+    ops = fastconv._spec.OPS
+    assert set(factors) == ({f"{n}|{op}|1d|float64" for n in fakes for op in ops}
+                            | {f"{n}|{op}|overhead" for n in fakes for op in ops})
     s = make_spec((1, 2, 16), (2, 2, 3), dtype=np.float64)
     opts = fastconv.get_config()
-    assert _tuning.calibration_factor("slow", "forward", s, opts) == factors["slow|forward|1d|float64"]
+    got = _tuning.calibrated_estimate(fakes["slow"], "forward", s, opts)
+    want = factors["slow|forward|1d|float64"] * 1.0 + factors["slow|forward|overhead"]
+    assert got == pytest.approx(want)
+    # calibration is a new fact: remembered decisions must not outlive it
+    assert not _dispatch._memo
