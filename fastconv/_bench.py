@@ -948,7 +948,9 @@ def add_bench_arguments(parser):
     parser.set_defaults(size="quick")
     parser.add_argument("--layer", action="append", metavar="NAME",
                         help="only this layer (name or group; repeatable). "
-                             f"Names: {', '.join(_layers.LAYER_NAMES)}")
+                             f"Names: {', '.join(_layers.LAYER_NAMES)}; "
+                             f"'{_layers.HELD_OUT_GROUP}' selects shapes the cost model was "
+                             "not fitted to")
     parser.add_argument("--ndim", action="append", type=int, choices=(1, 2, 3),
                         help="only layers with this many spatial axes (repeatable)")
     parser.add_argument("--op", action="append", choices=OPS,
@@ -974,11 +976,13 @@ def add_bench_arguments(parser):
                         help="skip the kernel-size / input-size sweeps")
     parser.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     parser.add_argument("--list", action="store_true", help="list the layers and exit")
+    parser.add_argument("--mode", choices=("heuristic", "autotune", "cache-only"), default=None,
+                        help="dispatcher mode for 'auto' (default: the configured one)")
 
 
 def run_bench(args):
     if args.list:
-        for lay in _layers.layers(args.size):
+        for lay in _layers.layers(args.size, args.layer):
             print(f"{lay.name:15s} {lay.group:13s} {lay.describe()}  "
                   f"({lay.spec().macs:.3g} multiply-adds)")
         return 0
@@ -1001,6 +1005,8 @@ def run_bench(args):
         print(f"fastconv bench: {e}", file=sys.stderr)
         return 2
     opts = {} if args.threads is None else {"n_threads": args.threads}
+    if args.mode:
+        opts["mode"] = args.mode
     with config(**opts):
         run(size=args.size, names=names, ndims=args.ndim, ops=tuple(args.op or OPS),
             impls=impls, peers=() if args.no_peers else PEERS, out=args.out,

@@ -154,11 +154,60 @@ _TABLE = [
         "tiny": (1, 1, (6, 6, 6), 2, 5, 1, 2, 1)}),
 ]
 
+# Held-out shapes, in none of DESIGN.md's layers nor the calibration grid
+# (fastconv._tuning.calibration_grid): ``fastconv bench --layer held-out``
+# measures the dispatcher's regret on problems its cost model was not fitted
+# to. Not part of the default suite.
+_HELD_OUT = [
+    ("ho-5x5", {"full": (16, 32, (28, 28), 64, 5, 1, 2, 1),
+                "quick": (2, 16, (28, 28), 32, 5, 1, 2, 1),
+                "tiny": (1, 2, (8, 8), 2, 5, 1, 2, 1)}),
+    ("ho-3x3-s2", {"full": (8, 128, (28, 28), 128, 3, 2, 1, 1),
+                   "quick": (2, 32, (28, 28), 32, 3, 2, 1, 1),
+                   "tiny": (1, 2, (8, 8), 2, 3, 2, 1, 1)}),
+    ("ho-7x7", {"full": (4, 64, (32, 32), 64, 7, 1, 3, 1),
+                "quick": (1, 16, (32, 32), 16, 7, 1, 3, 1),
+                "tiny": (1, 2, (10, 10), 2, 7, 1, 3, 1)}),
+    ("ho-deep-7x7in", {"full": (16, 512, (7, 7), 512, 3, 1, 1, 1),
+                       "quick": (2, 128, (7, 7), 128, 3, 1, 1, 1),
+                       "tiny": (1, 8, (4, 4), 8, 3, 1, 1, 1)}),
+    ("ho-dw5x5", {"full": (8, 96, (28, 28), 96, 5, 1, 2, 96),
+                  "quick": (2, 32, (28, 28), 32, 5, 1, 2, 32),
+                  "tiny": (1, 4, (8, 8), 4, 5, 1, 2, 4)}),
+    ("ho-rect", {"full": (8, 16, (48, 96), 32, (3, 9), 1, (1, 4), 1),
+                 "quick": (2, 8, (24, 48), 16, (3, 9), 1, (1, 4), 1),
+                 "tiny": (1, 2, (6, 12), 2, (3, 9), 1, (1, 4), 1)}),
+    ("ho-grouped", {"full": (8, 64, (28, 28), 64, 3, 1, 1, 4),
+                    "quick": (2, 32, (28, 28), 32, 3, 1, 1, 4),
+                    "tiny": (1, 4, (8, 8), 4, 3, 1, 1, 4)}),
+    ("ho-1d-3", {"full": (8, 128, (1024,), 128, 3, 1, 1, 1),
+                 "quick": (2, 64, (512,), 64, 3, 1, 1, 1),
+                 "tiny": (1, 4, (32,), 4, 3, 1, 1, 1)}),
+    ("ho-1d-65", {"full": (4, 32, (8192,), 32, 65, 1, 32, 1),
+                  "quick": (1, 16, (2048,), 16, 65, 1, 32, 1),
+                  "tiny": (1, 2, (128,), 2, 65, 1, 32, 1)}),
+    ("ho-1d-s2", {"full": (16, 64, (2048,), 128, 4, 2, 1, 1),
+                  "quick": (2, 32, (1024,), 64, 4, 2, 1, 1),
+                  "tiny": (1, 2, (32,), 4, 4, 2, 1, 1)}),
+    ("ho-3d-3", {"full": (2, 32, (16, 16, 16), 32, 3, 1, 1, 1),
+                 "quick": (1, 8, (12, 12, 12), 8, 3, 1, 1, 1),
+                 "tiny": (1, 2, (5, 5, 5), 2, 3, 1, 1, 1)}),
+    ("ho-3d-7", {"full": (1, 4, (64, 64, 64), 4, 7, 1, 3, 1),
+                 "quick": (1, 2, (24, 24, 24), 2, 7, 1, 3, 1),
+                 "tiny": (1, 1, (8, 8, 8), 1, 7, 1, 3, 1)}),
+]
+HELD_OUT_GROUP = "held-out"
+
 LAYERS = {size: tuple(_mk(name, group, size, rows[size]) for name, group, rows in _TABLE)
           for size in SIZES}
 """size -> tuple of :class:`Layer`, in table order."""
 
+HELD_OUT = {size: tuple(_mk(name, HELD_OUT_GROUP, size, rows[size]) for name, rows in _HELD_OUT)
+            for size in SIZES}
+"""size -> the held-out layers (selected only by name or ``--layer held-out``)."""
+
 LAYER_NAMES = tuple(name for name, _, _ in _TABLE)
+HELD_OUT_NAMES = tuple(name for name, _ in _HELD_OUT)
 
 # Strategies whose run time is too long to benchmark above this many forward
 # multiply-adds (``spec.macs``); a strategy not listed has no limit. Direct at
@@ -180,15 +229,20 @@ def too_big(strategy, spec):
 
 
 def layers(size="quick", names=None, ndims=None):
-    """Layers of one size, optionally only those named (by name or group) or of given ndims."""
+    """Layers of one size, optionally only those named (by name or group) or of given ndims.
+
+    Without ``names``, the DESIGN.md layers; the held-out set only when named.
+    """
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
     out = LAYERS[size]
     if names:
+        out = out + HELD_OUT[size]
         wanted = set(names)
         unknown = wanted - {lay.name for lay in out} - {lay.group for lay in out}
         if unknown:
-            raise ValueError(f"unknown layer(s) {sorted(unknown)}; known: {list(LAYER_NAMES)}")
+            raise ValueError(f"unknown layer(s) {sorted(unknown)}; known: "
+                             f"{list(LAYER_NAMES + HELD_OUT_NAMES)} and '{HELD_OUT_GROUP}'")
         out = tuple(lay for lay in out if lay.name in wanted or lay.group in wanted)
     if ndims:
         out = tuple(lay for lay in out if lay.ndim in set(ndims))

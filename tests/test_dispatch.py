@@ -328,3 +328,9 @@ def test_calibrate_writes_factors(fakes, monkeypatch, tmp_path):
     assert got == pytest.approx(want)
     # calibration is a new fact: remembered decisions must not outlive it
     assert not _dispatch._memo
+
+
+def test_calibration_grid_problems_are_valid():
+    for quick in (False, True):
+        for ishape, wshape, kw in _tuning.calibration_grid(quick):
+            make_spec(ishape, wshape, **kw)
