@@ -37,13 +37,17 @@ Output folder (``--out``, default ``bench-report``)
                       "warmup_s", "best_s", "median_s", "gflops", "ceiling_fraction",
                       "workspace_bytes", "chosen", "decided_by"}],
          "summary": [{"layer", "op", "best", "best_s", "auto", "auto_s", "regret",
-                      "torch_s", "torch_ratio"}],
+                      "choice_regret", "torch_s", "torch_ratio"}],
          "sweeps":  [{"name": "kernel"|"input", "x_label", "op",
                       "points": [{"x", "layer", "impl", "status", "best_s", "macs"}]}],
          "plots": ["kernel_sweep.png", ...], "plots_skipped": null | reason}
 
-    ``regret`` is time(auto) / time(fastest strategy); ``torch_ratio`` is
-    time(fastest strategy) / time(torch) (above 1: PyTorch is faster).
+    ``regret`` is time(auto) / time(fastest strategy); ``choice_regret`` is
+    time(the strategy auto chose, timed as itself) / time(fastest strategy): the
+    quality of the decision alone, free of the noise of timing the same kernel
+    twice (auto runs exactly the chosen strategy, plus microseconds of
+    dispatch); ``torch_ratio`` is time(fastest strategy) / time(torch) (above 1:
+    PyTorch is faster).
 ``kernel_sweep.png``, ``input_sweep.png``, ``params.png``
     Time per strategy against kernel size and against input size (2-D forward,
     where the crossovers are), and conv vs dense parameter counts (log scale).
@@ -569,6 +573,7 @@ def _summarize(layers, ops, results):
             auto = next((r for r in rs if r["kind"] == "auto"), None)
             tor = next((r for r in rs if r["impl"] == "torch" and r["status"] == "ok"), None)
             auto_s = auto["best_s"] if auto and auto["status"] == "ok" else None
+            chosen = next((r for r in strat if auto and r["impl"] == auto["chosen"]), None)
             out.append({
                 "layer": lay.name, "op": op,
                 "best": best["impl"] if best else None,
@@ -576,6 +581,7 @@ def _summarize(layers, ops, results):
                 "auto": auto["chosen"] if auto else None,
                 "auto_s": auto_s,
                 "regret": auto_s / best["best_s"] if auto_s and best else None,
+                "choice_regret": chosen["best_s"] / best["best_s"] if chosen and best else None,
                 "torch_s": tor["best_s"] if tor else None,
                 "torch_ratio": best["best_s"] / tor["best_s"] if best and tor else None,
             })
@@ -808,13 +814,23 @@ def render_report(obj):
     ]
     # summary
     L += ["## Summary", "",
-          "*regret* = time(auto) / time(fastest strategy); *best / torch* > 1 means PyTorch is faster.",
-          "", "| layer | op | fastest strategy | ms | auto chose | regret | torch ms | best / torch |",
-          "|---|---|---|--:|---|--:|--:|--:|"]
+          "*regret* = time(auto) / time(fastest strategy); *choice* = time(the strategy auto "
+          "chose, timed as itself) / time(fastest strategy), the decision's cost free of timing "
+          "noise; *best / torch* > 1 means PyTorch is faster.",
+          "", "| layer | op | fastest strategy | ms | auto chose | regret | choice | torch ms "
+          "| best / torch |",
+          "|---|---|---|--:|---|--:|--:|--:|--:|"]
     for s in obj["summary"]:
         L.append(f"| {s['layer']} | {s['op']} | {s['best'] or '—'} | {_ms(s['best_s'])} | "
-                 f"{s['auto'] or '—'} | {_num(s['regret'])} | {_ms(s['torch_s'])} | "
-                 f"{_num(s['torch_ratio'])} |")
+                 f"{s['auto'] or '—'} | {_num(s['regret'])} | {_num(s.get('choice_regret'))} | "
+                 f"{_ms(s['torch_s'])} | {_num(s['torch_ratio'])} |")
+    regrets = [s["regret"] for s in obj["summary"] if s.get("regret")]
+    choices = [s["choice_regret"] for s in obj["summary"] if s.get("choice_regret")]
+    if regrets:
+        gm = lambda v: math.exp(sum(map(math.log, v)) / len(v))  # noqa: E731
+        L += ["", f"Geometric-mean regret {gm(regrets):.3f} (worst {max(regrets):.2f}) over "
+                  f"{len(regrets)} cases; decision only: {gm(choices):.3f} (worst "
+                  f"{max(choices):.2f})." if choices else ""]
     L.append("")
     # per layer
     L += ["## Layers", ""]
