@@ -494,7 +494,8 @@ def time_interleaved(fns, repeat=5, max_time=None, min_time=0.0, max_calls=200):
     the warm-up is its one sample.
     A callable leaves the rounds early after ``max_calls`` calls or ``max_time``
     seconds. Interleaving spreads every contender's calls over the same stretch
-    of time, so a burst of load from other processes hits them alike.
+    of time, so a burst of load from other processes hits them alike; the
+    order rotates every round, so no contender always follows the same one.
 
     Returns
     -------
@@ -523,8 +524,17 @@ def time_interleaved(fns, repeat=5, max_time=None, min_time=0.0, max_calls=200):
     def satisfied(n):
         return len(times[n]) >= repeat and sum(times[n]) >= min_time
 
+    rnd = 0
     while live and not all(satisfied(n) for n in live):
-        for n in list(live):
+        # Rotate who goes first: a call can slow the next one (FFT's freed
+        # buffers, a BLAS pool still spinning), and a fixed order would charge
+        # that to the same contender every round.
+        order = list(live)
+        rnd += 1
+        k = rnd % len(order)
+        for n in order[k:] + order[:k]:
+            if n not in live:
+                continue
             t0 = time.perf_counter()
             try:
                 fns[n]()
