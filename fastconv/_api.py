@@ -1,6 +1,8 @@
 """Public convolution functions: validate (ConvSpec), prepare, dispatch, run."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from . import _prepare as prep
@@ -206,7 +208,10 @@ def conv_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, group
     s_w = choose("grad_weight", spec, strategy)
     xp, w5, gy5 = prep.padded_input(x, spec), prep.weight5(weight, spec), prep.grad_output5(gy, spec)
     n = _threads()
-    if s_in is s_w and hasattr(s_in, "backward"):
+    # The fused pass (FFT reuses its transforms) holds more at once than either
+    # op alone: take it only when that fits the budget the dispatcher checked.
+    if (s_in is s_w and hasattr(s_in, "backward")
+            and s_in.workspace(spec, "backward") <= get_config().memory_budget):
         gxp, gw5 = s_in.backward(spec, xp, w5, gy5, n)
     else:
         gxp = s_in.run("grad_input", spec, gy5, w5, n)
@@ -240,4 +245,5 @@ def explain(op, input_shape, weight_shape, stride=1, padding=0, dilation=1, grou
     """
     spec = make_spec(input_shape, weight_shape, stride, padding, dilation, groups, flip=flip,
                      dtype=result_dtype(dtype))
-    return decide(op, spec, strategy)
+    # a copy: the dispatcher remembers its decisions, callers may modify theirs
+    return copy.deepcopy(decide(op, spec, strategy))

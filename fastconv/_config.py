@@ -90,13 +90,16 @@ def _validated(base, **kwargs):
         )
     if opts.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {opts.mode!r}")
-    if not isinstance(opts.memory_budget, int) or opts.memory_budget <= 0:
+    if (not isinstance(opts.memory_budget, int) or isinstance(opts.memory_budget, bool)
+            or opts.memory_budget <= 0):
         raise ValueError(f"memory_budget must be a positive int (bytes), got {opts.memory_budget!r}")
-    if opts.n_threads is not None and (not isinstance(opts.n_threads, int) or opts.n_threads < 1):
+    if opts.n_threads is not None and (not isinstance(opts.n_threads, int)
+                                       or isinstance(opts.n_threads, bool) or opts.n_threads < 1):
         raise ValueError(f"n_threads must be None or a positive int, got {opts.n_threads!r}")
     if not isinstance(opts.allow_fft, bool):
         raise TypeError(f"allow_fft must be True or False, got {opts.allow_fft!r}")
-    if not isinstance(opts.fft_max_stride, int) or opts.fft_max_stride < 1:
+    if (not isinstance(opts.fft_max_stride, int) or isinstance(opts.fft_max_stride, bool)
+            or opts.fft_max_stride < 1):
         raise ValueError(f"fft_max_stride must be a positive int, got {opts.fft_max_stride!r}")
     if opts.fft_rtol is not None and not (isinstance(opts.fft_rtol, (int, float)) and opts.fft_rtol > 0):
         raise ValueError(f"fft_rtol must be None or a positive number, got {opts.fft_rtol!r}")

@@ -116,14 +116,20 @@ def parse_size(value, where="memory_budget"):
 
 
 def _range(value, where):
+    rng = None
     if isinstance(value, int) and not isinstance(value, bool):
-        return (value, value)
-    if isinstance(value, list) and len(value) == 2 and all(
+        rng = (value, value)
+    elif isinstance(value, list) and len(value) == 2 and all(
             isinstance(v, int) and not isinstance(v, bool) for v in value):
-        return (value[0], value[1])
-    if isinstance(value, dict) and value and set(value) <= {"min", "max"} and all(
+        rng = (value[0], value[1])
+    elif isinstance(value, dict) and value and set(value) <= {"min", "max"} and all(
             isinstance(v, int) and not isinstance(v, bool) for v in value.values()):
-        return (value.get("min", 0), value.get("max", 2**62))
+        rng = (value.get("min", 0), value.get("max", 2**62))
+    if rng is not None:
+        if rng[0] > rng[1]:
+            raise ConfigError(f"{where}: min {rng[0]} is larger than max {rng[1]}; "
+                              "the rule could never match")
+        return rng
     raise ConfigError(
         f"{where}: expected an int, a [min, max] pair of ints, or a table with min/max, "
         f"got {value!r}"

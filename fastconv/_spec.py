@@ -16,6 +16,9 @@ __all__ = ["ConvSpec", "make_spec", "output_shape", "OPS"]
 
 OPS = ("forward", "grad_input", "grad_weight")
 _PAD_STRINGS = ("valid", "same", "full")
+# Largest stride, dilation or padding: kernels index with C integers, and a
+# larger value than this cannot describe a problem that fits in memory anyway.
+_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,8 @@ def _per_axis(value, ndim, name, minimum):
         out = tuple(int(v) for v in out)
     if any(v < minimum for v in out):
         raise ValueError(f"{name} must be >= {minimum} on every axis, got {value!r}")
+    if any(v > _MAX for v in out):
+        raise ValueError(f"{name} must be at most {_MAX} on every axis, got {value!r}")
     return out
 
 
@@ -213,6 +218,8 @@ def _padding(padding, ndim, kernel, stride, dilation):
     if _is_int(padding):
         if padding < 0:
             raise ValueError(f"padding must be >= 0, got {padding}")
+        if padding > _MAX:
+            raise ValueError(f"padding must be at most {_MAX}, got {padding}")
         return ((int(padding),) * 2,) * ndim
     try:
         items = tuple(padding)
@@ -240,6 +247,8 @@ def _padding(padding, ndim, kernel, stride, dilation):
             pair = (int(pair[0]), int(pair[1]))
         if min(pair) < 0:
             raise ValueError(f"padding must be >= 0, got {padding!r}")
+        if max(pair) > _MAX:
+            raise ValueError(f"padding must be at most {_MAX}, got {padding!r}")
         pads.append(pair)
     return tuple(pads)
 

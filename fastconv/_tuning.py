@@ -1,7 +1,7 @@
 """Measured strategy selection: the autotune cache and cost-model calibration.
 
 Tuning cache
-    ``<cache dir>/tuning.json``: for each problem key (op, ndim, batch, channels,
+    ``<cache dir>/tuning-t<threads>.json``: for each problem key (op, ndim, batch, channels,
     spatial size, kernel, stride, padding, dilation, groups, flip, dtype,
     threads) the strategy that measured fastest and every candidate's seconds.
     Human-readable JSON with a header of validators (fastconv, numpy and scipy
@@ -18,7 +18,7 @@ Calibration
     per (strategy, op) from a tiny problem (Python orchestration, allocation,
     FFT planning), the factor per (strategy, op, ndim, dtype) as the geometric
     mean of ``(measured - overhead) / estimate`` over the grid. They go to
-    ``<cache dir>/calibration.json`` (same validators), which wins over the
+    ``<cache dir>/calibration-t<threads>.json`` (same validators), which wins over the
     file shipped in the package (``fastconv/cost_calibration.json``).
 
 The cache dir is ``Options.cache_dir``, else ``$FASTCONV_CACHE_DIR``, else
@@ -160,7 +160,10 @@ class _FileCache:
         self._loaded = {}  # (path, validators) -> (mtime, entries)
 
     def path(self, opts):
-        return os.path.join(cache_dir(opts), self.name)
+        # One file per thread count: the thread count is a validator, so
+        # processes with different counts must not overwrite each other's file.
+        stem, ext = os.path.splitext(self.name)
+        return os.path.join(cache_dir(opts), f"{stem}-t{opts.threads}{ext}")
 
     def entries(self, opts):
         path, val = self.path(opts), validators(opts.threads)
@@ -385,7 +388,7 @@ def run_explain(args):
 def add_tune_arguments(p):
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--calibrate", action="store_true",
-                   help="refit the cost model on this machine (a minute or two)")
+                   help="refit the cost model on this machine (15-60 s)")
     g.add_argument("--show", action="store_true", help="print the cache files and their entries")
     g.add_argument("--clear", action="store_true", help="delete this machine's tuning cache")
     p.add_argument("--quick", action="store_true", help="with --calibrate: a smaller grid")

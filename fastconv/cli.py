@@ -13,7 +13,7 @@ import sys
 _COMMANDS = {
     "bench": ("fastconv._bench", "run the benchmark suite and write a report"),
     "explain": ("fastconv._tuning", "say which strategy the dispatcher picks for a layer, and why"),
-    "tune": ("fastconv._tuning", "calibrate the cost model or autotune layers on this machine"),
+    "tune": ("fastconv._tuning", "calibrate the cost model on this machine; show or clear the tuning cache"),
     "info": ("fastconv._info", "show version, compiled modules, OpenMP, threads and BLAS"),
 }
 

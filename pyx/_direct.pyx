@@ -18,6 +18,7 @@ same element:
 """
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.math cimport isfinite
 from libc.string cimport memcpy, memset
 
 import numpy as np
@@ -137,39 +138,45 @@ cdef void _gin_task(const floating* gy, const floating* w, floating* gx,
                                     gxrow[ow * sw] += wv * gyrow[ow]
 
 
-cdef void _gw_task(const floating* x, const floating* gy, floating* gw,
-                   Geom* g, Py_ssize_t task) noexcept nogil:
-    cdef Py_ssize_t o = task // g.CIG, c = task % g.CIG
+cdef double _gw_tap(const floating* x, const floating* gy, Geom* g, Py_ssize_t o,
+                    Py_ssize_t c, Py_ssize_t kd, Py_ssize_t kh, Py_ssize_t kw) noexcept nogil:
+    """grad_w[o, c, kd, kh, kw], row by row over the valid outputs only."""
     cdef Py_ssize_t grp = o // g.COG
-    cdef Py_ssize_t osz = g.OD * g.OH * g.OW, ksz = g.KD * g.KH * g.KW
-    cdef Py_ssize_t n, kd, kh, kw, od, oh, ow, sw = g.sw
+    cdef Py_ssize_t n, od, oh, ow, sw = g.sw
     cdef const floating* xc
     cdef const floating* xrow
     cdef const floating* gyrow
     cdef floating row
-    cdef double acc
+    cdef double acc = 0.0
+    # Rows are summed in the working precision, the row sums in double: long
+    # batch x spatial sums stay accurate.
+    for n in range(g.N):
+        xc = x + (n * g.C + grp * g.CIG + c) * g.D * g.H * g.W
+        for od in range(g.OD):
+            for oh in range(g.OH):
+                xrow = xc + ((od * g.sd + kd * g.dd) * g.H
+                             + oh * g.sh + kh * g.dh) * g.W + kw * g.dw
+                gyrow = gy + ((n * g.CO + o) * g.OD + od) * g.OH * g.OW + oh * g.OW
+                row = 0
+                if sw == 1:
+                    for ow in range(g.OW):
+                        row = row + xrow[ow] * gyrow[ow]
+                else:
+                    for ow in range(g.OW):
+                        row = row + xrow[ow * sw] * gyrow[ow]
+                acc += row
+    return acc
+
+
+cdef void _gw_task(const floating* x, const floating* gy, floating* gw,
+                   Geom* g, Py_ssize_t task) noexcept nogil:
+    cdef Py_ssize_t o = task // g.CIG, c = task % g.CIG
+    cdef Py_ssize_t kd, kh, kw
     for kd in range(g.KD):
         for kh in range(g.KH):
             for kw in range(g.KW):
-                # Rows are summed in the working precision (vectorizable), the
-                # row sums in double: long batch x spatial sums stay accurate.
-                acc = 0.0
-                for n in range(g.N):
-                    xc = x + (n * g.C + grp * g.CIG + c) * g.D * g.H * g.W
-                    for od in range(g.OD):
-                        for oh in range(g.OH):
-                            xrow = xc + ((od * g.sd + kd * g.dd) * g.H
-                                         + oh * g.sh + kh * g.dh) * g.W + kw * g.dw
-                            gyrow = gy + ((n * g.CO + o) * g.OD + od) * g.OH * g.OW + oh * g.OW
-                            row = 0
-                            if sw == 1:
-                                for ow in range(g.OW):
-                                    row = row + xrow[ow] * gyrow[ow]
-                            else:
-                                for ow in range(g.OW):
-                                    row = row + xrow[ow * sw] * gyrow[ow]
-                            acc += row
-                gw[task * ksz + (kd * g.KH + kh) * g.KW + kw] = <floating>acc
+                gw[(task * g.KD + kd) * g.KH * g.KW + kh * g.KW + kw] = <floating>_gw_tap(
+                    x, gy, g, o, c, kd, kh, kw)
 
 
 # ---------------------------------------------------------------------------
@@ -238,8 +245,9 @@ cdef void _fwd_task_s1(const floating* x, const floating* w, floating* y,
                        out + od * g.H * g.W + oh * g.W, g.OW * sizeof(floating))
 
 
-cdef void _gw_task_s1(const floating* x, const floating* gyw, floating* gw,
-                      Geom* g, Py_ssize_t task, const Py_ssize_t* off) noexcept nogil:
+cdef void _gw_task_s1(const floating* x, const floating* gyw, const floating* gy,
+                      floating* gw, Geom* g, Py_ssize_t task,
+                      const Py_ssize_t* off) noexcept nogil:
     # gyw: grad_output in the wide layout (N, C_out, OD, H, W), zeros where ow >= OW
     # or oh >= OH, so the flat dot product over [0, L) sums exactly the valid terms.
     cdef Py_ssize_t o = task // g.CIG, c = task % g.CIG
@@ -270,6 +278,11 @@ cdef void _gw_task_s1(const floating* x, const floating* gyw, floating* gw,
                 acc += gyo[j] * xk[j]
             for j in range(TILE):
                 acc += part[j]
+        if not isfinite(acc):
+            # The flat sum also multiplies the zeros of the wide layout's extra
+            # columns with the input there: 0 * Inf = NaN would reach taps that
+            # never touch the Inf. Redo this tap over the valid outputs only.
+            acc = _gw_tap(x, gy, g, o, c, k // (g.KH * g.KW), (k // g.KW) % g.KH, k % g.KW)
         gw[task * ksz + k] = <floating>acc
 
 
@@ -293,12 +306,15 @@ def forward(const floating[:, :, :, :, ::1] xp,  # IN  (N, C_in, D, H, W), padde
     cdef Py_ssize_t t
     cdef Py_ssize_t[::1] off
     cdef floating[:, ::1] wide
+    cdef Py_ssize_t ntasks
+    cdef int nthr
     if g.sd == 1 and g.sh == 1 and g.sw == 1 and FAST:
         off = _offsets(g)
-        wide = np.empty((max(n_threads, 1), OBLOCK * g.OD * g.H * g.W), dtype=np.asarray(y).dtype)
+        ntasks = g.N * (g.CO // g.COG) * ((g.COG + OBLOCK - 1) // OBLOCK)
+        nthr = max(1, min(n_threads, ntasks))  # one scratch row per thread that can have work
+        wide = np.empty((nthr, OBLOCK * g.OD * g.H * g.W), dtype=np.asarray(y).dtype)
         with nogil:
-            for t in prange(g.N * (g.CO // g.COG) * ((g.COG + OBLOCK - 1) // OBLOCK),
-                            num_threads=n_threads, schedule="dynamic"):
+            for t in prange(ntasks, num_threads=nthr, schedule="dynamic"):
                 _fwd_task_s1(&xp[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &y[0, 0, 0, 0, 0], &g, t,
                              &off[0], &wide[omp_get_thread_num(), 0])
         return
@@ -347,8 +363,8 @@ def grad_weight(const floating[:, :, :, :, ::1] xp,  # IN  (N, C_in, D, H, W), p
         np.asarray(gyw)[:, :, :, :g.OH, :g.OW] = gy
         with nogil:
             for t in prange(g.CO * g.CIG, num_threads=n_threads, schedule="dynamic"):
-                _gw_task_s1(&xp[0, 0, 0, 0, 0], &gyw[0, 0, 0, 0, 0], &gw[0, 0, 0, 0, 0], &g, t,
-                            &off[0])
+                _gw_task_s1(&xp[0, 0, 0, 0, 0], &gyw[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0],
+                            &gw[0, 0, 0, 0, 0], &g, t, &off[0])
         return
     with nogil:
         for t in prange(g.CO * g.CIG, num_threads=n_threads, schedule="dynamic"):

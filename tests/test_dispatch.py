@@ -239,6 +239,10 @@ def test_env_config_read_at_import(tmp_path):
     assert r.stdout.split() == [str(3 * 2**20), "False"]
 
 
+def _tuning_file(folder, threads=None):
+    return folder / f"tuning-t{threads or fastconv.get_config().threads}.json"
+
+
 AUTOTUNE = """
 import numpy as np, fastconv
 from fastconv import _dispatch
@@ -256,7 +260,7 @@ def test_autotune_cache_persists_across_processes(tmp_path):
     r = _run(AUTOTUNE.format(mode="autotune"), env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[0] == "tuning-cache"
-    data = json.loads((tmp_path / "tuning.json").read_text())
+    data = json.loads(_tuning_file(tmp_path).read_text())
     assert data["validators"]["threads"] >= 1 and len(data["entries"]) == 1
     entry = next(iter(data["entries"].values()))
     assert entry["strategy"] in fastconv.strategies() and entry["seconds"]
@@ -268,7 +272,7 @@ def test_autotune_cache_persists_across_processes(tmp_path):
 def test_validator_mismatch_ignores_file(tmp_path):
     env = {"FASTCONV_CACHE_DIR": str(tmp_path)}
     assert _run(AUTOTUNE.format(mode="autotune"), env).returncode == 0
-    path = tmp_path / "tuning.json"
+    path = _tuning_file(tmp_path)
     data = json.loads(path.read_text())
     data["validators"]["numpy"] = "0.0.1"
     path.write_text(json.dumps(data))
@@ -278,12 +282,12 @@ def test_validator_mismatch_ignores_file(tmp_path):
 
 def test_corrupt_file_is_survived_and_rebuilt(tmp_path):
     env = {"FASTCONV_CACHE_DIR": str(tmp_path)}
-    (tmp_path / "tuning.json").write_text('{"format": 1, "entries": {"trunc')
+    _tuning_file(tmp_path).write_text('{"format": 1, "entries": {"trunc')
     r = _run(AUTOTUNE.format(mode="autotune"), env)
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("ignoring unreadable cache file") == 1
     assert r.stdout.split()[0] == "tuning-cache"
-    assert len(json.loads((tmp_path / "tuning.json").read_text())["entries"]) == 1
+    assert len(json.loads(_tuning_file(tmp_path).read_text())["entries"]) == 1
 
 
 CONCURRENT = """
@@ -300,7 +304,7 @@ def test_two_processes_tuning_at_once_leave_a_valid_file(tmp_path):
                               cwd=_CWD, stderr=subprocess.PIPE, text=True) for s in (0, 100)]
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()
-    data = json.loads((tmp_path / "tuning.json").read_text())
+    data = json.loads(_tuning_file(tmp_path).read_text())
     assert len(data["entries"]) == 12  # the lock makes the merges lose nothing
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
 
@@ -334,3 +338,17 @@ def test_calibration_grid_problems_are_valid():
     for quick in (False, True):
         for ishape, wshape, kw in _tuning.calibration_grid(quick):
             make_spec(ishape, wshape, **kw)
+
+
+def test_thread_counts_keep_separate_tuning_files(fakes):
+    s = spec()
+    with fastconv.config(mode="autotune", n_threads=1):
+        assert _dispatch.decide("forward", s).decided_by == "tuning-cache"
+    with fastconv.config(mode="autotune", n_threads=2):
+        assert _dispatch.decide("forward", s).decided_by == "tuning-cache"
+    with fastconv.config(mode="cache-only", n_threads=1):
+        _dispatch.clear_memo()
+        assert _dispatch.decide("forward", s).decided_by == "tuning-cache"
+    folder = _tuning.cache_dir()
+    assert sorted(os.listdir(folder)) == ["tuning-t1.json", "tuning-t1.json.lock",
+                                          "tuning-t2.json", "tuning-t2.json.lock"]

@@ -1,4 +1,7 @@
-"""Direct strategy: loops over kernel offsets (``pyx/_direct.pyx``), no workspace.
+"""Direct strategy: loops over kernel offsets (``pyx/_direct.pyx``).
+
+Its workspace is small: per-thread output tiles and, for the backward passes,
+a re-laid copy of grad_output (see :meth:`DirectStrategy.workspace`).
 
 The cost model follows the kernels' structure, because their speed varies 20x
 with the problem's shape:
@@ -22,6 +25,7 @@ import math
 
 import numpy as np
 
+from .._config import get_config
 from .._ext import _direct
 
 _TAP4 = 9.1e-9      # one tap, 4 output channels x 64 outputs
@@ -64,7 +68,24 @@ class DirectStrategy:
         return None
 
     def workspace(self, spec, op):
-        return 0
+        """Scratch bytes: the unit-stride paths' per-thread output tiles and copies."""
+        if any(s != 1 for s in spec.stride3):
+            return 0
+        out3, plane3 = spec.output_shape5[2:], spec.padded_shape5[2:]
+        N, G = spec.batch, spec.groups
+        threads = get_config().threads
+        if op == "forward":
+            tasks = N * G * -(-spec.out_channels_per_group // 4)
+            elems = min(threads, tasks) * 4 * out3[0] * math.prod(plane3[1:])
+        elif op == "grad_input":
+            span = tuple(d * (k - 1) for k, d in zip(spec.kernel3, spec.dilation3))
+            gplane = tuple(p + e for p, e in zip(plane3, span))
+            tasks = N * G * -(-spec.in_channels_per_group // 4)
+            elems = (N * spec.out_channels * math.prod(gplane)         # padded grad_output
+                     + min(threads, tasks) * 4 * plane3[0] * math.prod(gplane[1:]))
+        else:
+            elems = N * spec.out_channels * out3[0] * math.prod(plane3[1:])  # wide grad_output
+        return elems * spec.itemsize
 
     def estimate(self, spec, op, n_threads=1):
         k3, d3, s3 = spec.kernel3, spec.dilation3, spec.stride3

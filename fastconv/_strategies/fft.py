@@ -74,6 +74,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from .._config import get_config
 from .._ext import _fft
+from .._threads import blas_limit as _blas_limit
 
 # ---------------------------------------------------------------------------
 # Cost model coefficients, measured on the development machine (1 thread,
@@ -548,9 +549,12 @@ class FFTStrategy:
         return _cost(spec, op, sub.padded_shape5[2:], sub.batch, n_threads)
 
     def run(self, op, spec, a, b, n_threads):
-        return _execute(op, spec, a, b, n_threads, self.plan(spec, op),
-                        get_config().memory_budget)
+        # the contractions call cgemm/zgemm inside OpenMP loops: one BLAS thread each
+        with _blas_limit(1):
+            return _execute(op, spec, a, b, n_threads, self.plan(spec, op),
+                            get_config().memory_budget)
 
     def backward(self, spec, xp, w, gy, n_threads):
-        return _execute("backward", spec, (xp, w), gy, n_threads, self.plan(spec, "backward"),
-                        get_config().memory_budget)
+        with _blas_limit(1):
+            return _execute("backward", spec, (xp, w), gy, n_threads,
+                            self.plan(spec, "backward"), get_config().memory_budget)

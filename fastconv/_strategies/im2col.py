@@ -34,6 +34,7 @@ import numpy as np
 
 from .._config import get_config
 from .._ext import _im2col
+from .._threads import blas_limit as _blas_limit
 
 # Cost-model coefficients, measured on the development machine (2 AVX-512 cores,
 # scipy's OpenBLAS, float32, 3x3 ResNet layers with the cores otherwise idle):
@@ -106,23 +107,18 @@ def _plan(spec, op, n_threads, budget):
     return _Plan(_MODE_BLAS, max(1, int(n_threads)), rows, rows * row_elems, item)
 
 
-_controller = None
-
-
-def _blas_limit(n):
-    """Context manager limiting every loaded BLAS to ``n`` threads."""
-    global _controller
-    if _controller is None:
-        from threadpoolctl import ThreadpoolController
-
-        _controller = ThreadpoolController()  # after _im2col loaded scipy's BLAS
-    return _controller.limit(limits=n, user_api="blas")
 
 
 class Im2colStrategy:
     name = "im2col"
 
     def supports(self, spec, op):
+        # BLAS takes 32-bit dimensions and leading dimensions.
+        dims = {"output positions per channel": math.prod(spec.out_spatial),
+                "unfolded rows per group": spec.in_channels_per_group * spec.kernel_size}
+        for what, n in dims.items():
+            if n >= 2**31:
+                return f"{what} ({n}) exceed the 32-bit sizes BLAS accepts"
         return None
 
     def workspace(self, spec, op):
