@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -24,6 +25,9 @@ _MAX = 2**31 - 1
 @dataclass(frozen=True)
 class ConvSpec:
     """A normalized N-d (N = 1, 2, 3) convolution layer problem.
+
+    Derived shapes are computed once per spec (``cached_property``): specs are
+    remembered and reused by :func:`make_spec`, so repeated calls skip the work.
 
     Attributes
     ----------
@@ -58,11 +62,11 @@ class ConvSpec:
     dtype: np.dtype
 
     # ---- shapes -----------------------------------------------------------
-    @property
+    @cached_property
     def padded_spatial(self):
         return tuple(i + b + a for i, (b, a) in zip(self.in_spatial, self.padding))
 
-    @property
+    @cached_property
     def out_spatial(self):
         return tuple(
             (p - d * (k - 1) - 1) // s + 1
@@ -77,17 +81,17 @@ class ConvSpec:
     def out_channels_per_group(self):
         return self.out_channels // self.groups
 
-    @property
+    @cached_property
     def input_shape(self):
         """Shape of the user's input (without batch axis if unbatched)."""
         lead = (self.batch,) if self.batched else ()
         return lead + (self.in_channels,) + self.in_spatial
 
-    @property
+    @cached_property
     def weight_shape(self):
         return (self.out_channels, self.in_channels_per_group) + self.kernel
 
-    @property
+    @cached_property
     def output_shape(self):
         lead = (self.batch,) if self.batched else ()
         return lead + (self.out_channels,) + self.out_spatial
@@ -97,35 +101,35 @@ class ConvSpec:
     def _as3(t, fill):
         return (fill,) * (3 - len(t)) + tuple(t)
 
-    @property
+    @cached_property
     def input_shape5(self):
         return (self.batch, self.in_channels) + self._as3(self.in_spatial, 1)
 
-    @property
+    @cached_property
     def padded_shape5(self):
         return (self.batch, self.in_channels) + self._as3(self.padded_spatial, 1)
 
-    @property
+    @cached_property
     def weight_shape5(self):
         return (self.out_channels, self.in_channels_per_group) + self._as3(self.kernel, 1)
 
-    @property
+    @cached_property
     def output_shape5(self):
         return (self.batch, self.out_channels) + self._as3(self.out_spatial, 1)
 
-    @property
+    @cached_property
     def stride3(self):
         return self._as3(self.stride, 1)
 
-    @property
+    @cached_property
     def dilation3(self):
         return self._as3(self.dilation, 1)
 
-    @property
+    @cached_property
     def padding3(self):
         return self._as3(self.padding, (0, 0))
 
-    @property
+    @cached_property
     def kernel3(self):
         return self._as3(self.kernel, 1)
 
@@ -134,7 +138,7 @@ class ConvSpec:
     def kernel_size(self):
         return math.prod(self.kernel)
 
-    @property
+    @cached_property
     def macs(self):
         """Multiply-adds of one forward pass (each backward pass does as many)."""
         return (
