@@ -352,3 +352,15 @@ def test_thread_counts_keep_separate_tuning_files(fakes):
     folder = _tuning.cache_dir()
     assert sorted(os.listdir(folder)) == ["tuning-t1.json", "tuning-t1.json.lock",
                                           "tuning-t2.json", "tuning-t2.json.lock"]
+
+
+def test_readme_config_example_is_valid(tmp_path):
+    readme = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
+    if not os.path.exists(readme):
+        pytest.skip("README.md not beside the tests")
+    text = open(readme).read()
+    block = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "readme.toml"
+    path.write_text(block)
+    values = read_config_file(path)
+    assert values["mode"] == "autotune" and values["rules"][0].strategy == "fft"
