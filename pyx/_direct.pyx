@@ -24,6 +24,7 @@ from libc.string cimport memcpy, memset
 import numpy as np
 
 from _openmp cimport FASTCONV_HAVE_OPENMP, omp_get_max_threads, omp_get_thread_num
+from _geom cimport Geom, make_geom
 
 HAVE_OPENMP = bool(FASTCONV_HAVE_OPENMP)
 # Test hook: False routes unit-stride problems through the general kernels too.
@@ -54,26 +55,6 @@ cdef enum:
 
 def max_threads():
     return omp_get_max_threads()
-
-
-cdef struct Geom:
-    # input (padded) and output spatial sizes, kernel, stride, dilation
-    Py_ssize_t N, C, D, H, W
-    Py_ssize_t CO, CIG, COG, KD, KH, KW
-    Py_ssize_t OD, OH, OW
-    Py_ssize_t sd, sh, sw, dd, dh, dw
-
-
-cdef Geom _geom(const Py_ssize_t* xs, const Py_ssize_t* ws, const Py_ssize_t* ys,
-                tuple stride, tuple dilation, int groups):
-    cdef Geom g
-    g.N, g.C, g.D, g.H, g.W = xs[0], xs[1], xs[2], xs[3], xs[4]
-    g.CO, g.CIG, g.KD, g.KH, g.KW = ws[0], ws[1], ws[2], ws[3], ws[4]
-    g.OD, g.OH, g.OW = ys[2], ys[3], ys[4]
-    g.sd, g.sh, g.sw = stride
-    g.dd, g.dh, g.dw = dilation
-    g.COG = g.CO // groups
-    return g
 
 
 cdef void _fwd_task(const floating* x, const floating* w, floating* y,
@@ -301,7 +282,7 @@ def forward(const floating[:, :, :, :, ::1] xp,  # IN  (N, C_in, D, H, W), padde
             const floating[:, :, :, :, ::1] w,   # IN  (C_out, C_in/g, KD, KH, KW)
             floating[:, :, :, :, ::1] y,         # OUT (N, C_out, OD, OH, OW)
             tuple stride, tuple dilation, int groups, int n_threads):
-    cdef Geom g = _geom(xp.shape, w.shape, y.shape,
+    cdef Geom g = make_geom(xp.shape, w.shape, y.shape,
                         stride, dilation, groups)
     cdef Py_ssize_t t
     cdef Py_ssize_t[::1] off
@@ -327,7 +308,7 @@ def grad_input(const floating[:, :, :, :, ::1] gy,  # IN  (N, C_out, OD, OH, OW)
                const floating[:, :, :, :, ::1] w,   # IN  (C_out, C_in/g, KD, KH, KW)
                floating[:, :, :, :, ::1] gxp,       # OUT (N, C_in, D, H, W), padded
                tuple stride, tuple dilation, int groups, int n_threads):
-    cdef Geom g = _geom(gxp.shape, w.shape, gy.shape,
+    cdef Geom g = make_geom(gxp.shape, w.shape, gy.shape,
                         stride, dilation, groups)
     cdef Py_ssize_t t
     if g.sd == 1 and g.sh == 1 and g.sw == 1 and FAST:
@@ -352,7 +333,7 @@ def grad_weight(const floating[:, :, :, :, ::1] xp,  # IN  (N, C_in, D, H, W), p
                 const floating[:, :, :, :, ::1] gy,  # IN  (N, C_out, OD, OH, OW)
                 floating[:, :, :, :, ::1] gw,        # OUT (C_out, C_in/g, KD, KH, KW)
                 tuple stride, tuple dilation, int groups, int n_threads):
-    cdef Geom g = _geom(xp.shape, gw.shape, gy.shape,
+    cdef Geom g = make_geom(xp.shape, gw.shape, gy.shape,
                         stride, dilation, groups)
     cdef Py_ssize_t t
     cdef Py_ssize_t[::1] off

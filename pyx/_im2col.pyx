@@ -40,38 +40,13 @@ from libc.string cimport memcpy, memset
 
 from _blas cimport gemm_rm, NoTrans, TransT
 from _openmp cimport FASTCONV_HAVE_OPENMP, omp_get_max_threads
+from _geom cimport Geom, make_geom
 
 HAVE_OPENMP = bool(FASTCONV_HAVE_OPENMP)
 
 
 def max_threads():
     return omp_get_max_threads()
-
-
-cdef struct Geom:
-    Py_ssize_t N, C, D, H, W           # padded input
-    Py_ssize_t CO, CIG, COG, G         # channels
-    Py_ssize_t KD, KH, KW, K           # kernel, K = taps per channel
-    Py_ssize_t OD, OH, OW, L, R        # output; L = OD*OH*OW, R = OD*OH rows
-    Py_ssize_t sd, sh, sw, dd, dh, dw
-    bint direct                        # 1x1x1 kernel, stride 1: cols = input
-
-
-cdef Geom _geom(const Py_ssize_t* xs, const Py_ssize_t* ws, const Py_ssize_t* ys,
-                tuple stride, tuple dilation, int groups):
-    cdef Geom g
-    g.N, g.C, g.D, g.H, g.W = xs[0], xs[1], xs[2], xs[3], xs[4]
-    g.CO, g.CIG, g.KD, g.KH, g.KW = ws[0], ws[1], ws[2], ws[3], ws[4]
-    g.OD, g.OH, g.OW = ys[2], ys[3], ys[4]
-    g.sd, g.sh, g.sw = stride
-    g.dd, g.dh, g.dw = dilation
-    g.G = groups
-    g.COG = g.CO // groups
-    g.K = g.KD * g.KH * g.KW
-    g.L = g.OD * g.OH * g.OW
-    g.R = g.OD * g.OH
-    g.direct = (g.K == 1 and g.sd == 1 and g.sh == 1 and g.sw == 1)
-    return g
 
 
 # ---------------------------------------------------------------------------
@@ -252,7 +227,7 @@ def forward(const floating[:, :, :, :, ::1] xp,  # IN  (N, C_in, D, H, W), padde
     each (the caller limits BLAS to one thread). ``work`` needs
     C_in*K*rows*OW elements per buffer (none for a 1x1x1 stride-1 kernel).
     """
-    cdef Geom g = _geom(xp.shape, w.shape, y.shape, stride, dilation, groups)
+    cdef Geom g = make_geom(xp.shape, w.shape, y.shape, stride, dilation, groups)
     cdef Py_ssize_t n, per = 0 if g.direct else g.C * g.K * rows * g.OW
     cdef floating* wk = &work[0] if work.shape[0] else NULL
     _check_work(work.shape[0], per * (n_threads if mode == 1 else 1))
@@ -274,7 +249,7 @@ def grad_input(const floating[:, :, :, :, ::1] gy,  # IN  (N, C_out, OD, OH, OW)
                tuple stride, tuple dilation, int groups,
                Py_ssize_t rows, int mode, int n_threads):
     """gxp = adjoint of forward w.r.t. the padded input (GEMM, then col2vol)."""
-    cdef Geom g = _geom(gxp.shape, w.shape, gy.shape, stride, dilation, groups)
+    cdef Geom g = make_geom(gxp.shape, w.shape, gy.shape, stride, dilation, groups)
     cdef Py_ssize_t n, per = 0 if g.direct else g.C * g.K * rows * g.OW
     cdef floating* wk = &work[0] if work.shape[0] else NULL
     _check_work(work.shape[0], per * (n_threads if mode == 1 else 1))
@@ -296,7 +271,7 @@ def grad_weight(const floating[:, :, :, :, ::1] xp,  # IN  (N, C_in, D, H, W), p
                 tuple stride, tuple dilation, int groups,
                 Py_ssize_t rows, int mode, int n_threads):
     """gw = sum over the batch of dY_g @ cols_g^T (see module doc)."""
-    cdef Geom g = _geom(xp.shape, gw.shape, gy.shape, stride, dilation, groups)
+    cdef Geom g = make_geom(xp.shape, gw.shape, gy.shape, stride, dilation, groups)
     cdef Py_ssize_t n, t, i, per = 0 if g.direct else g.C * g.K * rows * g.OW
     cdef Py_ssize_t wsz = g.CO * g.CIG * g.K
     cdef floating* wk = &work[0] if work.shape[0] else NULL
