@@ -23,7 +23,7 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from _openmp cimport FASTCONV_HAVE_OPENMP, omp_get_max_threads, omp_get_thread_num
+from _openmp cimport FASTCONV_HAVE_OPENMP, omp_get_thread_num
 from _geom cimport Geom, make_geom
 
 HAVE_OPENMP = bool(FASTCONV_HAVE_OPENMP)
@@ -51,10 +51,6 @@ cdef enum:
 # partial sums per dot product in the stride-1 grad_weight kernel
 cdef enum:
     TILE = 64
-
-
-def max_threads():
-    return omp_get_max_threads()
 
 
 cdef void _fwd_task(const floating* x, const floating* w, floating* y,

@@ -39,14 +39,10 @@ from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm_rm, NoTrans, TransT
-from _openmp cimport FASTCONV_HAVE_OPENMP, omp_get_max_threads
+from _openmp cimport FASTCONV_HAVE_OPENMP
 from _geom cimport Geom, make_geom
 
 HAVE_OPENMP = bool(FASTCONV_HAVE_OPENMP)
-
-
-def max_threads():
-    return omp_get_max_threads()
 
 
 # ---------------------------------------------------------------------------
