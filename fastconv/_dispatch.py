@@ -74,12 +74,11 @@ class Decision:
         return "\n".join(lines)
 
 
-# float32 FFT: relative error grows about like eps * log2(transform size).
-_F32_EPS = float(np.finfo(np.float32).eps)
-
-
 def fft_error_estimate(spec):
-    """Rough relative error of the FFT strategy on ``spec`` (vs max |output|)."""
+    """Rough relative error of the FFT strategy on ``spec`` (vs max |output|).
+
+    FFT rounding error grows about like eps * log2(transform size).
+    """
     eps = float(np.finfo(spec.dtype).eps)
     n = math.prod(spec.padded_spatial)
     return 2.0 * eps * max(1.0, math.log2(n))
