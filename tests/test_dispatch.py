@@ -263,7 +263,9 @@ def test_autotune_cache_persists_across_processes(tmp_path):
     data = json.loads(_tuning_file(tmp_path).read_text())
     assert data["validators"]["threads"] >= 1 and len(data["entries"]) == 1
     entry = next(iter(data["entries"].values()))
-    assert entry["strategy"] in fastconv.strategies() and entry["seconds"]
+    timings = entry["seconds"]  # what autotune measured per strategy (not checked: noisy)
+    assert entry["strategy"] in fastconv.strategies() and set(timings) <= set(fastconv.strategies())
+    assert entry["strategy"] in timings
     # a new process in cache-only mode uses the entry without measuring
     r = _run(AUTOTUNE.format(mode="cache-only"), env)
     assert r.stdout.split() == ["tuning-cache", entry["strategy"]], r.stderr
