@@ -77,11 +77,12 @@ from ._api import conv, explain, grad_input, grad_weight
 from ._config import config, get_config
 from ._info import config_info, strategies
 from ._spec import OPS
+from ._tuning import time_call
 from .params import from_spec
 
 __all__ = ["add_bench_arguments", "run_bench", "run", "validate_results", "load_schema",
            "matmul_ceiling", "make_arrays", "fastconv_call", "torch_call", "scipy_calls",
-           "workspace_bytes", "auto_decision", "time_call", "time_interleaved", "SCHEMA_ID"]
+           "workspace_bytes", "auto_decision", "time_interleaved", "SCHEMA_ID"]
 
 SCHEMA_ID = "fastconv-bench/1"
 PEERS = ("torch", "scipy")
@@ -91,33 +92,6 @@ _SCIPY_MAX_CALLS = 4096  # single-channel peers loop in Python over (batch, chan
 # ---------------------------------------------------------------------------
 # measuring
 # ---------------------------------------------------------------------------
-def time_call(fn, repeat=5, warmup=1, max_time=None, min_time=0.0, max_calls=200):
-    """Run ``fn`` ``warmup`` times, then time it at least ``repeat`` times.
-
-    Short calls are repeated further, up to ``max_calls``, until the timed calls
-    add up to ``min_time`` seconds: on a busy machine the best of many short
-    calls is a steadier figure than the best of few. Stops early (after at least
-    one timed call) once the timed calls exceed ``max_time`` seconds.
-    Returns ``(times, seconds of the last warm-up call)``.
-    """
-    t_warm = None
-    for _ in range(warmup):
-        t0 = time.perf_counter()
-        fn()
-        t_warm = time.perf_counter() - t0
-    times, total = [], 0.0
-    while True:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        total += times[-1]
-        if max_time is not None and total > max_time:
-            break
-        if len(times) >= max(1, repeat) and (total >= min_time or len(times) >= max_calls):
-            break
-    return times, t_warm
-
-
 def matmul_ceiling(n=1024, repeat=3):
     """The machine's float32 GEMM speed through numpy: ``{"n", "gflops", "best_s"}``.
 
@@ -126,8 +100,7 @@ def matmul_ceiling(n=1024, repeat=3):
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
-    times, _ = time_call(lambda: a @ b, repeat=repeat, warmup=1)
-    best = min(times)
+    best = time_call(lambda: a @ b, repeat=repeat)  # one warm-up, best of `repeat`
     return {"n": n, "gflops": 2.0 * n ** 3 / best / 1e9, "best_s": best}
 
 
