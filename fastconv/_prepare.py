@@ -28,13 +28,13 @@ def as_array(a, name):
 
 def padded_input(x, spec):
     """(N, C, D+pads, H+pads, W+pads) C-contiguous copy or view of ``x``."""
-    x5 = np.ascontiguousarray(x, dtype=spec.dtype).reshape(spec.input_shape5)
     pads = spec.padding3
     if not any(b or a for b, a in pads):
-        return x5
+        return np.ascontiguousarray(x, dtype=spec.dtype).reshape(spec.input_shape5)
+    # the assignment converts the dtype and gathers a strided x in one pass
     xp = np.zeros(spec.padded_shape5, dtype=spec.dtype)
-    inner = tuple(slice(b, b + n) for (b, _), n in zip(pads, x5.shape[2:]))
-    xp[(slice(None), slice(None)) + inner] = x5
+    inner = tuple(slice(b, b + n) for (b, _), n in zip(pads, spec.input_shape5[2:]))
+    xp[(slice(None), slice(None)) + inner] = np.reshape(x, spec.input_shape5)
     return xp
 
 
