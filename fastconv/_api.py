@@ -69,8 +69,8 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, fli
             f"bias must have shape ({spec.out_channels},) (one value per output channel), "
             f"got shape {b.shape}"
         )
-    y5 = choose("forward", spec, strategy).run(
-        "forward", spec, prep.padded_input(x, spec), prep.weight5(weight, spec), _threads())
+    s = choose("forward", spec, strategy)
+    y5 = s.run("forward", spec, prep.input5(x, spec, s), prep.weight5(weight, spec), _threads())
     if b is not None:
         y5 += b.astype(spec.dtype).reshape(1, -1, 1, 1, 1)
     return y5.reshape(spec.output_shape)
@@ -142,9 +142,10 @@ def grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1
     spec = make_spec(input_shape, weight.shape, stride, padding, dilation, groups, flip=flip,
                      dtype=result_dtype(weight.dtype, gy.dtype), ndim=ndim)
     _check_grad_output(gy, spec)
-    gxp = choose("grad_input", spec, strategy).run(
-        "grad_input", spec, prep.grad_output5(gy, spec), prep.weight5(weight, spec), _threads())
-    return prep.crop_padding(gxp, spec).reshape(spec.input_shape)
+    s = choose("grad_input", spec, strategy)
+    gx = s.run("grad_input", spec, prep.grad_output5(gy, spec), prep.weight5(weight, spec),
+               _threads())
+    return prep.unpad_grad(gx, spec, s).reshape(spec.input_shape)
 
 
 def grad_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
@@ -169,8 +170,9 @@ def grad_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=
     spec = make_spec(x.shape, weight_shape, stride, padding, dilation, groups, flip=flip,
                      dtype=result_dtype(x.dtype, gy.dtype), ndim=ndim)
     _check_grad_output(gy, spec)
-    gw5 = choose("grad_weight", spec, strategy).run(
-        "grad_weight", spec, prep.padded_input(x, spec), prep.grad_output5(gy, spec), _threads())
+    s = choose("grad_weight", spec, strategy)
+    gw5 = s.run("grad_weight", spec, prep.input5(x, spec, s), prep.grad_output5(gy, spec),
+                _threads())
     if spec.flip:
         gw5 = prep.flip_kernel(gw5)
     return np.ascontiguousarray(gw5).reshape(spec.weight_shape)
@@ -206,20 +208,21 @@ def conv_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, group
     _check_grad_output(gy, spec)
     s_in = choose("grad_input", spec, strategy)
     s_w = choose("grad_weight", spec, strategy)
-    xp, w5, gy5 = prep.padded_input(x, spec), prep.weight5(weight, spec), prep.grad_output5(gy, spec)
+    w5, gy5 = prep.weight5(weight, spec), prep.grad_output5(gy, spec)
+    x5 = prep.input5(x, spec, s_w)
     n = _threads()
     # The fused pass (FFT reuses its transforms) holds more at once than either
     # op alone: take it only when that fits the budget the dispatcher checked.
     if (s_in is s_w and hasattr(s_in, "backward")
             and s_in.workspace(spec, "backward") <= get_config().memory_budget):
-        gxp, gw5 = s_in.backward(spec, xp, w5, gy5, n)
+        gx, gw5 = s_in.backward(spec, x5, w5, gy5, n)
     else:
-        gxp = s_in.run("grad_input", spec, gy5, w5, n)
-        gw5 = s_w.run("grad_weight", spec, xp, gy5, n)
+        gx = s_in.run("grad_input", spec, gy5, w5, n)
+        gw5 = s_w.run("grad_weight", spec, x5, gy5, n)
     if spec.flip:
         gw5 = prep.flip_kernel(gw5)
     gb = gy5.sum(axis=(0, 2, 3, 4))
-    return (prep.crop_padding(gxp, spec).reshape(spec.input_shape),
+    return (prep.unpad_grad(gx, spec, s_in).reshape(spec.input_shape),
             np.ascontiguousarray(gw5).reshape(spec.weight_shape), gb)
 
 

@@ -1,9 +1,10 @@
 """Turn user arrays into the 5-D C-contiguous compute-dtype arrays kernels expect.
 
-Every strategy sees the same prepared problem: the input zero-padded (so kernels
-compute *valid* correlations), the kernel flipped when ``flip=True``, and 1-D/2-D
-data viewed as 3-D with singleton axes. Inputs are never written to: arrays are
-only read, or copied.
+Every strategy sees the kernel flipped when ``flip=True`` and 1-D/2-D data viewed
+as 3-D with singleton axes. A strategy whose ``pads_inside`` is true gets the input
+as it is and handles the zero border itself; any other gets a zero-padded copy (so
+its kernels compute *valid* correlations) and returns grad_input of the padded
+shape, cropped here. Inputs are never written to: arrays are only read, or copied.
 """
 from __future__ import annotations
 
@@ -36,6 +37,18 @@ def padded_input(x, spec):
     inner = tuple(slice(b, b + n) for (b, _), n in zip(pads, spec.input_shape5[2:]))
     xp[(slice(None), slice(None)) + inner] = np.reshape(x, spec.input_shape5)
     return xp
+
+
+def input5(x, spec, strategy):
+    """The input as ``strategy`` takes it: unpadded if it pads inside, else padded."""
+    if getattr(strategy, "pads_inside", False):
+        return np.ascontiguousarray(x, dtype=spec.dtype).reshape(spec.input_shape5)
+    return padded_input(x, spec)
+
+
+def unpad_grad(gx, spec, strategy):
+    """grad_input of ``spec.input_shape5`` from what ``strategy`` returned."""
+    return gx if getattr(strategy, "pads_inside", False) else crop_padding(gx, spec)
 
 
 def crop_padding(gxp, spec):
