@@ -1,7 +1,10 @@
 # The geometry of one prepared problem, shared by the direct and im2col kernels.
-# Arrays are 5-D C-contiguous (N, C, D, H, W); the input is already padded.
+# Arrays are 5-D C-contiguous (N, C, D, H, W). Kernels that pad inside set pd, ph, pw
+# (zeros before each spatial axis; those after follow from the output size); for the
+# others the input arrives padded and they stay 0.
 cdef struct Geom:
-    Py_ssize_t N, C, D, H, W           # padded input
+    Py_ssize_t N, C, D, H, W           # input, as the kernel receives it
+    Py_ssize_t pd, ph, pw              # zero padding before each axis, done by the kernel
     Py_ssize_t CO, CIG, COG, G         # channels: out, in per group, out per group, groups
     Py_ssize_t KD, KH, KW, K           # kernel, K = taps per channel
     Py_ssize_t OD, OH, OW, L, R        # output; L = OD*OH*OW, R = OD*OH rows
@@ -18,6 +21,7 @@ cdef inline Geom make_geom(const Py_ssize_t* xs, const Py_ssize_t* ws, const Py_
     g.OD, g.OH, g.OW = ys[2], ys[3], ys[4]
     g.sd, g.sh, g.sw = stride
     g.dd, g.dh, g.dw = dilation
+    g.pd = g.ph = g.pw = 0
     g.G = groups
     g.COG = g.CO // groups
     g.K = g.KD * g.KH * g.KW
