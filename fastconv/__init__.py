@@ -10,13 +10,13 @@ one per call. Layouts follow PyTorch: input ``(N, C_in, *spatial)`` (or without
 (1, 4, 8, 8)
 """
 from ._version import __version__
-from ._config import config, get_config, load_config, set_config
+from ._config import config, get_config, set_config
 from ._spec import ConvSpec, make_spec, output_shape
 from ._api import conv, conv1d, conv2d, conv3d, conv_backward, explain, grad_input, grad_weight
 from . import grad, params
 from ._info import show_config, strategies
-from ._configfile import ConfigError
-from ._config import load_env_config as _load_env_config
+from ._configfile import ConfigError, load_config
+from ._configfile import load_env_config as _load_env_config
 
 _load_env_config()
 

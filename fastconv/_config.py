@@ -10,7 +10,7 @@ import contextvars
 import os
 from dataclasses import dataclass, fields, replace
 
-__all__ = ["Options", "config", "set_config", "get_config", "load_config", "default_threads"]
+__all__ = ["Options", "config", "set_config", "get_config", "default_threads"]
 
 MiB = 1 << 20
 
@@ -69,7 +69,12 @@ class Options:
 
 MODES = ("heuristic", "autotune", "cache-only")
 _FIELDS = {f.name for f in fields(Options)}
-# Process-wide options (set_config, load_config) and a per-context overlay
+# The registry's names, to check ``strategy=``. The strategies import this module
+# (get_config), so the registry hands over its ``names`` function when it is
+# imported (fastconv._strategies) rather than this module importing it.
+strategy_names = tuple
+
+# Process-wide options (set_config, fastconv._configfile.load_config) and a per-context overlay
 # (the ``config`` context manager). New threads see the process-wide options.
 _global = Options()
 _current = contextvars.ContextVar("fastconv_options", default=None)
@@ -82,7 +87,7 @@ def _validated(base, **kwargs):
             f"unknown fastconv option(s) {sorted(unknown)}; valid options: {sorted(_FIELDS)}"
         )
     opts = replace(base, **kwargs)
-    from ._strategies import names  # late: strategies import this module
+    names = strategy_names
 
     if opts.strategy != "auto" and opts.strategy not in names():
         raise ValueError(
@@ -120,42 +125,6 @@ def set_config(**kwargs):
     """
     global _global
     _global = _validated(_global, **kwargs)
-
-
-def load_config(path):
-    """Read a strategy-selection config file and make its settings process-wide.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        A TOML file; for a file named ``pyproject.toml`` its ``[tool.fastconv]``
-        table. See :mod:`fastconv._configfile` for the format.
-
-    Returns
-    -------
-    Options
-        The options now in force.
-
-    Raises
-    ------
-    ConfigError (a ValueError)
-        Naming the file, the key and what was expected.
-    """
-    from ._configfile import ConfigError, read_config_file
-
-    values = read_config_file(path)
-    try:
-        set_config(**values)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{os.fspath(path)}: {e}") from None
-    return get_config()
-
-
-def load_env_config():
-    """Load the file named by ``$FASTCONV_CONFIG``, if set (done at import)."""
-    path = os.environ.get("FASTCONV_CONFIG")
-    if path:
-        load_config(path)
 
 
 @contextlib.contextmanager

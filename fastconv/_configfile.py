@@ -229,3 +229,41 @@ def read_config_file(path):
     if "cache_dir" in out:
         out["cache_dir"] = os.path.expanduser(out["cache_dir"])
     return out
+
+
+# Loading lives here, not in _config: reading a file needs the strategy registry,
+# which imports _config.
+def load_config(path):
+    """Read a strategy-selection config file and make its settings process-wide.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A TOML file; for a file named ``pyproject.toml`` its ``[tool.fastconv]``
+        table. See :mod:`fastconv._configfile` for the format.
+
+    Returns
+    -------
+    Options
+        The options now in force.
+
+    Raises
+    ------
+    ConfigError (a ValueError)
+        Naming the file, the key and what was expected.
+    """
+    from ._config import get_config, set_config
+
+    values = read_config_file(path)
+    try:
+        set_config(**values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{os.fspath(path)}: {e}") from None
+    return get_config()
+
+
+def load_env_config():
+    """Load the file named by ``$FASTCONV_CONFIG``, if set (done at import)."""
+    path = os.environ.get("FASTCONV_CONFIG")
+    if path:
+        load_config(path)
