@@ -1,8 +1,11 @@
-"""`fastconv bench` on tiny layers: files written, JSON schema, no-matplotlib path."""
+"""`fastconv bench` on tiny layers: files written, JSON schema, no-matplotlib path, the
+other suites' hook, missing peers, the report's opening, a fourth strategy."""
 import copy
+import io
 import json
 import sys
 import time
+import types
 
 import pytest
 
@@ -71,6 +74,7 @@ def test_bench_without_matplotlib(tmp_path, monkeypatch, capsys):
 
 
 def test_validator_rejects_bad_results(tmp_path):
+    pytest.importorskip("jsonschema")
     _run.run(size="tiny", names=["depthwise"], ops=("forward",), impls=["direct"], peers=(),
                out=str(tmp_path), repeat=1, sweep=False, plots=False)
     good = _load(tmp_path)
@@ -91,13 +95,6 @@ def test_validator_rejects_bad_results(tmp_path):
     bad["schema"] = "fastconv-bench/0"
     with pytest.raises(ValueError):
         validate_results(bad)
-
-
-def test_results_validate_with_jsonschema_too(tmp_path):
-    jsonschema = pytest.importorskip("jsonschema")
-    _run.run(size="tiny", names=["conv3d"], ops=("grad_weight",), peers=(),
-               out=str(tmp_path), repeat=1, sweep=False, plots=False)
-    jsonschema.validate(_load(tmp_path), load_schema())
 
 
 def test_time_interleaved():
@@ -149,3 +146,156 @@ def test_bench_cli_errors_and_list(capsys):
     assert main(["bench", "--layer", "nope"]) == 2
     assert main(["bench", "--list", "--full"]) == 0
     assert "long1d-causal" in capsys.readouterr().out
+
+
+# --- other suites (fastconv bench --suite torch|dask): the lazy hook -----------------
+def test_suite_hook_calls_run_suite(monkeypatch, tmp_path, capsys):
+    seen = {}
+
+    def run_suite(out_dir, *, size, n_threads, progress):
+        seen.update(out_dir=out_dir, size=size, n_threads=n_threads)
+        progress("step one", 1, 2)
+        progress("a note without a count")
+        progress("step two", 2, 2)
+        path = tmp_path / "torch.md"
+        path.write_text("# stand-in\n")
+        return str(path)
+
+    monkeypatch.setitem(sys.modules, "fastconv.bench.suite_torch",
+                        types.SimpleNamespace(run_suite=run_suite))
+    assert main(["bench", "--suite", "torch", "--size", "tiny", "--threads", "1",
+                 "--out", str(tmp_path)]) == 0
+    assert seen == {"out_dir": str(tmp_path), "size": "tiny", "n_threads": 1}
+    out = capsys.readouterr().out
+    assert "step two" in out and "a note without a count" in out
+    assert out.splitlines()[-1] == f"wrote {tmp_path / 'torch.md'}"
+
+
+def test_suite_missing_dependency_is_one_line(monkeypatch, tmp_path, capsys):
+    # a real suite module on the package path whose optional dependency is missing
+    (tmp_path / "suite_dask.py").write_text("import fastconv_no_such_dependency\n")
+    monkeypatch.setattr(fastconv.bench, "__path__", [*fastconv.bench.__path__, str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "fastconv.bench.suite_dask", raising=False)
+    assert main(["bench", "--suite", "dask"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("fastconv: error: the dask suite needs")
+    assert "fastconv_no_such_dependency" in err[0] and 'pip install "fastconv[dask]"' in err[0]
+
+    def run_suite(out_dir, **kw):
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    monkeypatch.setitem(sys.modules, "fastconv.bench.suite_torch",
+                        types.SimpleNamespace(run_suite=run_suite))
+    assert main(["bench", "--suite", "torch"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs torch" in err and "fastconv[torch]" in err
+
+
+def test_suite_not_installed(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "fastconv.bench.suite_dask", None)
+    assert main(["bench", "--suite", "dask"]) == 2
+    assert "not part of this installation" in capsys.readouterr().err
+
+
+# --- missing peers, the report's opening, a fourth strategy --------------------------
+def test_missing_torch_is_said_first_and_last(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    out = tmp_path / "r"
+    assert main(["bench", "--size", "tiny", "--layer", "conv1d", "--op", "forward",
+                 "--strategy", "direct", "--strategy", "auto", "--no-sweep", "--no-plots",
+                 "--repeat", "1", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for line in (lines[0], lines[-1]):
+        assert "PyTorch" in line and "pip install torch==2.13.0" in line
+        assert "SciPy" not in line  # scipy is installed: not listed as missing
+    obj = _load(out)
+    assert obj["machine"]["torch"] is None
+    assert {r["impl"] for r in obj["results"]} >= {"direct", "auto"}
+    assert "torch" not in {r["impl"] for r in obj["results"]}
+    report = (out / "report.md").read_text()
+    opening = report.split("## This run")[0]
+    assert "PyTorch** was not timed: it is not installed" in opening
+
+
+class _Fourth:
+    """A fourth registered strategy (as Winograd will be), running the direct kernels."""
+
+    name = "fourth"
+
+    def __getattr__(self, attr):
+        return getattr(fastconv._strategies._REGISTRY_DIRECT, attr)
+
+
+@pytest.fixture
+def four_strategies(monkeypatch):
+    from fastconv import _dispatch, _strategies
+
+    monkeypatch.setattr(_strategies, "_REGISTRY_DIRECT", _strategies.get("direct"), raising=False)
+    monkeypatch.setattr(_strategies, "_REGISTRY", {**_strategies._REGISTRY, "fourth": _Fourth()})
+    _dispatch.clear_memo()
+    yield
+    _dispatch.clear_memo()
+
+
+def test_a_fourth_strategy_appears_everywhere(four_strategies, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.axes
+
+    labels = []
+    real_plot = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot",
+                        lambda self, *a, **kw: labels.append(kw.get("label"))
+                        or real_plot(self, *a, **kw))
+    obj = _run.run(size="tiny", names=["resnet3x3-14"], peers=(), out=str(tmp_path),
+                   repeat=1, stream=io.StringIO())
+    assert obj["machine"]["strategies"] == list(fastconv.strategies())
+    assert "fourth" in obj["machine"]["strategies"]
+    for op in ("forward", "grad_input", "grad_weight"):
+        impls = {r["impl"] for r in obj["results"] if r["op"] == op and r["status"] == "ok"}
+        assert impls >= set(fastconv.strategies()) | {"auto"}
+    for sw in obj["sweeps"]:
+        assert "fourth" in {pt["impl"] for pt in sw["points"]}
+    report = (tmp_path / "report.md").read_text()
+    for op in ("forward", "grad_input", "grad_weight"):
+        assert f"| {op} | fourth |" in report
+    assert "| fourth |" in report.split("## Crossovers")[1].splitlines()[4]  # sweep header
+    assert labels.count("fourth") == len(obj["sweeps"])  # one line per sweep plot
+
+
+def _summary_row(layer, op, best, auto, choice, torch_ratio):
+    return {"layer": layer, "op": op, "best": best, "best_s": 1e-3, "auto": auto,
+            "auto_s": 1e-3 * choice, "regret": choice, "choice_regret": choice,
+            "torch_s": 1e-3 / torch_ratio, "torch_ratio": torch_ratio}
+
+
+def test_recommendation_comes_from_the_data():
+    from fastconv.bench.report import recommendation
+
+    obj = {"machine": {"threads": 2, "torch": "2.13.0"}, "summary": [
+        _summary_row("a", "forward", "fft", "fft", 1.0, 0.5),
+        _summary_row("a", "grad_input", "fft", "direct", 1.5, 0.8),
+        _summary_row("b", "forward", "winograd", "winograd", 1.02, 2.0),
+    ]}
+    text = "\n".join(recommendation(obj))
+    assert "**fft** in 2 (a); **winograd** in 1 (b)" in text
+    assert "within 10% of it in 2 of 3 cases" in text
+    assert "a grad_input, direct 1.50x the time of fft" in text
+    assert "faster in 2 of 3 cases" in text
+    assert f"{(0.5 * 0.8 * 2.0) ** (1 / 3):.2f}" in text  # geometric mean of the ratios
+    assert "Best: a forward (0.50); worst: b forward (2.00)" in text
+    assert "regret* below 1" in text and "noise" in text
+    obj["summary"] = [dict(s, best="direct") for s in obj["summary"]]
+    assert "**direct** in 3 (a, b)" in "\n".join(recommendation(obj))
+
+
+def test_report_names_layers_by_their_shapes(tmp_path):
+    obj = _run.run(size="tiny", names=["resnet3x3-56", "long1d-causal"], ops=("forward",),
+                   impls=["direct"], peers=(), out=str(tmp_path), repeat=1, sweep=False,
+                   plots=False, stream=io.StringIO())
+    report = (tmp_path / "report.md").read_text()
+    for info in obj["layers"]:
+        shape = "x".join(map(str, info["input_shape"]))
+        assert f"| {info['name']} | in {shape}, w " in report  # summary row
+        assert f"### {info['name']}: in {shape}, w " in report  # layer heading
+    assert "groups 2" in report  # long1d-causal is depthwise in its tiny size
+    assert report.index("## In short") < report.index("## This run")
