@@ -1,7 +1,7 @@
 """Shared helpers for the fastconv test suite.
 
 The oracles are :mod:`fastconv.reference` (naive NumPy), hand-written formulas,
-finite differences and, when installed, PyTorch. Tolerances follow DESIGN.md
+finite differences and, when installed, PyTorch. Tolerances follow docs/architecture.md
 "Testing".
 """
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""DESIGN.md "Bad input": every wrong call raises TypeError/ValueError naming the
-argument; odd-but-valid arrays (non-contiguous, Fortran, read-only, lists) work;
-inputs are never modified; NaN/Inf propagate; integer/float16 inputs promote.
+"""Bad input (docs/architecture.md, "Testing"): every wrong call raises
+TypeError/ValueError naming the argument; odd-but-valid arrays (non-contiguous, Fortran,
+read-only, lists) work; inputs are never modified; NaN/Inf propagate; integer/float16
+inputs promote.
 """
 from __future__ import annotations
 

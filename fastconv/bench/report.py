@@ -24,7 +24,7 @@ _SIZE_NOTE = {
     "quick": "scaled-down layers, named below by their actual shapes; `fastconv bench --full` "
              "runs the full-size layers (`fastconv bench --list --full` lists them)",
     "full": "full-size layers, as in real networks (`fastconv bench --list --full`)",
-    "tiny": "tiny layers (a test of the benchmark itself, not a measurement)",
+    "tiny": "tiny layers: a test of the benchmark itself, not a measurement",
 }
 
 
@@ -72,6 +72,10 @@ def _gmean(v):
     return math.exp(sum(map(math.log, v)) / len(v))
 
 
+def _ratio(v):
+    return f"{v:.2f}" if v >= 0.1 else f"{v:.2g}"
+
+
 def _case(s):
     return f"{s['layer']} {s['op']}"
 
@@ -110,9 +114,9 @@ def recommendation(obj):
         out.append(
             f"- **Against PyTorch** ({obj['machine']['threads']} threads each): fastconv's "
             f"fastest strategy is faster in {len(faster)} of {len(torch)} cases; geometric mean "
-            f"of time(fastconv) / time(torch) {r:.2f} (below 1: fastconv faster). Best: "
-            f"{_case(best)} ({best['torch_ratio']:.2f}); worst: {_case(worst)} "
-            f"({worst['torch_ratio']:.2f}).")
+            f"of time(fastconv) / time(torch) {_ratio(r)} (below 1: fastconv faster). Best: "
+            f"{_case(best)} ({_ratio(best['torch_ratio'])}); worst: {_case(worst)} "
+            f"({_ratio(worst['torch_ratio'])}).")
     elif not obj["machine"].get("torch"):
         out.append(f"- **PyTorch** was not timed: it is not installed here "
                    f"(`{PEER_INSTALL['torch'][1]}` adds it, the CPU build).")
