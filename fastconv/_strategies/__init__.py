@@ -35,8 +35,10 @@ from __future__ import annotations
 from .direct import DirectStrategy
 from .fft import FFTStrategy
 from .im2col import Im2colStrategy
+from .winograd import WinogradStrategy
 
-_REGISTRY = {s.name: s for s in (DirectStrategy(), Im2colStrategy(), FFTStrategy())}
+_REGISTRY = {s.name: s for s in (DirectStrategy(), Im2colStrategy(), FFTStrategy(),
+                                       WinogradStrategy())}
 
 
 def names():
