@@ -43,6 +43,9 @@ class Options:
         False forbids the FFT strategy (e.g. when NaN/Inf must not spread).
     fft_rtol : float or None
         Largest acceptable estimated relative error of float32 FFT; None: no check.
+    winograd_rtol : float or None
+        Largest acceptable estimated relative error of the winograd strategy
+        (it picks the largest output tile within it); None: its default, 1e-4.
     cache_dir : str or None
         Folder of the tuning cache; None: ``$FASTCONV_CACHE_DIR`` or the user cache dir.
     fft_max_stride : int
@@ -58,6 +61,7 @@ class Options:
     n_threads: int | None = None
     allow_fft: bool = True
     fft_rtol: float | None = None
+    winograd_rtol: float | None = None
     cache_dir: str | None = None
     fft_max_stride: int = 2
     rules: tuple = ()
@@ -108,6 +112,10 @@ def _validated(base, **kwargs):
         raise ValueError(f"fft_max_stride must be a positive int, got {opts.fft_max_stride!r}")
     if opts.fft_rtol is not None and not (isinstance(opts.fft_rtol, (int, float)) and opts.fft_rtol > 0):
         raise ValueError(f"fft_rtol must be None or a positive number, got {opts.fft_rtol!r}")
+    if opts.winograd_rtol is not None and not (
+            isinstance(opts.winograd_rtol, (int, float)) and not isinstance(opts.winograd_rtol, bool)
+            and opts.winograd_rtol > 0):
+        raise ValueError(f"winograd_rtol must be None or a positive number, got {opts.winograd_rtol!r}")
     return opts
 
 

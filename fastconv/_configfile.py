@@ -10,6 +10,7 @@ file from its top level. Example (``docs/fastconv.example.toml``)::
     n_threads = 2
     allow_fft = true
     fft_rtol = 1e-3             # float32 FFT only where its estimated error is below
+    winograd_rtol = 1e-5        # winograd only with tiles whose estimated error is below
     fft_max_stride = 2
     cache_dir = "~/.cache/fastconv"
     strategy = "auto"           # or a strategy name forced for every call
@@ -170,7 +171,7 @@ def _rule(table, where, strategy_names):
 
 _TYPES = {
     "mode": (str,), "strategy": (str,), "n_threads": (int,), "allow_fft": (bool,),
-    "fft_rtol": (int, float), "fft_max_stride": (int,), "cache_dir": (str,),
+    "fft_rtol": (int, float), "winograd_rtol": (int, float), "fft_max_stride": (int,), "cache_dir": (str,),
 }
 
 
