@@ -13,6 +13,9 @@ from ._version import __version__
 from ._config import config, get_config, set_config
 from ._spec import ConvSpec, make_spec, output_shape
 from ._api import conv, conv1d, conv2d, conv3d, conv_backward, explain, grad_input, grad_weight
+from ._transpose import (conv_transpose, conv_transpose1d, conv_transpose2d, conv_transpose3d,
+                         conv_transpose_backward, conv_transpose_grad_input,
+                         conv_transpose_grad_weight, conv_transpose_output_shape)
 from . import grad, params
 from ._info import show_config, strategies
 from ._configfile import ConfigError, load_config
@@ -24,4 +27,7 @@ __all__ = [
     "__version__", "conv", "conv1d", "conv2d", "conv3d", "conv_backward", "grad",
     "grad_input", "grad_weight", "output_shape", "explain", "strategies", "config",
     "set_config", "get_config", "load_config", "ConfigError", "show_config", "params", "ConvSpec", "make_spec",
+    "conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+    "conv_transpose_grad_input", "conv_transpose_grad_weight", "conv_transpose_backward",
+    "conv_transpose_output_shape",
 ]

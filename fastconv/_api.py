@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 
 from . import _prepare as prep
 from ._config import get_config
-from ._dispatch import choose, decide
+from ._dispatch import (check_available, choose, decide, explain_decision, run_budget,
+                        total_workspace)
 from ._spec import make_spec, result_dtype
 
 _SHARED_DOC = """
@@ -33,6 +35,48 @@ _SHARED_DOC = """
 
 def _threads():
     return get_config().threads
+
+
+def _empty_batch(op, spec, strategy, shape):
+    """Zeros of ``shape`` for a zero-size batch (as PyTorch), after checking ``strategy``."""
+    decide(op, spec, strategy)
+    return np.zeros(shape, dtype=spec.dtype)
+
+
+# float32's largest finite value, with a margin for the rounding of the sums.
+_F32_SAFE = float(np.finfo(np.float32).max) / 64
+
+
+def _fft_may_overflow(op, spec, a, b):
+    """True if a float32 FFT of ``op`` could overflow where the exact result need not.
+
+    A transform's coefficients are bounded by the sum of |values| it transforms;
+    the product of two spectra summed over the contracted channels, before the
+    inverse transform's 1/n, bounds every intermediate. A cheap bound from the
+    operands' largest magnitudes (two reductions, no temporary).
+    """
+    ma = max(abs(float(np.max(a))), abs(float(np.min(a))))
+    mb = max(abs(float(np.max(b))), abs(float(np.min(b))))
+    if not (np.isfinite(ma) and np.isfinite(mb)):
+        return False  # NaN/Inf: the exact result is not finite either
+    n = math.prod(p + d * (k - 1) for p, k, d in zip(spec.padded_spatial, spec.kernel,
+                                                        spec.dilation))
+    terms = {"forward": spec.in_channels_per_group * spec.kernel_size,
+             "grad_input": spec.out_channels_per_group * spec.kernel_size,
+             "grad_weight": spec.batch * math.prod(spec.out_spatial)}[op]
+    return ma * mb * float(n) * float(terms) > _F32_SAFE
+
+
+def _choose(op, spec, strategy, a, b):
+    """:func:`choose`, but auto never picks float32 FFT where it could overflow."""
+    s = choose(op, spec, strategy)
+    if (s.name == "fft" and spec.dtype == np.float32 and strategy == "auto"
+            and get_config().strategy == "auto" and _fft_may_overflow(op, spec, a, b)):
+        from ._config import config
+
+        with config(allow_fft=False):
+            s = choose(op, spec, strategy)
+    return s
 
 
 def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, flip=False,
@@ -69,8 +113,13 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, fli
             f"bias must have shape ({spec.out_channels},) (one value per output channel), "
             f"got shape {b.shape}"
         )
-    s = choose("forward", spec, strategy)
-    y5 = s.run("forward", spec, prep.input5(x, spec, s), prep.weight5(weight, spec), _threads())
+    check_available(math.prod(spec.output_shape) * spec.itemsize, "output", spec)
+    if spec.batch == 0:
+        return _empty_batch("forward", spec, strategy, spec.output_shape)
+    s = _choose("forward", spec, strategy, x, weight)
+    with run_budget(s, spec, "forward"):
+        y5 = s.run("forward", spec, prep.input5(x, spec, s), prep.weight5(weight, spec),
+                   _threads())
     if b is not None:
         y5 += b.astype(spec.dtype).reshape(1, -1, 1, 1, 1)
     return y5.reshape(spec.output_shape)
@@ -142,9 +191,13 @@ def grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1
     spec = make_spec(input_shape, weight.shape, stride, padding, dilation, groups, flip=flip,
                      dtype=result_dtype(weight.dtype, gy.dtype), ndim=ndim)
     _check_grad_output(gy, spec)
-    s = choose("grad_input", spec, strategy)
-    gx = s.run("grad_input", spec, prep.grad_output5(gy, spec), prep.weight5(weight, spec),
-               _threads())
+    check_available(math.prod(spec.input_shape) * spec.itemsize, "grad_input", spec)
+    if spec.batch == 0:
+        return _empty_batch("grad_input", spec, strategy, spec.input_shape)
+    s = _choose("grad_input", spec, strategy, gy, weight)
+    with run_budget(s, spec, "grad_input"):
+        gx = s.run("grad_input", spec, prep.grad_output5(gy, spec), prep.weight5(weight, spec),
+                   _threads())
     return prep.unpad_grad(gx, spec, s).reshape(spec.input_shape)
 
 
@@ -170,9 +223,12 @@ def grad_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=
     spec = make_spec(x.shape, weight_shape, stride, padding, dilation, groups, flip=flip,
                      dtype=result_dtype(x.dtype, gy.dtype), ndim=ndim)
     _check_grad_output(gy, spec)
-    s = choose("grad_weight", spec, strategy)
-    gw5 = s.run("grad_weight", spec, prep.input5(x, spec, s), prep.grad_output5(gy, spec),
-                _threads())
+    if spec.batch == 0:
+        return _empty_batch("grad_weight", spec, strategy, spec.weight_shape)
+    s = _choose("grad_weight", spec, strategy, x, gy)
+    with run_budget(s, spec, "grad_weight"):
+        gw5 = s.run("grad_weight", spec, prep.input5(x, spec, s), prep.grad_output5(gy, spec),
+                    _threads())
     if spec.flip:
         gw5 = prep.flip_kernel(gw5)
     return np.ascontiguousarray(gw5).reshape(spec.weight_shape)
@@ -182,8 +238,25 @@ grad_input.__doc__ = grad_input.__doc__.format(shared=_SHARED_DOC.strip())
 grad_weight.__doc__ = grad_weight.__doc__.format(shared=_SHARED_DOC.strip())
 
 
+_NEEDS = ("input", "weight", "bias")
+
+
+def _check_needs(needs):
+    """``needs`` as a set of names from ``_NEEDS``; a clear error otherwise."""
+    if isinstance(needs, str):
+        needs = (needs,)
+    try:
+        got = set(needs)
+    except TypeError:
+        raise TypeError(f"needs must be a sequence of names from {_NEEDS}, got {needs!r}") from None
+    bad = got - set(_NEEDS)
+    if bad:
+        raise ValueError(f"needs: unknown gradient name(s) {sorted(bad)}; valid: {_NEEDS}")
+    return got
+
+
 def conv_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                  flip=False, strategy="auto"):
+                  flip=False, strategy="auto", needs=_NEEDS):
     """Both backward passes of a convolution layer at once.
 
     Parameters
@@ -192,12 +265,15 @@ def conv_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, group
     weight : array_like, shape (C_out, C_in / groups, *kernel)
     grad_output : array_like, the forward output's shape
     {shared}
+    needs : sequence of {{"input", "weight", "bias"}}, default all three
+        The gradients to compute (like torch's ``output_mask``); the others
+        are not computed and returned as None (a first layer needs no grad_x).
 
     Returns
     -------
-    grad_x : ndarray, shape of ``x``
-    grad_w : ndarray, shape of ``weight``
-    grad_b : ndarray, shape (C_out,)
+    grad_x : ndarray, shape of ``x``, or None
+    grad_w : ndarray, shape of ``weight``, or None
+    grad_b : ndarray, shape (C_out,), or None
         Gradient for a bias, ``grad_output`` summed over batch and space.
     """
     x = prep.as_array(x, "x")
@@ -206,24 +282,46 @@ def conv_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, group
     spec = make_spec(x.shape, weight.shape, stride, padding, dilation, groups, flip=flip,
                      dtype=result_dtype(x.dtype, weight.dtype, gy.dtype))
     _check_grad_output(gy, spec)
-    s_in = choose("grad_input", spec, strategy)
-    s_w = choose("grad_weight", spec, strategy)
-    w5, gy5 = prep.weight5(weight, spec), prep.grad_output5(gy, spec)
-    x5 = prep.input5(x, spec, s_w)
+    want = _check_needs(needs)
+    if "input" in want:
+        check_available(math.prod(spec.input_shape) * spec.itemsize, "grad_input", spec)
+    if spec.batch == 0:
+        return (_empty_batch("grad_input", spec, strategy, spec.input_shape)
+                if "input" in want else None,
+                _empty_batch("grad_weight", spec, strategy, spec.weight_shape)
+                if "weight" in want else None,
+                np.zeros(spec.out_channels, dtype=spec.dtype) if "bias" in want else None)
+    s_in = _choose("grad_input", spec, strategy, gy, weight) if "input" in want else None
+    s_w = _choose("grad_weight", spec, strategy, x, gy) if "weight" in want else None
+    gy5 = prep.grad_output5(gy, spec)
     n = _threads()
+    gx = gw5 = None
     # The fused pass (FFT reuses its transforms) holds more at once than either
-    # op alone: take it only when that fits the budget the dispatcher checked.
-    if (s_in is s_w and hasattr(s_in, "backward")
-            and s_in.workspace(spec, "backward") <= get_config().memory_budget):
-        gx, gw5 = s_in.backward(spec, x5, w5, gy5, n)
+    # op alone: take it only when that, padded copies included, fits the budget.
+    if (s_in is not None and s_in is s_w and hasattr(s_in, "backward")
+            and total_workspace(s_in, spec, "backward") <= get_config().memory_budget):
+        with run_budget(s_in, spec, "backward"):
+            gx, gw5 = s_in.backward(spec, prep.input5(x, spec, s_w), prep.weight5(weight, spec),
+                                    gy5, n)
+        gx = prep.unpad_grad(gx, spec, s_in)
     else:
-        gx = s_in.run("grad_input", spec, gy5, w5, n)
-        gw5 = s_w.run("grad_weight", spec, x5, gy5, n)
-    if spec.flip:
-        gw5 = prep.flip_kernel(gw5)
-    gb = gy5.sum(axis=(0, 2, 3, 4))
-    return (prep.unpad_grad(gx, spec, s_in).reshape(spec.input_shape),
-            np.ascontiguousarray(gw5).reshape(spec.weight_shape), gb)
+        # one op after the other, each holding only its own padded copy, so
+        # the peak stays within the budget the dispatcher checked per op
+        if s_in is not None:
+            with run_budget(s_in, spec, "grad_input"):
+                gx = prep.unpad_grad(s_in.run("grad_input", spec, gy5,
+                                              prep.weight5(weight, spec), n), spec, s_in)
+        if s_w is not None:
+            with run_budget(s_w, spec, "grad_weight"):
+                gw5 = s_w.run("grad_weight", spec, prep.input5(x, spec, s_w), gy5, n)
+    if gw5 is not None:
+        if spec.flip:
+            gw5 = prep.flip_kernel(gw5)
+        gw5 = np.ascontiguousarray(gw5).reshape(spec.weight_shape)
+    if gx is not None:
+        gx = gx.reshape(spec.input_shape)
+    gb = gy5.sum(axis=(0, 2, 3, 4)) if "bias" in want else None
+    return gx, gw5, gb
 
 
 conv_backward.__doc__ = conv_backward.__doc__.format(shared=_SHARED_DOC.strip())
@@ -244,9 +342,11 @@ def explain(op, input_shape, weight_shape, stride=1, padding=0, dilation=1, grou
     Decision
         ``.strategy``, ``.decided_by``, ``.detail`` and ``.candidates`` (each with
         its estimated or measured seconds, workspace bytes, or why it was excluded).
-        ``print(decision)`` gives a readable summary.
+        ``print(decision)`` gives a readable summary. When no strategy fits the
+        memory budget, ``.strategy`` is None, ``.decided_by`` is "nothing-fits"
+        and ``.detail`` says why (a call would raise MemoryError).
     """
     spec = make_spec(input_shape, weight_shape, stride, padding, dilation, groups, flip=flip,
                      dtype=result_dtype(dtype))
     # a copy: the dispatcher remembers its decisions, callers may modify theirs
-    return copy.deepcopy(decide(op, spec, strategy))
+    return copy.deepcopy(explain_decision(op, spec, strategy))

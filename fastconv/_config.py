@@ -7,20 +7,94 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import math
+import numbers
 import os
+import warnings
 from dataclasses import dataclass, fields, replace
 
-__all__ = ["Options", "config", "set_config", "get_config", "default_threads"]
+import numpy as np
+
+__all__ = ["Options", "config", "set_config", "get_config", "default_threads", "max_threads"]
 
 MiB = 1 << 20
 
 
-def default_threads():
-    """CPUs this process may run on."""
+@functools.lru_cache(maxsize=1)
+def _cgroup_cpu_quota():
+    """CPUs allowed by a cgroup CPU quota (containers), rounded up; None if unlimited.
+
+    cgroup v2 ``cpu.max`` ("max 100000" or "150000 100000") or v1
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``; like loky's ``cpu_count``
+    (which scikit-learn's ``_openmp_effective_n_threads`` relies on).
+    """
     try:
-        return len(os.sched_getaffinity(0))
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            return max(1, math.ceil(int(quota) / int(period)))
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+            quota = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+            period = int(f.read())
+        if quota > 0 and period > 0:
+            return max(1, math.ceil(quota / period))
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def cpu_limit():
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota."""
+    try:
+        n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(n, quota) if quota else n)
+
+
+def max_threads():
+    """Largest ``n_threads`` accepted: 8 threads per usable CPU, at least 64.
+
+    More gains nothing, and very large counts make the OpenMP runtime fail to
+    create its threads (libgomp aborts or crashes the process), so they are
+    refused up front with a ValueError rather than passed to a kernel.
+    """
+    return max(64, 8 * (os.cpu_count() or 1))
+
+
+_omp_warned = set()
+
+
+def default_threads():
+    """Threads used when ``n_threads`` is None.
+
+    ``$OMP_NUM_THREADS`` when set to a positive int (its first entry, as the
+    OpenMP runtime reads it; clamped with a warning above :func:`max_threads`),
+    else :func:`cpu_limit` (affinity mask and container CPU quota).
+    """
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            n = 0
+        if n >= 1:
+            cap = max_threads()
+            if n > cap:
+                if env not in _omp_warned:
+                    _omp_warned.add(env)
+                    warnings.warn(f"fastconv: OMP_NUM_THREADS={env} is more than {cap} "
+                                  f"threads; using {cap}", RuntimeWarning, stacklevel=2)
+                n = cap
+            return n
+    return cpu_limit()
 
 
 @dataclass(frozen=True)
@@ -35,16 +109,24 @@ class Options:
         Dispatcher mode: "heuristic" (cost model), "autotune" (measure once per
         problem, cache the winner), "cache-only" (use cached measurements, never
         measure).
-    memory_budget : int
-        Bytes of workspace one call may allocate (default 256 MiB).
+    memory_budget : int or str
+        Bytes of workspace one call may allocate (default 256 MiB); a string such
+        as "512MiB" or "2GB" is converted. Padded copies of the input made for a
+        strategy count against it.
     n_threads : int or None
-        Threads for the kernels; None means every CPU available to the process.
+        Threads for the kernels; None means :func:`default_threads`
+        (``$OMP_NUM_THREADS``, else the CPUs available to the process). At most
+        :func:`max_threads` (a ValueError above it: huge counts crash OpenMP).
     allow_fft : bool
         False forbids the FFT strategy (e.g. when NaN/Inf must not spread).
     fft_rtol : float or None
         Largest acceptable estimated relative error of float32 FFT; None: no check.
-    cache_dir : str or None
-        Folder of the tuning cache; None: ``$FASTCONV_CACHE_DIR`` or the user cache dir.
+    winograd_rtol : float or None
+        Largest acceptable estimated relative error of the winograd strategy
+        (it picks the largest output tile within it); None: its default, 1e-4.
+    cache_dir : str, os.PathLike or None
+        Folder of the tuning cache, made absolute when set (a later ``os.chdir``
+        does not move it); None: ``$FASTCONV_CACHE_DIR`` or the user cache dir.
     fft_max_stride : int
         The cost model never picks FFT when a stride exceeds this (FFT computes
         the full correlation and subsamples, wasting ``prod(stride) - 1`` of its work).
@@ -58,6 +140,7 @@ class Options:
     n_threads: int | None = None
     allow_fft: bool = True
     fft_rtol: float | None = None
+    winograd_rtol: float | None = None
     cache_dir: str | None = None
     fft_max_stride: int = 2
     rules: tuple = ()
@@ -80,35 +163,104 @@ _global = Options()
 _current = contextvars.ContextVar("fastconv_options", default=None)
 
 
+def _int(v):
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def _show(v):
+    """A value for an error message: arrays by type and shape, long text cut."""
+    if isinstance(v, np.ndarray):
+        return f"{type(v).__name__} of shape {v.shape} and dtype {v.dtype}"
+    r = repr(v)
+    return r if len(r) <= 80 else r[:77] + "..."
+
+
 def _validated(base, **kwargs):
     unknown = set(kwargs) - _FIELDS
     if unknown:
         raise TypeError(
             f"unknown fastconv option(s) {sorted(unknown)}; valid options: {sorted(_FIELDS)}"
         )
+    kwargs = _normalized(kwargs)
     opts = replace(base, **kwargs)
     names = strategy_names
 
+    if not isinstance(opts.strategy, str):
+        raise TypeError(f"strategy must be a string, got {_show(opts.strategy)}")
     if opts.strategy != "auto" and opts.strategy not in names():
         raise ValueError(
             f"strategy must be 'auto' or one of {names()}, got {opts.strategy!r}"
         )
-    if opts.mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {opts.mode!r}")
-    if (not isinstance(opts.memory_budget, int) or isinstance(opts.memory_budget, bool)
-            or opts.memory_budget <= 0):
-        raise ValueError(f"memory_budget must be a positive int (bytes), got {opts.memory_budget!r}")
-    if opts.n_threads is not None and (not isinstance(opts.n_threads, int)
-                                       or isinstance(opts.n_threads, bool) or opts.n_threads < 1):
-        raise ValueError(f"n_threads must be None or a positive int, got {opts.n_threads!r}")
-    if not isinstance(opts.allow_fft, bool):
-        raise TypeError(f"allow_fft must be True or False, got {opts.allow_fft!r}")
-    if (not isinstance(opts.fft_max_stride, int) or isinstance(opts.fft_max_stride, bool)
-            or opts.fft_max_stride < 1):
-        raise ValueError(f"fft_max_stride must be a positive int, got {opts.fft_max_stride!r}")
-    if opts.fft_rtol is not None and not (isinstance(opts.fft_rtol, (int, float)) and opts.fft_rtol > 0):
-        raise ValueError(f"fft_rtol must be None or a positive number, got {opts.fft_rtol!r}")
+    if not isinstance(opts.mode, str) or opts.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {_show(opts.mode)}")
+    if not _int(opts.memory_budget) or opts.memory_budget <= 0:
+        raise ValueError("memory_budget must be a positive int (bytes) or a string such as "
+                         f"'512MiB', got {_show(opts.memory_budget)}")
+    if opts.n_threads is not None:
+        if not _int(opts.n_threads) or opts.n_threads < 1:
+            raise ValueError(f"n_threads must be None or a positive int, got {_show(opts.n_threads)}")
+        if opts.n_threads > max_threads():
+            raise ValueError(
+                f"n_threads={opts.n_threads} is more than fastconv accepts ({max_threads()}: "
+                f"8 per CPU, at least 64; this machine has {os.cpu_count()} CPUs); "
+                "OpenMP cannot create that many threads")
+    if not isinstance(opts.allow_fft, (bool, np.bool_)):
+        raise TypeError(f"allow_fft must be True or False, got {_show(opts.allow_fft)}")
+    if not _int(opts.fft_max_stride) or opts.fft_max_stride < 1:
+        raise ValueError(f"fft_max_stride must be a positive int, got {_show(opts.fft_max_stride)}")
+    if opts.fft_rtol is not None and not (
+            isinstance(opts.fft_rtol, numbers.Real) and not isinstance(opts.fft_rtol, (bool, np.bool_))
+            and math.isfinite(opts.fft_rtol) and opts.fft_rtol > 0):
+        raise ValueError(f"fft_rtol must be None or a positive finite number, got {_show(opts.fft_rtol)}")
+    if opts.winograd_rtol is not None and not (
+            isinstance(opts.winograd_rtol, numbers.Real)
+            and not isinstance(opts.winograd_rtol, (bool, np.bool_))
+            and math.isfinite(opts.winograd_rtol) and opts.winograd_rtol > 0):
+        raise ValueError("winograd_rtol must be None or a positive finite number, got "
+                         f"{_show(opts.winograd_rtol)}")
+    if opts.cache_dir is not None and not isinstance(opts.cache_dir, str):
+        raise TypeError(f"cache_dir must be None, a str or an os.PathLike, got {_show(opts.cache_dir)}")
+    from ._configfile import Rule
+
+    if not isinstance(opts.rules, tuple) or not all(isinstance(r, Rule) for r in opts.rules):
+        raise TypeError("rules must be a tuple of fastconv._configfile.Rule (write rules in a "
+                        f"config file), got {_show(opts.rules)}")
     return opts
+
+
+def _normalized(kw):
+    """Convert the forms an option may be given in to the one stored."""
+    kw = dict(kw)
+    if "memory_budget" in kw:
+        v = kw["memory_budget"]
+        if isinstance(v, str):
+            from ._configfile import ConfigError, parse_size
+
+            try:
+                v = parse_size(v)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        kw["memory_budget"] = int(v) if _int(v) else v
+    for key in ("n_threads", "fft_max_stride"):
+        if _int(kw.get(key)):
+            kw[key] = int(kw[key])
+    if isinstance(kw.get("allow_fft"), np.bool_):
+        kw["allow_fft"] = bool(kw["allow_fft"])
+    if isinstance(kw.get("fft_rtol"), numbers.Real) and not isinstance(kw["fft_rtol"], (bool, np.bool_)):
+        kw["fft_rtol"] = float(kw["fft_rtol"])
+    if "cache_dir" in kw and kw["cache_dir"] is not None:
+        v = kw["cache_dir"]
+        if isinstance(v, os.PathLike):
+            v = os.fspath(v)
+        if isinstance(v, bytes) or not isinstance(v, str):
+            raise TypeError(f"cache_dir must be None, a str or an os.PathLike, got {_show(v)}")
+        if not v or "\0" in v:
+            raise ValueError(f"cache_dir must be a folder path, got {v!r}")
+        # resolved now, so a later os.chdir does not switch caches
+        kw["cache_dir"] = os.path.abspath(os.path.expanduser(v))
+    if isinstance(kw.get("rules"), list):
+        kw["rules"] = tuple(kw["rules"])
+    return kw
 
 
 def get_config():

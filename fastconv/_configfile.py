@@ -10,6 +10,7 @@ file from its top level. Example (``docs/fastconv.example.toml``)::
     n_threads = 2
     allow_fft = true
     fft_rtol = 1e-3             # float32 FFT only where its estimated error is below
+    winograd_rtol = 1e-5        # winograd only with tiles whose estimated error is below
     fft_max_stride = 2
     cache_dir = "~/.cache/fastconv"
     strategy = "auto"           # or a strategy name forced for every call
@@ -36,7 +37,9 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
+import warnings
 from dataclasses import dataclass
 
 from ._spec import OPS
@@ -106,10 +109,14 @@ def parse_size(value, where="memory_budget"):
         if value <= 0:
             raise ConfigError(f"{where}: expected a positive number of bytes, got {value!r}")
         return value
-    if isinstance(value, str):
+    if isinstance(value, str) and len(value) <= 64:
         m = _SIZE_RE.match(value)
         if m:
-            return int(float(m.group(1)) * _UNITS[(m.group(2) or "B").lower()])
+            nbytes = float(m.group(1)) * _UNITS[(m.group(2) or "B").lower()]
+            if not (1 <= nbytes < 2**63):
+                raise ConfigError(f"{where}: expected a positive size below 2**63 bytes, "
+                                  f"got {value!r}")
+            return int(nbytes)
     raise ConfigError(
         f"{where}: expected bytes as an int or a string such as '512MiB' or '2GB', got {value!r}"
     )
@@ -170,8 +177,42 @@ def _rule(table, where, strategy_names):
 
 _TYPES = {
     "mode": (str,), "strategy": (str,), "n_threads": (int,), "allow_fft": (bool,),
-    "fft_rtol": (int, float), "fft_max_stride": (int,), "cache_dir": (str,),
+    "fft_rtol": (int, float), "winograd_rtol": (int, float), "fft_max_stride": (int,), "cache_dir": (str,),
 }
+
+
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_text(path):
+    """The file's text; ConfigError for anything but a readable UTF-8 regular file.
+
+    Checked before reading so that a FIFO (whose ``open`` blocks until a writer
+    comes), a device such as ``/dev/zero`` (endless) or a huge file cannot hang
+    or exhaust ``import fastconv``.
+    """
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot read the fastconv config file: {e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{path}: the fastconv config file is not a regular file")
+    if st.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: the fastconv config file is {st.st_size} bytes, more than "
+                          f"the {MAX_CONFIG_BYTES} a config file may have")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the fastconv config file: {e}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: the fastconv config file is larger than "
+                          f"{MAX_CONFIG_BYTES} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: the fastconv config file is not UTF-8 text ({e})") from None
 
 
 def read_config_file(path):
@@ -187,17 +228,21 @@ def read_config_file(path):
     from ._config import MODES
 
     path = os.fspath(path)
+    text = _read_text(path)
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read the fastconv config file: {e}") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: TOML syntax error: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: TOML nested too deeply") from None
     if os.path.basename(path) == "pyproject.toml":
-        data = data.get("tool", {}).get("fastconv")
+        tool = data.get("tool", {})
+        data = tool.get("fastconv") if isinstance(tool, dict) else None
         if data is None:
             raise ConfigError(f"{path}: no [tool.fastconv] table")
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: [tool.fastconv] must be a table, got "
+                              f"{type(data).__name__}")
         prefix = f"{path}: [tool.fastconv]"
     else:
         prefix = f"{path}:"
@@ -216,7 +261,7 @@ def read_config_file(path):
                     isinstance(value, bool) and bool not in _TYPES[key]):
                 raise ConfigError(
                     f"{where}: expected {' or '.join(t.__name__ for t in _TYPES[key])}, "
-                    f"got {type(value).__name__} {value!r}")
+                    f"got {type(value).__name__} {repr(value)[:80]}")
             out[key] = value
         else:
             raise ConfigError(
@@ -263,7 +308,17 @@ def load_config(path):
 
 
 def load_env_config():
-    """Load the file named by ``$FASTCONV_CONFIG``, if set (done at import)."""
+    """Load the file named by ``$FASTCONV_CONFIG``, if set (done at import).
+
+    A file that cannot be used is reported with a RuntimeWarning and the
+    defaults stay in force: ``import fastconv`` (and so the ``fastconv``
+    command, ``tune --clear`` included) must not fail because of it. Call
+    :func:`load_config` to get the error as a :class:`ConfigError`.
+    """
     path = os.environ.get("FASTCONV_CONFIG")
     if path:
-        load_config(path)
+        try:
+            load_config(path)
+        except ConfigError as e:
+            warnings.warn(f"fastconv: FASTCONV_CONFIG ignored, defaults in force: {e}",
+                          RuntimeWarning, stacklevel=2)

@@ -14,10 +14,20 @@ Guards come before 3-5: a strategy that cannot run the problem, whose workspace
 exceeds the memory budget, or (FFT) that the user forbids, whose strides waste
 most of its work, or whose float32 error estimate exceeds ``fft_rtol``, is
 never chosen there; :func:`fastconv.explain` lists why.
+
+Memory: a strategy's workspace counts its own scratch plus, for a strategy
+that does not pad inside its kernels, the zero-padded input copy (forward,
+grad_weight) or padded grad_input (grad_input) prepared for it
+(:func:`prep_bytes`). A forced strategy (1, 2) whose workspace exceeds the
+budget raises MemoryError with the numbers instead of exceeding it. A result
+larger than the memory the machine has available raises MemoryError before
+anything is allocated (:func:`check_available`).
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,6 +94,91 @@ def fft_error_estimate(spec):
     return 2.0 * eps * max(1.0, math.log2(n))
 
 
+def prep_bytes(strategy, spec, op):
+    """Bytes of padded copies :mod:`fastconv._prepare` makes for ``strategy``.
+
+    A strategy without ``pads_inside`` receives a zero-padded copy of the input
+    (forward, grad_weight) or returns a padded grad_input that is then cropped
+    (grad_input); "backward" (the fused pass) does both.
+    """
+    if getattr(strategy, "pads_inside", False) or not any(b or a for b, a in spec.padding3):
+        return 0
+    one = math.prod(spec.padded_shape5) * spec.itemsize
+    return 2 * one if op == "backward" else one
+
+
+def strategy_budget(strategy, spec, op, opts=None):
+    """``(budget for the strategy's own scratch, padded-copy bytes)``.
+
+    The padded copies come out of the memory budget: a strategy that chunks its
+    work (im2col, FFT) plans within what is left.
+    """
+    opts = opts or get_config()
+    pads = prep_bytes(strategy, spec, op)
+    return opts.memory_budget - pads, pads
+
+
+def run_budget(strategy, spec, op):
+    """Context in which ``strategy`` runs ``op``: the budget less its padded copies."""
+    own, pads = strategy_budget(strategy, spec, op)
+    if pads == 0 or own < 1:
+        return contextlib.nullcontext()
+    from ._config import config
+
+    return config(memory_budget=own)
+
+
+def total_workspace(strategy, spec, op, opts=None):
+    """The strategy's scratch bytes (planned within what the padded copies leave of
+    the budget) plus the padded copies made for it."""
+    own, pads = strategy_budget(strategy, spec, op, opts)
+    if pads == 0:
+        return int(strategy.workspace(spec, op))
+    from ._config import config
+
+    with config(memory_budget=max(own, 1)):
+        return int(strategy.workspace(spec, op)) + pads
+
+
+def _available_memory():
+    """Bytes the machine (and this process's cgroup) can still give, or None."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit != "max":
+            with open("/sys/fs/cgroup/memory.current") as f:
+                free = int(limit) - int(f.read())
+            avail = free if avail is None else min(avail, free)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+# Below this, a result cannot matter to the machine's memory: skip the /proc read.
+_CHECK_ABOVE = 64 << 20
+
+
+def check_available(nbytes, what, spec):
+    """MemoryError (with the numbers) if ``nbytes`` exceed the memory available now."""
+    if nbytes <= _CHECK_ABOVE:
+        return
+    avail = _available_memory()
+    if avail is not None and nbytes > avail:
+        raise MemoryError(
+            f"the {what} needs {nbytes} bytes ({nbytes / 2**30:.2f} GiB) but the machine has "
+            f"{avail} bytes ({avail / 2**30:.2f} GiB) available (input {spec.input_shape}, "
+            f"weight {spec.weight_shape}, padding {spec.padding}, dtype {spec.dtype})")
+
+
 def _candidates(op, spec, opts):
     """Every strategy with its guard verdict, workspace and calibrated estimate."""
     from ._tuning import calibrated_estimate
@@ -103,10 +198,10 @@ def _candidates(op, spec, opts):
                 reason = (f"estimated float32 FFT error {fft_error_estimate(spec):.1e} "
                           f"> fft_rtol={opts.fft_rtol:g}")
         if reason is None:
-            c.workspace_bytes = s.workspace(spec, op)
+            c.workspace_bytes = total_workspace(s, spec, op, opts)
             if c.workspace_bytes > opts.memory_budget:
-                reason = (f"workspace {c.workspace_bytes} bytes exceeds the memory budget "
-                          f"{opts.memory_budget} bytes")
+                reason = (f"workspace {c.workspace_bytes} bytes (padded copies included) "
+                          f"exceeds the memory budget {opts.memory_budget} bytes")
         if reason is None:
             c.estimate_s = calibrated_estimate(s, op, spec, opts)
         c.excluded = reason
@@ -114,21 +209,59 @@ def _candidates(op, spec, opts):
     return out
 
 
-def _forced(op, spec, name, decided_by, detail):
+def _forced(op, spec, name, decided_by, detail, opts):
     strat = _strategies.get(name)
     reason = strat.supports(spec, op)
     if reason is not None:
         raise ValueError(f"strategy {name!r} cannot run {op} for this problem: {reason}")
+    total = total_workspace(strat, spec, op, opts)
+    pads = prep_bytes(strat, spec, op)
+    ws = total - pads
+    if total > opts.memory_budget:
+        raise MemoryError(
+            f"strategy {name!r} needs {ws + pads} bytes for {op} ({ws} bytes of workspace + "
+            f"{pads} bytes of padded copies; input {spec.input_shape}, weight "
+            f"{spec.weight_shape}) but the budget is {opts.memory_budget} bytes: with a "
+            f"memory budget of {opts.memory_budget} bytes use strategy='auto' (it picks one "
+            "that fits) or raise fastconv.config(memory_budget=...)")
     return Decision(op, name, decided_by, detail)
+
+
+# Autotune measures one problem at a time in a process: two threads timing at
+# once would skew each other's numbers (and both would measure the same key).
+_measure_lock = threading.Lock()
+
+
+def _tuned_entry(op, spec, ok, opts):
+    from ._tuning import measure, problem_key, tuning_cache
+
+    key = problem_key(op, spec, opts.threads)
+    entry = tuning_cache.entries(opts).get(key)
+    if entry is None and opts.mode == "autotune":
+        with _measure_lock:
+            entry = tuning_cache.entries(opts).get(key)  # another thread may have measured
+            if entry is None:
+                names = sorted(ok, key=lambda n: ok[n].estimate_s)
+                secs = measure(op, spec, names, opts.threads)
+                entry = {"strategy": min(secs, key=secs.get), "seconds": secs}
+                tuning_cache.store(opts, {key: entry})
+                tuning_cache.remember(opts, key, entry)
+    return key, entry
 
 
 def _decide(op, spec, strategy, opts):
     if not isinstance(strategy, str):
-        raise TypeError(f"strategy must be a string, got {strategy!r}")
+        raise TypeError(f"strategy must be a string, got {type(strategy).__name__}")
+    if spec.batch == 0:
+        if strategy != "auto" or opts.strategy != "auto":
+            _strategies.get(strategy if strategy != "auto" else opts.strategy)
+        return Decision(op, strategy if strategy != "auto" else opts.strategy, "empty-batch",
+                        "a zero-size batch: nothing to compute")
     if strategy != "auto":
-        return _forced(op, spec, strategy, "argument", f"strategy={strategy!r}")
+        return _forced(op, spec, strategy, "argument", f"strategy={strategy!r}", opts)
     if opts.strategy != "auto":
-        return _forced(op, spec, opts.strategy, "context", f"config strategy={opts.strategy!r}")
+        return _forced(op, spec, opts.strategy, "context", f"config strategy={opts.strategy!r}",
+                       opts)
     cands = _candidates(op, spec, opts)
     ok = {c.name: c for c in cands if c.excluded is None}
     if not ok:
@@ -143,15 +276,7 @@ def _decide(op, spec, strategy, opts):
                 return Decision(op, rule.strategy, "config-rule", rule.source, cands)
             # a rule naming a strategy that is excluded here does not decide
     if opts.mode in ("autotune", "cache-only"):
-        from ._tuning import measure, problem_key, tuning_cache
-
-        key = problem_key(op, spec, opts.threads)
-        entry = tuning_cache.entries(opts).get(key)
-        if entry is None and opts.mode == "autotune":
-            names = sorted(ok, key=lambda n: ok[n].estimate_s)
-            secs = measure(op, spec, names, opts.threads)
-            entry = {"strategy": min(secs, key=secs.get), "seconds": secs}
-            tuning_cache.store(opts, {key: entry})
+        key, entry = _tuned_entry(op, spec, ok, opts)
         if entry is not None and entry.get("strategy") in ok:
             for name, t in entry.get("seconds", {}).items():
                 if name in ok:
@@ -161,9 +286,34 @@ def _decide(op, spec, strategy, opts):
     return Decision(op, best.name, "cost-model", "lowest estimated time", cands)
 
 
+def explain_decision(op, spec, strategy="auto", opts=None):
+    """:func:`decide`, but when nothing fits the budget a Decision that says so.
+
+    ``strategy`` is None and ``decided_by`` is "nothing-fits"; the candidates
+    give each strategy's reason.
+    """
+    opts = opts or get_config()
+    try:
+        return decide(op, spec, strategy, opts)
+    except MemoryError as e:
+        cands = _candidates(op, spec, opts) if strategy == "auto" == opts.strategy else []
+        return Decision(op, None, "nothing-fits", str(e), cands)
+
+
 # Decisions are pure functions of (op, problem, strategy argument, options, cache
-# files); remembering them keeps a repeated call's dispatch to a dict lookup.
+# files); remembering them keeps a repeated call's dispatch to a dict lookup. The
+# key holds the cache files' (mtime, size, inode), so a calibration, an autotune
+# or a `tune --clear` by another process is seen by the next call.
 _memo = {}
+
+
+def _files_signature(opts):
+    from ._tuning import calibration_cache, tuning_cache
+
+    sig = calibration_cache.signature(opts)
+    if opts.mode != "heuristic":
+        sig = (sig, tuning_cache.signature(opts))
+    return sig
 
 
 def decide(op, spec, strategy="auto", opts=None):
@@ -171,8 +321,8 @@ def decide(op, spec, strategy="auto", opts=None):
     if op not in OPS:
         raise ValueError(f"op must be one of {OPS}, got {op!r}")
     opts = opts or get_config()
-    key = (op, spec, strategy, opts)
     try:
+        key = (op, spec, strategy, opts, _files_signature(opts))
         return _memo[key]
     except KeyError:
         pass
@@ -182,7 +332,7 @@ def decide(op, spec, strategy="auto", opts=None):
     if d.decided_by != "cost-model" or opts.mode == "heuristic":
         if len(_memo) > 4096:
             _memo.clear()
-        _memo[key] = d
+        _memo[(op, spec, strategy, opts, _files_signature(opts))] = d
     return d
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -173,27 +175,46 @@ def _is_int(v):
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
+def _show(v):
+    """An argument for an error message: arrays by type and shape, long reprs cut."""
+    if isinstance(v, np.ndarray):
+        return f"{type(v).__name__} of shape {v.shape} and dtype {v.dtype}"
+    r = repr(v)
+    return r if len(r) <= 80 else r[:77] + "..."
+
+
+def _sequence(value):
+    """``tuple(value)`` for a list, tuple or array; TypeError for anything else.
+
+    A dict or set would iterate over its keys in some order: never what was meant.
+    """
+    if isinstance(value, (str, bytes, Mapping, Set)):
+        raise TypeError
+    return tuple(value)
+
+
 def _per_axis(value, ndim, name, minimum):
     """int or length-ndim sequence of ints, each >= minimum -> tuple."""
     if _is_int(value):
         out = (int(value),) * ndim
     else:
         try:
-            out = tuple(value)
+            out = _sequence(value)
         except TypeError:
             raise TypeError(
-                f"{name} must be an int or a tuple of {ndim} ints, got {value!r}"
+                f"{name} must be an int or a tuple of {ndim} ints, got "
+                f"{type(value).__name__} {_show(value)}"
             ) from None
         if len(out) != ndim or not all(_is_int(v) for v in out):
             raise ValueError(
                 f"{name} must be an int or a tuple of {ndim} ints for a {ndim}-d "
-                f"convolution, got {value!r}"
+                f"convolution, got {_show(value)}"
             )
         out = tuple(int(v) for v in out)
     if any(v < minimum for v in out):
-        raise ValueError(f"{name} must be >= {minimum} on every axis, got {value!r}")
+        raise ValueError(f"{name} must be >= {minimum} on every axis, got {_show(value)}")
     if any(v > _MAX for v in out):
-        raise ValueError(f"{name} must be at most {_MAX} on every axis, got {value!r}")
+        raise ValueError(f"{name} must be at most {_MAX} on every axis, got {_show(value)}")
     return out
 
 
@@ -226,14 +247,15 @@ def _padding(padding, ndim, kernel, stride, dilation):
             raise ValueError(f"padding must be at most {_MAX}, got {padding}")
         return ((int(padding),) * 2,) * ndim
     try:
-        items = tuple(padding)
+        items = _sequence(padding)
     except TypeError:
         raise TypeError(
-            f"padding must be an int, a tuple, or a string, got {type(padding).__name__}"
+            f"padding must be an int, a tuple, or a string, got {type(padding).__name__} "
+            f"{_show(padding)}"
         ) from None
     if len(items) != ndim:
         raise ValueError(
-            f"padding must have one entry per spatial axis ({ndim}), got {padding!r}"
+            f"padding must have one entry per spatial axis ({ndim}), got {_show(padding)}"
         )
     pads = []
     for p in items:
@@ -241,18 +263,19 @@ def _padding(padding, ndim, kernel, stride, dilation):
             pair = (int(p), int(p))
         else:
             try:
-                pair = tuple(p)
+                pair = _sequence(p)
             except TypeError:
-                raise TypeError(f"padding entries must be ints or (before, after) pairs, got {padding!r}") from None
+                raise TypeError(f"padding entries must be ints or (before, after) pairs, "
+                                f"got {_show(padding)}") from None
             if len(pair) != 2 or not all(_is_int(v) for v in pair):
                 raise ValueError(
-                    f"padding entries must be ints or (before, after) pairs, got {padding!r}"
+                    f"padding entries must be ints or (before, after) pairs, got {_show(padding)}"
                 )
             pair = (int(pair[0]), int(pair[1]))
         if min(pair) < 0:
-            raise ValueError(f"padding must be >= 0, got {padding!r}")
+            raise ValueError(f"padding must be >= 0, got {_show(padding)}")
         if max(pair) > _MAX:
-            raise ValueError(f"padding must be at most {_MAX}, got {padding!r}")
+            raise ValueError(f"padding must be at most {_MAX}, got {_show(padding)}")
         pads.append(pair)
     return tuple(pads)
 
@@ -271,17 +294,20 @@ def result_dtype(*dtypes):
             )
     dt = np.result_type(*dtypes, np.float32)
     if dt not in (np.float32, np.float64):  # float16 -> float32 handled above; longdouble:
+        warnings.warn(f"fastconv computes in float32 or float64: {dt} input is computed and "
+                      "returned in float64", RuntimeWarning, stacklevel=3)
         dt = np.dtype(np.float64)
     return np.dtype(dt)
 
 
 def _shape(shape, name):
     try:
-        shp = tuple(shape)
+        shp = _sequence(shape)
     except TypeError:
-        raise TypeError(f"{name} must be a tuple of ints, got {shape!r}") from None
+        raise TypeError(f"{name} must be a tuple of ints, got {type(shape).__name__} "
+                        f"{_show(shape)}") from None
     if not all(_is_int(v) for v in shp):
-        raise TypeError(f"{name} must be a tuple of ints, got {shape!r}")
+        raise TypeError(f"{name} must be a tuple of ints, got {_show(shape)}")
     return tuple(int(v) for v in shp)
 
 
@@ -339,6 +365,10 @@ def _typed(a):
 def _make_spec(input_shape, weight_shape, stride, padding, dilation, groups, flip, dtype, ndim):
     input_shape = _shape(input_shape, "input shape")
     weight_shape = _shape(weight_shape, "weight shape")
+    if ndim is not None and not _is_int(ndim):
+        raise TypeError(f"ndim must be None or an int (1, 2 or 3), got {_show(ndim)}")
+    if ndim is not None and ndim not in (1, 2, 3):
+        raise ValueError(f"ndim must be 1, 2 or 3, got {ndim}")
     if ndim is None:
         ndim = len(weight_shape) - 2
         if ndim not in (1, 2, 3):
@@ -362,7 +392,9 @@ def _make_spec(input_shape, weight_shape, stride, padding, dilation, groups, fli
             f"input for a {ndim}-d convolution must have {ndim + 2} dimensions "
             f"(N, C_in, *spatial) or {ndim + 1} (C_in, *spatial), got shape {input_shape}"
         )
-    if min(input_shape) <= 0:
+    # A zero-size batch is allowed (as in PyTorch: empty output, zero weight
+    # gradient); the public functions return without running a kernel.
+    if min(input_shape[1:] if batched else input_shape) <= 0 or batch < 0:
         raise ValueError(f"input has a zero or negative size: shape {input_shape}")
     if min(weight_shape) <= 0:
         raise ValueError(f"weight has a zero or negative size: shape {weight_shape}")

@@ -21,17 +21,33 @@ Calibration
     ``<cache dir>/calibration-t<threads>.json`` (same validators), which wins over the
     file shipped in the package (``fastconv/cost_calibration.json``).
 
-The cache dir is ``Options.cache_dir``, else ``$FASTCONV_CACHE_DIR``, else
-``$XDG_CACHE_HOME/fastconv``, else ``~/.cache/fastconv``.
+The cache dir is ``Options.cache_dir``, else ``$FASTCONV_CACHE_DIR``, else the
+user cache folder from ``platformdirs`` (``$XDG_CACHE_HOME/fastconv`` or
+``~/.cache/fastconv`` on Linux, ``~/Library/Caches/fastconv`` on macOS,
+``%LOCALAPPDATA%\\fastconv\\Cache`` on Windows). Relative folders are made
+absolute once, so ``os.chdir`` does not switch caches.
+
+Robustness: every entry of a file is type-checked (a tuning entry is
+``{"strategy": str, "seconds": {str: seconds}}``, a calibration entry a finite
+positive factor or non-negative overhead); a file with any wrong entry, deep
+nesting, a non-regular file or more than ``MAX_CACHE_BYTES`` is ignored with
+one warning. An unusable cache folder (read-only, a file, under ``/proc``, a
+lock that is a symlink or cannot be taken within ``LOCK_TIMEOUT_S``) makes
+writes no-ops with one warning: a convolution call never fails because of the
+cache. Temporary files of writers killed mid-write are removed by the next
+write and by :func:`clear_cache`.
 """
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import math
 import os
 import platform
+import stat
 import tempfile
+import threading
 import time
 import warnings
 
@@ -50,14 +66,26 @@ SHIPPED_CALIBRATION = os.path.join(os.path.dirname(__file__), "cost_calibration.
 # ---------------------------------------------------------------------------
 # locations, validators, keys
 # ---------------------------------------------------------------------------
+_env_dirs = {}
+
+
 def cache_dir(opts=None):
+    """The absolute folder of the cache files for ``opts``."""
     opts = opts or get_config()
     if opts.cache_dir:
-        return os.path.expanduser(opts.cache_dir)
-    if os.environ.get("FASTCONV_CACHE_DIR"):
-        return os.path.expanduser(os.environ["FASTCONV_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "fastconv")
+        return opts.cache_dir  # absolute: normalized by fastconv.config
+    env = os.environ.get("FASTCONV_CACHE_DIR")
+    if env:
+        # resolved against the working directory the first time it is seen
+        if env not in _env_dirs:
+            _env_dirs[env] = os.path.abspath(os.path.expanduser(env))
+        return _env_dirs[env]
+    if "default" not in _env_dirs:
+        import platformdirs
+
+        _env_dirs["default"] = os.path.abspath(
+            platformdirs.user_cache_dir("fastconv", appauthor=False))
+    return _env_dirs["default"]
 
 
 def _cpu_model():
@@ -96,49 +124,130 @@ def problem_key(op, spec, threads):
 # ---------------------------------------------------------------------------
 # a validated JSON file with atomic, locked, merging writes
 # ---------------------------------------------------------------------------
+MAX_CACHE_BYTES = 16 << 20
+LOCK_TIMEOUT_S = 10.0
 _warned = set()
+_warn_lock = threading.Lock()
 
 
-def _read_json(path, want_validators):
-    """The file's ``entries`` if it is valid for this process, else {}."""
+def _warn_once(key, message):
+    with _warn_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_tuning_entry(key, value):
+    """Why ``value`` is not a valid tuning-cache entry, or None."""
+    if not isinstance(value, dict):
+        return f"entry {key!r} is not an object"
+    strat, secs = value.get("strategy"), value.get("seconds")
+    if not isinstance(strat, str):
+        return f"entry {key!r}: 'strategy' is not a string"
+    if not isinstance(secs, dict) or not all(
+            isinstance(n, str) and _number(t) and t >= 0 for n, t in secs.items()):
+        return f"entry {key!r}: 'seconds' is not an object of non-negative numbers"
+    return None
+
+
+def check_calibration_entry(key, value):
+    """Why ``value`` is not a valid calibration entry, or None."""
+    if not _number(value):
+        return f"entry {key!r} is not a finite number"
+    if key.endswith("|overhead") and value < 0:
+        return f"overhead {key!r} is negative"
+    if not key.endswith("|overhead") and value <= 0:
+        return f"factor {key!r} is not positive"
+    return None
+
+
+def _read_json(path, want_validators, check=None):
+    """The file's ``entries`` if it is valid for this process, else {}.
+
+    A file that is unreadable, malformed, or has any entry ``check`` rejects
+    is ignored as a whole, with one warning per path.
+    """
     try:
-        with open(path) as f:
-            data = json.load(f)
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        if st.st_size > MAX_CACHE_BYTES:
+            raise ValueError(f"{st.st_size} bytes, more than {MAX_CACHE_BYTES}")
+        with open(path, "rb") as f:
+            data = json.loads(f.read(MAX_CACHE_BYTES + 1).decode("utf-8"))
         if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
             raise ValueError("not a fastconv cache file")
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as e:
-        if path not in _warned:
-            _warned.add(path)
-            warnings.warn(f"fastconv: ignoring unreadable cache file {path} ({e}); "
-                          "it will be rebuilt", RuntimeWarning, stacklevel=3)
+    except (OSError, ValueError, RecursionError) as e:
+        _warn_once(path, f"fastconv: ignoring unreadable cache file {path} ({e}); "
+                         "it will be rebuilt")
         return {}
     if data.get("format") != FORMAT or data.get("validators") != want_validators:
         return {}
-    return data["entries"]
+    entries = data["entries"]
+    if check is not None:
+        for key, value in entries.items():
+            why = check(key, value)
+            if why is not None:
+                _warn_once(path, f"fastconv: ignoring cache file {path} with a wrong entry "
+                                 f"({why}); it will be rebuilt")
+                return {}
+    return entries
 
 
 @contextlib.contextmanager
 def _locked(path):
+    """Hold ``path + '.lock'`` (filelock: flock on POSIX, msvcrt on Windows)."""
+    import filelock
+
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".lock", "a") as lockf:
-        try:
-            import fcntl
-
-            fcntl.flock(lockf, fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - non-POSIX: atomic rename only
-            pass
+    lock_path = path + ".lock"
+    # A symlinked lock could make us create or truncate a file elsewhere (a
+    # shared cache folder): refuse it rather than follow it.
+    if os.path.islink(lock_path):
+        raise OSError(f"the lock file {lock_path} is a symbolic link; not following it")
+    lock = filelock.FileLock(lock_path, timeout=LOCK_TIMEOUT_S)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise OSError(f"could not lock {lock_path} within {LOCK_TIMEOUT_S} s") from None
+    try:
         yield
+    finally:
+        lock.release()
 
 
-def _write_json(path, want_validators, new_entries):
+def _tmp_prefix(path):
+    return f".tmp-{os.path.basename(path)}-"
+
+
+def _remove_stale_tmp(path):
+    """Remove temporary files of writers of ``path`` that died mid-write.
+
+    Called under the lock: the lock's holder is the only live writer of
+    ``path``, so any of its temporary files left over is stale.
+    """
+    pattern = os.path.join(glob.escape(os.path.dirname(path)), glob.escape(_tmp_prefix(path)) + "*")
+    for tmp in glob.glob(pattern):
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _write_json(path, want_validators, new_entries, check=None):
     """Merge ``new_entries`` into the file at ``path`` atomically; return all entries."""
     with _locked(path):
-        entries = _read_json(path, want_validators)
+        _remove_stale_tmp(path)
+        entries = _read_json(path, want_validators, check)
         entries.update(new_entries)
         data = {"format": FORMAT, "validators": want_validators, "entries": entries}
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=os.path.dirname(path))
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".json",
+                                   dir=os.path.dirname(path))
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(data, f, indent=1, sort_keys=True)
@@ -155,9 +264,10 @@ def _write_json(path, want_validators, new_entries):
 class _FileCache:
     """In-memory view of one validated JSON file, reloaded when it changes."""
 
-    def __init__(self, name):
+    def __init__(self, name, check):
         self.name = name
-        self._loaded = {}  # (path, validators) -> (mtime, entries)
+        self.check = check
+        self._loaded = {}  # (path, validators) -> (stat signature, entries)
 
     def path(self, opts):
         # One file per thread count: the thread count is a validator, so
@@ -165,27 +275,85 @@ class _FileCache:
         stem, ext = os.path.splitext(self.name)
         return os.path.join(cache_dir(opts), f"{stem}-t{opts.threads}{ext}")
 
+    def signature(self, opts):
+        """(mtime, size, inode) of the file, or None: changes when anyone rewrites it."""
+        try:
+            st = os.stat(self.path(opts))
+        except (OSError, ValueError):
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
     def entries(self, opts):
         path, val = self.path(opts), validators(opts.threads)
-        try:
-            mtime = os.stat(path).st_mtime_ns
-        except OSError:
-            mtime = None
+        sig = self.signature(opts)
         key = (path, json.dumps(val, sort_keys=True))
         hit = self._loaded.get(key)
-        if hit is None or hit[0] != mtime:
-            hit = (mtime, _read_json(path, val) if mtime is not None else {})
+        if hit is None or hit[0] != sig:
+            hit = (sig, _read_json(path, val, self.check) if sig is not None else {})
             self._loaded[key] = hit
         return hit[1]
 
+    def remember(self, opts, key, entry):
+        """Keep ``entry`` in memory (so an unwritable cache does not re-measure)."""
+        self.entries(opts)[key] = entry
+
     def store(self, opts, new_entries):
+        """Merge ``new_entries`` into the file; False (one warning) if it cannot be written."""
         path, val = self.path(opts), validators(opts.threads)
-        _write_json(path, val, new_entries)
-        self._loaded.pop((path, json.dumps(val, sort_keys=True)), None)
+        try:
+            _write_json(path, val, new_entries, self.check)
+        except OSError as e:
+            _warn_once(("write", path), f"fastconv: cannot write the cache file {path} ({e}); "
+                                        "results are not cached (set FASTCONV_CACHE_DIR or "
+                                        "fastconv.config(cache_dir=...) to a writable folder)")
+            return False
+        finally:
+            self._loaded.pop((path, json.dumps(val, sort_keys=True)), None)
+        return True
+
+    def clear(self, opts):
+        """Delete the file, its lock and temporary files; return the paths removed."""
+        path = self.path(opts)
+        removed = []
+        for p in [path, path + ".lock",
+                  *glob.glob(os.path.join(glob.escape(os.path.dirname(path)),
+                                          glob.escape(_tmp_prefix(path)) + "*"))]:
+            try:
+                os.unlink(p)
+                removed.append(p)
+            except FileNotFoundError:
+                pass
+            except IsADirectoryError:
+                with contextlib.suppress(OSError):
+                    os.rmdir(p)
+                    removed.append(p)
+        self._loaded.clear()
+        return removed
 
 
-tuning_cache = _FileCache("tuning.json")
-calibration_cache = _FileCache("calibration.json")
+tuning_cache = _FileCache("tuning.json", check_tuning_entry)
+calibration_cache = _FileCache("calibration.json", check_calibration_entry)
+
+
+def clear_cache(opts=None):
+    """Delete this machine's tuning and calibration files for the current thread count.
+
+    Also removes their lock files and temporary files left by killed writers,
+    and forgets remembered dispatcher decisions.
+
+    Returns
+    -------
+    list of str
+        The paths removed.
+    """
+    opts = opts or get_config()
+    removed = []
+    for cache in (calibration_cache, tuning_cache):
+        removed += cache.clear(opts)
+    from ._dispatch import clear_memo
+
+    clear_memo()
+    return removed
 
 
 # ---------------------------------------------------------------------------

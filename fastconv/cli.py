@@ -281,10 +281,8 @@ def run_tune(args):
             for k, v in sorted(entries.items()):
                 print(f"  {k}: {v}")
     else:
-        for cache in (_tuning.calibration_cache, _tuning.tuning_cache):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(cache.path(opts))
-                print(f"removed {cache.path(opts)}")
+        for path in _tuning.clear_cache(opts):
+            print(f"removed {path}")
     return 0
 
 

@@ -1,7 +1,9 @@
 """Backward passes with the argument order of ``torch.nn.grad``.
 
 ``conv{1,2,3}d_input(input_shape, weight, grad_output, ...)`` returns dL/dx and
-``conv{1,2,3}d_weight(input, weight_shape, grad_output, ...)`` returns dL/dw.
+``conv{1,2,3}d_weight(input, weight_shape, grad_output, ...)`` returns dL/dw; the
+arguments may be passed by these names, or by torch's ``input_size`` /
+``weight_size``.
 See :func:`fastconv.grad_input` and :func:`fastconv.grad_weight` for the
 parameters.
 """
@@ -13,22 +15,50 @@ __all__ = ["conv1d_input", "conv2d_input", "conv3d_input",
            "conv1d_weight", "conv2d_weight", "conv3d_weight", "grad_input", "grad_weight"]
 
 
-def _make(ndim, fn, kind):
-    def f(a, shape, grad_output, stride=1, padding=0, dilation=1, groups=1, *, flip=False,
-          strategy="auto"):
-        return fn(a, shape, grad_output, stride, padding, dilation, groups, flip=flip,
-                  strategy=strategy, ndim=ndim)
+_MISSING = object()
 
+
+def _pick(name, given, alias, alias_value, fname):
+    """The value of a parameter passed under its name or its torch alias."""
+    if given is not _MISSING and alias_value is not _MISSING:
+        raise TypeError(f"{fname}() got both {name} and {alias} (the same argument)")
+    value = given if given is not _MISSING else alias_value
+    if value is _MISSING:
+        raise TypeError(f"{fname}() missing required argument {name!r} (or {alias!r})")
+    return value
+
+
+def _make(ndim, fn, kind):
     name = f"conv{ndim}d_{kind}"
-    f.__name__ = f.__qualname__ = name
     if kind == "input":
+        def f(input_shape=_MISSING, weight=_MISSING, grad_output=_MISSING, stride=1, padding=0,
+              dilation=1, groups=1, *, flip=False, strategy="auto", input_size=_MISSING):
+            shape = _pick("input_shape", input_shape, "input_size", input_size, name)
+            for arg, v in (("weight", weight), ("grad_output", grad_output)):
+                if v is _MISSING:
+                    raise TypeError(f"{name}() missing required argument {arg!r}")
+            return fn(shape, weight, grad_output, stride, padding, dilation, groups, flip=flip,
+                      strategy=strategy, ndim=ndim)
+
         f.__doc__ = (f"dL/dx of a {ndim}-D convolution: ``{name}(input_shape, weight, "
                      "grad_output, stride=1, padding=0, dilation=1, groups=1, *, flip=False, "
-                     "strategy='auto')``; see :func:`fastconv.grad_input`.")
+                     "strategy='auto')``; ``input_size=`` (torch.nn.grad's name) is accepted "
+                     "for ``input_shape``. See :func:`fastconv.grad_input`.")
     else:
+        def f(input=_MISSING, weight_shape=_MISSING, grad_output=_MISSING, stride=1, padding=0,
+              dilation=1, groups=1, *, flip=False, strategy="auto", weight_size=_MISSING):
+            shape = _pick("weight_shape", weight_shape, "weight_size", weight_size, name)
+            for arg, v in (("input", input), ("grad_output", grad_output)):
+                if v is _MISSING:
+                    raise TypeError(f"{name}() missing required argument {arg!r}")
+            return fn(input, shape, grad_output, stride, padding, dilation, groups, flip=flip,
+                      strategy=strategy, ndim=ndim)
+
         f.__doc__ = (f"dL/dw of a {ndim}-D convolution: ``{name}(input, weight_shape, "
                      "grad_output, stride=1, padding=0, dilation=1, groups=1, *, flip=False, "
-                     "strategy='auto')``; see :func:`fastconv.grad_weight`.")
+                     "strategy='auto')``; ``weight_size=`` (torch.nn.grad's name) is accepted "
+                     "for ``weight_shape``. See :func:`fastconv.grad_weight`.")
+    f.__name__ = f.__qualname__ = name
     return f
 
 

@@ -36,8 +36,10 @@ from .. import _config
 from .direct import DirectStrategy
 from .fft import FFTStrategy
 from .im2col import Im2colStrategy
+from .winograd import WinogradStrategy
 
-_REGISTRY = {s.name: s for s in (DirectStrategy(), Im2colStrategy(), FFTStrategy())}
+_REGISTRY = {s.name: s for s in (DirectStrategy(), Im2colStrategy(), FFTStrategy(),
+                                       WinogradStrategy())}
 
 
 def names():
