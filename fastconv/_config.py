@@ -220,7 +220,7 @@ def _validated(base, **kwargs):
                          f"{_show(opts.winograd_rtol)}")
     if opts.cache_dir is not None and not isinstance(opts.cache_dir, str):
         raise TypeError(f"cache_dir must be None, a str or an os.PathLike, got {_show(opts.cache_dir)}")
-    from ._configfile import Rule
+    from ._configtypes import Rule
 
     if not isinstance(opts.rules, tuple) or not all(isinstance(r, Rule) for r in opts.rules):
         raise TypeError("rules must be a tuple of fastconv._configfile.Rule (write rules in a "
@@ -234,7 +234,7 @@ def _normalized(kw):
     if "memory_budget" in kw:
         v = kw["memory_budget"]
         if isinstance(v, str):
-            from ._configfile import ConfigError, parse_size
+            from ._configtypes import ConfigError, parse_size
 
             try:
                 v = parse_size(v)

@@ -346,5 +346,5 @@ def choose(op, spec, strategy="auto"):
     return _strategies.get(decide(op, spec, strategy).strategy)
 
 
-# A new calibration changes the estimates behind remembered decisions.
-_tuning.after_calibration.append(clear_memo)
+# A new calibration or a cleared cache changes what remembered decisions rest on.
+_tuning.on_cache_change.append(clear_memo)

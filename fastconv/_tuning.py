@@ -124,6 +124,11 @@ def problem_key(op, spec, threads):
 # ---------------------------------------------------------------------------
 # a validated JSON file with atomic, locked, merging writes
 # ---------------------------------------------------------------------------
+# Called after this module changes the cache files (a calibration stored, the cache
+# cleared). The dispatcher adds the clearing of its memo of decisions: it imports
+# this module, so this module must not import it.
+on_cache_change = []
+
 MAX_CACHE_BYTES = 16 << 20
 LOCK_TIMEOUT_S = 10.0
 _warned = set()
@@ -350,24 +355,24 @@ def clear_cache(opts=None):
     removed = []
     for cache in (calibration_cache, tuning_cache):
         removed += cache.clear(opts)
-    from ._dispatch import clear_memo
-
-    clear_memo()
+    for hook in on_cache_change:
+        hook()
     return removed
 
 
 # ---------------------------------------------------------------------------
 # timing
 # ---------------------------------------------------------------------------
-def random_operands(op, spec, seed=0):
-    """Prepared operands of the right shapes for timing ``op`` on ``spec``."""
+def random_operands(op, spec, seed=0, strategy=None):
+    """Prepared operands of the right shapes for timing ``op`` on ``spec`` with
+    ``strategy`` (the input unpadded if it pads inside, else padded)."""
     rng = np.random.default_rng(seed)
     rand = lambda shape: rng.standard_normal(shape).astype(spec.dtype)  # noqa: E731
     if op == "forward":
-        return prep.padded_input(rand(spec.input_shape5), spec), rand(spec.weight_shape5)
+        return prep.input5(rand(spec.input_shape5), spec, strategy), rand(spec.weight_shape5)
     if op == "grad_input":
         return rand(spec.output_shape5), rand(spec.weight_shape5)
-    return prep.padded_input(rand(spec.input_shape5), spec), rand(spec.output_shape5)
+    return prep.input5(rand(spec.input_shape5), spec, strategy), rand(spec.output_shape5)
 
 
 def time_call(fn, min_time=0.005, repeat=3, max_time=None):
@@ -396,10 +401,10 @@ def measure(op, spec, names, threads, budget_s=None):
     A strategy whose warm-up run is already 3x slower than the best so far is
     not timed further (its warm-up time is reported): the per-key budget.
     """
-    a, b = random_operands(op, spec)
     out, best = {}, math.inf
     for name in names:
         strat = _strategies.get(name)
+        a, b = random_operands(op, spec, strategy=strat)  # pads_inside decides the input
         fn = lambda: strat.run(op, spec, a, b, threads)  # noqa: E731
         t = time_call(fn, max_time=3 * best if best < math.inf else budget_s)
         out[name] = t
@@ -473,17 +478,12 @@ def calibration_grid(quick=False):
     return grid
 
 
-# Called after a calibration is stored. The dispatcher adds the clearing of its
-# memo of decisions: it imports this module, so this module must not import it.
-after_calibration = []
-
-
 def calibrate(quick=False, dtypes=("float32", "float64"), progress=None, opts=None):
     """Time the calibration grid and store the fitted factors; return them.
 
     ``progress(message, done, total)``, if given, is called after each
     (problem, op) with a line of timings (``fastconv tune --calibrate`` draws it
-    as a progress bar). Then runs the :data:`after_calibration` hooks.
+    as a progress bar). Then runs the :data:`on_cache_change` hooks.
     """
     from ._spec import make_spec
 
@@ -519,6 +519,6 @@ def calibrate(quick=False, dtypes=("float32", "float64"), progress=None, opts=No
                              done, total)
     factors.update({k: math.exp(sum(v) / len(v)) for k, v in logs.items()})
     calibration_cache.store(opts, factors)
-    for hook in after_calibration:
+    for hook in on_cache_change:
         hook()
     return factors

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import importlib
-import os
 import re
 import sys
 

@@ -139,7 +139,7 @@ def test_tune_calibrate_draws_a_progress_bar(tiny_calibration, capsys):
     assert f"[{steps}/{steps}]" in cap.out and "wrote" in cap.out.splitlines()[-1]
     # tqdm's bar on stderr, with its count and rate/ETA fields
     assert "calibrate" in cap.err and f"{steps}/{steps}" in cap.err and "<" in cap.err
-    # the after_calibration hook cleared the dispatcher's memo of decisions
+    # the on_cache_change hook cleared the dispatcher's memo of decisions
     assert "stale" not in _dispatch._memo
     assert main(["tune", "--show"]) == 0
     assert "direct|forward|1d|float64" in capsys.readouterr().out

@@ -103,6 +103,8 @@ def test_no_import_cycles():
 
 
 def test_every_module_imports_and_the_core_stays_lean():
+    # A module that needs a missing optional extra may raise ImportError, if the
+    # message says what to install (e.g. fastconv.dask without Dask).
     # Any `import fastconv.X` first runs fastconv/__init__ in full, so one child
     # that imports the package and then each module sees each module as a fresh
     # interpreter would (and costs one interpreter start, not thirty).
@@ -118,7 +120,7 @@ def test_every_module_imports_and_the_core_stays_lean():
         "    try:\n"
         "        importlib.import_module(m)\n"
         "    except ImportError as e:\n"
-        "        if not (m.startswith('fastconv.bench.suite_') or m == 'fastconv.demo'):\n"
+        "        if 'pip install' not in str(e):  # else: an optional extra, said so\n"
         "            print('FAILED', m, repr(e))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
