@@ -174,6 +174,11 @@ def add_bench_arguments(parser):
 
 def _run_suite(args):
     modname, extra = SUITES[args.suite]
+    only_layers = [f"--{k}" for k in ("layer", "ndim", "op", "strategy", "list")
+                   if getattr(args, k)]
+    if only_layers:
+        raise UsageError(f"bench: {', '.join(only_layers)} select(s) within the layers suite, "
+                         f"not --suite {args.suite}")
     try:
         mod = importlib.import_module(modname)
     except ImportError as e:

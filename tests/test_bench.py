@@ -204,6 +204,8 @@ def test_suite_not_installed(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "fastconv.bench.suite_dask", None)
     assert main(["bench", "--suite", "dask"]) == 2
     assert "not part of this installation" in capsys.readouterr().err
+    assert main(["bench", "--suite", "dask", "--layer", "conv1d", "--list"]) == 2
+    assert "--layer, --list select(s) within the layers suite" in capsys.readouterr().err
 
 
 # --- missing peers, the report's opening, a fourth strategy --------------------------
