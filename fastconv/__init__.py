@@ -16,6 +16,7 @@ from ._api import conv, conv1d, conv2d, conv3d, conv_backward, explain, grad_inp
 from . import grad, params
 from ._info import show_config, strategies
 from ._configfile import ConfigError
+from ._tuning import clear_cache
 from ._config import load_env_config as _load_env_config
 
 _load_env_config()
@@ -23,5 +24,5 @@ _load_env_config()
 __all__ = [
     "__version__", "conv", "conv1d", "conv2d", "conv3d", "conv_backward", "grad",
     "grad_input", "grad_weight", "output_shape", "explain", "strategies", "config",
-    "set_config", "get_config", "load_config", "ConfigError", "show_config", "params", "ConvSpec", "make_spec",
+    "set_config", "get_config", "load_config", "ConfigError", "clear_cache", "show_config", "params", "ConvSpec", "make_spec",
 ]
