@@ -25,7 +25,7 @@ DEBUG = os.environ.get("FASTCONV_DEBUG", "0") == "1"
 PORTABLE = os.environ.get("FASTCONV_PORTABLE", "0") == "1"
 NO_OPENMP = os.environ.get("FASTCONV_NO_OPENMP", "0") == "1"
 
-MODULES = ["_direct", "_im2col", "_fft"]
+MODULES = ["_direct", "_im2col", "_fft", "_winograd"]
 if os.environ.get("FASTCONV_MODULES"):
     MODULES = [m.strip() for m in os.environ["FASTCONV_MODULES"].split(",") if m.strip()]
 

@@ -1,6 +1,6 @@
 """pytest-benchmark configuration for the fastconv benchmark suites.
 
-    pytest benchmarks                                # DESIGN.md layer sizes, timed
+    pytest benchmarks                                # full layer sizes, timed
     pytest benchmarks --quick                        # scaled-down sizes
     pytest benchmarks --benchmark-disable --quick    # CI smoke run: every case once
 
@@ -11,7 +11,7 @@ matmul GFLOP/s once; every case quotes its own GFLOP/s against it in
 """
 import pytest
 
-from fastconv import _bench
+from fastconv.bench.timing import matmul_ceiling as _matmul_ceiling
 
 
 def pytest_addoption(parser):
@@ -28,7 +28,7 @@ def bench_size(request):
 @pytest.fixture(scope="session")
 def matmul_ceiling(bench_size):
     """``{"n", "gflops", "best_s"}`` of a numpy float32 n x n matmul on this machine."""
-    return _bench.matmul_ceiling(512 if bench_size == "quick" else 1024)
+    return _matmul_ceiling(512 if bench_size == "quick" else 1024)
 
 
 try:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _bench
+from fastconv.bench import calls as _calls
 from fastconv._tuning import time_call
 from layers import get_layer
 
@@ -31,8 +31,8 @@ def gemm_shape(spec, op):
 def test_im2col_vs_matmul(benchmark, bench_size, name, op):
     layer = get_layer(name, bench_size)
     spec = layer.spec(np.float32)
-    x, w, gy = _bench.make_arrays(layer, np.float32)
-    fn = _bench.fastconv_call(layer, op, "im2col", x, w, gy)
+    x, w, gy = _calls.make_arrays(layer, np.float32)
+    fn = _calls.fastconv_call(layer, op, "im2col", x, w, gy)
     M, K, N = gemm_shape(spec, op)
     rng = np.random.default_rng(0)
     a = rng.standard_normal((M, K), dtype=np.float32)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _bench
+from fastconv.bench import calls as _calls
 from fastconv._spec import OPS
 from fastconv.params import from_spec
 from layers import LAYER_NAMES, get_layer, too_big
@@ -23,13 +23,13 @@ DTYPE = np.float32
 
 @functools.lru_cache(maxsize=1)
 def _arrays(name, size):
-    return _bench.make_arrays(get_layer(name, size), DTYPE)
+    return _calls.make_arrays(get_layer(name, size), DTYPE)
 
 
 @functools.lru_cache(maxsize=64)
 def _decision(name, size, op):
     try:
-        return _bench.auto_decision(get_layer(name, size), op, DTYPE)
+        return _calls.auto_decision(get_layer(name, size), op, DTYPE)
     except (MemoryError, ValueError):
         return None
 
@@ -73,13 +73,13 @@ def test_fastconv(benchmark, bench_size, matmul_ceiling, name, impl, op):
             pytest.skip(f"auto chose {strategy}; {reason}")
     else:
         strategy = impl
-        reason = _bench.excluded(layer, op, impl, DTYPE, decision)
+        reason = _calls.excluded(layer, op, impl, DTYPE, decision)
         if reason:
             pytest.skip(reason)
     x, w, gy = _arrays(name, bench_size)
-    fn = _bench.fastconv_call(layer, op, impl, x, w, gy)
+    fn = _calls.fastconv_call(layer, op, impl, x, w, gy)
     _run(benchmark, layer, fn, matmul_ceiling, op=op, impl=impl, strategy=strategy,
-         workspace_bytes=_bench.workspace_bytes(layer, op, strategy, DTYPE, decision),
+         workspace_bytes=_calls.workspace_bytes(layer, op, strategy, DTYPE, decision),
          decided_by=decision.decided_by if decision is not None and impl == "auto" else "argument")
 
 
@@ -90,7 +90,7 @@ def test_torch(benchmark, bench_size, matmul_ceiling, name, op):
     layer = get_layer(name, bench_size)
     x, w, gy = _arrays(name, bench_size)
     threads = fastconv.get_config().threads
-    fn = _bench.torch_call(layer, op, x, w, gy, threads)
+    fn = _calls.torch_call(layer, op, x, w, gy, threads)
     _run(benchmark, layer, fn, matmul_ceiling, op=op, impl="torch",
          torch_version=torch.__version__, torch_threads=threads)
 
@@ -99,9 +99,9 @@ def test_torch(benchmark, bench_size, matmul_ceiling, name, op):
 @pytest.mark.parametrize("name", LAYER_NAMES)
 def test_scipy(benchmark, bench_size, matmul_ceiling, name, method):
     layer = get_layer(name, bench_size)
-    reason = _bench.scipy_applicable(layer)
+    reason = _calls.scipy_applicable(layer)
     if reason:
         pytest.skip(reason)
     x, w, _ = _arrays(name, bench_size)
-    fn = _bench.scipy_calls(layer, x, w)[method]
+    fn = _calls.scipy_calls(layer, x, w)[method]
     _run(benchmark, layer, fn, matmul_ceiling, op="forward", impl=method)

@@ -10,14 +10,17 @@ one per call. Layouts follow PyTorch: input ``(N, C_in, *spatial)`` (or without
 (1, 4, 8, 8)
 """
 from ._version import __version__
-from ._config import config, get_config, load_config, set_config
+from ._config import config, get_config, set_config
 from ._spec import ConvSpec, make_spec, output_shape
 from ._api import conv, conv1d, conv2d, conv3d, conv_backward, explain, grad_input, grad_weight
+from ._transpose import (conv_transpose, conv_transpose1d, conv_transpose2d, conv_transpose3d,
+                         conv_transpose_backward, conv_transpose_grad_input,
+                         conv_transpose_grad_weight, conv_transpose_output_shape)
 from . import grad, params
 from ._info import show_config, strategies
-from ._configfile import ConfigError
+from ._configfile import ConfigError, load_config
+from ._configfile import load_env_config as _load_env_config
 from ._tuning import clear_cache
-from ._config import load_env_config as _load_env_config
 
 _load_env_config()
 
@@ -25,4 +28,7 @@ __all__ = [
     "__version__", "conv", "conv1d", "conv2d", "conv3d", "conv_backward", "grad",
     "grad_input", "grad_weight", "output_shape", "explain", "strategies", "config",
     "set_config", "get_config", "load_config", "ConfigError", "clear_cache", "show_config", "params", "ConvSpec", "make_spec",
+    "conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+    "conv_transpose_grad_input", "conv_transpose_grad_weight", "conv_transpose_backward",
+    "conv_transpose_output_shape",
 ]

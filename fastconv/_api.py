@@ -238,8 +238,25 @@ grad_input.__doc__ = grad_input.__doc__.format(shared=_SHARED_DOC.strip())
 grad_weight.__doc__ = grad_weight.__doc__.format(shared=_SHARED_DOC.strip())
 
 
+_NEEDS = ("input", "weight", "bias")
+
+
+def _check_needs(needs):
+    """``needs`` as a set of names from ``_NEEDS``; a clear error otherwise."""
+    if isinstance(needs, str):
+        needs = (needs,)
+    try:
+        got = set(needs)
+    except TypeError:
+        raise TypeError(f"needs must be a sequence of names from {_NEEDS}, got {needs!r}") from None
+    bad = got - set(_NEEDS)
+    if bad:
+        raise ValueError(f"needs: unknown gradient name(s) {sorted(bad)}; valid: {_NEEDS}")
+    return got
+
+
 def conv_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                  flip=False, strategy="auto"):
+                  flip=False, strategy="auto", needs=_NEEDS):
     """Both backward passes of a convolution layer at once.
 
     Parameters
@@ -248,12 +265,15 @@ def conv_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, group
     weight : array_like, shape (C_out, C_in / groups, *kernel)
     grad_output : array_like, the forward output's shape
     {shared}
+    needs : sequence of {{"input", "weight", "bias"}}, default all three
+        The gradients to compute (like torch's ``output_mask``); the others
+        are not computed and returned as None (a first layer needs no grad_x).
 
     Returns
     -------
-    grad_x : ndarray, shape of ``x``
-    grad_w : ndarray, shape of ``weight``
-    grad_b : ndarray, shape (C_out,)
+    grad_x : ndarray, shape of ``x``, or None
+    grad_w : ndarray, shape of ``weight``, or None
+    grad_b : ndarray, shape (C_out,), or None
         Gradient for a bias, ``grad_output`` summed over batch and space.
     """
     x = prep.as_array(x, "x")
@@ -262,34 +282,46 @@ def conv_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, group
     spec = make_spec(x.shape, weight.shape, stride, padding, dilation, groups, flip=flip,
                      dtype=result_dtype(x.dtype, weight.dtype, gy.dtype))
     _check_grad_output(gy, spec)
-    check_available(math.prod(spec.input_shape) * spec.itemsize, "grad_input", spec)
+    want = _check_needs(needs)
+    if "input" in want:
+        check_available(math.prod(spec.input_shape) * spec.itemsize, "grad_input", spec)
     if spec.batch == 0:
-        return (_empty_batch("grad_input", spec, strategy, spec.input_shape),
-                _empty_batch("grad_weight", spec, strategy, spec.weight_shape),
-                np.zeros(spec.out_channels, dtype=spec.dtype))
-    s_in = _choose("grad_input", spec, strategy, gy, weight)
-    s_w = _choose("grad_weight", spec, strategy, x, gy)
-    w5, gy5 = prep.weight5(weight, spec), prep.grad_output5(gy, spec)
+        return (_empty_batch("grad_input", spec, strategy, spec.input_shape)
+                if "input" in want else None,
+                _empty_batch("grad_weight", spec, strategy, spec.weight_shape)
+                if "weight" in want else None,
+                np.zeros(spec.out_channels, dtype=spec.dtype) if "bias" in want else None)
+    s_in = _choose("grad_input", spec, strategy, gy, weight) if "input" in want else None
+    s_w = _choose("grad_weight", spec, strategy, x, gy) if "weight" in want else None
+    gy5 = prep.grad_output5(gy, spec)
     n = _threads()
+    gx = gw5 = None
     # The fused pass (FFT reuses its transforms) holds more at once than either
     # op alone: take it only when that, padded copies included, fits the budget.
-    if (s_in is s_w and hasattr(s_in, "backward")
+    if (s_in is not None and s_in is s_w and hasattr(s_in, "backward")
             and total_workspace(s_in, spec, "backward") <= get_config().memory_budget):
         with run_budget(s_in, spec, "backward"):
-            gx, gw5 = s_in.backward(spec, prep.input5(x, spec, s_w), w5, gy5, n)
+            gx, gw5 = s_in.backward(spec, prep.input5(x, spec, s_w), prep.weight5(weight, spec),
+                                    gy5, n)
         gx = prep.unpad_grad(gx, spec, s_in)
     else:
         # one op after the other, each holding only its own padded copy, so
         # the peak stays within the budget the dispatcher checked per op
-        with run_budget(s_in, spec, "grad_input"):
-            gx = prep.unpad_grad(s_in.run("grad_input", spec, gy5, w5, n), spec, s_in)
-        with run_budget(s_w, spec, "grad_weight"):
-            gw5 = s_w.run("grad_weight", spec, prep.input5(x, spec, s_w), gy5, n)
-    if spec.flip:
-        gw5 = prep.flip_kernel(gw5)
-    gb = gy5.sum(axis=(0, 2, 3, 4))
-    return (gx.reshape(spec.input_shape),
-            np.ascontiguousarray(gw5).reshape(spec.weight_shape), gb)
+        if s_in is not None:
+            with run_budget(s_in, spec, "grad_input"):
+                gx = prep.unpad_grad(s_in.run("grad_input", spec, gy5,
+                                              prep.weight5(weight, spec), n), spec, s_in)
+        if s_w is not None:
+            with run_budget(s_w, spec, "grad_weight"):
+                gw5 = s_w.run("grad_weight", spec, prep.input5(x, spec, s_w), gy5, n)
+    if gw5 is not None:
+        if spec.flip:
+            gw5 = prep.flip_kernel(gw5)
+        gw5 = np.ascontiguousarray(gw5).reshape(spec.weight_shape)
+    if gx is not None:
+        gx = gx.reshape(spec.input_shape)
+    gb = gy5.sum(axis=(0, 2, 3, 4)) if "bias" in want else None
+    return gx, gw5, gb
 
 
 conv_backward.__doc__ = conv_backward.__doc__.format(shared=_SHARED_DOC.strip())

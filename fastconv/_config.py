@@ -17,8 +17,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-__all__ = ["Options", "config", "set_config", "get_config", "load_config", "default_threads",
-           "max_threads"]
+__all__ = ["Options", "config", "set_config", "get_config", "default_threads", "max_threads"]
 
 MiB = 1 << 20
 
@@ -140,6 +139,9 @@ class Options:
         False forbids the FFT strategy (e.g. when NaN/Inf must not spread).
     fft_rtol : float or None
         Largest acceptable estimated relative error of float32 FFT; None: no check.
+    winograd_rtol : float or None
+        Largest acceptable estimated relative error of the winograd strategy
+        (it picks the largest output tile within it); None: its default, 1e-4.
     cache_dir : str, os.PathLike or None
         Folder of the tuning cache, made absolute when set (a later ``os.chdir``
         does not move it); None: ``$FASTCONV_CACHE_DIR`` or the user cache dir.
@@ -156,6 +158,7 @@ class Options:
     n_threads: int | None = None
     allow_fft: bool = True
     fft_rtol: float | None = None
+    winograd_rtol: float | None = None
     cache_dir: str | None = None
     fft_max_stride: int = 2
     rules: tuple = ()
@@ -167,7 +170,12 @@ class Options:
 
 MODES = ("heuristic", "autotune", "cache-only")
 _FIELDS = {f.name for f in fields(Options)}
-# Process-wide options (set_config, load_config) and a per-context overlay
+# The registry's names, to check ``strategy=``. The strategies import this module
+# (get_config), so the registry hands over its ``names`` function when it is
+# imported (fastconv._strategies) rather than this module importing it.
+strategy_names = tuple
+
+# Process-wide options (set_config, fastconv._configfile.load_config) and a per-context overlay
 # (the ``config`` context manager). New threads see the process-wide options.
 _global = Options()
 _current = contextvars.ContextVar("fastconv_options", default=None)
@@ -193,7 +201,7 @@ def _validated(base, **kwargs):
         )
     kwargs = _normalized(kwargs)
     opts = replace(base, **kwargs)
-    from ._strategies import names  # late: strategies import this module
+    names = strategy_names
 
     if not isinstance(opts.strategy, str):
         raise TypeError(f"strategy must be a string, got {_show(opts.strategy)}")
@@ -222,6 +230,12 @@ def _validated(base, **kwargs):
             isinstance(opts.fft_rtol, numbers.Real) and not isinstance(opts.fft_rtol, (bool, np.bool_))
             and math.isfinite(opts.fft_rtol) and opts.fft_rtol > 0):
         raise ValueError(f"fft_rtol must be None or a positive finite number, got {_show(opts.fft_rtol)}")
+    if opts.winograd_rtol is not None and not (
+            isinstance(opts.winograd_rtol, numbers.Real)
+            and not isinstance(opts.winograd_rtol, (bool, np.bool_))
+            and math.isfinite(opts.winograd_rtol) and opts.winograd_rtol > 0):
+        raise ValueError("winograd_rtol must be None or a positive finite number, got "
+                         f"{_show(opts.winograd_rtol)}")
     if opts.cache_dir is not None and not isinstance(opts.cache_dir, str):
         raise TypeError(f"cache_dir must be None, a str or an os.PathLike, got {_show(opts.cache_dir)}")
     from ._configfile import Rule
@@ -281,54 +295,6 @@ def set_config(**kwargs):
     """
     global _global
     _global = _validated(_global, **kwargs)
-
-
-def load_config(path):
-    """Read a strategy-selection config file and make its settings process-wide.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        A TOML file; for a file named ``pyproject.toml`` its ``[tool.fastconv]``
-        table. See :mod:`fastconv._configfile` for the format.
-
-    Returns
-    -------
-    Options
-        The options now in force.
-
-    Raises
-    ------
-    ConfigError (a ValueError)
-        Naming the file, the key and what was expected.
-    """
-    from ._configfile import ConfigError, read_config_file
-
-    values = read_config_file(path)
-    try:
-        set_config(**values)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{os.fspath(path)}: {e}") from None
-    return get_config()
-
-
-def load_env_config():
-    """Load the file named by ``$FASTCONV_CONFIG``, if set (done at import).
-
-    A file that cannot be used is reported with a RuntimeWarning and the
-    defaults stay in force: ``import fastconv`` (and so the ``fastconv``
-    command, ``tune --clear`` included) must not fail because of it. Call
-    :func:`load_config` to get the error as a :class:`ConfigError`.
-    """
-    path = os.environ.get("FASTCONV_CONFIG")
-    if path:
-        from ._configfile import ConfigError
-
-        try:
-            load_config(path)
-        except ConfigError as e:
-            warnings.warn(f"fastconv: FASTCONV_CONFIG ignored, defaults in force: {e}",
-                          RuntimeWarning, stacklevel=2)
 
 
 @contextlib.contextmanager

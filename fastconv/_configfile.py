@@ -10,6 +10,7 @@ file from its top level. Example (``docs/fastconv.example.toml``)::
     n_threads = 2
     allow_fft = true
     fft_rtol = 1e-3             # float32 FFT only where its estimated error is below
+    winograd_rtol = 1e-5        # winograd only with tiles whose estimated error is below
     fft_max_stride = 2
     cache_dir = "~/.cache/fastconv"
     strategy = "auto"           # or a strategy name forced for every call
@@ -38,6 +39,7 @@ import os
 import re
 import stat
 import tomllib
+import warnings
 from dataclasses import dataclass
 
 from ._spec import OPS
@@ -175,7 +177,7 @@ def _rule(table, where, strategy_names):
 
 _TYPES = {
     "mode": (str,), "strategy": (str,), "n_threads": (int,), "allow_fft": (bool,),
-    "fft_rtol": (int, float), "fft_max_stride": (int,), "cache_dir": (str,),
+    "fft_rtol": (int, float), "winograd_rtol": (int, float), "fft_max_stride": (int,), "cache_dir": (str,),
 }
 
 
@@ -272,3 +274,51 @@ def read_config_file(path):
     if "cache_dir" in out:
         out["cache_dir"] = os.path.expanduser(out["cache_dir"])
     return out
+
+
+# Loading lives here, not in _config: reading a file needs the strategy registry,
+# which imports _config.
+def load_config(path):
+    """Read a strategy-selection config file and make its settings process-wide.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A TOML file; for a file named ``pyproject.toml`` its ``[tool.fastconv]``
+        table. See :mod:`fastconv._configfile` for the format.
+
+    Returns
+    -------
+    Options
+        The options now in force.
+
+    Raises
+    ------
+    ConfigError (a ValueError)
+        Naming the file, the key and what was expected.
+    """
+    from ._config import get_config, set_config
+
+    values = read_config_file(path)
+    try:
+        set_config(**values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{os.fspath(path)}: {e}") from None
+    return get_config()
+
+
+def load_env_config():
+    """Load the file named by ``$FASTCONV_CONFIG``, if set (done at import).
+
+    A file that cannot be used is reported with a RuntimeWarning and the
+    defaults stay in force: ``import fastconv`` (and so the ``fastconv``
+    command, ``tune --clear`` included) must not fail because of it. Call
+    :func:`load_config` to get the error as a :class:`ConfigError`.
+    """
+    path = os.environ.get("FASTCONV_CONFIG")
+    if path:
+        try:
+            load_config(path)
+        except ConfigError as e:
+            warnings.warn(f"fastconv: FASTCONV_CONFIG ignored, defaults in force: {e}",
+                          RuntimeWarning, stacklevel=2)

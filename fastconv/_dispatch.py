@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _strategies
+from . import _strategies, _tuning
 from ._config import get_config
 from ._spec import OPS
 
@@ -344,3 +344,7 @@ def clear_memo():
 def choose(op, spec, strategy="auto"):
     """The strategy object to run ``op`` on ``spec``."""
     return _strategies.get(decide(op, spec, strategy).strategy)
+
+
+# A new calibration changes the estimates behind remembered decisions.
+_tuning.after_calibration.append(clear_memo)

@@ -501,8 +501,18 @@ def calibration_grid(quick=False):
     return grid
 
 
-def calibrate(quick=False, dtypes=("float32", "float64"), progress=print, opts=None):
-    """Time the calibration grid and store the fitted factors; return them."""
+# Called after a calibration is stored. The dispatcher adds the clearing of its
+# memo of decisions: it imports this module, so this module must not import it.
+after_calibration = []
+
+
+def calibrate(quick=False, dtypes=("float32", "float64"), progress=None, opts=None):
+    """Time the calibration grid and store the fitted factors; return them.
+
+    ``progress(message, done, total)``, if given, is called after each
+    (problem, op) with a line of timings (``fastconv tune --calibrate`` draws it
+    as a progress bar). Then runs the :data:`after_calibration` hooks.
+    """
     from ._spec import make_spec
 
     opts = opts or get_config()
@@ -532,75 +542,11 @@ def calibrate(quick=False, dtypes=("float32", "float64"), progress=print, opts=N
                     logs.setdefault(_calibration_key(name, op, spec.ndim, dtype), []).append(
                         math.log(work / est))
                 if progress:
-                    progress(f"[{done:3d}/{total}] {op:11s} {dtype} in={ishape} w={wshape} "
-                             + " ".join(f"{n}={t * 1e3:.2f}ms" for n, t in secs.items()))
+                    progress(f"{op:11s} {dtype} in={ishape} w={wshape} "
+                             + " ".join(f"{n}={t * 1e3:.2f}ms" for n, t in secs.items()),
+                             done, total)
     factors.update({k: math.exp(sum(v) / len(v)) for k, v in logs.items()})
     calibration_cache.store(opts, factors)
-    from ._dispatch import clear_memo
-
-    clear_memo()
+    for hook in after_calibration:
+        hook()
     return factors
-
-
-# ---------------------------------------------------------------------------
-# command line: fastconv explain / fastconv tune
-# ---------------------------------------------------------------------------
-def _ints(text):
-    return tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
-
-
-def _param(text):
-    """'1' -> 1, '1,2' -> (1, 2), 'same' -> 'same', '(1,2),(0,1)' -> ((1,2),(0,1))."""
-    import ast
-
-    text = text.strip()
-    if text.isalpha():
-        return text
-    v = ast.literal_eval(text)
-    return v
-
-
-def add_explain_arguments(p):
-    p.add_argument("op", choices=OPS)
-    p.add_argument("--input", required=True, type=_ints, help="input shape, e.g. 32,64,56,56")
-    p.add_argument("--weight", required=True, type=_ints, help="weight shape, e.g. 64,64,3,3")
-    p.add_argument("--stride", default="1", type=_param)
-    p.add_argument("--padding", default="0", type=_param,
-                   help="int, per-axis tuple, ((b,a),...) pairs, valid, same or full")
-    p.add_argument("--dilation", default="1", type=_param)
-    p.add_argument("--groups", default=1, type=int)
-    p.add_argument("--flip", action="store_true")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-
-
-def run_explain(args):
-    from ._api import explain
-
-    d = explain(args.op, args.input, args.weight, args.stride, args.padding, args.dilation,
-                args.groups, flip=args.flip, dtype=args.dtype)
-    print(d)
-
-
-def add_tune_arguments(p):
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--calibrate", action="store_true",
-                   help="refit the cost model on this machine (15-60 s)")
-    g.add_argument("--show", action="store_true", help="print the cache files and their entries")
-    g.add_argument("--clear", action="store_true", help="delete this machine's tuning cache")
-    p.add_argument("--quick", action="store_true", help="with --calibrate: a smaller grid")
-
-
-def run_tune(args):
-    opts = get_config()
-    if args.calibrate:
-        factors = calibrate(quick=args.quick)
-        print(f"wrote {len(factors)} factors to {calibration_cache.path(opts)}")
-    elif args.show:
-        for cache in (calibration_cache, tuning_cache):
-            entries = cache.entries(opts)
-            print(f"{cache.path(opts)}: {len(entries)} entries")
-            for k, v in sorted(entries.items()):
-                print(f"  {k}: {v}")
-    else:
-        for path in clear_cache(opts):
-            print(f"removed {path}")

@@ -9,7 +9,8 @@ cdef struct Geom:
     Py_ssize_t KD, KH, KW, K           # kernel, K = taps per channel
     Py_ssize_t OD, OH, OW, L, R        # output; L = OD*OH*OW, R = OD*OH rows
     Py_ssize_t sd, sh, sw, dd, dh, dw  # stride, dilation
-    bint direct                        # 1x1x1 kernel, stride 1
+    bint pointwise                     # 1x1x1 kernel, stride 1 (no unfold needed
+                                       # when there is no padding either)
 
 
 cdef inline Geom make_geom(const Py_ssize_t* xs, const Py_ssize_t* ws, const Py_ssize_t* ys,
@@ -27,5 +28,5 @@ cdef inline Geom make_geom(const Py_ssize_t* xs, const Py_ssize_t* ws, const Py_
     g.K = g.KD * g.KH * g.KW
     g.L = g.OD * g.OH * g.OW
     g.R = g.OD * g.OH
-    g.direct = (g.K == 1 and g.sd == 1 and g.sh == 1 and g.sw == 1)
+    g.pointwise = (g.K == 1 and g.sd == 1 and g.sh == 1 and g.sw == 1)
     return g

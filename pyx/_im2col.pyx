@@ -2,9 +2,11 @@
 """im2col-GEMM strategy: unfold (vol2col), BLAS GEMM, fold (col2vol).
 
 Kernels work on 5-D C-contiguous arrays (N, C, D, H, W); 1-D and 2-D problems
-arrive with singleton axes, the input already zero-padded and the kernel already
-flipped where ``flip=True``, so only the *valid*, strided, dilated
-cross-correlation and its adjoints are computed here.
+arrive with singleton axes and the kernel already flipped where ``flip=True``,
+so only the strided, dilated, zero-padded cross-correlation and its adjoints
+are computed here. The input arrives *unpadded*: the unfold writes the zeros
+of the border itself and the fold accumulates only into positions inside the
+input, so no padded copy of x or of grad_x exists.
 
 The column matrix of one image has one row per (input channel c, kernel tap k),
 row index ``c*K + k`` with ``K = KD*KH*KW``, and one column per output position
@@ -15,24 +17,27 @@ block, and per group
 * grad_weight: dW_g (C_out/g x C_in/g*K) += dY_g @ cols_g^T      (over the batch)
 * grad_input:  dcols_g                 = W_g^T @ dY_g, then fold (col2vol)
 
-Work is chunked so the column buffer (``work``, allocated by the Python caller
-from the memory budget) is never exceeded: a chunk is a run of ``rows`` output
-rows (``od*OH + oh``, each OW columns wide) of one image. The caller picks
+Work is cut into *units*: a run of ``rows`` output rows (``od*OH + oh``, each
+OW columns wide) of one image. The caller sizes ``rows`` so one unit's column
+block fits the L2 cache. Two parallel modes (:class:`ParallelMode`):
 
-* mode 0 ("blas"): images and chunks one after another, unfold / fold serial,
-  GEMMs on all BLAS threads (used when there are fewer images than threads);
-* mode 1 ("omp"): images in an OpenMP loop, each thread with its own slice of
+* ``BLAS``: units one after another, unfold / fold serial, GEMMs on all BLAS
+  threads;
+* ``OMP``: units in an OpenMP loop, each thread with its own slice of
   ``work``, GEMMs with BLAS limited to one thread by the caller.
 
 OpenMP and BLAS are never busy at the same time: running an OpenMP unfold
 between multi-threaded GEMMs made the two thread pools spin against each other
 (2.7x slower on 2 cores than a serial unfold). No two threads write the same
-element: per-image outputs are disjoint, fold only writes the image its thread
-owns, and grad_weight in mode 1 accumulates into per-thread partial sums that
-are reduced afterwards.
+element: forward units own disjoint output columns; grad_input is parallel
+over whole images (the folds of two units of one image overlap); grad_weight
+gives thread slot ``t`` the fixed contiguous range of units
+``[t*U/T, (t+1)*U/T)`` and its own partial sum, and the partial sums are added
+in slot order, so the result is bitwise the same on every call with the same
+thread count (whichever OS thread runs a slot).
 
-When the kernel is 1x1x1 with stride 1 the column matrix *is* the input (each
-channel's map, row stride L), so no unfold or fold is done at all.
+When the kernel is 1x1x1 with stride 1 and no padding the column matrix *is*
+the input (each channel's map, row stride L), so no unfold or fold is done.
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
@@ -45,60 +50,105 @@ from _geom cimport Geom, make_geom
 HAVE_OPENMP = bool(FASTCONV_HAVE_OPENMP)
 
 
+cpdef enum ParallelMode:
+    BLAS = 0   # units serial, GEMMs on the BLAS threads
+    OMP = 1    # units on OpenMP threads, single-threaded GEMMs
+
+
 # ---------------------------------------------------------------------------
 # unfold / fold of one channel over output rows [r0, r1)
 # ---------------------------------------------------------------------------
+cdef inline void _col_range(const Geom* g, Py_ssize_t kw, Py_ssize_t* lo,
+                            Py_ssize_t* hi) noexcept nogil:
+    """Output columns [lo, hi) whose tap kw lands inside the unpadded row."""
+    cdef Py_ssize_t off = kw * g.dw - g.pw   # input column of ow = 0
+    cdef Py_ssize_t a = 0, b
+    if off < 0:
+        a = (-off + g.sw - 1) // g.sw
+    if g.W - 1 - off < 0:
+        b = 0
+    else:
+        b = (g.W - 1 - off) // g.sw + 1
+    if b > g.OW:
+        b = g.OW
+    if a > g.OW:
+        a = g.OW
+    if b < a:
+        b = a
+    lo[0] = a
+    hi[0] = b
+
+
 cdef void _unfold_channel(const floating* xc, floating* dst, Py_ssize_t ld,
                           const Geom* g, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
-    """dst[k, (r - r0)*OW + ow] = xc[od*sd + kd*dd, oh*sh + kh*dh, ow*sw + kw*dw]."""
-    cdef Py_ssize_t kd, kh, kw, r, od, oh, ow, OW = g.OW, sw = g.sw
+    """dst[k, (r - r0)*OW + ow] = x[od*sd + kd*dd - pd, oh*sh + kh*dh - ph, ow*sw + kw*dw - pw],
+    zero where that position is in the padding."""
+    cdef Py_ssize_t kd, kh, kw, r, od, oh, ow, i_d, i_h, lo, hi, off
+    cdef Py_ssize_t OW = g.OW, sw = g.sw
     cdef const floating* src
     cdef floating* d
     cdef floating* drow = dst
     for kd in range(g.KD):
         for kh in range(g.KH):
             for kw in range(g.KW):
+                _col_range(g, kw, &lo, &hi)
+                off = kw * g.dw - g.pw
                 for r in range(r0, r1):
                     od = r // g.OH
                     oh = r - od * g.OH
-                    src = xc + ((od * g.sd + kd * g.dd) * g.H
-                                + oh * g.sh + kh * g.dh) * g.W + kw * g.dw
+                    i_d = od * g.sd + kd * g.dd - g.pd
+                    i_h = oh * g.sh + kh * g.dh - g.ph
                     d = drow + (r - r0) * OW
+                    if i_d < 0 or i_d >= g.D or i_h < 0 or i_h >= g.H or lo == hi:
+                        memset(d, 0, OW * sizeof(floating))
+                        continue
+                    if lo > 0:
+                        memset(d, 0, lo * sizeof(floating))
+                    if hi < OW:
+                        memset(d + hi, 0, (OW - hi) * sizeof(floating))
+                    src = xc + (i_d * g.H + i_h) * g.W + (lo * sw + off)
                     if sw == 1:
-                        memcpy(d, src, OW * sizeof(floating))
+                        memcpy(d + lo, src, (hi - lo) * sizeof(floating))
                     else:
-                        for ow in range(OW):
-                            d[ow] = src[ow * sw]
+                        for ow in range(hi - lo):
+                            d[lo + ow] = src[ow * sw]
                 drow += ld
 
 
 cdef void _fold_channel(const floating* src, Py_ssize_t ld, floating* gxc,
                         const Geom* g, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
-    """Adjoint of _unfold_channel: gxc[...] += src[k, (r - r0)*OW + ow]."""
-    cdef Py_ssize_t kd, kh, kw, r, od, oh, ow, OW = g.OW, sw = g.sw
+    """Adjoint of _unfold_channel: gxc[...] += src[k, (r - r0)*OW + ow], padding dropped."""
+    cdef Py_ssize_t kd, kh, kw, r, od, oh, ow, i_d, i_h, lo, hi, off
+    cdef Py_ssize_t OW = g.OW, sw = g.sw
     cdef const floating* srow = src
     cdef const floating* s
     cdef floating* d
     for kd in range(g.KD):
         for kh in range(g.KH):
             for kw in range(g.KW):
+                _col_range(g, kw, &lo, &hi)
+                off = kw * g.dw - g.pw
                 for r in range(r0, r1):
                     od = r // g.OH
                     oh = r - od * g.OH
-                    d = gxc + ((od * g.sd + kd * g.dd) * g.H
-                               + oh * g.sh + kh * g.dh) * g.W + kw * g.dw
-                    s = srow + (r - r0) * OW
+                    i_d = od * g.sd + kd * g.dd - g.pd
+                    i_h = oh * g.sh + kh * g.dh - g.ph
+                    if i_d < 0 or i_d >= g.D or i_h < 0 or i_h >= g.H:
+                        continue
+                    d = gxc + (i_d * g.H + i_h) * g.W + (lo * sw + off)
+                    s = srow + (r - r0) * OW + lo
                     if sw == 1:
-                        for ow in range(OW):
+                        for ow in range(hi - lo):
                             d[ow] += s[ow]
                     else:
-                        for ow in range(OW):
+                        for ow in range(hi - lo):
                             d[ow * sw] += s[ow]
                 srow += ld
 
 
 # ---------------------------------------------------------------------------
-# per-chunk GEMMs (one image, output rows [r0, r1))
+# per-unit GEMMs (one image, output rows [r0, r1)); cols points at column r0*OW
+# of a matrix whose rows are ldc apart
 # ---------------------------------------------------------------------------
 cdef void _fwd_gemms(const floating* cols, Py_ssize_t ldc, const floating* w,
                      floating* y_img, const Geom* g, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
@@ -121,19 +171,23 @@ cdef void _gw_gemms(const floating* cols, Py_ssize_t ldc, const floating* gy_img
 
 
 cdef void _gin_gemms(const floating* gy_img, const floating* w, floating* dcols,
-                     Py_ssize_t ldc, floating beta, const Geom* g,
-                     Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+                     Py_ssize_t ldc, const Geom* g, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
     cdef Py_ssize_t grp, CK = g.CIG * g.K, n = (r1 - r0) * g.OW
     for grp in range(g.G):
         gemm_rm(TransT, NoTrans, <int>CK, <int>n, <int>g.COG,
                 <floating>1, w + grp * g.COG * CK, <int>CK,
                 gy_img + grp * g.COG * g.L + r0 * g.OW, <int>g.L,
-                beta, dcols + grp * CK * ldc, <int>ldc)
+                <floating>0, dcols + grp * CK * ldc, <int>ldc)
 
 
 # ---------------------------------------------------------------------------
-# one image, all its row chunks (mode 1 body; mode 0 parallelizes inside)
+# one unit of each op
 # ---------------------------------------------------------------------------
+cdef inline bint _no_unfold(const Geom* g) noexcept nogil:
+    """1x1x1, stride 1, no padding: the input is its own column matrix."""
+    return g.pointwise and g.pd == 0 and g.ph == 0 and g.pw == 0
+
+
 cdef void _unfold_image(const floating* x_img, floating* cols, Py_ssize_t ldc,
                         const Geom* g, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
     cdef Py_ssize_t c, CHW = g.D * g.H * g.W
@@ -148,150 +202,248 @@ cdef void _fold_image(const floating* dcols, Py_ssize_t ldc, floating* gx_img,
         _fold_channel(dcols + c * g.K * ldc, ldc, gx_img + c * CHW, g, r0, r1)
 
 
-cdef void _fwd_image(const floating* x, const floating* w, floating* y, floating* cols,
-                     const Geom* g, Py_ssize_t n, Py_ssize_t rows) noexcept nogil:
-    cdef Py_ssize_t r0, r1, ldc
+cdef void _fwd_unit(const floating* x, const floating* w, floating* y, floating* cols,
+                    const Geom* g, Py_ssize_t n, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
     cdef const floating* x_img = x + n * g.C * g.D * g.H * g.W
     cdef floating* y_img = y + n * g.CO * g.L
-    if g.direct:
-        _fwd_gemms(x_img, g.L, w, y_img, g, 0, g.R)
+    cdef Py_ssize_t ldc = (r1 - r0) * g.OW
+    if _no_unfold(g):
+        _fwd_gemms(x_img + r0 * g.OW, g.L, w, y_img, g, r0, r1)
         return
-    r0 = 0
-    while r0 < g.R:
-        r1 = min(r0 + rows, g.R)
-        ldc = (r1 - r0) * g.OW
-        _unfold_image(x_img, cols, ldc, g, r0, r1)
-        _fwd_gemms(cols, ldc, w, y_img, g, r0, r1)
-        r0 = r1
+    _unfold_image(x_img, cols, ldc, g, r0, r1)
+    _fwd_gemms(cols, ldc, w, y_img, g, r0, r1)
 
 
-cdef void _gw_image(const floating* x, const floating* gy, floating* gw, floating* cols,
-                    const Geom* g, Py_ssize_t n, Py_ssize_t rows) noexcept nogil:
-    cdef Py_ssize_t r0, r1, ldc
+cdef void _gw_unit(const floating* x, const floating* gy, floating* gw, floating* cols,
+                   const Geom* g, Py_ssize_t n, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
     cdef const floating* x_img = x + n * g.C * g.D * g.H * g.W
     cdef const floating* gy_img = gy + n * g.CO * g.L
-    if g.direct:
-        _gw_gemms(x_img, g.L, gy_img, gw, g, 0, g.R)
+    cdef Py_ssize_t ldc = (r1 - r0) * g.OW
+    if _no_unfold(g):
+        _gw_gemms(x_img + r0 * g.OW, g.L, gy_img, gw, g, r0, r1)
         return
-    r0 = 0
-    while r0 < g.R:
-        r1 = min(r0 + rows, g.R)
-        ldc = (r1 - r0) * g.OW
-        _unfold_image(x_img, cols, ldc, g, r0, r1)
-        _gw_gemms(cols, ldc, gy_img, gw, g, r0, r1)
-        r0 = r1
+    _unfold_image(x_img, cols, ldc, g, r0, r1)
+    _gw_gemms(cols, ldc, gy_img, gw, g, r0, r1)
 
 
 cdef void _gin_image(const floating* gy, const floating* w, floating* gx, floating* cols,
                      const Geom* g, Py_ssize_t n, Py_ssize_t rows) noexcept nogil:
+    """All units of image n (their folds overlap, so one thread does them all)."""
     cdef Py_ssize_t r0, r1, ldc
     cdef const floating* gy_img = gy + n * g.CO * g.L
     cdef floating* gx_img = gx + n * g.C * g.D * g.H * g.W
-    if g.direct:
-        # padded input == output grid: W^T @ dY lands straight in grad_input
-        _gin_gemms(gy_img, w, gx_img, g.L, <floating>0, g, 0, g.R)
+    r0 = 0
+    if _no_unfold(g):
+        # the input grid is the output grid: W^T @ dY lands straight in grad_input
+        _gin_gemms(gy_img, w, gx_img, g.L, g, 0, g.R)
         return
     memset(gx_img, 0, g.C * g.D * g.H * g.W * sizeof(floating))
-    r0 = 0
     while r0 < g.R:
         r1 = min(r0 + rows, g.R)
         ldc = (r1 - r0) * g.OW
-        _gin_gemms(gy_img, w, cols, ldc, <floating>0, g, r0, r1)
+        _gin_gemms(gy_img, w, cols, ldc, g, r0, r1)
         _fold_image(cols, ldc, gx_img, g, r0, r1)
         r0 = r1
 
 
 # ---------------------------------------------------------------------------
-# Python entry points
+# argument checks (cheap, before nogil: bounds checking is off in the kernels)
 # ---------------------------------------------------------------------------
+cdef Geom _checked_geom(const Py_ssize_t* xs, const Py_ssize_t* ws, const Py_ssize_t* ys,
+                        tuple stride, tuple dilation, tuple padding, int groups,
+                        Py_ssize_t rows, int n_threads) except *:
+    """Geom of (input xs, weight ws, output ys) or ValueError when they disagree."""
+    cdef Geom g
+    cdef Py_ssize_t i, span, size
+    cdef tuple pads
+    if len(stride) != 3 or len(dilation) != 3 or len(padding) != 3:
+        raise ValueError("stride, dilation and padding must have 3 entries")
+    if groups < 1 or ws[0] % groups or xs[1] != ws[1] * groups:
+        raise ValueError(f"groups={groups} does not fit input channels {xs[1]}, "
+                         f"weight shape {tuple(ws[i] for i in range(5))}")
+    if xs[0] != ys[0] or ys[1] != ws[0]:
+        raise ValueError(f"output shape {tuple(ys[i] for i in range(5))} does not match "
+                         f"input {tuple(xs[i] for i in range(5))} and weight "
+                         f"{tuple(ws[i] for i in range(5))}")
+    if rows < 1 or n_threads < 1:
+        raise ValueError(f"rows ({rows}) and n_threads ({n_threads}) must be >= 1")
+    for i in range(3):
+        pads = padding[i]
+        if stride[i] < 1 or dilation[i] < 1 or pads[0] < 0 or pads[1] < 0:
+            raise ValueError(f"bad stride {stride}, dilation {dilation} or padding {padding}")
+        span = dilation[i] * (ws[2 + i] - 1) + 1
+        size = xs[2 + i] + pads[0] + pads[1]
+        if size < span or ys[2 + i] != (size - span) // stride[i] + 1:
+            raise ValueError(f"output shape {tuple(ys[i] for i in range(5))} is not the "
+                             f"convolution of input {tuple(xs[i] for i in range(5))} with "
+                             f"weight {tuple(ws[i] for i in range(5))}, stride {stride}, "
+                             f"dilation {dilation}, padding {padding}")
+    g = make_geom(xs, ws, ys, stride, dilation, groups)
+    g.pd, g.ph, g.pw = padding[0][0], padding[1][0], padding[2][0]
+    return g
+
+
 cdef int _check_work(Py_ssize_t have, Py_ssize_t need) except -1:
     if have < need:
         raise ValueError(f"im2col workspace has {have} elements, needs {need}")
     return 0
 
 
-def forward(const floating[:, :, :, :, ::1] xp,  # IN  (N, C_in, D, H, W), padded
-            const floating[:, :, :, :, ::1] w,   # IN  (C_out, C_in/g, KD, KH, KW)
-            floating[:, :, :, :, ::1] y,         # OUT (N, C_out, OD, OH, OW)
-            floating[::1] work,                  # scratch, >= slots*C_in*K*rows*OW
-            tuple stride, tuple dilation, int groups,
-            Py_ssize_t rows, int mode, int n_threads):
-    """y = valid strided dilated cross-correlation of xp with w (see module doc).
+cdef Py_ssize_t _per_slot(const Geom* g, Py_ssize_t rows) noexcept:
+    return 0 if _no_unfold(g) else g.C * g.K * rows * g.OW
 
-    ``rows``: output rows per chunk; ``mode`` 0 = serial loop, GEMMs on the BLAS
-    threads; 1 = OpenMP over images on ``n_threads`` threads, one column buffer
-    each (the caller limits BLAS to one thread). ``work`` needs
-    C_in*K*rows*OW elements per buffer (none for a 1x1x1 stride-1 kernel).
+
+# ---------------------------------------------------------------------------
+# Python entry points
+# ---------------------------------------------------------------------------
+def forward(const floating[:, :, :, :, ::1] x,  # IN  (N, C_in, D, H, W), unpadded
+            const floating[:, :, :, :, ::1] w,  # IN  (C_out, C_in/g, KD, KH, KW)
+            floating[:, :, :, :, ::1] y,        # OUT (N, C_out, OD, OH, OW)
+            floating[::1] work,                 # scratch, >= slots*C_in*K*rows*OW
+            tuple stride, tuple dilation, tuple padding, int groups,
+            Py_ssize_t rows, ParallelMode mode, int n_threads):
+    """y = strided dilated cross-correlation of zero-padded x with w (see module doc).
+
+    ``padding``: three (before, after) pairs. ``rows``: output rows per unit;
+    ``mode``: :class:`ParallelMode`. ``work`` needs C_in*K*rows*OW elements per
+    slot (one slot in BLAS mode, ``n_threads`` in OMP mode; none when there is
+    no unfold).
     """
-    cdef Geom g = make_geom(xp.shape, w.shape, y.shape, stride, dilation, groups)
-    cdef Py_ssize_t n, per = 0 if g.direct else g.C * g.K * rows * g.OW
+    cdef Geom g = _checked_geom(x.shape, w.shape, y.shape, stride, dilation, padding,
+                                groups, rows, n_threads)
+    cdef Py_ssize_t u, n, r0, per = _per_slot(&g, rows)
+    cdef Py_ssize_t nch = (g.R + rows - 1) // rows, U = g.N * nch
+    _check_work(work.shape[0], per * (n_threads if mode == OMP else 1))
+    if U == 0 or g.L == 0:
+        return
     cdef floating* wk = &work[0] if work.shape[0] else NULL
-    _check_work(work.shape[0], per * (n_threads if mode == 1 else 1))
     with nogil:
-        if mode == 1:
-            for n in prange(g.N, num_threads=n_threads, schedule="dynamic"):
-                _fwd_image(&xp[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &y[0, 0, 0, 0, 0],
-                           wk + threadid() * per, &g, n, rows)
+        if mode == OMP:
+            for u in prange(U, num_threads=n_threads, schedule="dynamic"):
+                n = u // nch
+                r0 = (u - n * nch) * rows
+                _fwd_unit(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &y[0, 0, 0, 0, 0],
+                          wk + threadid() * per, &g, n, r0, min(r0 + rows, g.R))
         else:
-            for n in range(g.N):
-                _fwd_image(&xp[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &y[0, 0, 0, 0, 0],
-                           wk, &g, n, rows)
+            for u in range(U):
+                n = u // nch
+                r0 = (u - n * nch) * rows
+                _fwd_unit(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &y[0, 0, 0, 0, 0],
+                          wk, &g, n, r0, min(r0 + rows, g.R))
 
 
 def grad_input(const floating[:, :, :, :, ::1] gy,  # IN  (N, C_out, OD, OH, OW)
                const floating[:, :, :, :, ::1] w,   # IN  (C_out, C_in/g, KD, KH, KW)
-               floating[:, :, :, :, ::1] gxp,       # OUT (N, C_in, D, H, W), padded
+               floating[:, :, :, :, ::1] gx,        # OUT (N, C_in, D, H, W), unpadded
                floating[::1] work,
-               tuple stride, tuple dilation, int groups,
-               Py_ssize_t rows, int mode, int n_threads):
-    """gxp = adjoint of forward w.r.t. the padded input (GEMM, then col2vol)."""
-    cdef Geom g = make_geom(gxp.shape, w.shape, gy.shape, stride, dilation, groups)
-    cdef Py_ssize_t n, per = 0 if g.direct else g.C * g.K * rows * g.OW
+               tuple stride, tuple dilation, tuple padding, int groups,
+               Py_ssize_t rows, ParallelMode mode, int n_threads):
+    """gx = adjoint of forward w.r.t. the unpadded input (GEMM, then col2vol)."""
+    cdef Geom g = _checked_geom(gx.shape, w.shape, gy.shape, stride, dilation, padding,
+                                groups, rows, n_threads)
+    cdef Py_ssize_t n, per = _per_slot(&g, rows)
+    _check_work(work.shape[0], per * (n_threads if mode == OMP else 1))
+    if g.N == 0 or g.C * g.D * g.H * g.W == 0:
+        return
+    if g.L == 0:
+        gx[...] = 0
+        return
     cdef floating* wk = &work[0] if work.shape[0] else NULL
-    _check_work(work.shape[0], per * (n_threads if mode == 1 else 1))
     with nogil:
-        if mode == 1:
+        if mode == OMP:
             for n in prange(g.N, num_threads=n_threads, schedule="dynamic"):
-                _gin_image(&gy[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &gxp[0, 0, 0, 0, 0],
+                _gin_image(&gy[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &gx[0, 0, 0, 0, 0],
                            wk + threadid() * per, &g, n, rows)
         else:
             for n in range(g.N):
-                _gin_image(&gy[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &gxp[0, 0, 0, 0, 0],
+                _gin_image(&gy[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &gx[0, 0, 0, 0, 0],
                            wk, &g, n, rows)
 
 
-def grad_weight(const floating[:, :, :, :, ::1] xp,  # IN  (N, C_in, D, H, W), padded
+def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C_in, D, H, W), unpadded
                 const floating[:, :, :, :, ::1] gy,  # IN  (N, C_out, OD, OH, OW)
                 floating[:, :, :, :, ::1] gw,        # OUT (C_out, C_in/g, KD, KH, KW)
-                floating[::1] work,                  # cols (+ partial sums in mode 1)
-                tuple stride, tuple dilation, int groups,
-                Py_ssize_t rows, int mode, int n_threads):
-    """gw = sum over the batch of dY_g @ cols_g^T (see module doc)."""
-    cdef Geom g = make_geom(xp.shape, gw.shape, gy.shape, stride, dilation, groups)
-    cdef Py_ssize_t n, t, i, per = 0 if g.direct else g.C * g.K * rows * g.OW
+                floating[::1] work,                  # cols (+ partial sums in OMP mode)
+                tuple stride, tuple dilation, tuple padding, int groups,
+                Py_ssize_t rows, ParallelMode mode, int n_threads):
+    """gw = sum over the batch of dY_g @ cols_g^T (see module doc).
+
+    In OMP mode ``work`` holds ``n_threads`` column slots and ``n_threads - 1``
+    partial sums of gw (slot 0 accumulates into gw itself); the result is the
+    same bit for bit on every call with the same arguments.
+    """
+    cdef Geom g = _checked_geom(x.shape, gw.shape, gy.shape, stride, dilation, padding,
+                                groups, rows, n_threads)
+    cdef Py_ssize_t t, i, j, u, u0, u1, n, r0, per = _per_slot(&g, rows)
+    cdef Py_ssize_t nch = (g.R + rows - 1) // rows, U = g.N * nch
     cdef Py_ssize_t wsz = g.CO * g.CIG * g.K
+    cdef Py_ssize_t T = n_threads if mode == OMP else 1
+    if T > U:
+        T = max(U, 1)
+    _check_work(work.shape[0], per * T + wsz * (T - 1))
     cdef floating* wk = &work[0] if work.shape[0] else NULL
-    cdef floating* part
-    cdef floating* out = &gw[0, 0, 0, 0, 0]
-    cdef floating s
-    if mode == 1:
-        _check_work(work.shape[0], (per + wsz) * n_threads)
-    else:
-        _check_work(work.shape[0], per)
+    cdef floating* part = wk + T * per if wk != NULL else NULL
+    cdef floating* out = &gw[0, 0, 0, 0, 0] if wsz else NULL
+    cdef floating* acc
+    if wsz == 0:
+        return
     with nogil:
-        if mode == 1:
-            part = wk + n_threads * per
-            memset(part, 0, n_threads * wsz * sizeof(floating))
-            for n in prange(g.N, num_threads=n_threads, schedule="dynamic"):
-                _gw_image(&xp[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0], part + threadid() * wsz,
-                          wk + threadid() * per, &g, n, rows)
-            for i in prange(wsz, num_threads=n_threads, schedule="static"):
-                s = 0
-                for t in range(n_threads):
-                    s = s + part[t * wsz + i]
-                out[i] = s
+        if T > 1:
+            for t in prange(T, num_threads=T, schedule="static", chunksize=1):
+                acc = out if t == 0 else part + (t - 1) * wsz
+                memset(acc, 0, wsz * sizeof(floating))
+                u0 = t * U // T
+                u1 = (t + 1) * U // T
+                for u in range(u0, u1):
+                    n = u // nch
+                    r0 = (u - n * nch) * rows
+                    _gw_unit(&x[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0], acc,
+                             wk + t * per, &g, n, r0, min(r0 + rows, g.R))
+            for i in prange(wsz, num_threads=T, schedule="static"):
+                for j in range(1, T):
+                    out[i] = out[i] + part[(j - 1) * wsz + i]
         else:
             memset(out, 0, wsz * sizeof(floating))
-            for n in range(g.N):
-                _gw_image(&xp[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0], out,
-                          wk, &g, n, rows)
+            for u in range(U):
+                n = u // nch
+                r0 = (u - n * nch) * rows
+                _gw_unit(&x[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0], out,
+                         wk, &g, n, r0, min(r0 + rows, g.R))
+
+
+# ---------------------------------------------------------------------------
+# test wrappers: the unfold and fold of one image, to test them as adjoints
+# ---------------------------------------------------------------------------
+def unfold(const floating[:, :, :, :, ::1] x,  # IN  (1, C, D, H, W), unpadded
+           floating[:, ::1] cols,              # OUT (C*K, L)
+           tuple kernel, tuple out_spatial, tuple stride, tuple dilation, tuple padding):
+    """cols = the column matrix of image 0 of x (zero where a tap is in the padding)."""
+    cdef Py_ssize_t ws[5]
+    cdef Py_ssize_t ys[5]
+    cdef Geom g
+    ws[0], ws[1], ws[2], ws[3], ws[4] = 1, x.shape[1], kernel[0], kernel[1], kernel[2]
+    ys[0], ys[1], ys[2], ys[3], ys[4] = x.shape[0], 1, out_spatial[0], out_spatial[1], out_spatial[2]
+    g = _checked_geom(x.shape, ws, ys, stride, dilation, padding, 1, 1, 1)
+    if x.shape[0] != 1 or cols.shape[0] != g.C * g.K or cols.shape[1] != g.L:
+        raise ValueError(f"unfold: x must hold one image and cols be ({g.C * g.K}, {g.L}), "
+                         f"got {x.shape[0]} images and ({cols.shape[0]}, {cols.shape[1]})")
+    if g.L and g.C * g.K:
+        _unfold_image(&x[0, 0, 0, 0, 0], &cols[0, 0], g.L, &g, 0, g.R)
+
+
+def fold(const floating[:, ::1] cols,          # IN  (C*K, L)
+         floating[:, :, :, :, ::1] gx,         # OUT (1, C, D, H, W), unpadded
+         tuple kernel, tuple out_spatial, tuple stride, tuple dilation, tuple padding):
+    """gx = the adjoint of :func:`unfold` applied to cols (overwrites gx)."""
+    cdef Py_ssize_t ws[5]
+    cdef Py_ssize_t ys[5]
+    cdef Geom g
+    ws[0], ws[1], ws[2], ws[3], ws[4] = 1, gx.shape[1], kernel[0], kernel[1], kernel[2]
+    ys[0], ys[1], ys[2], ys[3], ys[4] = gx.shape[0], 1, out_spatial[0], out_spatial[1], out_spatial[2]
+    g = _checked_geom(gx.shape, ws, ys, stride, dilation, padding, 1, 1, 1)
+    if gx.shape[0] != 1 or cols.shape[0] != g.C * g.K or cols.shape[1] != g.L:
+        raise ValueError(f"fold: gx must hold one image and cols be ({g.C * g.K}, {g.L}), "
+                         f"got {gx.shape[0]} images and ({cols.shape[0]}, {cols.shape[1]})")
+    gx[...] = 0
+    if g.L and g.C * g.K:
+        _fold_image(&cols[0, 0], g.L, &gx[0, 0, 0, 0, 0], &g, 0, g.R)

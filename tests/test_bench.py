@@ -7,7 +7,10 @@ import time
 import pytest
 
 import fastconv
-from fastconv import _bench, _layers
+from fastconv.bench import layers as _layers
+from fastconv.bench import run as _run
+from fastconv.bench.schema import load_schema, validate_results
+from fastconv.bench.timing import time_interleaved
 from fastconv.cli import main
 
 
@@ -23,7 +26,7 @@ def test_bench_tiny_writes_report_json_and_plots(tmp_path, capsys):
     assert rc == 0
     assert (out / "report.md").is_file()
     obj = _load(out)
-    assert _bench.validate_results(obj)
+    assert validate_results(obj)
     assert obj["suite"] == "tiny"
     assert {lay["name"] for lay in obj["layers"]} == {"resnet3x3-56", "conv1d"}
     impls = {r["impl"] for r in obj["results"]}
@@ -58,7 +61,7 @@ def test_bench_without_matplotlib(tmp_path, monkeypatch, capsys):
                "--repeat", "1", "--out", str(out)])
     assert rc == 0
     obj = _load(out)
-    _bench.validate_results(obj)
+    validate_results(obj)
     assert obj["plots"] == []
     assert "matplotlib" in obj["plots_skipped"]
     assert {r["impl"] for r in obj["results"]} == {"direct", "auto"}
@@ -68,33 +71,33 @@ def test_bench_without_matplotlib(tmp_path, monkeypatch, capsys):
 
 
 def test_validator_rejects_bad_results(tmp_path):
-    _bench.run(size="tiny", names=["depthwise"], ops=("forward",), impls=["direct"], peers=(),
+    _run.run(size="tiny", names=["depthwise"], ops=("forward",), impls=["direct"], peers=(),
                out=str(tmp_path), repeat=1, sweep=False, plots=False)
     good = _load(tmp_path)
-    _bench.validate_results(good)
+    validate_results(good)
     bad = copy.deepcopy(good)
     del bad["ceiling"]
     with pytest.raises(ValueError, match="ceiling"):
-        _bench.validate_results(bad)
+        validate_results(bad)
     bad = copy.deepcopy(good)
     bad["results"][0]["status"] = "fine"
     with pytest.raises(ValueError, match=r"results\[0\]\.status"):
-        _bench.validate_results(bad)
+        validate_results(bad)
     bad = copy.deepcopy(good)
     bad["results"][0]["best_s"] = "fast"
     with pytest.raises(ValueError, match="best_s"):
-        _bench.validate_results(bad)
+        validate_results(bad)
     bad = copy.deepcopy(good)
     bad["schema"] = "fastconv-bench/0"
     with pytest.raises(ValueError):
-        _bench.validate_results(bad)
+        validate_results(bad)
 
 
 def test_results_validate_with_jsonschema_too(tmp_path):
     jsonschema = pytest.importorskip("jsonschema")
-    _bench.run(size="tiny", names=["conv3d"], ops=("grad_weight",), peers=(),
+    _run.run(size="tiny", names=["conv3d"], ops=("grad_weight",), peers=(),
                out=str(tmp_path), repeat=1, sweep=False, plots=False)
-    jsonschema.validate(_load(tmp_path), _bench.load_schema())
+    jsonschema.validate(_load(tmp_path), load_schema())
 
 
 def test_time_interleaved():
@@ -103,7 +106,7 @@ def test_time_interleaved():
     def boom():
         raise RuntimeError("nope")
 
-    times, warm, errors = _bench.time_interleaved(
+    times, warm, errors = time_interleaved(
         {"a": lambda: calls.append("a"), "b": lambda: calls.append("b"), "c": boom}, repeat=3)
     assert len(times["a"]) >= 3 and len(times["b"]) >= 3
     assert set(warm) == {"a", "b"} and isinstance(errors["c"], RuntimeError)
@@ -111,7 +114,7 @@ def test_time_interleaved():
     assert calls[:6] == ["a", "b", "b", "a", "a", "b"]
     # a call slower than max_time runs once: its warm-up is its only sample
     slow = []
-    times, warm, _ = _bench.time_interleaved(
+    times, warm, _ = time_interleaved(
         {"slow": lambda: slow.append(time.sleep(0.02)), "fast": lambda: None},
         repeat=3, max_time=0.01)
     assert len(slow) == 1 and times["slow"] == [warm["slow"]]

@@ -56,8 +56,10 @@ PATH_CASES = {
     # 2-D depthwise with stride
     "2d_depthwise": ((2, 6, 13, 10), (6, 1, 3, 5),
                      dict(stride=(1, 2), padding=(1, 2), groups=6)),
-    # 1x1 kernel, stride 1, padded: the no-unfold path (padded input is the column matrix)
-    "2d_pointwise": ((3, 6, 7, 5), (8, 3, 1, 1), dict(padding=(1, 0), groups=2)),
+    # 1x1 kernel, stride 1, padded: unfolds (the border needs zeros)
+    "2d_pointwise_padded": ((3, 6, 7, 5), (8, 3, 1, 1), dict(padding=(1, 0), groups=2)),
+    # 1x1 kernel, stride 1, unpadded: the no-unfold path (the input is the column matrix)
+    "2d_pointwise": ((3, 6, 7, 5), (8, 3, 1, 1), dict(groups=2)),
     # 1x1 kernel with stride: needs the unfold (subsampling)
     "2d_pointwise_strided": ((2, 5, 9, 7), (4, 5, 1, 1), dict(stride=(2, 3))),
 }
@@ -74,14 +76,14 @@ def test_paths_match_reference(rng, op, case, threads, budget, dtype):
     opts = dict(n_threads=threads)
     if budget == "one_row":
         # exactly one output row per thread: the smallest chunking there is
-        # (with 2 threads every case runs OpenMP over images, and grad_weight
-        # then also keeps one partial sum of the weight gradient per thread)
+        # (with 2 threads every case runs OpenMP over units, and grad_weight
+        # then also keeps one partial sum of the weight gradient per extra thread)
         _, row_elems, wsz = im2col._geometry(spec)
-        part = wsz if op == "grad_weight" and threads > 1 else 0
-        opts["memory_budget"] = max(1, threads * (row_elems + part) * spec.itemsize)
+        part = wsz * (threads - 1) if op == "grad_weight" else 0
+        opts["memory_budget"] = max(1, (threads * row_elems + part) * spec.itemsize)
     with fastconv.config(**opts):
         plan = im2col._plan(spec, op, threads, fastconv.get_config().memory_budget)
-        if budget == "one_row" and not im2col._is_direct(spec):
+        if budget == "one_row" and not im2col._no_unfold(spec):
             assert plan.rows == 1
         got = _run(op, x, w, gy, kw)
     assert_close(got, _oracle(op, x, w, gy, kw), dtype=dtype, strategy="im2col", spec=spec,
@@ -144,3 +146,80 @@ def test_bounded_workspace_large_layer(op):
     assert bounded.shape == unbounded.shape
     scale = float(np.abs(unbounded).max())
     np.testing.assert_allclose(bounded, unbounded, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_grad_weight_is_bitwise_deterministic():
+    """30 identical calls give one result (issue: 4 different ones before), in
+    both parallel modes; the two modes agree to rounding."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((5, 3, 28, 28)).astype(np.float32)
+    gy = rng.standard_normal((5, 4, 14, 14)).astype(np.float32)
+    results = {}
+    for mode in ("omp", "blas"):
+        with fastconv.config(n_threads=2), im2col.parallel_mode(mode):
+            first = fgrad.conv2d_weight(x, (4, 3, 3, 3), gy, stride=2, padding=1,
+                                        strategy="im2col")
+            for _ in range(29):
+                again = fgrad.conv2d_weight(x, (4, 3, 3, 3), gy, stride=2, padding=1,
+                                            strategy="im2col")
+                np.testing.assert_array_equal(again, first)
+        results[mode] = first
+    exact = ref.conv_grad_weight(x.astype(np.float64), (4, 3, 3, 3), gy.astype(np.float64),
+                                 stride=2, padding=1)
+    for got in results.values():
+        np.testing.assert_allclose(got, exact, rtol=1e-4, atol=1e-5 * np.abs(exact).max())
+
+
+@pytest.mark.parametrize("mode", ["omp", "blas", im2col.ParallelMode.OMP])
+def test_parallel_mode_can_be_forced(rng, mode):
+    spec = make_spec((3, 4, 9, 9), (5, 4, 3, 3), padding=1, dtype=np.float32)
+    with fastconv.config(n_threads=2), im2col.parallel_mode(mode):
+        plan = im2col._plan(spec, "forward", 2, fastconv.get_config().memory_budget)
+    want = mode if isinstance(mode, im2col.ParallelMode) else im2col.ParallelMode[mode.upper()]
+    assert plan.mode == want
+    with pytest.raises(ValueError, match="parallel mode"):
+        with im2col.parallel_mode("gpu"):
+            pass
+
+
+def test_units_sized_to_l2_and_workspace_kept(rng):
+    """A unit's column block fits L2 whatever the budget; the buffer is reused."""
+    spec = make_spec((4, 48, 80, 80), (48, 48, 5, 5), padding=2, dtype=np.float32)
+    _, row_elems, _ = im2col._geometry(spec)
+    plan = im2col._plan(spec, "forward", 2, 256 * MiB)
+    assert plan.rows * row_elems * 4 <= max(im2col.L2_BYTES, row_elems * 4)
+    assert plan.nbytes == plan.threads * plan.rows * row_elems * 4
+    x = random_array(rng, (2, 8, 12, 12), np.float32)
+    w = random_array(rng, (4, 8, 3, 3), np.float32)
+    im2col.release_workspace()
+    fastconv.conv2d(x, w, padding=1, strategy="im2col")
+    kept = im2col._kept.buf
+    assert kept is not None
+    fastconv.conv2d(x, w, padding=1, strategy="im2col")
+    assert im2col._kept.buf is kept
+    # a smaller budget than the kept buffer replaces it
+    with fastconv.config(memory_budget=max(1, kept.nbytes - 1)):
+        fastconv.conv2d(x, w, padding=1, strategy="im2col")
+    assert im2col._kept.buf is not kept and im2col._kept.buf.nbytes < kept.nbytes
+
+
+def test_workspace_is_exact_under_tracemalloc(rng):
+    """Peak traced memory beyond inputs and output is what workspace() says."""
+    x = random_array(rng, (4, 16, 40, 40), np.float32)
+    w = random_array(rng, (16, 16, 3, 3), np.float32)
+    gy = random_array(rng, (4, 16, 40, 40), np.float32)
+    spec = make_spec(x.shape, w.shape, padding=1, dtype=np.float32)
+    s = im2col.Im2colStrategy()
+    for op in ("forward", "grad_input", "grad_weight"):
+        with fastconv.config(memory_budget=2 * MiB, n_threads=2):
+            ws = s.workspace(spec, op)
+            im2col.release_workspace()
+            tracemalloc.start()
+            try:
+                out = _run(op, x, w, gy, dict(padding=1))
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+        extra = peak - out.nbytes
+        assert extra <= ws + 64 * 1024, (op, extra, ws)
+        assert ws <= 2 * MiB

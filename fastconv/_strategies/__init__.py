@@ -32,11 +32,14 @@ Adding a strategy means adding a module and one line to ``_REGISTRY``.
 """
 from __future__ import annotations
 
+from .. import _config
 from .direct import DirectStrategy
 from .fft import FFTStrategy
 from .im2col import Im2colStrategy
+from .winograd import WinogradStrategy
 
-_REGISTRY = {s.name: s for s in (DirectStrategy(), Im2colStrategy(), FFTStrategy())}
+_REGISTRY = {s.name: s for s in (DirectStrategy(), Im2colStrategy(), FFTStrategy(),
+                                       WinogradStrategy())}
 
 
 def names():
@@ -55,3 +58,8 @@ def get(name):
 
 def all_strategies():
     return tuple(_REGISTRY.values())
+
+
+# fastconv._config checks ``strategy=`` against these names without importing
+# this package (which imports it): no import cycle.
+_config.strategy_names = names

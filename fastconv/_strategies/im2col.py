@@ -1,33 +1,46 @@
 """im2col-GEMM strategy: unfold to a column matrix, then BLAS GEMMs per image and group.
 
 The Cython kernels (``pyx/_im2col.pyx``) do the unfold (vol2col), fold
-(col2vol) and call sgemm/dgemm without the GIL. This module plans the work so
-the column buffer stays within ``fastconv.config(memory_budget=...)``:
+(col2vol) and call sgemm/dgemm without the GIL. The strategy pads inside
+(``pads_inside``): the unfold writes the zero border itself and the fold drops
+it, so the input is never copied into a padded array and grad_input is
+returned at the input's shape.
 
-* the batch is processed one image at a time (or one image per thread), and
-  when a single image's column matrix is larger than the budget, in chunks of
-  output rows (``od*OH + oh``);
-* the buffer is allocated here with NumPy (so ``tracemalloc`` and the budget see
-  it) and handed to the kernels;
-* if not even one output row fits, :class:`MemoryError` states the bytes needed
-  and the budget.
+Work is cut into *units* of ``rows`` output rows (``od*OH + oh``) of one image,
+sized so that one unit's column block fits the L2 cache of a core (read from
+the machine; 1 MiB when unknown). Sizing the chunks to the memory budget
+instead (one whole image, 23-29 MiB on the benchmark layers) made the unfold
+and the GEMM's packing stream from DRAM: measured on 2 cores, a 4 MiB budget
+alone took a 5x5 layer's forward from 70 to 42 ms and a 3-D grad_weight from
+8.6 to 4.9 ms. The column buffers are kept between calls, one set per Python
+thread (:class:`threading.local`), so calls do not page-fault fresh buffers;
+a kept buffer never exceeds the memory budget of the call that made it, and is
+replaced when a later call has a smaller budget.
 
-Threading: with at least two images and two threads, an OpenMP loop over
-images, each thread unfolding into its own buffer and calling a single-threaded
-BLAS (limited with threadpoolctl) -- "omp" mode. Otherwise the images and
-chunks run one after another with the GEMMs on all BLAS threads -- "blas" mode.
-The two pools never run at full width at once. Measured on 2 cores, float32,
-3x3 pad 1 layers, GFLOP/s of omp mode vs blas mode (serial unfold) in one run:
+Threading (:class:`ParallelMode`, forced with :func:`parallel_mode`): ``OMP``
+runs units in an OpenMP loop, each thread unfolding into its own buffer and
+calling a single-threaded BLAS (limited with threadpoolctl); ``BLAS`` runs the
+units one after another with the GEMMs on all BLAS threads. The two pools never
+run at full width at once. Measured on 2 cores, float32, 3x3 pad 1 layers,
+GFLOP/s of omp mode vs blas mode (serial unfold) in one run:
 
     (32, 64, 56x56, 64)    forward 114 vs 92, grad_input 133 vs 98, grad_weight 122 vs 91
     (32, 256, 14x14, 256)  forward 161 vs 108, grad_input 151 vs 112, grad_weight 141 vs 145
 
 With an OpenMP-parallel unfold between BLAS-threaded GEMMs, blas mode fell to
 33-47 GFLOP/s: the idle pool's spinning threads compete for the two cores.
+
+grad_weight is deterministic: for a given thread count each OpenMP slot owns a
+fixed range of units and its own partial sum, added in slot order.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import glob
 import math
+import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,30 +49,90 @@ from .._config import get_config
 from .._ext import _im2col
 from .._threads import blas_limit as _blas_limit
 
+#: How the units of work are spread over threads (an :class:`enum.IntEnum` from
+#: the kernel module): ``ParallelMode.OMP`` or ``ParallelMode.BLAS``.
+ParallelMode = _im2col.ParallelMode
+
 # Cost-model coefficients, measured on the development machine (2 AVX-512 cores,
 # scipy's OpenBLAS, float32, 3x3 ResNet layers with the cores otherwise idle):
-# the single-threaded sgemm rate our per-image GEMMs reach (161 GFLOP/s on two
+# the single-threaded sgemm rate our per-unit GEMMs reach (161 GFLOP/s on two
 # threads for the 32x256x14x14 layer, unfold included), and the bandwidth of one
-# pass over the column matrix (unfold write, GEMM read, fold read-scatter).
+# pass over the column matrix (unfold write, GEMM read, fold read-scatter) when
+# the column block stays in L2.
 # float64 ran at 0.45-0.5x the float32 rate. GEMMs with few output channels are
 # memory-bound and slower than this model says.
 _SGEMM_FLOPS_PER_CORE = 8.0e10
 _DGEMM_FACTOR = 0.5
 _COLS_BYTES_PER_S = 1.0e10
+#: seconds per call outside the kernels (threadpoolctl's limit, planning)
+_CALL_S = 1.5e-4
 
-# OpenMP over images (single-threaded BLAS) whenever there are >= 2 images and
-# threads; see the module docstring for the measurements behind it.
-_OMP_OVER_IMAGES = bool(_im2col.HAVE_OPENMP)
+_DEFAULT_L2 = 1 << 20
+#: one unit's column block is sized to this fraction of L2
+_L2_FRACTION = 1.0
 
-_MODE_BLAS, _MODE_OMP = 0, 1
+
+def _l2_bytes():
+    """Per-core L2 cache size from sysfs or sysconf; 1 MiB when unknown."""
+    for d in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+        try:
+            with open(os.path.join(d, "level")) as f:
+                level = int(f.read())
+            with open(os.path.join(d, "type")) as f:
+                kind = f.read().strip()
+            with open(os.path.join(d, "size")) as f:
+                size = f.read().strip()
+        except (OSError, ValueError):
+            continue
+        if level == 2 and kind in ("Unified", "Data"):
+            mult = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:].upper(), 1)
+            try:
+                return int(size.rstrip("KkMm")) * mult
+            except ValueError:
+                break
+    try:
+        v = os.sysconf("SC_LEVEL2_CACHE_SIZE")
+        if v and v > 0:
+            return int(v)
+    except (ValueError, OSError, AttributeError):
+        pass
+    return _DEFAULT_L2
+
+
+L2_BYTES = _l2_bytes()
+
+_forced_mode = contextvars.ContextVar("fastconv_im2col_mode", default=None)
+
+
+@contextlib.contextmanager
+def parallel_mode(mode):
+    """Force im2col's :class:`ParallelMode` in this thread / task.
+
+    Parameters
+    ----------
+    mode : ParallelMode, {"omp", "blas"} or None
+        None restores the automatic choice (OMP over units when there are at
+        least as many units as threads, else BLAS).
+    """
+    if mode is not None and not isinstance(mode, ParallelMode):
+        try:
+            mode = ParallelMode[str(mode).upper()]
+        except KeyError:
+            raise ValueError(f"im2col parallel mode must be 'omp', 'blas' or None, "
+                             f"got {mode!r}") from None
+    token = _forced_mode.set(mode)
+    try:
+        yield
+    finally:
+        _forced_mode.reset(token)
 
 
 @dataclass(frozen=True)
 class _Plan:
-    mode: int          # _MODE_BLAS or _MODE_OMP
-    threads: int       # OpenMP threads (mode omp: images in flight)
-    rows: int          # output rows (od*OH + oh) per chunk
-    work_elems: int    # scratch elements to allocate
+    mode: ParallelMode
+    threads: int       # OpenMP threads (OMP: units in flight)
+    rows: int          # output rows (od*OH + oh) per unit
+    work_elems: int    # scratch elements
     itemsize: int
 
     @property
@@ -67,34 +140,49 @@ class _Plan:
         return self.work_elems * self.itemsize
 
 
-def _is_direct(spec):
-    """1x1x1 kernel with stride 1: the padded input already is the column matrix."""
-    return spec.kernel_size == 1 and all(s == 1 for s in spec.stride)
+def _no_unfold(spec):
+    """1x1x1 kernel, stride 1, no padding: the input already is the column matrix."""
+    return (spec.kernel_size == 1 and all(s == 1 for s in spec.stride)
+            and not any(b or a for b, a in spec.padding3))
 
 
 def _geometry(spec):
     od, oh, ow = spec.output_shape5[2:]
-    row_elems = 0 if _is_direct(spec) else spec.in_channels * spec.kernel_size * ow
+    row_elems = 0 if _no_unfold(spec) else spec.in_channels * spec.kernel_size * ow
     wsz = spec.out_channels * spec.in_channels_per_group * spec.kernel_size
     return od * oh, row_elems, wsz
 
 
-def _plan(spec, op, n_threads, budget):
-    """Choose mode, chunking and scratch size, or raise MemoryError."""
+def _plan(spec, op, n_threads, budget, mode=None):
+    """Choose mode, unit size and scratch size, or raise MemoryError."""
     item = spec.itemsize
     n_rows, row_elems, wsz = _geometry(spec)
+    n_threads = max(1, int(n_threads))
     cap = budget // item
-    threads = max(1, min(int(n_threads), spec.batch))
-    if threads > 1 and _OMP_OVER_IMAGES:
-        part = wsz if op == "grad_weight" else 0
-        per_thread = cap // threads - part
-        rows = n_rows if row_elems == 0 else min(n_rows, per_thread // row_elems)
-        if per_thread >= 0 and rows >= 1:
-            return _Plan(_MODE_OMP, threads, rows,
-                         threads * (rows * row_elems + part), item)
+    cache_rows = max(1, int(L2_BYTES * _L2_FRACTION) // max(1, row_elems * item))
+    rows = n_rows if row_elems == 0 else max(1, min(n_rows, cache_rows))
+    units = spec.batch * -(-n_rows // rows) if n_rows else 0
+    in_flight = spec.batch if op == "grad_input" else units
+    if mode is None:
+        mode = _forced_mode.get()
+    if mode is None:
+        mode = (ParallelMode.OMP if n_threads > 1 and in_flight >= n_threads
+                and _im2col.HAVE_OPENMP else ParallelMode.BLAS)
+    if mode == ParallelMode.OMP:
+        threads = max(1, min(n_threads, in_flight))
+        part = wsz * (threads - 1) if op == "grad_weight" else 0
+        if row_elems == 0:
+            if part <= cap:
+                return _Plan(mode, threads, rows, part, item)
+        else:
+            rows = min(rows, (cap - part) // (threads * row_elems))
+            if rows >= 1:
+                return _Plan(mode, threads, rows, threads * rows * row_elems + part, item)
+        if _forced_mode.get() is None:
+            return _plan(spec, op, n_threads, budget, ParallelMode.BLAS)
     if row_elems == 0:
-        return _Plan(_MODE_BLAS, max(1, int(n_threads)), n_rows, 0, item)
-    rows = min(n_rows, cap // row_elems)
+        return _Plan(ParallelMode.BLAS, n_threads, n_rows, 0, item)
+    rows = min(rows, cap // row_elems)
     if rows < 1:
         need = row_elems * item
         raise MemoryError(
@@ -104,13 +192,40 @@ def _plan(spec, op, n_threads, budget):
             f"but the memory budget is {budget} bytes; raise it with "
             f"fastconv.config(memory_budget=...) or use another strategy"
         )
-    return _Plan(_MODE_BLAS, max(1, int(n_threads)), rows, rows * row_elems, item)
+    return _Plan(ParallelMode.BLAS, n_threads, rows, rows * row_elems, item)
 
 
+_kept = threading.local()
+
+
+def _workspace(nbytes, dtype, budget):
+    """A scratch array of ``nbytes`` kept for this Python thread between calls.
+
+    Reused when it is large enough and within ``budget``; otherwise replaced
+    (the old one is dropped first, so two never coexist).
+    """
+    itemsize = np.dtype(dtype).itemsize
+    if nbytes == 0:
+        return np.empty(0, dtype=dtype)
+    buf = getattr(_kept, "buf", None)
+    if buf is None or buf.nbytes < nbytes or buf.nbytes > budget:
+        _kept.buf = None
+        del buf
+        buf = np.empty(nbytes, dtype=np.uint8)
+        _kept.buf = buf
+    return buf[:nbytes - nbytes % itemsize].view(dtype)
+
+
+def release_workspace():
+    """Drop the column buffer kept for the calling thread (it is reallocated on demand)."""
+    _kept.buf = None
 
 
 class Im2colStrategy:
+    """Unfold + GEMM (see the module docstring)."""
+
     name = "im2col"
+    pads_inside = True
 
     def supports(self, spec, op):
         # BLAS takes 32-bit dimensions and leading dimensions.
@@ -122,8 +237,10 @@ class Im2colStrategy:
         return None
 
     def workspace(self, spec, op):
-        """Bytes of scratch under the current memory budget.
+        """Bytes of scratch the call holds beyond its inputs and output.
 
+        The column buffers (kept between calls) and, for grad_weight on several
+        threads, the partial sums. The input is used as it is (no padded copy).
         If the problem cannot be chunked to fit, the smallest workspace it would
         need (which then exceeds the budget, so the dispatcher skips im2col).
         """
@@ -137,25 +254,27 @@ class Im2colStrategy:
         threads = max(1, int(n_threads))
         rate = _SGEMM_FLOPS_PER_CORE * threads * (1.0 if spec.itemsize == 4 else _DGEMM_FACTOR)
         gemm = spec.flops / rate
-        if _is_direct(spec):
-            return gemm
+        if _no_unfold(spec):
+            return gemm + _CALL_S
         cols = spec.batch * spec.in_channels * spec.kernel_size * math.prod(spec.out_spatial)
-        # unfold writes cols once and the GEMM reads it; fold reads and scatters it
+        # unfold writes cols once and the GEMM reads it; fold reads and scatters it.
+        # The column block stays in L2, so these passes run at cache bandwidth and,
+        # in OMP mode, on every thread.
         passes = 3 if op == "grad_input" else 2
-        return gemm + passes * cols * spec.itemsize / _COLS_BYTES_PER_S
+        return gemm + passes * cols * spec.itemsize / (_COLS_BYTES_PER_S * threads) + _CALL_S
 
     def run(self, op, spec, a, b, n_threads):
-        opts = get_config()
-        plan = _plan(spec, op, n_threads, opts.memory_budget)
-        work = np.empty(plan.work_elems, dtype=spec.dtype)
+        budget = get_config().memory_budget
+        plan = _plan(spec, op, n_threads, budget)
         if op == "forward":
             out, fn = np.empty(spec.output_shape5, dtype=spec.dtype), _im2col.forward
         elif op == "grad_input":
-            out, fn = np.empty(spec.padded_shape5, dtype=spec.dtype), _im2col.grad_input
+            out, fn = np.empty(spec.input_shape5, dtype=spec.dtype), _im2col.grad_input
         else:
             out, fn = np.empty(spec.weight_shape5, dtype=spec.dtype), _im2col.grad_weight
-        blas_threads = 1 if plan.mode == _MODE_OMP else plan.threads
+        work = _workspace(plan.nbytes, spec.dtype, budget)
+        blas_threads = 1 if plan.mode == ParallelMode.OMP else plan.threads
         with _blas_limit(blas_threads):
-            fn(a, b, out, work, spec.stride3, spec.dilation3, spec.groups,
+            fn(a, b, out, work, spec.stride3, spec.dilation3, spec.padding3, spec.groups,
                plan.rows, plan.mode, plan.threads)
         return out

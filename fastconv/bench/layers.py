@@ -1,10 +1,12 @@
-"""The benchmark layer table (DESIGN.md), the one source used by ``fastconv bench``
-and by the pytest-benchmark suites in ``benchmarks/``.
+"""The benchmark layer table: representative convolution layers of real networks,
+the one source used by ``fastconv bench`` and by the pytest-benchmark suites in
+``benchmarks/``. (Benchmark problems, not neural-network layer objects.)
 
 Every layer comes in three sizes:
 
 ``full``
-    The sizes DESIGN.md lists (representative layers of real networks).
+    Representative sizes of real networks (ResNet 3x3 and stem, pointwise,
+    depthwise, large kernels, 1-D, long causal 1-D, 3-D).
 ``quick``
     Scaled down (smaller batch, channels and images, same kernel shapes where
     possible) so that the whole suite runs in about a minute on 2 cores; the
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._spec import make_spec
+from .._spec import make_spec
 
 __all__ = ["Layer", "LAYERS", "SIZES", "layers", "get_layer", "MAX_MACS", "too_big",
            "sweep_layers", "MAX_ESTIMATE_S"]
@@ -35,7 +37,7 @@ class Layer:
     name : str
         Short unique name (``--layer NAME``).
     group : str
-        The DESIGN.md row it comes from ("resnet 3x3", "1-D", ...).
+        The family of layers it represents ("resnet 3x3", "1-D", ...).
     batch, in_channels, out_channels, groups : int
     spatial, kernel, stride : tuple of int
     padding : tuple
@@ -106,7 +108,7 @@ def _mk(name, group, size, row):
     return Layer(name, group, n, cin, tuple(spatial), cout, per(k), per(s), per(p), g, size)
 
 
-# name, DESIGN.md group, and (N, C_in, spatial, C_out, kernel, stride, pad, groups) per size
+# name, group, and (N, C_in, spatial, C_out, kernel, stride, pad, groups) per size
 _TABLE = [
     ("resnet3x3-56", "resnet 3x3", {
         "full": (32, 64, (56, 56), 64, 3, 1, 1, 1),
@@ -136,7 +138,7 @@ _TABLE = [
         "full": (8, 32, (64, 64), 32, 15, 1, 7, 1),
         "quick": (1, 8, (32, 32), 8, 15, 1, 7, 1),
         "tiny": (1, 2, (16, 16), 2, 15, 1, 7, 1)}),
-    ("depthwise-k31", "large kernel", {  # issue 4: large-kernel depthwise (RepLKNet-style)
+    ("depthwise-k31", "large kernel", {  # large-kernel depthwise (RepLKNet-style)
         "full": (8, 64, (64, 64), 64, 31, 1, 15, 64),
         "quick": (2, 16, (32, 32), 16, 31, 1, 15, 16),
         "tiny": (1, 2, (32, 32), 2, 31, 1, 15, 2)}),
@@ -158,7 +160,7 @@ _TABLE = [
         "tiny": (1, 1, (6, 6, 6), 2, 5, 1, 2, 1)}),
 ]
 
-# Held-out shapes, in none of DESIGN.md's layers nor the calibration grid
+# Held-out shapes, in none of the table's layers nor the calibration grid
 # (fastconv._tuning.calibration_grid): ``fastconv bench --layer held-out``
 # measures the dispatcher's regret on problems its cost model was not fitted
 # to. Not part of the default suite.
@@ -235,7 +237,7 @@ def too_big(strategy, spec):
 def layers(size="quick", names=None, ndims=None):
     """Layers of one size, optionally only those named (by name or group) or of given ndims.
 
-    Without ``names``, the DESIGN.md layers; the held-out set only when named.
+    Without ``names``, the table's layers; the held-out set only when named.
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")

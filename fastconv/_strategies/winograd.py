@@ -1,0 +1,317 @@
+"""Winograd strategy: F(m x m, 3 x 3) minimal filtering for stride-1 3x3 layers.
+
+Scope: stride 1, dilation 1, every kernel extent 1 or 3, and a 3 on the H or W
+axis of the 5-D view (so 1-D k=3, 2-D 3x3, 1x3, 3x1, 3-D 3x3x3, ...). Any batch,
+channels, groups, padding and flip. The output tile m (2, 4 or 6 on each
+transformed axis) is chosen per problem by :func:`plan_tile`: the cheapest by
+the cost model among those whose estimated error (:func:`error_estimate`) is
+within ``winograd_rtol`` (default :data:`DEFAULT_RTOL`).
+
+How
+---
+All three ops run in the Winograd domain as batched GEMMs, one per transform
+position ``p`` (``pyx/_winograd.pyx``):
+
+* forward: ``M[p] = V[p] U[p]`` with ``V = B^T d B`` (input tiles, channels
+  last), ``U = G w G^T``; ``y = A^T M A`` per tile;
+* grad_input: the same on grad_output, with the kernel flipped and its channel
+  axes swapped (the full correlation), offsets ``pad - 2`` instead of ``-pad``;
+* grad_weight: ``dU[p] = sum_tiles V[p]^T (A gy A^T)[p]``, ``dw = G^T dU G``.
+
+The depth axis of a 3-D kernel is not transformed: its taps are stacked into
+the GEMM's inner dimension (one GEMM per position and output plane reads
+planes od..od+2). Measured against F(2x2x2, 3x3x3): that needs 64 products per
+8 outputs (8/output) and 8x the input in buffers; F(4x4) per depth tap needs
+3*36/16 = 6.75/output and 2.25x -- fewer multiplies and less memory, so the
+F(2x2x2) variant was not kept.
+
+Padding is done inside the tile gather (``pads_inside``): the strategy takes
+the unpadded input and returns grad_input of the input's shape. Work is in
+units of images (several images when a plane has few tiles) on OpenMP threads
+with single-threaded BLAS, or one after another with threaded BLAS when there
+are fewer units than threads. Blocks of ``tc`` tiles keep the transformed
+block (V, M) near the L2 cache.
+
+Numerics: the transforms amplify rounding error (more for larger tiles); see
+:func:`error_estimate` and the README's accuracy table.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._config import get_config
+from .._ext import _winograd
+from .._threads import blas_limit as _blas_limit
+from ._wino_matrices import matrices
+
+TILES = (2, 4, 6)
+#: float32 error (max |err| / max |y|) allowed when ``winograd_rtol`` is None
+DEFAULT_RTOL = 1e-4
+
+# Max relative error (max |err| / max |y|) measured on N(0, 1) data with 64-512
+# channels against a float64 reference, per (tile, transformed axes), float32
+# (see the README's accuracy table; float64 is these times ~5e-10).
+_ERR32 = {(2, 1): 1.5e-7, (4, 1): 3.0e-7, (6, 1): 1.0e-6,
+          (2, 2): 2.5e-7, (4, 2): 1.2e-6, (6, 2): 1.5e-5}
+_ERR64_PER_32 = 2.2e-16 / 1.2e-7
+
+# Cost model (seconds, float32, one thread; `fastconv tune --calibrate` rescales):
+_GEMM_FLOPS = 8.0e10     # single-thread sgemm rate on large blocks
+_GEMM_HALF = 24          # a GEMM dimension this small runs at half that rate
+_GEMM_CALL = 4.0e-7      # per BLAS call
+_XFORM_S = 0.35e-9       # per transformed element (V written / M read), all passes
+_COPY_S = 0.6e-9         # per element through the channel-last transposes
+_F64 = 2.0
+
+#: elements of V + M per block the plan aims for (about the L2 cache)
+BLOCK_ELEMS = 160 * 1024
+MIN_TILES = 32
+
+
+def _axes(spec):
+    """Kernel extents (KD, KH, KW) of the 5-D view."""
+    return spec.kernel3
+
+
+def error_estimate(spec, m=None):
+    """Estimated max |error| / max |output| of winograd on ``spec`` with tile ``m``."""
+    kd, kh, kw = _axes(spec)
+    naxes = (kh == 3) + (kw == 3)
+    if m is None:
+        m = plan_tile(spec)[0]
+    e = _ERR32[(m, max(1, naxes))]
+    if spec.dtype == np.float64:
+        e *= _ERR64_PER_32
+    return e
+
+
+def _rtol(opts):
+    return DEFAULT_RTOL if opts.winograd_rtol is None else opts.winograd_rtol
+
+
+def _tile_ms(spec, m):
+    _, kh, kw = _axes(spec)
+    return (m if kh == 3 else 1, m if kw == 3 else 1)
+
+
+@dataclass(frozen=True)
+class _Geo:
+    mh: int
+    mw: int
+    ah: int
+    aw: int
+    T2: int      # tiles per plane
+    P: int
+
+
+def _geo(spec, m, op):
+    mh, mw = _tile_ms(spec, m)
+    oh, ow = spec.input_shape5[3:] if op == "grad_input" else spec.output_shape5[3:]
+    ah = mh + 2 if mh > 1 else 1
+    aw = mw + 2 if mw > 1 else 1
+    T2 = -(-oh // mh) * -(-ow // mw)
+    return _Geo(mh, mw, ah, aw, T2, ah * aw)
+
+
+def _chans(spec, op):
+    """(channels in, channels out) of the Winograd pass for ``op``."""
+    if op == "grad_input":
+        return spec.out_channels, spec.in_channels
+    return spec.in_channels, spec.out_channels
+
+
+def _cost(spec, op, m, n_threads):
+    geo = _geo(spec, m, op)
+    C, CO = _chans(spec, op)
+    KD = spec.kernel3[0]
+    G = spec.groups
+    N = spec.batch
+    od = spec.input_shape5[2] if op == "grad_input" else spec.output_shape5[2]
+    tiles = N * od * geo.T2
+    plan = _plan(spec, op, m, n_threads, 1 << 62)
+    kdim = KD * C // G if G > 1 else KD * C
+    eff = 1.0
+    for dim in (plan.tc, kdim, CO // G):
+        eff *= dim / (dim + _GEMM_HALF)
+    gemm = 2.0 * tiles * geo.P * KD * C * CO / G / (_GEMM_FLOPS * eff)
+    calls = tiles / plan.tc * geo.P * (G * KD if G > 1 else 1)
+    planes = (plan.odc + KD - 1) / plan.odc
+    xform = tiles * geo.P * (C * planes + CO) * _XFORM_S
+    S = math.prod(spec.input_shape5[2:])
+    SO = math.prod(spec.output_shape5[2:])
+    copy = N * (spec.in_channels * S + spec.out_channels * SO) * _COPY_S
+    t = gemm + xform + copy + calls * _GEMM_CALL
+    if spec.dtype == np.float64:
+        t *= _F64
+    return t / max(1, plan.threads if plan.omp else min(n_threads, 2))
+
+
+def plan_tile(spec, op="forward", n_threads=1, opts=None):
+    """(m, reason): the cheapest tile whose error estimate is within the tolerance."""
+    opts = opts or get_config()
+    tol = _rtol(opts)
+    ok = [m for m in TILES if error_estimate(spec, m) <= tol]
+    if not ok:
+        return None, (f"estimated float32 winograd error {error_estimate(spec, 2):.1e} "
+                      f"> winograd_rtol={tol:g} even for F(2,3)")
+    return min(ok, key=lambda m: _cost(spec, op, m, n_threads)), None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    m: int
+    omp: bool
+    threads: int
+    nb: int
+    tc: int
+    odc: int
+    per_thread: int     # elements
+    slots: int
+    u_elems: int        # transformed kernel (and dU)
+
+    def nbytes(self, itemsize):
+        return (self.per_thread * self.slots + self.u_elems) * itemsize
+
+
+def _plan(spec, op, m, n_threads, budget):
+    geo = _geo(spec, m, op)
+    C, CO = _chans(spec, op)
+    KD = spec.kernel3[0]
+    N = spec.batch
+    item = spec.itemsize
+    if op == "grad_input":
+        S, SO = math.prod(spec.output_shape5[2:]), math.prod(spec.input_shape5[2:])
+        D, OD = spec.output_shape5[2], spec.input_shape5[2]
+    else:
+        S, SO = math.prod(spec.input_shape5[2:]), math.prod(spec.output_shape5[2:])
+        D, OD = spec.input_shape5[2], spec.output_shape5[2]
+    odc = min(OD, 4) if KD > 1 else 1
+    pl = odc + KD - 1
+    per_tile = geo.P * (pl * C + CO)
+    tc = max(MIN_TILES, BLOCK_ELEMS // per_tile)
+    threads = max(1, int(n_threads))
+    nb = 1 if D > 1 else max(1, min(-(-tc // geo.T2), -(-N // (2 * threads))))
+    tc = min(tc, nb * geo.T2)
+    units = -(-N // nb)
+    omp = threads > 1 and units >= threads and bool(_winograd.HAVE_OPENMP)
+    gw = op == "grad_weight"
+    u_elems = geo.P * KD * C * CO // spec.groups
+    while True:
+        sizes = _winograd.unit_sizes(C, S, CO, SO, geo.P, geo.ah * max(geo.aw, geo.mw),
+                                     nb, tc, pl, KD, spec.groups, gw)
+        per = sum(sizes)
+        slots = min(threads, units) if omp else 1
+        plan = _Plan(m, omp, min(threads, units) if omp else threads, nb, tc, odc, per,
+                     slots, u_elems)
+        if plan.nbytes(item) <= budget:
+            return plan
+        if omp and slots > 1:
+            omp = False
+            continue
+        if nb > 1:
+            nb = max(1, nb // 2)
+            tc = min(tc, nb * geo.T2)
+            units = -(-N // nb)
+            continue
+        if tc > 8:
+            tc = max(8, tc // 2)
+            continue
+        if odc > 1:
+            odc = max(1, odc // 2)
+            pl = odc + KD - 1
+            continue
+        raise MemoryError(
+            f"winograd {op} needs at least {plan.nbytes(item)} bytes of workspace (one "
+            f"image channel-last in and out, {tc} tiles of {geo.P} transform positions, the "
+            f"transformed kernel), more than the memory budget of {budget} bytes; raise "
+            "fastconv.config(memory_budget=...) or use another strategy")
+
+
+class WinogradStrategy:
+    name = "winograd"
+    pads_inside = True
+
+    def supports(self, spec, op):
+        if any(s != 1 for s in spec.stride):
+            return f"stride {spec.stride}: winograd needs stride 1"
+        if any(d != 1 for d in spec.dilation):
+            return f"dilation {spec.dilation}: winograd needs dilation 1"
+        if any(k not in (1, 3) for k in spec.kernel):
+            return f"kernel {spec.kernel}: winograd needs extent 3 (or 1) on every axis"
+        if 3 not in spec.kernel3[1:]:
+            return f"kernel {spec.kernel}: no 3-tap axis in H or W to transform"
+        n = max(math.prod(spec.input_shape5[1:]), math.prod(spec.output_shape5[1:]))
+        if n >= 2**31 // 64:
+            return f"{n} elements per image exceed the 32-bit sizes BLAS accepts"
+        m, reason = plan_tile(spec, op)
+        return reason
+
+    def _plan(self, spec, op, n_threads, budget):
+        m, reason = plan_tile(spec, op, n_threads)
+        if reason:
+            raise ValueError(f"winograd cannot run {op}: {reason}")
+        return _plan(spec, op, m, n_threads, budget)
+
+    def workspace(self, spec, op):
+        """Bytes of scratch (per-thread buffers and the transformed kernel)."""
+        opts = get_config()
+        try:
+            return self._plan(spec, op, opts.threads, opts.memory_budget).nbytes(spec.itemsize)
+        except MemoryError:
+            m, _ = plan_tile(spec, op, opts.threads)
+            return _plan(spec, op, m, 1, 1 << 62).nbytes(spec.itemsize)
+
+    def estimate(self, spec, op, n_threads=1):
+        m, reason = plan_tile(spec, op, n_threads)
+        if reason:
+            return math.inf
+        return _cost(spec, op, m, n_threads)
+
+    def tile(self, spec, op="forward"):
+        """The output tile m (F(m, 3)) used for ``op`` on ``spec``."""
+        return plan_tile(spec, op, get_config().threads)[0]
+
+    def run(self, op, spec, a, b, n_threads):
+        opts = get_config()
+        plan = self._plan(spec, op, n_threads, opts.memory_budget)
+        mh, mw = _tile_ms(spec, plan.m)
+        BTh, Gh, ATh = matrices(mh)
+        BTw, Gw, ATw = matrices(mw)
+        KD = spec.kernel3[0]
+        G = spec.groups
+        P = BTh.shape[0] * BTw.shape[0]
+        pads = [p[0] for p in spec.padding3]
+        kern = spec.kernel3
+        C, CO = _chans(spec, op)
+        # the transformed kernel first, then the per-thread buffers
+        U = np.empty((P, G, KD * C // G, CO // G), dtype=spec.dtype)
+        work = np.empty(plan.per_thread * plan.slots, dtype=spec.dtype)
+        blas_threads = 1 if plan.omp else plan.threads
+        mode = 1 if plan.omp else 0
+        args = (BTh, BTw, ATh, ATw)
+        if op == "forward":
+            _winograd.kernel_transform(b, Gh, Gw, U, G, False)
+            y = np.empty(spec.output_shape5, dtype=spec.dtype)
+            offs = tuple(-p for p in pads)
+            with _blas_limit(blas_threads):
+                _winograd.forward(a, U, y, work, *args, offs, KD, G, plan.nb, plan.tc,
+                                  plan.odc, mode, plan.threads)
+            return y
+        if op == "grad_input":
+            _winograd.kernel_transform(b, Gh, Gw, U, G, True)
+            gx = np.empty(spec.input_shape5, dtype=spec.dtype)
+            offs = tuple(p - (k - 1) for p, k in zip(pads, kern))
+            with _blas_limit(blas_threads):
+                _winograd.forward(a, U, gx, work, *args, offs, KD, G, plan.nb, plan.tc,
+                                  plan.odc, mode, plan.threads)
+            return gx
+        gw = np.empty(spec.weight_shape5, dtype=spec.dtype)
+        offs = tuple(-p for p in pads)
+        with _blas_limit(blas_threads):  # U receives dU, the transformed gradient
+            _winograd.grad_weight(a, b, U, work, *args, offs, KD, G, plan.nb, plan.tc,
+                                  plan.odc, mode, plan.threads)
+        _winograd.kernel_untransform(U, Gh, Gw, gw, G)
+        return gw

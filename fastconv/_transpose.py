@@ -1,0 +1,297 @@
+"""Transposed convolution: the adjoint of a convolution, in PyTorch's argument order.
+
+A transposed convolution of ``x`` with ``weight`` is the grad_input of the
+convolution that maps the transposed output back to ``x``: its weight
+``(C_in, C_out / groups, *kernel)`` is, read as a convolution weight, exactly
+``(C_out_conv, C_in_conv / groups, *kernel)``. Its two backward passes are the
+other two convolution ops with the roles swapped:
+
+==========================  =============================================
+transposed op               convolution op it runs
+==========================  =============================================
+forward(x, w)               grad_input(y_shape, w, grad_output=x)
+grad_input(gy, w)           forward(gy, w)
+grad_weight(x, gy)          grad_weight(input=gy, grad_output=x)
+==========================  =============================================
+
+so every strategy runs every transposed op.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _api
+from . import _prepare as prep
+from ._spec import result_dtype
+
+__all__ = ["conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+           "conv_transpose_grad_input", "conv_transpose_grad_weight",
+           "conv_transpose_backward", "conv_transpose_output_shape"]
+
+_SHARED_DOC = """stride : int or tuple of int, default 1
+        Upsampling step along each spatial axis (the stride of the convolution
+        this one is the transpose of).
+    padding : int, tuple of int, or tuple of (before, after) pairs, default 0
+        ``dilation*(K-1) - padding`` zeros are added to each side of the input,
+        i.e. ``padding`` is cropped from the full transposed output.
+    output_padding : int or tuple of int, default 0
+        Extra size added to one side (the end) of each output axis; each must
+        be smaller than the stride or the dilation of its axis.
+    groups : int, default 1
+    dilation : int or tuple of int, default 1
+    strategy : {"auto", "direct", "im2col", "fft", ...}, default "auto\""""
+
+
+def _per_axis(v, ndim, name, minimum):
+    t = (v,) * ndim if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v
+    try:
+        t = tuple(t)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a tuple of {ndim} ints, got {v!r}") from None
+    if len(t) != ndim or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool)
+                                 for a in t):
+        raise TypeError(f"{name} must be an int or a tuple of {ndim} ints, got {v!r}")
+    if any(a < minimum for a in t):
+        raise ValueError(f"{name} must be >= {minimum} on every axis, got {v!r}")
+    return tuple(int(a) for a in t)
+
+
+def _pairs(padding, ndim):
+    if isinstance(padding, str):
+        raise ValueError(
+            f"padding: a transposed convolution takes ints or (before, after) pairs, "
+            f"not {padding!r} (the output size would be ambiguous)")
+    if isinstance(padding, (tuple, list)) and any(isinstance(p, (tuple, list)) for p in padding):
+        if len(padding) != ndim:
+            raise ValueError(f"padding: need {ndim} (before, after) pairs, got {padding!r}")
+        pairs = tuple(tuple(_per_axis(p, 2, "padding pair", 0)) for p in padding)
+    else:
+        pairs = tuple((p, p) for p in _per_axis(padding, ndim, "padding", 0))
+    return pairs
+
+
+def _geometry(x_shape, w_shape, stride, padding, output_padding, dilation, groups):
+    """(conv input shape, pads, stride, dilation, extra): the convolution this transposes.
+
+    ``extra`` per axis is ``output_padding // stride``: output padding of a
+    stride or more (allowed when smaller than the dilation) adds output rows
+    that no input reaches; the convolution then has ``extra`` more outputs
+    along that axis, which are zeros in ``x``.
+    """
+    w_shape = tuple(int(s) for s in w_shape)
+    ndim = len(w_shape) - 2
+    if ndim not in (1, 2, 3):
+        raise ValueError(f"weight must have 3, 4 or 5 dimensions (C_in, C_out/groups, *kernel), "
+                         f"got shape {w_shape}")
+    x_shape = tuple(int(s) for s in x_shape)
+    if len(x_shape) not in (ndim + 1, ndim + 2):
+        raise ValueError(f"x must have {ndim + 2} dimensions (N, C_in, *spatial) or {ndim + 1} "
+                         f"(unbatched) for weight of shape {w_shape}, got shape {x_shape}")
+    if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    c_in = x_shape[-ndim - 1]
+    if c_in != w_shape[0]:
+        raise ValueError(f"x has {c_in} channels (shape {x_shape}) but weight of shape {w_shape} "
+                         f"expects {w_shape[0]} (weight is (C_in, C_out/groups, *kernel))")
+    if w_shape[0] % groups:
+        raise ValueError(f"groups={groups} must divide the input channels {w_shape[0]} "
+                         f"(weight shape {w_shape})")
+    stride = _per_axis(stride, ndim, "stride", 1)
+    dilation = _per_axis(dilation, ndim, "dilation", 1)
+    opad = _per_axis(output_padding, ndim, "output_padding", 0)
+    pads = _pairs(padding, ndim)
+    for a, (op, s, d) in enumerate(zip(opad, stride, dilation)):
+        if op >= s and op >= d:
+            raise ValueError(f"output_padding {opad} must be smaller than the stride {stride} "
+                             f"or the dilation {dilation} on every axis (axis {a})")
+    out = []
+    for a in range(ndim):
+        i, k = x_shape[len(x_shape) - ndim + a], w_shape[2 + a]
+        n = ((i - 1) * stride[a] - sum(pads[a]) + dilation[a] * (k - 1) + opad[a] + 1)
+        if n < 1:
+            raise ValueError(f"the transposed output would be empty on axis {a} (size {n}): "
+                             f"x {x_shape}, weight {w_shape}, stride {stride}, padding {pads}, "
+                             f"dilation {dilation}")
+        out.append(n)
+    extra = tuple(op // s for op, s in zip(opad, stride))
+    conv_in = x_shape[:-ndim - 1] + (w_shape[1] * groups,) + tuple(out)
+    return conv_in, pads, stride, dilation, extra
+
+
+def conv_transpose_output_shape(input_shape, weight_shape, stride=1, padding=0,
+                                output_padding=0, groups=1, dilation=1):
+    """Shape of :func:`conv_transpose`'s result (as ``torch.nn.functional`` computes it).
+
+    Spatial sizes are ``(I - 1)*stride - pad_before - pad_after + dilation*(K - 1)
+    + output_padding + 1``.
+    """
+    return _geometry(input_shape, weight_shape, stride, padding, output_padding, dilation,
+                     groups)[0]
+
+
+def _pad_extra(a, extra):
+    """``a`` with ``extra`` zeros after each spatial axis (no copy when none)."""
+    if not any(extra):
+        return a
+    ndim = len(extra)
+    return np.pad(a, [(0, 0)] * (a.ndim - ndim) + [(0, e) for e in extra])
+
+
+def _crop_extra(a, extra):
+    if not any(extra):
+        return a
+    ndim = len(extra)
+    return np.ascontiguousarray(a[(Ellipsis,) + tuple(slice(0, a.shape[a.ndim - ndim + i] - e)
+                                                      for i, e in enumerate(extra))])
+
+
+def conv_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                   dilation=1, *, strategy="auto"):
+    """N-d transposed convolution (``weight.ndim - 2`` spatial axes), as
+    ``torch.nn.functional.conv_transpose{{1,2,3}}d`` computes it.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C_in, *spatial) or (C_in, *spatial)
+    weight : array_like, shape (C_in, C_out / groups, *kernel)
+    bias : array_like, shape (C_out,), optional
+    {shared}
+
+    Returns
+    -------
+    y : ndarray, shape (N, C_out, *out_spatial) or without N
+        See :func:`conv_transpose_output_shape`; dtype as :func:`fastconv.conv`.
+    """
+    x = prep.as_array(x, "x")
+    weight = prep.as_array(weight, "weight")
+    conv_in, pads, stride, dilation, extra = _geometry(
+        x.shape, weight.shape, stride, padding, output_padding, dilation, groups)
+    b = None if bias is None else prep.as_array(bias, "bias")
+    if b is not None and b.shape != (conv_in[-len(extra) - 1],):
+        raise ValueError(f"bias must have shape ({conv_in[-len(extra) - 1]},) (one value per "
+                         f"output channel), got shape {b.shape}")
+    y = _api.grad_input(conv_in, weight, _pad_extra(x, extra), stride, pads, dilation, groups,
+                        strategy=strategy)
+    if b is not None:
+        y += b.astype(y.dtype).reshape((-1,) + (1,) * len(extra))
+    return y
+
+
+def _fixed(ndim):
+    name = f"conv_transpose{ndim}d"
+
+    def f(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
+          *, strategy="auto"):
+        w = prep.as_array(weight, "weight")
+        if w.ndim != ndim + 2:
+            raise ValueError(f"{name}: weight must have {ndim + 2} dimensions (C_in, "
+                             f"C_out/groups, *kernel), got shape {w.shape}")
+        return conv_transpose(x, w, bias, stride, padding, output_padding, groups, dilation,
+                              strategy=strategy)
+
+    f.__name__ = f.__qualname__ = name
+    f.__doc__ = (f"{ndim}-D transposed convolution, ``torch.nn.functional.{name}``'s "
+                 "arguments plus ``strategy=``; see :func:`fastconv.conv_transpose`.")
+    return f
+
+
+conv_transpose1d, conv_transpose2d, conv_transpose3d = (_fixed(n) for n in (1, 2, 3))
+
+
+def conv_transpose_grad_input(input_shape, weight, grad_output, stride=1, padding=0,
+                              output_padding=0, groups=1, dilation=1, *, strategy="auto"):
+    """dL/dx of a transposed convolution: the forward convolution of ``grad_output``.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        Shape of the transposed convolution's input ``x``.
+    weight : array_like, shape (C_in, C_out / groups, *kernel)
+    grad_output : array_like, the transposed output's shape
+    {shared}
+
+    Returns
+    -------
+    grad_x : ndarray of shape ``input_shape``
+    """
+    weight = prep.as_array(weight, "weight")
+    gy = prep.as_array(grad_output, "grad_output")
+    conv_in, pads, stride, dilation, extra = _geometry(
+        input_shape, weight.shape, stride, padding, output_padding, dilation, groups)
+    _check_gy(gy, conv_in)
+    gx = _api.conv(gy, weight, None, stride, pads, dilation, groups, strategy=strategy)
+    return _crop_extra(gx, extra)
+
+
+def conv_transpose_grad_weight(input, weight_shape, grad_output, stride=1, padding=0,
+                               output_padding=0, groups=1, dilation=1, *, strategy="auto"):
+    """dL/dw of a transposed convolution: the convolution's grad_weight, roles swapped.
+
+    Parameters
+    ----------
+    input : array_like, shape (N, C_in, *spatial) or (C_in, *spatial)
+    weight_shape : tuple of int, (C_in, C_out / groups, *kernel)
+    grad_output : array_like, the transposed output's shape
+    {shared}
+
+    Returns
+    -------
+    grad_w : ndarray of shape ``weight_shape``
+    """
+    x = prep.as_array(input, "input")
+    gy = prep.as_array(grad_output, "grad_output")
+    conv_in, pads, stride, dilation, extra = _geometry(
+        x.shape, weight_shape, stride, padding, output_padding, dilation, groups)
+    _check_gy(gy, conv_in)
+    return _api.grad_weight(gy, tuple(weight_shape), _pad_extra(x, extra), stride, pads,
+                            dilation, groups, strategy=strategy)
+
+
+def conv_transpose_backward(x, weight, grad_output, stride=1, padding=0, output_padding=0,
+                            groups=1, dilation=1, *, strategy="auto",
+                            needs=("input", "weight", "bias")):
+    """The backward passes of a transposed convolution layer.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C_in, *spatial) or (C_in, *spatial)
+    weight : array_like, shape (C_in, C_out / groups, *kernel)
+    grad_output : array_like, the transposed output's shape
+    {shared}
+    needs : sequence of {{"input", "weight", "bias"}}, default all three
+        Gradients to compute; the others are returned as None.
+
+    Returns
+    -------
+    grad_x, grad_w, grad_b : ndarray or None
+        Shapes of ``x``, ``weight`` and ``(C_out,)``.
+    """
+    x = prep.as_array(x, "x")
+    weight = prep.as_array(weight, "weight")
+    gy = prep.as_array(grad_output, "grad_output")
+    want = _api._check_needs(needs)
+    args = (stride, padding, output_padding, groups, dilation)
+    conv_in = _geometry(x.shape, weight.shape, stride, padding, output_padding, dilation,
+                        groups)[0]
+    _check_gy(gy, conv_in)
+    gx = (conv_transpose_grad_input(x.shape, weight, gy, *args, strategy=strategy)
+          if "input" in want else None)
+    gw = (conv_transpose_grad_weight(x, weight.shape, gy, *args, strategy=strategy)
+          if "weight" in want else None)
+    gb = None
+    if "bias" in want:
+        ndim = weight.ndim - 2
+        axes = tuple(i for i in range(gy.ndim) if i != gy.ndim - ndim - 1)
+        gb = gy.sum(axis=axes, dtype=result_dtype(x.dtype, weight.dtype, gy.dtype))
+    return gx, gw, gb
+
+
+def _check_gy(gy, shape):
+    if gy.shape != tuple(shape):
+        raise ValueError(f"grad_output must have the transposed output shape {tuple(shape)}, "
+                         f"got shape {gy.shape}")
+
+
+for _f in (conv_transpose, conv_transpose_grad_input, conv_transpose_grad_weight,
+           conv_transpose_backward):
+    _f.__doc__ = _f.__doc__.format(shared=_SHARED_DOC)

@@ -1,0 +1,94 @@
+"""What the benchmark ran on: CPU, threads, versions, BLAS, load, and which peers
+(PyTorch, SciPy) can be timed beside fastconv."""
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+
+import numpy as np
+
+from .._config import get_config
+from .._info import config_info, strategies
+
+__all__ = ["cpu_model", "machine_info", "loadavg", "missing_peers", "PEERS", "PEER_INSTALL"]
+
+PEERS = ("torch", "scipy")
+
+# How to add a missing peer. torch==2.13.0 is pinned because an unpinned
+# ``pip install torch`` may fetch a multi-GB CUDA build; 2.13.0 resolves to the
+# CPU build on the project's machines.
+PEER_INSTALL = {
+    "torch": ("PyTorch", "pip install torch==2.13.0"),
+    "scipy": ("SciPy (scipy.signal)", 'pip install "scipy>=1.11"'),
+}
+_PEER_MODULE = {"torch": "torch", "scipy": "scipy.signal"}
+
+
+def cpu_model():
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` says."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _version(module):
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return None
+    return getattr(mod, "__version__", None)
+
+
+def missing_peers(peers=PEERS):
+    """The peers in ``peers`` that cannot be imported here, in order."""
+    out = []
+    for p in peers:
+        try:
+            importlib.import_module(_PEER_MODULE[p])
+        except ImportError:
+            out.append(p)
+    return out
+
+
+def missing_peers_line(missing):
+    """One line saying which peers are missing and how to add them ("" if none)."""
+    if not missing:
+        return ""
+    parts = [f"{PEER_INSTALL[p][0]} ({PEER_INSTALL[p][1]})" for p in missing]
+    return ("fastconv bench: peers not installed, their columns will be empty: "
+            + "; ".join(parts) + "; then run the benchmark again")
+
+
+def loadavg():
+    """1-minute load average (None where the OS does not tell)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def machine_info():
+    """The ``machine`` object of results.json (see the schema)."""
+    info = config_info()
+    return {
+        "cpu": cpu_model(),
+        "threads": int(get_config().threads),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "scipy": _version("scipy"),
+        "torch": _version("torch"),
+        "matplotlib": _version("matplotlib"),
+        "fastconv": info["version"],
+        "openmp": info.get("openmp"),
+        "strategies": list(strategies()),
+        "blas": [str(b) for b in info.get("blas", [])],
+        "loadavg_start": loadavg(),
+        "loadavg_end": None,
+    }

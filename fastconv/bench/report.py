@@ -1,0 +1,234 @@
+"""The Markdown report of a benchmark run (``report.md``), rendered from the
+results object alone (so a saved ``results.json`` can be rendered again).
+
+It opens with a recommendation derived from the run's own numbers (which
+strategy won where, how the dispatcher did, how fastconv compares with PyTorch),
+then the machine, a summary table, a table per layer, the crossover sweeps and
+the plots. Implementations are read from the results, never listed here, so a
+newly registered strategy gets its rows and columns without a change.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+from .machine import PEER_INSTALL
+
+__all__ = ["render_report", "recommendation", "layer_shape"]
+
+# auto's decision counts as right when the strategy it chose is within this
+# factor of the fastest one (timed as itself): closer than timing noise here.
+GOOD_CHOICE = 1.10
+
+_SIZE_NOTE = {
+    "quick": "scaled-down layers, named below by their actual shapes; `fastconv bench --full` "
+             "runs the full-size layers (`fastconv bench --list --full` lists them)",
+    "full": "full-size layers, as in real networks (`fastconv bench --list --full`)",
+    "tiny": "tiny layers (a test of the benchmark itself, not a measurement)",
+}
+
+
+def _ms(s):
+    if s is None:
+        return "—"
+    ms = s * 1e3
+    return f"{ms:.3g}" if ms < 100 else f"{ms:,.0f}"
+
+
+def _num(v, fmt="{:.2f}"):
+    return "—" if v is None else fmt.format(v)
+
+
+def _count(n):
+    return f"{n:,d}" if n < 1e9 else f"{n:.3g}"
+
+
+def _bytes(b):
+    if b is None:
+        return "—"
+    if b == 0:
+        return "0"
+    for unit, k in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if b >= k:
+            return f"{b / k:.1f} {unit}"
+    return f"{b} B"
+
+
+def _x(t):
+    return "x".join(map(str, t))
+
+
+def layer_shape(info):
+    """``in 2x32x28x28, w 32x32x3x3`` (plus stride and groups when not 1) for a layer entry."""
+    s = f"in {_x(info['input_shape'])}, w {_x(info['weight_shape'])}"
+    if any(v != 1 for v in info["stride"]):
+        s += f", stride {_x(info['stride'])}"
+    if info["groups"] != 1:
+        s += f", groups {info['groups']}"
+    return s
+
+
+def _gmean(v):
+    return math.exp(sum(map(math.log, v)) / len(v))
+
+
+def _case(s):
+    return f"{s['layer']} {s['op']}"
+
+
+def recommendation(obj):
+    """The report's opening lines (a list of Markdown lines), derived from the summary."""
+    summ = [s for s in obj["summary"] if s.get("best")]
+    if not summ:
+        return ["No strategy ran successfully in this run; see the tables below for why."]
+    out = []
+    wins = {}
+    for s in summ:
+        wins.setdefault(s["best"], []).append(s)
+    parts = []
+    for name in sorted(wins, key=lambda n: -len(wins[n])):
+        names = list(dict.fromkeys(s["layer"] for s in wins[name]))
+        parts.append(f"**{name}** in {len(wins[name])} ({', '.join(names)})")
+    out.append(f"- **Fastest strategy** per (layer, op), {len(summ)} cases: " + "; ".join(parts)
+               + ".")
+    choices = [s for s in summ if s.get("choice_regret") is not None]
+    if choices:
+        good = [s for s in choices if s["choice_regret"] <= GOOD_CHOICE]
+        worst = max(choices, key=lambda s: s["choice_regret"])
+        line = (f"- **auto** (the dispatcher) chose the fastest strategy or one within "
+                f"{GOOD_CHOICE - 1:.0%} of it in {len(good)} of {len(choices)} cases")
+        if worst["choice_regret"] > GOOD_CHOICE:
+            line += (f"; its worst choice: {_case(worst)}, {worst['auto']} "
+                     f"{worst['choice_regret']:.2f}x the time of {worst['best']}")
+        out.append(line + ".")
+    torch = [s for s in summ if s.get("torch_ratio")]
+    if torch:
+        faster = [s for s in torch if s["torch_ratio"] < 1]
+        r = _gmean([s["torch_ratio"] for s in torch])
+        best = min(torch, key=lambda s: s["torch_ratio"])
+        worst = max(torch, key=lambda s: s["torch_ratio"])
+        out.append(
+            f"- **Against PyTorch** ({obj['machine']['threads']} threads each): fastconv's "
+            f"fastest strategy is faster in {len(faster)} of {len(torch)} cases; geometric mean "
+            f"of time(fastconv) / time(torch) {r:.2f} (below 1: fastconv faster). Best: "
+            f"{_case(best)} ({best['torch_ratio']:.2f}); worst: {_case(worst)} "
+            f"({worst['torch_ratio']:.2f}).")
+    elif not obj["machine"].get("torch"):
+        out.append(f"- **PyTorch** was not timed: it is not installed here "
+                   f"(`{PEER_INSTALL['torch'][1]}` adds it, the CPU build).")
+    else:
+        out.append("- **PyTorch** was not timed in this run (`--no-peers` or `--strategy`).")
+    out.append("- A *regret* below 1 (auto timed faster than the fastest strategy) is timing "
+               "noise: auto runs exactly the strategy it chose plus microseconds of dispatch, "
+               "so the two timings of one kernel differ only by the load of other processes. "
+               "The *choice* column compares the chosen strategy timed as itself, free of that "
+               "noise.")
+    return out
+
+
+def render_report(obj):
+    """The Markdown report of a results object."""
+    m, c = obj["machine"], obj["ceiling"]
+    created = obj["created"].replace("T", " ").replace("+00:00", " UTC")
+    L = ["# fastconv benchmark report", ""]
+    L += ["## In short", ""] + recommendation(obj) + ["", "## This run", ""]
+    L += [
+        f"- **Date:** {created}; the run took {obj['elapsed_s']:.0f} s",
+        f"- **Suite:** {obj['suite']} ({_SIZE_NOTE[obj['suite']]}), {obj['dtype']}; each case: "
+        f"1 warm-up call, then at least {obj['repeat']} timed calls (short calls repeated up to "
+        f"{obj.get('min_time_s', 0):g} s or 200 calls); times are the best of them (median "
+        "too in the per-layer tables)",
+        f"- **CPU:** {m['cpu']}, {os.cpu_count()} logical CPUs; **threads:** {m['threads']} "
+        "(fastconv n_threads" + (f", torch.set_num_threads({m['threads']})" if m.get("torch") else "")
+        + "); 1-minute load average " + f"{m.get('loadavg_start')} at the start, "
+        f"{m.get('loadavg_end')} at the end (above the thread count, other processes competed "
+        "for the cores and times are noisy)",
+        "- **Timing:** the implementations of each (layer, op) run in interleaved rounds, so "
+        "bursts of load from other processes hit them alike",
+        f"- **Versions:** fastconv {m['fastconv']} (strategies: {', '.join(m['strategies'])}; "
+        f"OpenMP {'on' if m.get('openmp') else 'off'}), numpy {m['numpy']}, scipy {m['scipy']}, "
+        f"torch {m.get('torch') or 'not installed'}, Python {m['python']}",
+        f"- **BLAS:** {'; '.join(m['blas']) or 'unknown'}",
+        f"- **Ceiling:** numpy float32 matmul {c['n']}x{c['n']}: **{c['gflops']:.1f} GFLOP/s**, "
+        "measured in this run. GFLOP/s below count 2 x the multiply-adds of the direct "
+        "definition for every implementation (FFT too), so they are comparable effective rates.",
+        "",
+    ]
+    # summary
+    L += ["## Summary", "",
+          "*regret* = time(auto) / time(fastest strategy); *choice* = time(the strategy auto "
+          "chose, timed as itself) / time(fastest strategy), the decision's cost free of timing "
+          "noise; *best / torch* > 1 means PyTorch is faster.",
+          "", "| layer | shape | op | fastest strategy | ms | auto chose | regret | choice "
+          "| torch ms | best / torch |",
+          "|---|---|---|---|--:|---|--:|--:|--:|--:|"]
+    shapes = {info["name"]: layer_shape(info) for info in obj["layers"]}
+    for s in obj["summary"]:
+        L.append(f"| {s['layer']} | {shapes.get(s['layer'], '')} | {s['op']} | "
+                 f"{s['best'] or '—'} | {_ms(s['best_s'])} | {s['auto'] or '—'} | "
+                 f"{_num(s['regret'])} | {_num(s.get('choice_regret'))} | "
+                 f"{_ms(s['torch_s'])} | {_num(s['torch_ratio'])} |")
+    regrets = [s["regret"] for s in obj["summary"] if s.get("regret")]
+    choices = [s["choice_regret"] for s in obj["summary"] if s.get("choice_regret")]
+    if regrets:
+        L += ["", f"Geometric-mean regret {_gmean(regrets):.3f} (worst {max(regrets):.2f}) over "
+                  f"{len(regrets)} cases; decision only: {_gmean(choices):.3f} (worst "
+                  f"{max(choices):.2f})." if choices else ""]
+    L.append("")
+    # per layer
+    L += ["## Layers", ""]
+    res_by_layer = {}
+    for r in obj["results"]:
+        res_by_layer.setdefault(r["layer"], []).append(r)
+    summ = {(s["layer"], s["op"]): s for s in obj["summary"]}
+    for info in obj["layers"]:
+        rs = res_by_layer.get(info["name"])
+        if not rs:
+            continue
+        p = info["params"]
+        x = _x
+        L += [f"### {info['name']}: {layer_shape(info)} ({info['group']}, {info['size']} size)", "",
+              f"input {x(info['input_shape'])}, weight {x(info['weight_shape'])}, output "
+              f"{x(info['output_shape'])}, stride {x(info['stride'])}, groups {info['groups']}; "
+              f"{_count(info['macs'])} multiply-adds per pass.  ",
+              f"Parameters: conv **{_count(p['conv_total'])}** vs dense **{_count(p['dense_total'])}**"
+              f" ({p['ratio']:.3g}x); multiply-adds per example: conv {_count(p['conv_macs'])} vs "
+              f"dense {_count(p['dense_macs'])}.", "",
+              "| op | implementation | best ms | median ms | GFLOP/s | % of ceiling | workspace | note |",
+              "|---|---|--:|--:|--:|--:|--:|---|"]
+        for r in rs:
+            s = summ.get((r["layer"], r["op"]), {})
+            note = ""
+            if r["status"] != "ok":
+                note = f"{r['status']}: {r['reason']}"
+            elif r["kind"] == "auto":
+                note = f"chose {r['chosen']} ({r['decided_by']})"
+                if s.get("regret") is not None:
+                    note += f", regret {s['regret']:.2f}"
+            elif r["kind"] == "strategy" and s.get("best") == r["impl"]:
+                note = "fastest strategy"
+            elif r["impl"] == "torch" and s.get("torch_ratio") is not None:
+                note = f"best / torch = {s['torch_ratio']:.2f}"
+            pct = None if r["ceiling_fraction"] is None else 100 * r["ceiling_fraction"]
+            L.append(f"| {r['op']} | {r['impl']} | {_ms(r['best_s'])} | {_ms(r['median_s'])} | "
+                     f"{_num(r['gflops'])} | {_num(pct, '{:.1f}')} | {_bytes(r['workspace_bytes'])} "
+                     f"| {note.replace('|', '/')} |")
+        L.append("")
+    # sweeps
+    if obj["sweeps"]:
+        L += ["## Crossovers (2-D forward)", ""]
+        for sw in obj["sweeps"]:
+            impls = list(dict.fromkeys(pt["impl"] for pt in sw["points"]))
+            xs = list(dict.fromkeys(pt["x"] for pt in sw["points"]))
+            t = {(pt["x"], pt["impl"]): pt["best_s"] for pt in sw["points"]}
+            L += [f"Time (ms) against {sw['x_label']}:", "",
+                  "| " + sw["name"] + " | " + " | ".join(impls) + " |",
+                  "|--:|" + "--:|" * len(impls)]
+            for xv in xs:
+                L.append(f"| {xv} | " + " | ".join(_ms(t.get((xv, i))) for i in impls) + " |")
+            L.append("")
+    if obj["plots"]:
+        L += ["## Plots", ""] + [f"![{p}]({p})" for p in obj["plots"]] + [""]
+    else:
+        L += [f"Plots skipped: {obj['plots_skipped']}", ""]
+    return "\n".join(L)

@@ -1,0 +1,393 @@
+"""Convolution layers on Dask arrays: ``fastconv``'s ops, chunk by chunk, on a cluster.
+
+``pip install "fastconv[dask]"``. The functions take and return ``dask.array``
+arrays and have the arguments of the NumPy API (:func:`fastconv.conv`,
+:func:`fastconv.grad_input`, :func:`fastconv.grad_weight`,
+:func:`fastconv.conv_backward`); weights and bias are small NumPy arrays, put in
+the graph once.
+
+How the work is split:
+
+- **batch axis**: blockwise, no communication;
+- **spatial axes**: each output block is computed from exactly the input rows
+  its windows read (kernel extent, dilation, stride and asymmetric padding
+  included), cut from the neighbouring chunks by small slicing tasks on the
+  workers that hold them; zeros only where the layer's padding is. Output
+  block ``[o0, o1)`` reads input rows ``[o0*s - pb, (o1-1)*s - pb + d*(K-1) + 1)``;
+- **channel axis**: one chunk (rechunked, with a :class:`ChunkWarning`, if not);
+- **grad_weight**: one partial gradient per block, summed by a tree reduction
+  (``split_every`` at a time), never all at once;
+- each block runs the normal dispatcher for its own block shape, with the
+  worker's thread count shared among the blocks it runs at once, under the
+  ``fastconv.config`` options in force where the graph was built.
+
+Transposed convolution is not provided here (the core API has none yet).
+"""
+from __future__ import annotations
+
+import operator
+import warnings
+
+import numpy as np
+
+try:
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+except ImportError as e:  # pragma: no cover - depends on the install
+    raise ImportError(
+        'fastconv.dask needs Dask: pip install "fastconv[dask]"'
+    ) from e
+
+import fastconv
+
+from . import _blocks
+from ._plan import forward_window, grad_input_window, input_bounds, output_bounds, pieces
+
+__all__ = ["conv", "conv1d", "conv2d", "conv3d", "grad_input", "grad_weight", "conv_backward",
+           "ChunkWarning"]
+
+SPLIT_EVERY = 8
+
+
+class ChunkWarning(UserWarning):
+    """A dask array was rechunked to fit the convolution (e.g. channels in one chunk)."""
+
+
+# ---------------------------------------------------------------------------
+# argument checks
+# ---------------------------------------------------------------------------
+def _dask(a, name):
+    if not isinstance(a, da.Array):
+        raise TypeError(
+            f"{name} must be a dask array (e.g. dask.array.from_array(a, chunks=...)), "
+            f"got {type(a).__name__}"
+        )
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} has dtype {a.dtype} (shape {a.shape}); fastconv computes in "
+                        "float32 or float64 and accepts bool, integer or real floating arrays")
+    if any(np.isnan(c) for c in a.shape):
+        raise ValueError(f"{name} has unknown chunk sizes (shape {a.shape}); call "
+                         "compute_chunk_sizes() first")
+    return a
+
+
+def _numpy(a, name):
+    if a is None:
+        return None
+    if isinstance(a, da.Array):
+        raise TypeError(f"{name} must be a NumPy array (small, sent to every worker once), "
+                        f"got a dask array of shape {a.shape}; compute it first")
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} has dtype {arr.dtype} (shape {arr.shape}); fastconv accepts "
+                        "bool, integer or real floating arrays only")
+    return arr
+
+
+def _dtype(*dts):
+    dt = np.result_type(*dts, np.float32)
+    return np.dtype(dt if dt in (np.float32, np.float64) else np.float64)
+
+
+def _one_channel_chunk(a, name):
+    if len(a.chunks[1]) > 1:
+        warnings.warn(
+            f"{name}: the channel axis (axis 1, chunks {a.chunks[1]}) must be one chunk "
+            "for a convolution; rechunking it to one (this moves data between workers)",
+            ChunkWarning, stacklevel=3,
+        )
+        a = a.rechunk({1: -1})
+    return a
+
+
+def _geometry(spec):
+    """Per spatial axis: (size, stride, pad_before, span, out_size)."""
+    return [(i, s, p[0], d * (k - 1) + 1, o) for i, s, p, d, k, o in
+            zip(spec.in_spatial, spec.stride, spec.padding, spec.dilation, spec.kernel,
+                spec.out_spatial)]
+
+
+def _settings(spec, strategy, n_threads):
+    return dict(stride=spec.stride, dilation=spec.dilation, groups=spec.groups, flip=spec.flip,
+                strategy=strategy, options=_blocks.options_dict(), n_threads=n_threads)
+
+
+def _offsets(chunks):
+    out, s = [], 0
+    for c in chunks:
+        out.append(s)
+        s += c
+    return out
+
+
+# ---------------------------------------------------------------------------
+# graph building
+# ---------------------------------------------------------------------------
+def _gather(dsk, src, cut_name, index, ranges):
+    """Nested list of references to the pieces of ``src`` covering ``ranges``
+    (one ``(lo, hi)`` per axis); partial chunks become slicing tasks, so only
+    the halo rows travel, not the neighbour's whole chunk."""
+    per_axis = [pieces(c, lo, hi) for c, (lo, hi) in zip(src.chunks, ranges)]
+
+    def build(ax, js, slices, whole, pidx):
+        if ax == len(per_axis):
+            key = (src.name,) + js
+            if whole:
+                return key
+            cut = (cut_name,) + index + pidx
+            dsk[cut] = (operator.getitem, key, slices)
+            return cut
+        return [build(ax + 1, js + (j,), slices + (sl,), whole and w, pidx + (n,))
+                for n, (j, sl, w) in enumerate(per_axis[ax])]
+
+    return build(0, (), (), True, ())
+
+
+def _grid(chunks):
+    """All block indices and their (start, stop) per axis."""
+    import itertools
+
+    axes = [[(o, o + c) for o, c in zip(_offsets(ch), ch)] for ch in chunks]
+    return zip(itertools.product(*[range(len(ch)) for ch in chunks]), itertools.product(*axes))
+
+
+def _weights_node(dsk, name, weight, bias):
+    key = (name + "-weights",)
+    dsk[key] = _blocks.Weights(weight, bias)
+    return key
+
+
+def _array(name, dsk, deps, chunks, dtype):
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
+    return da.Array(graph, name, chunks, meta=np.empty((0,) * len(chunks), dtype))
+
+
+# ---------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------
+def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, flip=False,
+         strategy="auto", n_threads=None):
+    """Forward pass of an N-d convolution layer on a dask array.
+
+    Parameters are those of :func:`fastconv.conv`; ``x`` is a dask array,
+    ``weight`` and ``bias`` NumPy arrays.
+
+    Parameters
+    ----------
+    x : dask.array.Array, shape (N, C_in, *spatial) or (C_in, *spatial)
+        Chunked along batch and/or spatial axes; channels in one chunk.
+    weight : ndarray, shape (C_out, C_in / groups, *kernel)
+    bias : ndarray, shape (C_out,), optional
+    n_threads : int, optional
+        Kernel threads per block; default: the worker's thread count divided
+        among the fastconv blocks it is running.
+
+    Returns
+    -------
+    y : dask.array.Array, shape (N, C_out, *out_spatial) or without N
+        Batch chunks of ``x``; spatial chunks follow ``x``'s (output ``o``
+        belongs to the chunk holding its window's centre), a single channel chunk.
+    """
+    x = _dask(x, "x")
+    w = _numpy(weight, "weight")
+    b = _numpy(bias, "bias")
+    dtype = _dtype(x.dtype, w.dtype, *([] if b is None else [b.dtype]))
+    spec = fastconv.make_spec(x.shape, w.shape, stride, padding, dilation, groups, flip=flip,
+                              dtype=dtype)
+    if b is not None and b.shape != (spec.out_channels,):
+        raise ValueError(f"bias must have shape ({spec.out_channels},) (one value per output "
+                         f"channel), got shape {b.shape}")
+    if not spec.batched:
+        x = x[None]
+    x = _one_channel_chunk(x, "x")
+    geo = _geometry(spec)
+    out_sp = [output_bounds(c, o, s, pb, span) for c, (_, s, pb, span, o) in
+              zip(x.chunks[2:], geo)]
+    chunks = (x.chunks[0], (spec.out_channels,)) + tuple(out_sp)
+    token = tokenize(x, w, b, spec, strategy, n_threads, _blocks.options_dict())
+    name = "fastconv-conv-" + token
+    dsk = {}
+    wkey = _weights_node(dsk, name, w, b)
+    settings = _settings(spec, strategy, n_threads)
+    for idx, ranges in _grid(chunks):
+        (n0, n1), _, *sp = ranges
+        wins = [forward_window(o0, o1, i, s, pb, span)
+                for (o0, o1), (i, s, pb, span, _) in zip(sp, geo)]
+        shape = (n1 - n0, spec.out_channels) + tuple(o1 - o0 for o0, o1 in sp)
+        if any(v is None for v in wins):
+            blk, parts = _blocks.Block("forward", shape, dtype, None, **settings), None
+        else:
+            blk = _blocks.Block("forward", shape, dtype, tuple((v[2], v[3]) for v in wins),
+                                **settings)
+            parts = _gather(dsk, x, name + "-halo", idx,
+                            [(n0, n1), (0, spec.in_channels)] + [(v[0], v[1]) for v in wins])
+        dsk[(name,) + idx] = (_blocks.forward, parts, wkey, blk)
+    y = _array(name, dsk, [x], chunks, dtype)
+    return y if spec.batched else y[0]
+
+
+def _fixed(ndim, fname):
+    def f(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, flip=False,
+          strategy="auto", n_threads=None):
+        w = _numpy(weight, "weight")
+        if w.ndim != ndim + 2:
+            raise ValueError(f"{fname}: weight must have {ndim + 2} dimensions, got shape {w.shape}")
+        return conv(x, w, bias, stride, padding, dilation, groups, flip=flip, strategy=strategy,
+                    n_threads=n_threads)
+
+    f.__name__ = f.__qualname__ = fname
+    f.__doc__ = f"{ndim}-D convolution of a dask array; see :func:`fastconv.dask.conv`."
+    return f
+
+
+conv1d, conv2d, conv3d = (_fixed(n, f"conv{n}d") for n in (1, 2, 3))
+
+
+def _check_gy(gy, spec):
+    if gy.shape != spec.output_shape:
+        raise ValueError(f"grad_output must have the output shape {spec.output_shape} (input "
+                         f"{spec.input_shape}, weight {spec.weight_shape}), got shape {gy.shape}")
+
+
+def grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
+               flip=False, strategy="auto", ndim=None, input_chunks=None, n_threads=None):
+    """dL/dx of a convolution, as a dask array (see :func:`fastconv.grad_input`).
+
+    Each grad_input block is computed from the grad_output rows whose windows
+    touch it (a halo on grad_output) and is exact.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+    weight : ndarray
+    grad_output : dask.array.Array, the forward output's shape
+    input_chunks : tuple of tuples, optional
+        Chunks of the result (e.g. ``x.chunks``); by default derived from
+        grad_output's chunks (the inverse of the forward pass's rule).
+
+    Returns
+    -------
+    grad_x : dask.array.Array of shape ``input_shape``
+    """
+    w = _numpy(weight, "weight")
+    gy = _dask(grad_output, "grad_output")
+    dtype = _dtype(w.dtype, gy.dtype)
+    spec = fastconv.make_spec(tuple(input_shape), w.shape, stride, padding, dilation, groups,
+                              flip=flip, dtype=dtype, ndim=ndim)
+    _check_gy(gy, spec)
+    if not spec.batched:
+        gy = gy[None]
+    gy = _one_channel_chunk(gy, "grad_output")
+    geo = _geometry(spec)
+    if input_chunks is None:
+        sp_chunks = tuple(input_bounds(c, i, s, pb, span) for c, (i, s, pb, span, _) in
+                          zip(gy.chunks[2:], geo))
+        chunks = (gy.chunks[0], (spec.in_channels,)) + sp_chunks
+    else:
+        input_chunks = tuple(tuple(int(v) for v in c) for c in input_chunks)
+        if not spec.batched:
+            input_chunks = ((1,),) + input_chunks
+        if tuple(map(sum, input_chunks)) != (spec.batch, spec.in_channels) + spec.in_spatial:
+            raise ValueError(f"input_chunks {input_chunks} do not add up to the input shape "
+                             f"{spec.input_shape}")
+        chunks = (input_chunks[0], (spec.in_channels,)) + input_chunks[2:]
+    name = "fastconv-grad-input-" + tokenize(gy, w, spec, strategy, chunks, n_threads,
+                                             _blocks.options_dict())
+    dsk = {}
+    wkey = _weights_node(dsk, name, w, None)
+    settings = _settings(spec, strategy, n_threads)
+    for idx, ranges in _grid(chunks):
+        (n0, n1), _, *sp = ranges
+        wins = [grad_input_window(i0, i1, o, s, pb, span)
+                for (i0, i1), (_, s, pb, span, o) in zip(sp, geo)]
+        shape = (n1 - n0, spec.in_channels) + tuple(i1 - i0 for i0, i1 in sp)
+        if any(v is None for v in wins):
+            blk, parts = _blocks.Block("grad_input", shape, dtype, None, **settings), None
+        else:
+            blk = _blocks.Block(
+                "grad_input", shape, dtype, tuple((v[4], v[5]) for v in wins), **settings,
+                in_shape=(n1 - n0, spec.in_channels) + tuple(v[3] - v[2] for v in wins),
+                embed=tuple((v[2] - i0, v[3] - i0) for v, (i0, _) in zip(wins, sp)))
+            parts = _gather(dsk, gy, name + "-halo", idx,
+                            [(n0, n1), (0, spec.out_channels)] + [(v[0], v[1]) for v in wins])
+        dsk[(name,) + idx] = (_blocks.grad_input, parts, wkey, blk)
+    gx = _array(name, dsk, [gy], chunks, dtype)
+    return gx if spec.batched else gx[0]
+
+
+def grad_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
+                flip=False, strategy="auto", ndim=None, split_every=SPLIT_EVERY, n_threads=None):
+    """dL/dw of a convolution over a dask array (see :func:`fastconv.grad_weight`).
+
+    One partial gradient per grad_output block (from that block and the input
+    rows its windows read), summed by a tree reduction ``split_every`` at a time.
+
+    Returns
+    -------
+    grad_w : dask.array.Array of shape ``weight_shape`` (one chunk)
+    """
+    x = _dask(input, "input")
+    gy = _dask(grad_output, "grad_output")
+    dtype = _dtype(x.dtype, gy.dtype)
+    spec = fastconv.make_spec(x.shape, tuple(weight_shape), stride, padding, dilation, groups,
+                              flip=flip, dtype=dtype, ndim=ndim)
+    _check_gy(gy, spec)
+    if not isinstance(split_every, int) or split_every < 2:
+        raise ValueError(f"split_every must be an int >= 2, got {split_every!r}")
+    if not spec.batched:
+        x, gy = x[None], gy[None]
+    x = _one_channel_chunk(x, "input")
+    gy = _one_channel_chunk(gy, "grad_output")
+    geo = _geometry(spec)
+    name = "fastconv-grad-weight-" + tokenize(x, gy, spec, strategy, n_threads,
+                                              _blocks.options_dict())
+    dsk = {}
+    settings = _settings(spec, strategy, n_threads)
+    nblocks = 0
+    for idx, ranges in _grid(gy.chunks):
+        (n0, n1), _, *sp = ranges
+        wins = [forward_window(o0, o1, i, s, pb, span)
+                for (o0, o1), (i, s, pb, span, _) in zip(sp, geo)]
+        if any(v is None for v in wins):
+            blk, parts = _blocks.Block("grad_weight", spec.weight_shape, dtype, None,
+                                       **settings), None
+        else:
+            blk = _blocks.Block("grad_weight", spec.weight_shape, dtype,
+                                tuple((v[2], v[3]) for v in wins), **settings)
+            parts = _gather(dsk, x, name + "-halo", idx,
+                            [(n0, n1), (0, spec.in_channels)] + [(v[0], v[1]) for v in wins])
+        dsk[(name, nblocks) + (0,) * len(spec.weight_shape)] = (
+            _blocks.grad_weight, parts, (gy.name,) + idx, blk)
+        nblocks += 1
+    chunks = ((1,) * nblocks,) + tuple((n,) for n in spec.weight_shape)
+    partials = _array(name, dsk, [x, gy], chunks, dtype)
+    return partials.sum(axis=0, dtype=dtype, split_every=split_every)
+
+
+def conv_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
+                  flip=False, strategy="auto", split_every=SPLIT_EVERY, n_threads=None):
+    """Both backward passes over dask arrays (see :func:`fastconv.conv_backward`).
+
+    Returns
+    -------
+    grad_x : dask.array.Array, shape and chunks of ``x``
+    grad_w : dask.array.Array, shape of ``weight``
+    grad_b : dask.array.Array, shape (C_out,)
+    """
+    x = _dask(x, "x")
+    w = _numpy(weight, "weight")
+    gy = _dask(grad_output, "grad_output")
+    dtype = _dtype(x.dtype, w.dtype, gy.dtype)
+    spec = fastconv.make_spec(x.shape, w.shape, stride, padding, dilation, groups, flip=flip,
+                              dtype=dtype)
+    _check_gy(gy, spec)
+    kw = dict(flip=flip, strategy=strategy, n_threads=n_threads)
+    args = (stride, padding, dilation, groups)
+    xs = x.astype(dtype) if x.dtype != dtype else x
+    gys = gy.astype(dtype) if gy.dtype != dtype else gy
+    gx = grad_input(x.shape, w.astype(dtype, copy=False), gys, *args, input_chunks=x.chunks, **kw)
+    gw = grad_weight(xs, w.shape, gys, *args, split_every=split_every, **kw)
+    axes = (0,) + tuple(range(2, 2 + spec.ndim)) if spec.batched else tuple(range(1, 1 + spec.ndim))
+    gb = gys.sum(axis=axes, dtype=dtype, split_every=split_every)
+    return gx, gw, gb

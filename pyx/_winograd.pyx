@@ -1,0 +1,542 @@
+# cython: language_level=3
+"""Winograd minimal filtering F(m, 3) on the H and W axes, taps summed along D.
+
+Arrays arrive 5-D C-contiguous (N, C, D, H, W) and *unpadded*: padding is an
+offset ``off`` per axis (input index = output index + tap + off) and every
+position outside the image reads as zero inside the tile gather. A kernel axis
+of extent 1 uses the trivial transform (alpha = m = 1). The depth axis is never
+transformed: its KD taps are stacked into the GEMM's inner dimension (planes
+od..od+KD-1 of the transformed input are adjacent), which needs 2.25x (F(4x4))
+instead of 8x (F(2x2x2)) the input in buffers.
+
+Per unit of work (``nb`` images, or one image when D > 1), one thread:
+
+1. transposes its images to channel-last (``xt``, (D, H, W, C) per image), so
+   every transform below is a loop over channels that the compiler vectorizes;
+2. per block of ``tc`` tiles and ``odc`` output planes, transforms the input
+   tiles (V[p][tile][plane][c], p = i*aw + j a transform position), runs one
+   GEMM per transform position (and output plane) through scipy's BLAS, and
+   transforms the result straight into a channel-last output (``yt``);
+3. transposes ``yt`` back to (C_out, OD, OH, OW).
+
+The transformed block (V, M) is sized by the caller to stay in cache: the
+transforms never round-trip through memory. grad_input is this forward pass
+on grad_output with the flipped, transposed kernel (the caller passes its
+transform and offsets). grad_weight runs the adjoint: dM = A gy A^T per tile,
+dU[p] += V[p]^T dM[p], one partial dU per thread, summed in thread order.
+"""
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+from libc.string cimport memset
+
+from _blas cimport gemm_rm, NoTrans, TransT
+from _openmp cimport FASTCONV_HAVE_OPENMP
+
+HAVE_OPENMP = bool(FASTCONV_HAVE_OPENMP)
+
+cdef enum:
+    MAXA = 8      # largest alpha (F(6,3))
+
+
+cdef struct WG:
+    Py_ssize_t N, C, D, H, W          # input of the Winograd pass
+    Py_ssize_t CO, OD, OH, OW         # its output
+    Py_ssize_t G, CIG, COG, KD
+    Py_ssize_t offd, offh, offw       # input index = output index + tap + off
+    Py_ssize_t mh, mw, ah, aw, P      # tile sizes, alphas, positions
+    Py_ssize_t TH, TW, T2             # tiles per plane
+    Py_ssize_t nb, tc, odc, Pl        # images per unit, tiles per block, planes per block
+    Py_ssize_t nunits
+    Py_ssize_t xt_sz, yt_sz, v_sz, m_sz, tmp_sz, du_sz, per_thread
+    double bth[MAXA * MAXA]
+    double btw[MAXA * MAXA]
+    double ath[MAXA * MAXA]
+    double atw[MAXA * MAXA]
+
+
+cdef int _setup(WG* g, Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, Py_ssize_t H, Py_ssize_t W,
+                Py_ssize_t CO, Py_ssize_t OD, Py_ssize_t OH, Py_ssize_t OW,
+                int groups, int KD, tuple offsets,
+                const double[:, ::1] BTh, const double[:, ::1] BTw,
+                const double[:, ::1] ATh, const double[:, ::1] ATw,
+                Py_ssize_t nb, Py_ssize_t tc, Py_ssize_t odc, bint gw) except -1:
+    cdef Py_ssize_t i, j
+    g.N, g.C, g.D, g.H, g.W = N, C, D, H, W
+    g.CO, g.OD, g.OH, g.OW = CO, OD, OH, OW
+    g.G, g.KD = groups, KD
+    g.CIG, g.COG = C // groups, CO // groups
+    g.offd, g.offh, g.offw = offsets
+    g.ah, g.aw = BTh.shape[0], BTw.shape[0]
+    g.mh, g.mw = ATh.shape[0], ATw.shape[0]
+    if g.ah > MAXA or g.aw > MAXA or ATh.shape[1] != g.ah or ATw.shape[1] != g.aw:
+        raise ValueError("winograd: bad transform matrices")
+    g.P = g.ah * g.aw
+    for i in range(g.ah):
+        for j in range(g.ah):
+            g.bth[i * g.ah + j] = BTh[i, j]
+        for j in range(g.mh):
+            g.ath[j * g.ah + i] = ATh[j, i]
+    for i in range(g.aw):
+        for j in range(g.aw):
+            g.btw[i * g.aw + j] = BTw[i, j]
+        for j in range(g.mw):
+            g.atw[j * g.aw + i] = ATw[j, i]
+    g.TH = (OH + g.mh - 1) // g.mh
+    g.TW = (OW + g.mw - 1) // g.mw
+    g.T2 = g.TH * g.TW
+    g.nb = nb if D == 1 else 1
+    g.odc = min(odc, OD)
+    g.Pl = g.odc + KD - 1
+    g.tc = tc
+    g.nunits = (N + g.nb - 1) // g.nb
+    sizes = unit_sizes(C, D * H * W, CO, OD * OH * OW, g.P, g.ah * max(g.aw, g.mw),
+                       g.nb, tc, g.Pl, KD, groups, gw)
+    g.xt_sz, g.yt_sz, g.v_sz, g.m_sz, g.tmp_sz, g.du_sz = sizes
+    g.per_thread = sum(sizes)
+    return 0
+
+
+def unit_sizes(C, S, CO, SO, P, A2, nb, tc, Pl, KD, groups, gw):
+    """Scratch elements of one thread: (xt, yt, V, M, tmp, dU)."""
+    return (nb * C * S, nb * CO * SO, P * tc * Pl * C, P * tc * CO,
+            A2 * max(C, CO), (P * KD * (C // groups) * CO) if gw else 0)
+
+
+# ---------------------------------------------------------------------------
+# layout changes (channel-first <-> channel-last), cache-blocked
+# ---------------------------------------------------------------------------
+cdef void _to_last(const floating* src, floating* dst, Py_ssize_t C, Py_ssize_t S) noexcept nogil:
+    """dst[s*C + c] = src[c*S + s]."""
+    cdef Py_ssize_t c0, s0, c, s, c1, s1
+    s0 = 0
+    while s0 < S:
+        s1 = min(s0 + 64, S)
+        c0 = 0
+        while c0 < C:
+            c1 = min(c0 + 16, C)
+            for s in range(s0, s1):
+                for c in range(c0, c1):
+                    dst[s * C + c] = src[c * S + s]
+            c0 = c1
+        s0 = s1
+
+
+cdef void _to_first(const floating* src, floating* dst, Py_ssize_t C, Py_ssize_t S) noexcept nogil:
+    """dst[c*S + s] = src[s*C + c]."""
+    cdef Py_ssize_t c0, s0, c, s, c1, s1
+    c0 = 0
+    while c0 < C:
+        c1 = min(c0 + 16, C)
+        s0 = 0
+        while s0 < S:
+            s1 = min(s0 + 64, S)
+            for c in range(c0, c1):
+                for s in range(s0, s1):
+                    dst[c * S + s] = src[s * C + c]
+            s0 = s1
+        c0 = c1
+
+
+# ---------------------------------------------------------------------------
+# tile transforms; the inner loops run over channels (contiguous)
+# ---------------------------------------------------------------------------
+cdef inline void _axpy(floating* d, const floating* s, floating a, Py_ssize_t n,
+                       bint first) noexcept nogil:
+    cdef Py_ssize_t c
+    if first:
+        for c in range(n):
+            d[c] = a * s[c]
+    else:
+        for c in range(n):
+            d[c] += a * s[c]
+
+
+cdef void _in_tile(const WG* g, const floating* plane, Py_ssize_t h0, Py_ssize_t w0,
+                   floating* v, Py_ssize_t pstride, floating* tmp) noexcept nogil:
+    """v[p*pstride + c] = (B^T d B)[p] for the tile of ``plane`` (H, W, C) at (h0, w0)."""
+    cdef Py_ssize_t i, j, r, s, h, w, C = g.C, ah = g.ah, aw = g.aw
+    cdef double b
+    cdef bint first
+    cdef floating* t
+    # pass 1 over H: tmp[i][s] = sum_r BTh[i][r] d[r][s]  (zeros outside the image)
+    for i in range(ah):
+        for s in range(aw):
+            t = tmp + (i * aw + s) * C
+            first = True
+            w = w0 + s
+            if 0 <= w < g.W:
+                for r in range(ah):
+                    b = g.bth[i * ah + r]
+                    h = h0 + r
+                    if b != 0 and 0 <= h < g.H:
+                        _axpy(t, plane + (h * g.W + w) * C, <floating>b, C, first)
+                        first = False
+            if first:
+                memset(t, 0, C * sizeof(floating))
+    # pass 2 over W: v[i][j] = sum_s BTw[j][s] tmp[i][s]
+    for i in range(ah):
+        for j in range(aw):
+            t = v + (i * aw + j) * pstride
+            first = True
+            for s in range(aw):
+                b = g.btw[j * aw + s]
+                if b != 0:
+                    _axpy(t, tmp + (i * aw + s) * C, <floating>b, C, first)
+                    first = False
+            if first:
+                memset(t, 0, C * sizeof(floating))
+
+
+cdef void _out_tile(const WG* g, const floating* m, Py_ssize_t pstride, floating* plane,
+                    Py_ssize_t h0, Py_ssize_t w0, floating* tmp) noexcept nogil:
+    """plane (OH, OW, CO) tile at (h0, w0) = A^T M A, cropped to the output."""
+    cdef Py_ssize_t i, j, q, r, CO = g.CO, ah = g.ah, aw = g.aw, mw = g.mw
+    cdef double a
+    cdef bint first
+    cdef floating* t
+    for i in range(ah):
+        for r in range(mw):
+            if w0 + r >= g.OW:
+                break
+            t = tmp + (i * mw + r) * CO
+            first = True
+            for j in range(aw):
+                a = g.atw[r * aw + j]
+                if a != 0:
+                    _axpy(t, m + (i * aw + j) * pstride, <floating>a, CO, first)
+                    first = False
+            if first:
+                memset(t, 0, CO * sizeof(floating))
+    for q in range(g.mh):
+        if h0 + q >= g.OH:
+            break
+        for r in range(mw):
+            if w0 + r >= g.OW:
+                break
+            t = plane + ((h0 + q) * g.OW + w0 + r) * CO
+            first = True
+            for i in range(ah):
+                a = g.ath[q * ah + i]
+                if a != 0:
+                    _axpy(t, tmp + (i * mw + r) * CO, <floating>a, CO, first)
+                    first = False
+            if first:
+                memset(t, 0, CO * sizeof(floating))
+
+
+cdef void _gy_tile(const WG* g, const floating* plane, Py_ssize_t h0, Py_ssize_t w0,
+                   floating* m, Py_ssize_t pstride, floating* tmp) noexcept nogil:
+    """Adjoint of _out_tile: m[p] = (A gy A^T)[p], gy zero outside the output."""
+    cdef Py_ssize_t i, j, q, r, CO = g.CO, ah = g.ah, aw = g.aw, mh = g.mh, mw = g.mw
+    cdef double a
+    cdef bint first
+    cdef floating* t
+    for q in range(mh):
+        for j in range(aw):
+            t = tmp + (q * aw + j) * CO
+            first = True
+            if h0 + q < g.OH:
+                for r in range(mw):
+                    a = g.atw[r * aw + j]
+                    if a != 0 and w0 + r < g.OW:
+                        _axpy(t, plane + ((h0 + q) * g.OW + w0 + r) * CO, <floating>a, CO, first)
+                        first = False
+            if first:
+                memset(t, 0, CO * sizeof(floating))
+    for i in range(ah):
+        for j in range(aw):
+            t = m + (i * aw + j) * pstride
+            first = True
+            for q in range(mh):
+                a = g.ath[q * ah + i]
+                if a != 0:
+                    _axpy(t, tmp + (q * aw + j) * CO, <floating>a, CO, first)
+                    first = False
+            if first:
+                memset(t, 0, CO * sizeof(floating))
+
+
+cdef void _in_block(const WG* g, const floating* xt, Py_ssize_t t0, Py_ssize_t nt,
+                    Py_ssize_t od0, floating* V, floating* tmp) noexcept nogil:
+    """V[p][tt][pl][c] for tiles t0..t0+nt of the unit, planes od0+offd+pl."""
+    cdef Py_ssize_t tt, t, img, t2, th, tw, pl, d, p
+    cdef Py_ssize_t pstride = g.tc * g.Pl * g.C, S = g.D * g.H * g.W
+    cdef floating* v
+    for tt in range(nt):
+        t = t0 + tt
+        img = t // g.T2
+        t2 = t - img * g.T2
+        th = t2 // g.TW
+        tw = t2 - th * g.TW
+        for pl in range(g.Pl):
+            d = od0 + g.offd + pl
+            v = V + (tt * g.Pl + pl) * g.C
+            if 0 <= d < g.D:
+                _in_tile(g, xt + (img * S + d * g.H * g.W) * g.C,
+                         th * g.mh + g.offh, tw * g.mw + g.offw, v, pstride, tmp)
+            else:
+                for p in range(g.P):
+                    memset(v + p * pstride, 0, g.C * sizeof(floating))
+
+
+# ---------------------------------------------------------------------------
+# one unit of work
+# ---------------------------------------------------------------------------
+cdef void _fwd_unit(const WG* g, const floating* x, const floating* U, floating* y,
+                    floating* wk, Py_ssize_t u) noexcept nogil:
+    cdef floating* xt = wk
+    cdef floating* yt = xt + g.xt_sz
+    cdef floating* V = yt + g.yt_sz
+    cdef floating* M = V + g.v_sz
+    cdef floating* tmp = M + g.m_sz
+    cdef Py_ssize_t n0 = u * g.nb, nimg = min(g.nb, g.N - u * g.nb)
+    cdef Py_ssize_t S = g.D * g.H * g.W, SO = g.OD * g.OH * g.OW
+    cdef Py_ssize_t i, od0, od, t0, nt, p, grp, kd, tt, t, img, t2, th, tw, ob, tb
+    cdef Py_ssize_t vstride = g.tc * g.Pl * g.C, mstride = g.tc * g.CO
+    cdef Py_ssize_t KC = g.KD * g.CIG, ucs = g.G * KC * g.COG
+    for i in range(nimg):
+        _to_last(x + (n0 + i) * g.C * S, xt + i * g.C * S, g.C, S)
+    for ob in range((g.OD + g.odc - 1) // g.odc):
+        od0 = ob * g.odc
+        for tb in range((nimg * g.T2 + g.tc - 1) // g.tc):
+            t0 = tb * g.tc
+            nt = min(g.tc, nimg * g.T2 - t0)
+            _in_block(g, xt, t0, nt, od0, V, tmp)
+            for od in range(od0, min(od0 + g.odc, g.OD)):
+                for p in range(g.P):
+                    if g.G == 1:
+                        gemm_rm(NoTrans, NoTrans, <int>nt, <int>g.CO, <int>KC, <floating>1,
+                                V + p * vstride + (od - od0) * g.C, <int>(g.Pl * g.C),
+                                U + p * ucs, <int>g.CO, <floating>0, M + p * mstride, <int>g.CO)
+                    else:
+                        for grp in range(g.G):
+                            for kd in range(g.KD):
+                                gemm_rm(NoTrans, NoTrans, <int>nt, <int>g.COG, <int>g.CIG,
+                                        <floating>1,
+                                        V + p * vstride + (od - od0 + kd) * g.C + grp * g.CIG,
+                                        <int>(g.Pl * g.C),
+                                        U + p * ucs + (grp * KC + kd * g.CIG) * g.COG, <int>g.COG,
+                                        <floating>(1 if kd else 0),
+                                        M + p * mstride + grp * g.COG, <int>g.CO)
+                for tt in range(nt):
+                    t = t0 + tt
+                    img = t // g.T2
+                    t2 = t - img * g.T2
+                    th = t2 // g.TW
+                    tw = t2 - th * g.TW
+                    _out_tile(g, M + tt * g.CO, mstride,
+                              yt + (img * SO + od * g.OH * g.OW) * g.CO,
+                              th * g.mh, tw * g.mw, tmp)
+    for i in range(nimg):
+        _to_first(yt + i * g.CO * SO, y + (n0 + i) * g.CO * SO, g.CO, SO)
+
+
+cdef void _gw_unit(const WG* g, const floating* x, const floating* gy, floating* dU,
+                   floating* wk, Py_ssize_t u) noexcept nogil:
+    cdef floating* xt = wk
+    cdef floating* gyt = xt + g.xt_sz
+    cdef floating* V = gyt + g.yt_sz
+    cdef floating* M = V + g.v_sz
+    cdef floating* tmp = M + g.m_sz
+    cdef Py_ssize_t n0 = u * g.nb, nimg = min(g.nb, g.N - u * g.nb)
+    cdef Py_ssize_t S = g.D * g.H * g.W, SO = g.OD * g.OH * g.OW
+    cdef Py_ssize_t i, od0, od, t0, nt, p, grp, kd, tt, t, img, t2, th, tw, ob, tb
+    cdef Py_ssize_t vstride = g.tc * g.Pl * g.C, mstride = g.tc * g.CO
+    cdef Py_ssize_t KC = g.KD * g.CIG, ucs = g.G * KC * g.COG
+    for i in range(nimg):
+        _to_last(x + (n0 + i) * g.C * S, xt + i * g.C * S, g.C, S)
+        _to_last(gy + (n0 + i) * g.CO * SO, gyt + i * g.CO * SO, g.CO, SO)
+    for ob in range((g.OD + g.odc - 1) // g.odc):
+        od0 = ob * g.odc
+        for tb in range((nimg * g.T2 + g.tc - 1) // g.tc):
+            t0 = tb * g.tc
+            nt = min(g.tc, nimg * g.T2 - t0)
+            _in_block(g, xt, t0, nt, od0, V, tmp)
+            for od in range(od0, min(od0 + g.odc, g.OD)):
+                for tt in range(nt):
+                    t = t0 + tt
+                    img = t // g.T2
+                    t2 = t - img * g.T2
+                    th = t2 // g.TW
+                    tw = t2 - th * g.TW
+                    _gy_tile(g, gyt + (img * SO + od * g.OH * g.OW) * g.CO,
+                             th * g.mh, tw * g.mw, M + tt * g.CO, mstride, tmp)
+                for p in range(g.P):
+                    if g.G == 1:
+                        gemm_rm(TransT, NoTrans, <int>KC, <int>g.CO, <int>nt, <floating>1,
+                                V + p * vstride + (od - od0) * g.C, <int>(g.Pl * g.C),
+                                M + p * mstride, <int>g.CO, <floating>1, dU + p * ucs, <int>g.CO)
+                    else:
+                        for grp in range(g.G):
+                            for kd in range(g.KD):
+                                gemm_rm(TransT, NoTrans, <int>g.CIG, <int>g.COG, <int>nt,
+                                        <floating>1,
+                                        V + p * vstride + (od - od0 + kd) * g.C + grp * g.CIG,
+                                        <int>(g.Pl * g.C),
+                                        M + p * mstride + grp * g.COG, <int>g.CO, <floating>1,
+                                        dU + p * ucs + (grp * KC + kd * g.CIG) * g.COG,
+                                        <int>g.COG)
+
+
+# ---------------------------------------------------------------------------
+# Python entry points
+# ---------------------------------------------------------------------------
+cdef int _check(Py_ssize_t have, Py_ssize_t need) except -1:
+    if have < need:
+        raise ValueError(f"winograd workspace has {have} elements, needs {need}")
+    return 0
+
+
+def forward(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpadded
+            const floating[:, :, :, ::1] U,      # IN  (P, G, KD*CIG, COG) transformed kernel
+            floating[:, :, :, :, ::1] y,         # OUT (N, CO, OD, OH, OW)
+            floating[::1] work,
+            const double[:, ::1] BTh, const double[:, ::1] BTw,
+            const double[:, ::1] ATh, const double[:, ::1] ATw,
+            tuple offsets, int KD, int groups,
+            Py_ssize_t nb, Py_ssize_t tc, Py_ssize_t odc, int mode, int n_threads):
+    """y = correlation of x (zero outside) with the kernel whose transform is U.
+
+    ``offsets``: (d, h, w) with input index = output index + tap + offset.
+    ``mode`` 1: OpenMP over units on ``n_threads`` threads (BLAS limited to one
+    thread by the caller); 0: units in turn, BLAS threaded.
+    """
+    cdef WG g
+    _setup(&g, x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4],
+           y.shape[1], y.shape[2], y.shape[3], y.shape[4], groups, KD, offsets,
+           BTh, BTw, ATh, ATw, nb, tc, odc, False)
+    cdef Py_ssize_t u, slots = n_threads if mode == 1 else 1
+    _check(work.shape[0], g.per_thread * slots)
+    if U.shape[0] != g.P or U.shape[2] * U.shape[1] != KD * g.C or U.shape[3] * groups != g.CO:
+        raise ValueError("winograd: transformed kernel has the wrong shape")
+    with nogil:
+        if mode == 1:
+            for u in prange(g.nunits, num_threads=n_threads, schedule="dynamic"):
+                _fwd_unit(&g, &x[0, 0, 0, 0, 0], &U[0, 0, 0, 0], &y[0, 0, 0, 0, 0],
+                          &work[0] + threadid() * g.per_thread, u)
+        else:
+            for u in range(g.nunits):
+                _fwd_unit(&g, &x[0, 0, 0, 0, 0], &U[0, 0, 0, 0], &y[0, 0, 0, 0, 0],
+                          &work[0], u)
+
+
+def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpadded
+                const floating[:, :, :, :, ::1] gy,  # IN  (N, CO, OD, OH, OW)
+                floating[:, :, :, ::1] dU,           # OUT (P, G, KD*CIG, COG), summed
+                floating[::1] work,
+                const double[:, ::1] BTh, const double[:, ::1] BTw,
+                const double[:, ::1] ATh, const double[:, ::1] ATw,
+                tuple offsets, int KD, int groups,
+                Py_ssize_t nb, Py_ssize_t tc, Py_ssize_t odc, int mode, int n_threads):
+    """dU[p] = sum over tiles of V[p]^T (A gy A^T)[p]; the caller applies G^T . G.
+
+    Deterministic for a fixed thread count: units go to threads round-robin
+    (static schedule) and the per-thread partial sums are added in thread order.
+    """
+    cdef WG g
+    _setup(&g, x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4],
+           gy.shape[1], gy.shape[2], gy.shape[3], gy.shape[4], groups, KD, offsets,
+           BTh, BTw, ATh, ATw, nb, tc, odc, True)
+    cdef Py_ssize_t u, i, t, slots = n_threads if mode == 1 else 1
+    cdef Py_ssize_t dsz = g.du_sz
+    cdef floating* wk = &work[0]
+    cdef floating* out = &dU[0, 0, 0, 0]
+    cdef floating s
+    _check(work.shape[0], g.per_thread * slots)
+    if dU.shape[0] * dU.shape[1] * dU.shape[2] * dU.shape[3] != dsz:
+        raise ValueError("winograd: dU has the wrong shape")
+    with nogil:
+        # each thread's partial dU is the last part of its slot
+        for t in range(slots):
+            memset(wk + t * g.per_thread + g.per_thread - dsz, 0, dsz * sizeof(floating))
+        if mode == 1:
+            for u in prange(g.nunits, num_threads=n_threads, schedule="static", chunksize=1):
+                _gw_unit(&g, &x[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0],
+                         wk + threadid() * g.per_thread + g.per_thread - dsz,
+                         wk + threadid() * g.per_thread, u)
+        else:
+            for u in range(g.nunits):
+                _gw_unit(&g, &x[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0],
+                         wk + g.per_thread - dsz, wk, u)
+        for i in range(dsz):
+            s = 0
+            for t in range(slots):
+                s = s + wk[t * g.per_thread + g.per_thread - dsz + i]
+            out[i] = s
+
+
+# ---------------------------------------------------------------------------
+# kernel transforms (small: done once per call, in double)
+# ---------------------------------------------------------------------------
+def kernel_transform(const floating[:, :, :, :, ::1] w,   # (CO, CIG, KD, KH, KW), flipped if flip
+                     const double[:, ::1] Gh, const double[:, ::1] Gw,
+                     floating[:, :, :, ::1] U, int groups, bint adjoint):
+    """U[i*aw + j, g, kd*ci + c, co] = (Gh w Gw^T)[i, j] of the effective kernel.
+
+    Forward: the effective kernel is ``w`` (ci = C_in/g, co = C_out/g).
+    ``adjoint`` (grad_input): it is ``w`` with in/out channels swapped and every
+    spatial axis reversed (ci = C_out/g, co = C_in/g).
+    """
+    cdef Py_ssize_t CO = w.shape[0], CIG = w.shape[1], KD = w.shape[2]
+    cdef Py_ssize_t KH = w.shape[3], KW = w.shape[4], COG = CO // groups
+    cdef Py_ssize_t ah = Gh.shape[0], aw = Gw.shape[0], i, j, a, b, o, c, kd, grp, cog
+    cdef Py_ssize_t row, col, ci, co
+    cdef double s, t
+    if Gh.shape[1] != KH or Gw.shape[1] != KW or U.shape[0] != ah * aw:
+        raise ValueError("winograd: kernel transform shapes do not match")
+    ci = COG if adjoint else CIG
+    co = CIG if adjoint else COG
+    if U.shape[1] != groups or U.shape[2] != KD * ci or U.shape[3] != co:
+        raise ValueError("winograd: U has the wrong shape")
+    with nogil:
+        for o in range(CO):
+            grp = o // COG
+            cog = o - grp * COG
+            for c in range(CIG):
+                for kd in range(KD):
+                    if adjoint:
+                        row = (KD - 1 - kd) * ci + cog
+                        col = c
+                    else:
+                        row = kd * ci + c
+                        col = cog
+                    for i in range(ah):
+                        for j in range(aw):
+                            s = 0
+                            for a in range(KH):
+                                t = 0
+                                for b in range(KW):
+                                    if adjoint:
+                                        t = t + Gw[j, b] * w[o, c, kd, KH - 1 - a, KW - 1 - b]
+                                    else:
+                                        t = t + Gw[j, b] * w[o, c, kd, a, b]
+                                s = s + Gh[i, a] * t
+                            U[i * aw + j, grp, row, col] = <floating>s
+
+
+def kernel_untransform(const floating[:, :, :, ::1] dU,  # (P, G, KD*CIG, COG)
+                       const double[:, ::1] Gh, const double[:, ::1] Gw,
+                       floating[:, :, :, :, ::1] dw, int groups):
+    """dw[g*COG + co, c, kd] = Gh^T dU[:, :, g, kd*CIG + c, co] Gw (adjoint of the forward)."""
+    cdef Py_ssize_t CO = dw.shape[0], CIG = dw.shape[1], KD = dw.shape[2]
+    cdef Py_ssize_t KH = dw.shape[3], KW = dw.shape[4], COG = CO // groups
+    cdef Py_ssize_t ah = Gh.shape[0], aw = Gw.shape[0], i, j, a, b, o, c, kd, grp, cog
+    cdef double s, t
+    if Gh.shape[1] != KH or Gw.shape[1] != KW or dU.shape[0] != ah * aw \
+            or dU.shape[2] != KD * CIG or dU.shape[3] != COG:
+        raise ValueError("winograd: kernel untransform shapes do not match")
+    with nogil:
+        for o in range(CO):
+            grp = o // COG
+            cog = o - grp * COG
+            for c in range(CIG):
+                for kd in range(KD):
+                    for a in range(KH):
+                        for b in range(KW):
+                            s = 0
+                            for i in range(ah):
+                                t = 0
+                                for j in range(aw):
+                                    t = t + Gw[j, b] * dU[i * aw + j, grp, kd * CIG + c, cog]
+                                s = s + Gh[i, a] * t
+                            dw[o, c, kd, a, b] = <floating>s

@@ -1,0 +1,127 @@
+"""The package's import graph: no cycles (counting imports inside functions too), every
+module importable, and ``import fastconv`` free of the command line, the benchmark and
+their optional libraries."""
+import ast
+import os
+import subprocess
+import sys
+
+import fastconv
+
+ROOT = os.path.dirname(fastconv.__file__)
+
+
+def _modules():
+    """Dotted name -> (path, is_package) of every .py module of the package."""
+    out = {}
+    for folder, _, files in os.walk(ROOT):
+        for f in files:
+            if f.endswith(".py"):
+                rel = os.path.relpath(os.path.join(folder, f), os.path.dirname(ROOT))
+                parts = rel[:-3].split(os.sep)
+                is_pkg = parts[-1] == "__init__"
+                if is_pkg:
+                    parts.pop()
+                out[".".join(parts)] = (os.path.join(folder, f), is_pkg)
+    return out
+
+
+def import_graph():
+    """Module -> set of package modules it imports anywhere in its source (lazy ones too).
+
+    ``from . import x`` counts as an import of the submodule ``x`` when it is
+    one. The implicit import of parent packages is not an edge: every module
+    would otherwise "cycle" through ``fastconv/__init__``, which imports them.
+    """
+    mods = _modules()
+    graph = {}
+    for name, (path, is_pkg) in mods.items():
+        package = name if is_pkg else name.rpartition(".")[0]
+        with open(path) as f:
+            tree = ast.parse(f.read(), path)
+        edges = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")
+                    base = base[:len(base) - node.level + 1]
+                    mod = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    mod = node.module
+                targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in mods else mod
+                           for a in node.names]
+            else:
+                continue
+            edges.update(t for t in targets if t in mods and t != name)
+        graph[name] = edges
+    return graph
+
+
+def _find_cycle(graph):
+    """One cycle as a list of modules, or None (depth-first search)."""
+    state, stack = {}, []
+
+    def visit(n):
+        state[n] = "open"
+        stack.append(n)
+        for m in sorted(graph[n]):
+            if state.get(m) == "open":
+                return stack[stack.index(m):] + [m]
+            if m not in state:
+                cycle = visit(m)
+                if cycle:
+                    return cycle
+        stack.pop()
+        state[n] = "done"
+        return None
+
+    for n in sorted(graph):
+        if n not in state:
+            cycle = visit(n)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_cycle_finder_finds_cycles():
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_graph_sees_relative_and_lazy_imports():
+    g = import_graph()
+    assert "fastconv._config" in g["fastconv._strategies.direct"]  # from .._config import
+    assert "fastconv.bench.layers" in g["fastconv.cli"]  # from .bench import layers
+    assert "fastconv._tuning" in g["fastconv._dispatch"]
+
+
+def test_no_import_cycles():
+    cycle = _find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_every_module_imports_and_the_core_stays_lean():
+    # Any `import fastconv.X` first runs fastconv/__init__ in full, so one child
+    # that imports the package and then each module sees each module as a fresh
+    # interpreter would (and costs one interpreter start, not thirty).
+    code = (
+        "import importlib, sys\n"
+        "import fastconv\n"
+        "lean = [m for m in ('fastconv.cli', 'fastconv.bench', 'matplotlib', 'jsonschema',"
+        " 'tqdm', 'torch') if m in sys.modules]\n"
+        "print('LOADED', *lean)\n"
+        f"for m in {sorted(_modules())!r}:\n"
+        "    if m.endswith('__main__'):\n"
+        "        continue\n"
+        "    try:\n"
+        "        importlib.import_module(m)\n"
+        "    except ImportError as e:\n"
+        "        if not (m.startswith('fastconv.bench.suite_') or m == 'fastconv.demo'):\n"
+        "            print('FAILED', m, repr(e))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "FAILED" not in r.stdout, r.stdout
+    assert r.stdout.splitlines()[0] == "LOADED", r.stdout
