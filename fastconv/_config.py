@@ -11,6 +11,7 @@ import functools
 import math
 import numbers
 import os
+import time
 import warnings
 from dataclasses import dataclass, fields, replace
 
@@ -79,7 +80,24 @@ def default_threads():
     OpenMP runtime reads it; clamped with a warning above :func:`max_threads`),
     else :func:`cpu_limit` (affinity mask and container CPU quota).
     """
-    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    raw = os.environ.get("OMP_NUM_THREADS", "")
+    hit = _default_memo.get(raw)
+    now = time.monotonic()
+    if hit is not None and now - hit[0] < _REFRESH_S:
+        return hit[1]
+    n = _default_threads(raw)
+    _default_memo.clear()
+    _default_memo[raw] = (now, n)
+    return n
+
+
+# default_threads() runs on every call; the affinity mask is re-read at most this often
+_REFRESH_S = 1.0
+_default_memo = {}
+
+
+def _default_threads(raw):
+    env = raw.split(",")[0].strip()
     if env:
         try:
             n = int(env)

@@ -130,6 +130,7 @@ def problem_key(op, spec, threads):
 on_cache_change = []
 
 MAX_CACHE_BYTES = 16 << 20
+SIGNATURE_TTL_S = 0.2
 LOCK_TIMEOUT_S = 10.0
 _warned = set()
 _warn_lock = threading.Lock()
@@ -273,23 +274,48 @@ class _FileCache:
         self.name = name
         self.check = check
         self._loaded = {}  # (path, validators) -> (stat signature, entries)
+        self._sigs = {}    # path -> (monotonic time, signature)
+        self._paths = {}   # (cache_dir, env, threads) -> path
 
     def path(self, opts):
         # One file per thread count: the thread count is a validator, so
         # processes with different counts must not overwrite each other's file.
-        stem, ext = os.path.splitext(self.name)
-        return os.path.join(cache_dir(opts), f"{stem}-t{opts.threads}{ext}")
+        threads = opts.threads
+        key = (opts.cache_dir, os.environ.get("FASTCONV_CACHE_DIR"), threads)
+        path = self._paths.get(key)
+        if path is None:
+            stem, ext = os.path.splitext(self.name)
+            path = os.path.join(cache_dir(opts), f"{stem}-t{threads}{ext}")
+            if len(self._paths) > 64:
+                self._paths.clear()
+            self._paths[key] = path
+        return path
 
     def signature(self, opts):
-        """(mtime, size, inode) of the file, or None: changes when anyone rewrites it."""
+        """(mtime, size, inode) of the file, or None: changes when anyone rewrites it.
+
+        Called on every convolution (the dispatcher's memo key), so the file is
+        stat'ed at most every ``SIGNATURE_TTL_S`` per path; writes by this
+        process (:meth:`store`, :meth:`clear`) are seen at once.
+        """
+        path = self.path(opts)
+        now = time.monotonic()
+        hit = self._sigs.get(path)
+        if hit is not None and now - hit[0] < SIGNATURE_TTL_S:
+            return hit[1]
         try:
-            st = os.stat(self.path(opts))
+            st = os.stat(path)
+            sig = (st.st_mtime_ns, st.st_size, st.st_ino)
         except (OSError, ValueError):
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+            sig = None
+        if len(self._sigs) > 64:
+            self._sigs.clear()
+        self._sigs[path] = (now, sig)
+        return sig
 
     def entries(self, opts):
         path, val = self.path(opts), validators(opts.threads)
+        self._sigs.pop(path, None)
         sig = self.signature(opts)
         key = (path, json.dumps(val, sort_keys=True))
         hit = self._loaded.get(key)
@@ -314,6 +340,7 @@ class _FileCache:
             return False
         finally:
             self._loaded.pop((path, json.dumps(val, sort_keys=True)), None)
+            self._sigs.pop(path, None)
         return True
 
     def clear(self, opts):
@@ -333,6 +360,7 @@ class _FileCache:
                     os.rmdir(p)
                     removed.append(p)
         self._loaded.clear()
+        self._sigs.clear()
         return removed
 
 

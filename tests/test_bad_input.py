@@ -56,7 +56,7 @@ BAD_CALLS = [
      lambda: fastconv.conv2d(np.ones((1, 1, 4, 4)), np.ones((1, 1, 7, 3)), padding=1),
      ValueError, "kernel"),
     # zero / negative sizes
-    ("x_zero_batch", lambda: fastconv.conv1d(np.ones((0, 4, 9)), W1, groups=2), ValueError,
+    ("x_zero_channels", lambda: fastconv.conv1d(np.ones((2, 0, 9)), W1, groups=2), ValueError,
      "input"),
     ("x_zero_spatial", lambda: fastconv.conv1d(np.ones((2, 4, 0)), W1, groups=2), ValueError,
      "input"),
