@@ -271,3 +271,16 @@ def test_bad_input():
         fd.conv(da.from_array(x), w, np.ones(2))
     with pytest.raises(TypeError, match="dtype"):
         fd.conv(da.from_array(x.astype(complex)), w)
+
+
+def test_config_where_the_graph_is_built_travels_with_it():
+    # workers do not see the client's ``with fastconv.config(...)``: each block carries it
+    w = np.ones((3, 2, 3))
+    with fastconv.config(allow_fft=False, memory_budget=1 << 20):
+        y = fd.conv1d(da.ones((1, 2, 20), chunks=(1, 2, 7)), w)
+    tasks = [t for t in dict(y.__dask_graph__()).values()
+             if isinstance(t, tuple) and t and t[0] is fd._blocks.forward]
+    assert len(tasks) == 3
+    for t in tasks:
+        assert t[-1].options["allow_fft"] is False and t[-1].options["memory_budget"] == 1 << 20
+    np.testing.assert_array_equal(y.compute(scheduler="sync"), np.full((1, 3, 18), 6.0))
