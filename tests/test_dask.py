@@ -1,0 +1,286 @@
+"""fastconv.dask against the in-memory NumPy API, on a 2-process LocalCluster.
+
+Oracle: the NumPy API on the same data (same strategy forced: equal to float
+rounding, float64 1e-12; "auto" in float32: the suite's usual tolerances), plus
+pure-Python brute force for the halo arithmetic and dask-image for a true
+convolution.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import warnings
+
+import numpy as np
+import pytest
+
+import fastconv
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+import dask  # noqa: E402
+
+import fastconv.dask as fd  # noqa: E402
+from fastconv.dask import _plan  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                       dashboard_address=None, silence_logs=logging.ERROR)
+    c = distributed.Client(cluster, set_as_default=False)
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+def _rng(*key):
+    return np.random.default_rng(abs(hash(key)) % (2**32))
+
+
+# (name, spatial size per ndim, kernel per ndim, kwargs)
+GEOMETRIES = {
+    "same": (dict(padding="same"), "direct"),
+    "stride2-asym": (dict(stride=2, padding=((2, 0), (0, 3), (1, 2))), "im2col"),
+    "dil2-asym-s21": (dict(dilation=2, stride=(2, 1, 2), padding=((3, 1), (0, 2), (2, 2))), "fft"),
+    "groups-flip": (dict(groups=2, flip=True, padding=((1, 2), (2, 1), (0, 0))), "direct"),
+}
+SPATIAL = {1: (29,), 2: (17, 13), 3: (11, 9, 10)}
+KERNEL = {1: (4,), 2: (3, 4), 3: (3, 2, 3)}
+# odd chunk sizes; "both" chunks batch and every spatial axis
+CHUNKINGS = {
+    "batch": lambda n: (2, -1) + (-1,) * n,
+    "space": lambda n: (-1, -1) + (7, 5, 6)[:n],
+    "both": lambda n: (2, -1) + (6, 5, 7)[:n],
+}
+
+
+def _kw(geom, ndim):
+    kw, strategy = GEOMETRIES[geom]
+    out = {}
+    for k, v in kw.items():
+        out[k] = v[:ndim] if isinstance(v, tuple) else v
+    return out, strategy
+
+
+def _problem(ndim, geom, dtype=np.float64):
+    kw, strategy = _kw(geom, ndim)
+    g = kw.get("groups", 1)
+    rng = _rng(ndim, geom)
+    x = rng.standard_normal((3, 4) + SPATIAL[ndim]).astype(dtype)
+    w = rng.standard_normal((6, 4 // g) + KERNEL[ndim]).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    y = fastconv.conv(x, w, b, strategy=strategy, **kw)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    return x, w, b, gy, kw, strategy
+
+
+@pytest.mark.parametrize("chunking", list(CHUNKINGS))
+@pytest.mark.parametrize("geom", list(GEOMETRIES))
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_every_op_matches_numpy(client, ndim, geom, chunking):
+    # "both" runs on the 2-process cluster, the others on the threaded scheduler
+    # (the same graph; the cluster adds process boundaries and pickling)
+    x, w, b, gy, kw, strategy = _problem(ndim, geom)
+    chunks = CHUNKINGS[chunking](ndim)
+    xd = da.from_array(x, chunks=chunks)
+    gyd = da.from_array(gy, chunks=(chunks[0], -1) + chunks[2:])
+    y = fd.conv(xd, w, b, strategy=strategy, **kw)
+    gx, gw, gb = fd.conv_backward(xd, w, gyd, strategy=strategy, **kw)
+    gx2 = fd.grad_input(x.shape, w, gyd, strategy=strategy, **kw)  # chunks from grad_output
+    assert y.chunks[0] == xd.chunks[0] and gx.chunks == xd.chunks
+    if chunking == "both":
+        got = client.compute([y, gx, gw, gb, gx2], sync=True)
+    else:
+        got = dask.compute(y, gx, gw, gb, gx2, scheduler="threads")
+    ref_y = fastconv.conv(x, w, b, strategy=strategy, **kw)
+    ref_gx, ref_gw, ref_gb = fastconv.conv_backward(x, w, gy, strategy=strategy, **kw)
+    for name, a, r in zip(["forward", "grad_input", "grad_weight", "grad_bias", "grad_input(gy chunks)"],
+                          got, [ref_y, ref_gx, ref_gw, ref_gb, ref_gx]):
+        assert a.shape == r.shape and a.dtype == r.dtype, name
+        tol = 1e-9 if strategy == "fft" else 1e-12
+        np.testing.assert_allclose(a, r, rtol=tol, atol=tol * np.abs(r).max(), err_msg=name)
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_auto_float32_threaded_scheduler(ndim):
+    x, w, b, gy, kw, _ = _problem(ndim, "dil2-asym-s21", np.float32)
+    xd = da.from_array(x, chunks=CHUNKINGS["both"](ndim))
+    gyd = da.from_array(gy, chunks=(2, -1) + (3,) * ndim)
+    y = fd.conv(xd, w, b, **kw)
+    gx, gw, gb = fd.conv_backward(xd, w, gyd, **kw)
+    got = dask.compute(y, gx, gw, gb, scheduler="threads")
+    refs = (fastconv.conv(x, w, b, **kw),) + fastconv.conv_backward(x, w, gy, **kw)
+    for a, r in zip(got, refs):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-5 * np.abs(r).max() * 20)
+
+
+def test_unbatched_and_fixed_ndim_wrappers():
+    rng = _rng("unbatched")
+    x = rng.standard_normal((3, 20, 14))
+    w = rng.standard_normal((2, 3, 5, 3))
+    xd = da.from_array(x, chunks=(-1, 6, 5))
+    kw = dict(stride=(1, 2), padding=((4, 0), (1, 1)))
+    y = fd.conv2d(xd, w, **kw)
+    np.testing.assert_allclose(y.compute(scheduler="sync"), fastconv.conv2d(x, w, **kw),
+                               rtol=1e-10, atol=1e-10)
+    gy = rng.standard_normal(y.shape)
+    got = dask.compute(*fd.conv_backward(xd, w, da.from_array(gy, chunks=(-1, 4, 3)), **kw),
+                       scheduler="sync")
+    for a, r in zip(got, fastconv.conv_backward(x, w, gy, **kw)):
+        np.testing.assert_allclose(a, r, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="conv3d"):
+        fd.conv3d(xd, w)
+
+
+def test_channel_chunks_are_rechunked_with_a_warning():
+    rng = _rng("channels")
+    x = rng.standard_normal((2, 6, 15))
+    w = rng.standard_normal((3, 6, 3))
+    xd = da.from_array(x, chunks=(1, 2, 4))
+    with pytest.warns(fd.ChunkWarning, match="channel axis"):
+        y = fd.conv1d(xd, w, padding=1)
+    np.testing.assert_allclose(y.compute(scheduler="sync"), fastconv.conv1d(x, w, padding=1),
+                               rtol=1e-10, atol=1e-10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fd.conv1d(xd.rechunk({1: -1}), w, padding=1)  # no warning when already one chunk
+
+
+def test_padding_only_blocks_and_skipped_rows():
+    # padding wider than a chunk: whole output blocks read nothing but zeros;
+    # stride 3 > kernel: input rows no window reads get zero gradient
+    rng = _rng("edges")
+    x = rng.standard_normal((2, 2, 10))
+    w = rng.standard_normal((3, 2, 2))
+    b = rng.standard_normal(3)
+    kw = dict(stride=3, padding=((9, 7),))
+    xd = da.from_array(x, chunks=(1, -1, 3))
+    y = fd.conv1d(xd, w, b, **kw)
+    ref = fastconv.conv1d(x, w, b, **kw)
+    np.testing.assert_allclose(y.compute(scheduler="sync"), ref, rtol=1e-12, atol=1e-12)
+    gy = rng.standard_normal(ref.shape)
+    gyd = da.from_array(gy, chunks=(1, -1, 2))
+    got = dask.compute(*fd.conv_backward(xd, w, gyd, **kw), fd.grad_input(x.shape, w, gyd, **kw),
+                       scheduler="sync")
+    refs = fastconv.conv_backward(x, w, gy, **kw)
+    for a, r in zip(got, refs + (refs[0],)):
+        np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("size,stride,pb,pa,dil,k", [
+    (23, 1, 2, 2, 1, 5), (23, 2, 3, 0, 2, 3), (17, 3, 0, 0, 1, 2), (9, 2, 5, 6, 1, 3),
+    (30, 4, 1, 3, 3, 4)])
+def test_halo_arithmetic_against_brute_force(size, stride, pb, pa, dil, k):
+    span = dil * (k - 1) + 1
+    out = (size + pb + pa - span) // stride + 1
+    rows = [[o * stride - pb + dil * t for t in range(k)] for o in range(out)]
+    for o0, o1 in itertools.combinations(range(out + 1), 2):
+        read = {r for o in range(o0, o1) for r in rows[o]}
+        plan = _plan.forward_window(o0, o1, size, stride, pb, span)
+        inside = sorted(r for r in read if 0 <= r < size)
+        if plan is None:
+            assert not inside
+            continue
+        a, b, pbl, pal = plan
+        # the window from the first tap of o0 to the last of o1 - 1, clipped to the image
+        assert (a, b) == (max(min(read), 0), min(max(read) + 1, size))
+        assert inside[0] >= a and inside[-1] < b
+        assert (b - a + pbl + pal - span) // stride + 1 == o1 - o0
+        assert a - pbl == o0 * stride - pb  # first window starts where it must
+    for i0, i1 in itertools.combinations(range(size + 1), 2):
+        # windows (first to last tap) overlapping the rows; with dilation a window
+        # may straddle the rows with no tap in them (its rows then get zeros)
+        touching = [o for o in range(out) if rows[o][0] < i1 and rows[o][-1] >= i0]
+        tapping = {o for o in range(out) if any(i0 <= r < i1 for r in rows[o])}
+        plan = _plan.grad_input_window(i0, i1, out, stride, pb, span)
+        if not touching:
+            assert plan is None and not tapping
+            continue
+        oa, ob, a, b, pbl, pal = plan
+        assert (oa, ob) == (touching[0], touching[-1] + 1) and tapping <= set(range(oa, ob))
+        assert i0 <= a < b <= i1
+        assert a - pbl == oa * stride - pb and (b - a + pbl + pal - span) // stride + 1 == ob - oa
+
+
+def test_output_chunks_follow_input_chunks_for_same_padding():
+    assert _plan.output_bounds((64, 64, 64), 192, 1, 2, 5) == (64, 64, 64)
+    assert _plan.output_bounds((64, 64, 64), 188, 1, 0, 5) == (62, 64, 62)  # valid: balanced
+    assert _plan.output_bounds((64, 64, 64), 96, 2, 2, 5) == (32, 32, 32)
+    assert _plan.input_bounds((32, 32, 32), 192, 2, 2, 5) == (64, 64, 64)
+    assert _plan.pieces((4, 4, 4), 3, 9) == [(0, slice(3, 4), False), (1, slice(0, 4), True),
+                                            (2, slice(0, 1), False)]
+
+
+def test_grad_weight_is_a_tree_reduction():
+    x = da.ones((2, 1, 64, 64), chunks=(1, 1, 8, 8))  # 128 blocks
+    gy = da.ones((2, 2, 64, 64), chunks=(1, 2, 8, 8))
+    gw = fd.grad_weight(x, (2, 1, 3, 3), gy, padding=1, split_every=4)
+    graph = dict(gw.__dask_graph__())
+    from dask.core import get_dependencies
+
+    def is_partial(k):
+        return isinstance(k, tuple) and k[0].startswith("fastconv-grad-weight-") \
+            and not k[0].endswith("-halo")
+
+    assert sum(map(is_partial, graph)) == 128  # one partial gradient per block
+    # every task of the reduction (whatever dask names it) combines at most
+    # split_every inputs, and it takes levels: 128 -> 32 -> 8 -> 2 -> 1
+    reduction = [k for k in graph if not k[0].startswith(("fastconv-", "ones"))]
+    fanin = [len(get_dependencies(graph, k)) for k in reduction]
+    assert max(fanin) == 4 and fanin.count(4) == 32 + 8 + 2
+    np.testing.assert_allclose(gw.compute(scheduler="sync")[:, 0, 1, 1], 2 * 64 * 64)
+
+
+def test_worker_thread_count(client):
+    # inside a task: the worker's nthreads (1 here), not the machine's CPU count
+    workers = list(client.scheduler_info()["workers"])
+    futures = [client.submit(fd._blocks.worker_threads, pure=False, workers=[w]) for w in workers]
+    assert client.gather(futures) == [1, 1]
+
+
+def test_dask_image_agrees_on_true_convolution(client):
+    ndf = pytest.importorskip("dask_image.ndfilters")
+    rng = _rng("dask-image")
+    v = rng.standard_normal((20, 17, 19)).astype(np.float32)
+    k = rng.standard_normal((5, 3, 5)).astype(np.float32)
+    vd = da.from_array(v, chunks=(8, 9, 7))
+    ours = fd.conv3d(vd[None, None], k[None, None], padding="same", flip=True)[0, 0]
+    theirs = ndf.convolve(vd, k, mode="constant", cval=0.0)
+    a, r = client.compute([ours, theirs], sync=True)
+    np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-5 * np.abs(r).max() * 10)
+
+
+def test_bad_input():
+    x = np.ones((1, 2, 8))
+    w = np.ones((3, 2, 3))
+    with pytest.raises(TypeError, match="x must be a dask array"):
+        fd.conv(x, w)
+    with pytest.raises(TypeError, match="weight must be a NumPy array"):
+        fd.conv(da.from_array(x), da.from_array(w))
+    with pytest.raises(ValueError, match="grad_output must have the output shape"):
+        fd.grad_weight(da.from_array(x), w.shape, da.ones((1, 3, 7)))
+    with pytest.raises(ValueError, match="split_every"):
+        fd.grad_weight(da.from_array(x), w.shape, da.ones((1, 3, 6)), split_every=1)
+    with pytest.raises(ValueError, match="channels"):
+        fd.conv(da.from_array(x), np.ones((3, 4, 3)))
+    with pytest.raises(ValueError, match="bias"):
+        fd.conv(da.from_array(x), w, np.ones(2))
+    with pytest.raises(TypeError, match="dtype"):
+        fd.conv(da.from_array(x.astype(complex)), w)
+
+
+def test_config_where_the_graph_is_built_travels_with_it():
+    # workers do not see the client's ``with fastconv.config(...)``: each block carries it
+    w = np.ones((3, 2, 3))
+    with fastconv.config(allow_fft=False, memory_budget=1 << 20):
+        y = fd.conv1d(da.ones((1, 2, 20), chunks=(1, 2, 7)), w)
+    tasks = [t for t in dict(y.__dask_graph__()).values()
+             if isinstance(t, tuple) and t and t[0] is fd._blocks.forward]
+    assert len(tasks) == 3
+    for t in tasks:
+        assert t[-1].options["allow_fft"] is False and t[-1].options["memory_budget"] == 1 << 20
+    np.testing.assert_array_equal(y.compute(scheduler="sync"), np.full((1, 3, 18), 6.0))
