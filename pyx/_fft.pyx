@@ -6,14 +6,14 @@ in :mod:`fastconv._strategies.fft`. This module does everything in between:
 
 * ``pack``: copy a 5-D real array ``src[A, B, Q0, Q1, Q2]`` into a zeroed
   transform buffer ``dst[F0, F1, F2, a, B]`` with zero insertion
-  ``dst[q*e, a, b] = src[a0 + a, b, q]``. One routine does the zero padding to
-  the transform size, the move to *frequency-major* layout (the spatial axes
+  ``dst[o + q*e, a, b] = src[a0 + a, b, q]``. One routine does the convolution's
+  zero padding (offset o) and the padding to the transform size, the move to *frequency-major* layout (the spatial axes
   first, so the spectrum of every frequency is one small contiguous
   (batch, channels) matrix), the kernel dilation (e = dilation) and the stride
   dilation of grad_output (e = stride).
-* ``unpack``: the inverse, with subsampling: ``dst[a0 + a, b, q] = src[q*s, a, b]``
-  -- cropping to the valid output, stride subsampling (forward), cropping to the
-  padded input (grad_input) and taking every dilation-th kernel tap (grad_weight).
+* ``unpack``: the inverse, with subsampling: ``dst[a0 + a, b, q] = src[o + q*s, a, b]``
+  -- cropping to the valid output, stride subsampling (forward), cropping the
+  padding off the input gradient (grad_input) and taking every dilation-th kernel tap (grad_weight).
 * The spectral channel contractions, per frequency f and group:
 
   - forward:     Y[f, n, o]  = sum_c X[f, n, c] * conj(W[f, o, c])
@@ -29,8 +29,9 @@ Spectra arrive as real arrays viewing interleaved (re, im) pairs, so a single
 ``floating`` fused type covers complex64 (float) and complex128 (double).
 Each contraction has a hand loop and a batched-GEMM version (one cgemm/zgemm
 per frequency from ``scipy.linalg.cython_blas``); ``use_gemm`` selects.
-Parallelism is over frequencies: every frequency owns its output matrix, so no
-two threads write the same element.
+Parallelism is over frequencies in the contractions (every frequency owns its
+output matrix) and over (row, block of lanes) in the moves, so no two threads
+write the same element.
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -50,59 +51,111 @@ cdef enum:
 # --------------------------------------------------------------------------
 # layout moves
 # --------------------------------------------------------------------------
+cdef int _check_move(tuple step, tuple offset, Py_ssize_t a0, Py_ssize_t nA, Py_ssize_t A,
+                     Py_ssize_t B, Py_ssize_t Bs, const Py_ssize_t* Q, const Py_ssize_t* F,
+                     int n_threads, str what) except -1:
+    """ValueError unless every index a move touches is inside both arrays."""
+    cdef Py_ssize_t i, e, o
+    if len(step) != 3 or len(offset) != 3:
+        raise ValueError(f"{what}: step and offset must have 3 entries")
+    if n_threads < 1 or a0 < 0 or a0 + nA > A or B != Bs:
+        raise ValueError(f"{what}: lanes [{a0}, {a0 + nA}) of {A}, {B} vs {Bs} channels, "
+                         f"n_threads={n_threads}")
+    for i in range(3):
+        e, o = step[i], offset[i]
+        if e < 1 or o < 0 or (Q[i] > 0 and o + (Q[i] - 1) * e >= F[i]):
+            raise ValueError(f"{what}: {Q[i]} positions with step {e} at offset {o} "
+                             f"do not fit a transform axis of {F[i]}")
+    return 0
+
+
 def pack(const floating[:, :, :, :, ::1] src,  # IN  (A, B, Q0, Q1, Q2)
          floating[:, :, :, :, ::1] dst,        # OUT (F0, F1, F2, nA, B), zeroed
-         Py_ssize_t a0, tuple step, int n_threads):
-    """``dst[q0*e0, q1*e1, q2*e2, a, b] = src[a0 + a, b, q0, q1, q2]``."""
+         Py_ssize_t a0, tuple step, tuple offset, int n_threads):
+    """``dst[o0 + q0*e0, o1 + q1*e1, o2 + q2*e2, a, b] = src[a0 + a, b, q0, q1, q2]``.
+
+    ``offset`` (o) puts an unpadded input at its padding offset inside the
+    zeroed transform buffer; ``step`` (e) inserts zeros (dilation, stride).
+    """
     cdef Py_ssize_t nA = dst.shape[3], B = dst.shape[4]
-    cdef Py_ssize_t Q0 = src.shape[2], Q1 = src.shape[3], Q2 = src.shape[4]
+    cdef Py_ssize_t Q[3]
+    cdef Py_ssize_t Fs[3]
+    Q[0], Q[1], Q[2] = src.shape[2], src.shape[3], src.shape[4]
+    Fs[0], Fs[1], Fs[2] = dst.shape[0], dst.shape[1], dst.shape[2]
+    _check_move(step, offset, a0, nA, src.shape[0], B, src.shape[1], Q, Fs, n_threads, "pack")
     cdef Py_ssize_t e0 = step[0], e1 = step[1], e2 = step[2]
-    cdef Py_ssize_t F1 = dst.shape[1], F2 = dst.shape[2]
-    cdef Py_ssize_t t, a, b, q0, q1, q2, lane = nA * B
+    cdef Py_ssize_t o0 = offset[0], o1 = offset[1], o2 = offset[2]
+    cdef Py_ssize_t a, b, q0, q1, q2, lane = nA * B, u, ab, t0, t1, tt
+    cdef Py_ssize_t nab = _lane_blocks(Q[0] * Q[1], nA, n_threads)
+    cdef Py_ssize_t U = Q[0] * Q[1] * nab
     cdef const floating* s
     cdef floating* d
-    cdef Py_ssize_t t0, t1, tt
+    if U == 0 or Q[2] == 0 or B == 0:
+        return
     with nogil:
-        # one task per destination plane q0: tasks write disjoint parts of dst.
-        # Tiles of TILE consecutive q2 keep the TILE destination rows being
-        # filled (one per q2) in cache while a and b run over the lanes.
-        for q0 in prange(Q0, num_threads=n_threads, schedule="static"):
-            for q1 in range(Q1):
-                for tt in range((Q2 + TILE - 1) // TILE):
-                    t0 = tt * TILE
-                    t1 = t0 + TILE if t0 + TILE < Q2 else Q2
-                    for a in range(nA):
-                        for b in range(B):
-                            s = &src[a0 + a, b, q0, q1, 0]
-                            d = &dst[q0 * e0, q1 * e1, 0, a, b]
-                            for q2 in range(t0, t1):
-                                d[q2 * e2 * lane] = s[q2]
+        # one task per (destination plane row q0, q1; block of lanes): tasks write
+        # disjoint parts of dst, and 1-D / 2-D problems (Q0 = 1) still have
+        # enough tasks. Tiles of TILE consecutive q2 keep the TILE destination
+        # rows being filled (one per q2) in cache while a and b run over the lanes.
+        for u in prange(U, num_threads=n_threads, schedule="static"):
+            ab = u % nab
+            q1 = (u // nab) % Q[1]
+            q0 = u // (nab * Q[1])
+            for tt in range((Q[2] + TILE - 1) // TILE):
+                t0 = tt * TILE
+                t1 = t0 + TILE if t0 + TILE < Q[2] else Q[2]
+                for a in range(ab * nA // nab, (ab + 1) * nA // nab):
+                    for b in range(B):
+                        s = &src[a0 + a, b, q0, q1, 0]
+                        d = &dst[o0 + q0 * e0, o1 + q1 * e1, o2, a, b]
+                        for q2 in range(t0, t1):
+                            d[q2 * e2 * lane] = s[q2]
+
+
+cdef inline Py_ssize_t _lane_blocks(Py_ssize_t rows, Py_ssize_t nA, int n_threads) noexcept nogil:
+    """Blocks to cut the lanes into so rows x blocks gives every thread work."""
+    cdef Py_ssize_t want = 4 * n_threads
+    if n_threads <= 1 or rows >= want or nA <= 1:
+        return 1
+    return min(nA, (want + rows - 1) // rows)
 
 
 def unpack(const floating[:, :, :, :, ::1] src,  # IN  (F0, F1, F2, nA, B)
            floating[:, :, :, :, ::1] dst,        # OUT (A, B, Q0, Q1, Q2)
-           Py_ssize_t a0, tuple step, int n_threads):
-    """``dst[a0 + a, b, q0, q1, q2] = src[q0*s0, q1*s1, q2*s2, a, b]``."""
+           Py_ssize_t a0, tuple step, tuple offset, int n_threads):
+    """``dst[a0 + a, b, q0, q1, q2] = src[o0 + q0*s0, o1 + q1*s1, o2 + q2*s2, a, b]``.
+
+    The adjoint of :func:`pack` (with the same step and offset) for a crop.
+    """
     cdef Py_ssize_t nA = src.shape[3], B = src.shape[4]
-    cdef Py_ssize_t Q0 = dst.shape[2], Q1 = dst.shape[3], Q2 = dst.shape[4]
+    cdef Py_ssize_t Q[3]
+    cdef Py_ssize_t Fs[3]
+    Q[0], Q[1], Q[2] = dst.shape[2], dst.shape[3], dst.shape[4]
+    Fs[0], Fs[1], Fs[2] = src.shape[0], src.shape[1], src.shape[2]
+    _check_move(step, offset, a0, nA, dst.shape[0], B, dst.shape[1], Q, Fs, n_threads, "unpack")
     cdef Py_ssize_t s0 = step[0], s1 = step[1], s2 = step[2]
-    cdef Py_ssize_t F2 = src.shape[2]
-    cdef Py_ssize_t t, a, b, q0, q1, q2, lane = nA * B
+    cdef Py_ssize_t o0 = offset[0], o1 = offset[1], o2 = offset[2]
+    cdef Py_ssize_t a, b, q0, q1, q2, lane = nA * B, u, ab, t0, t1, tt
+    cdef Py_ssize_t nab = _lane_blocks(Q[0] * Q[1], nA, n_threads)
+    cdef Py_ssize_t U = Q[0] * Q[1] * nab
     cdef const floating* s
     cdef floating* d
-    cdef Py_ssize_t t0, t1, tt
+    if U == 0 or Q[2] == 0 or B == 0:
+        return
     with nogil:
-        for q0 in prange(Q0, num_threads=n_threads, schedule="static"):
-            for q1 in range(Q1):
-                for tt in range((Q2 + TILE - 1) // TILE):
-                    t0 = tt * TILE
-                    t1 = t0 + TILE if t0 + TILE < Q2 else Q2
-                    for a in range(nA):
-                        for b in range(B):
-                            s = &src[q0 * s0, q1 * s1, 0, a, b]
-                            d = &dst[a0 + a, b, q0, q1, 0]
-                            for q2 in range(t0, t1):
-                                d[q2] = s[q2 * s2 * lane]
+        for u in prange(U, num_threads=n_threads, schedule="static"):
+            ab = u % nab
+            q1 = (u // nab) % Q[1]
+            q0 = u // (nab * Q[1])
+            for tt in range((Q[2] + TILE - 1) // TILE):
+                t0 = tt * TILE
+                t1 = t0 + TILE if t0 + TILE < Q[2] else Q[2]
+                for a in range(ab * nA // nab, (ab + 1) * nA // nab):
+                    for b in range(B):
+                        s = &src[o0 + q0 * s0, o1 + q1 * s1, o2, a, b]
+                        d = &dst[a0 + a, b, q0, q1, 0]
+                        for q2 in range(t0, t1):
+                            d[q2] = s[q2 * s2 * lane]
 
 
 # --------------------------------------------------------------------------

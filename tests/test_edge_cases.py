@@ -62,15 +62,15 @@ def test_conv_backward_fused_pass_respects_the_budget():
     from fastconv._spec import make_spec
 
     fft = _strategies.get("fft")
-    spec = make_spec((2, 8, 48, 48), (8, 8, 15, 15), padding=7, dtype=np.float32)
+    spec = make_spec((4, 8, 48, 48), (8, 8, 15, 15), padding=7, dtype=np.float32)
     with fastconv.config(memory_budget=1 << 40):
         sizes = {op: fft.workspace(spec, op) for op in ("grad_input", "grad_weight", "backward")}
     budget = max(sizes["grad_input"], sizes["grad_weight"])
     assert sizes["backward"] > budget
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 8, 48, 48)).astype(np.float32)
+    x = rng.standard_normal((4, 8, 48, 48)).astype(np.float32)
     w = rng.standard_normal((8, 8, 15, 15)).astype(np.float32)
-    gy = rng.standard_normal((2, 8, 48, 48)).astype(np.float32)
+    gy = rng.standard_normal((4, 8, 48, 48)).astype(np.float32)
     with fastconv.config(memory_budget=budget):
         gx, gw, _ = fastconv.conv_backward(x, w, gy, padding=7, strategy="fft")
     scale = np.abs(gx).max()

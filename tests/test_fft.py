@@ -92,7 +92,8 @@ def test_cost_model_blocks_long_inputs():
 @pytest.mark.parametrize("kw", [dict(padding=4),
                                 dict(padding=((7, 2),), stride=3, dilation=2),
                                 dict(padding="full", stride=2),
-                                dict(groups=3, flip=True, padding=((3, 0),))])
+                                dict(groups=3, flip=True, padding=((3, 0),)),
+                                dict(padding=((20, 13),), stride=2)])  # wider than the kernel
 def test_overlap_add_1d_matches_reference(monkeypatch, rng, B, kw):
     x, w, gy = _problem(rng, (2, 3, 1500), (6, 3 // kw.get("groups", 1), 9), **kw)
     if B is not None:
@@ -140,12 +141,16 @@ def test_small_budget_chunks_batch_and_groups(rng, op):
     x, w, gy = _problem(rng, (5, 8, 24, 20), (8, 2, 5, 5), **kw)
     spec = make_spec(x.shape, w.shape, **kw)
     full = fftmod.FFTStrategy().workspace(spec, op if op != "backward" else "backward")
-    fixed1, per1 = fftmod._mem(fftmod._group_spec(spec, 1), op)
+    # one sample of one group of the innermost (overlap-add block) problem
+    inner, blocks = fftmod._blocked_geometry(spec, fftmod._block_plan(spec, op))
+    one = fftmod._group_spec(inner, 1)
+    smallest = fftmod._peak(one, op, 1) + fftmod._group_extra(inner, one, op) + blocks
     results = []
-    for budget in (1 << 30, full // 3, fixed1 + per1 + 16):
+    for budget in (1 << 30, smallest + (full - smallest) // 3, smallest + 16):
         with fastconv.config(memory_budget=int(budget)):
             if budget < 1 << 30:
-                gc, nbc, ws = fftmod._chunks(spec, op, int(budget))
+                gc, nbc, ws = fftmod._chunks(inner, op, int(budget) - blocks)
+                ws += blocks
                 assert (gc, nbc) != (spec.groups, spec.batch)   # really chunked
                 assert ws <= budget
             if op == "forward":
@@ -192,3 +197,80 @@ def test_float32_uses_single_precision_spectra(counter, rng):
     assert y.dtype == np.float32
     np.testing.assert_allclose(y, ref.conv_forward(x, w), rtol=1e-4,
                                atol=1e-5 * 8 * np.abs(y).max())
+
+
+@pytest.mark.parametrize("step, offset", [((1, 1, 1), (0, 0, 0)), ((1, 2, 3), (2, 0, 1)),
+                                          ((2, 1, 1), (1, 3, 0))])
+def test_pack_unpack_are_adjoint(rng, step, offset):
+    """<pack(x), z> == <x, unpack(z)> with the same step and offset."""
+    from fastconv._ext import _fft
+    A, B, Q = 5, 3, (2, 4, 6)
+    F = tuple(o + (q - 1) * e + 1 + 2 for q, e, o in zip(Q, step, offset))
+    a0, na = 1, 3
+    x = rng.standard_normal((A, B) + Q)
+    z = rng.standard_normal(F + (na, B))
+    for threads in (1, 2):
+        px = np.zeros(F + (na, B))
+        _fft.pack(x, px, a0, step, offset, threads)
+        ux = np.full_like(x, np.nan)
+        ux[:a0], ux[a0 + na:] = 0, 0
+        _fft.unpack(z, ux, a0, step, offset, threads)
+        assert np.isfinite(ux).all()     # the lanes [a0, a0 + na) are all written
+        lhs, rhs = float(np.vdot(px, z)), float(np.vdot(x[a0:a0 + na], ux[a0:a0 + na]))
+        assert abs(lhs - rhs) <= 1e-12 * max(1.0, abs(lhs))
+
+
+@pytest.mark.parametrize("fn, src, dst, kw", [
+    ("pack", (3, 2, 1, 4, 5), (1, 6, 5, 2, 2), dict(offset=(0, 3, 0))),   # past F1
+    ("pack", (3, 2, 1, 4, 5), (1, 6, 5, 4, 2), dict()),                   # lanes past A
+    ("pack", (3, 2, 1, 4, 5), (1, 6, 5, 2, 3), dict()),                   # channels differ
+    ("unpack", (1, 6, 5, 2, 2), (3, 2, 1, 4, 5), dict(step=(1, 2, 1))),   # 1 + 3*2 > 6
+    ("unpack", (1, 6, 5, 2, 2), (3, 2, 1, 4, 5), dict(offset=(0, 0, -1))),
+])
+def test_pack_unpack_refuse_out_of_bounds(fn, src, dst, kw):
+    from fastconv._ext import _fft
+    args = dict(a0=1, step=(1, 1, 1), offset=(0, 0, 0))
+    args.update(kw)
+    with pytest.raises(ValueError):
+        getattr(_fft, fn)(np.zeros(src), np.zeros(dst), args["a0"], args["step"],
+                          args["offset"], 2)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kw, budget", [
+    ((4, 8, 24, 24), (8, 8, 7, 7), dict(padding=3), 256 << 20),
+    ((4, 8, 24, 24), (8, 8, 7, 7), dict(padding=3), 550_000),       # chunked batch
+    ((4, 8, 20, 24), (8, 2, 5, 5), dict(padding=2, groups=4), 200_000),   # chunked groups
+    ((2, 3, 1500), (6, 3, 9), dict(padding=((6, 2),)), 256 << 20),  # overlap-add
+])
+def test_workspace_bounds_traced_memory(rng, x_shape, w_shape, kw, budget):
+    """Peak traced memory of a run beyond its inputs and output never exceeds
+    workspace(); unblocked, it is within pocketfft's untraced temporary of it."""
+    import tracemalloc
+    spec = make_spec(x_shape, w_shape, padding=kw["padding"], groups=kw.get("groups", 1),
+                     dtype=np.float32)
+    x = rng.standard_normal(spec.input_shape5).astype(np.float32)
+    w = rng.standard_normal(spec.weight_shape5).astype(np.float32)
+    gy = rng.standard_normal(spec.output_shape5).astype(np.float32)
+    s = fftmod.FFTStrategy()
+    calls = {"forward": lambda: [s.run("forward", spec, x, w, 2)],
+             "grad_input": lambda: [s.run("grad_input", spec, gy, w, 2)],
+             "grad_weight": lambda: [s.run("grad_weight", spec, x, gy, 2)],
+             "backward": lambda: list(s.backward(spec, x, w, gy, 2))}
+    for op, call in calls.items():
+        with fastconv.config(memory_budget=budget, n_threads=2):
+            ws = s.workspace(spec, op)
+            if ws > budget:         # one sample does not fit: refused before allocating
+                with pytest.raises(MemoryError):
+                    call()
+                continue
+            call()                    # one-off state (threadpoolctl, FFT plans) outside
+            tracemalloc.start()
+            try:
+                out = call()
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+        extra = peak - sum(o.nbytes for o in out)
+        assert extra <= ws + 16 * 1024, (op, extra, ws)
+        if not s.plan(spec, op):
+            assert extra >= 0.6 * ws, (op, extra, ws)
