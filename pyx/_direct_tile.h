@@ -1,23 +1,44 @@
-/* Register-tiled inner block of the stride-1 direct kernel.
+/* Register-tiled inner blocks of the stride-1 direct kernels.
  *
- * out[j] = sum_{c < cig, k < ksz} w[c*ksz + k] * x[c*plane + off[k] + j],  j < 64
+ * Forward tile (also grad_input, which is a forward correlation of grad_output):
  *
- * The 64 accumulators live in registers for the whole (c, k) loop, so each
- * multiply-add costs one load. GCC and Clang get explicit vector types
- * (lowered to AVX-512, AVX2 or SSE as the target allows); other compilers get
- * the plain loop. (GCC left to itself vectorizes this loop nest across k with
- * gathers, ten times slower.)
+ *   out[j] = sum_{c < cig, k < ksz} w[c*ksz + k] * x[c*plane + off[k] + j],  j < FC_TILE
+ *
+ * The FC_TILE accumulators live in registers for the whole (c, k) loop, so each
+ * multiply-add costs one load (a quarter of one with four output channels).
+ *
+ * grad_weight block: NR output channels x NK taps of one input channel,
+ *
+ *   acc[r][t] = sum_{i < n} gy[r*gstride + i] * x[off[t] + i]
+ *
+ * as NR*NK vector accumulators over FC_VL(T) lanes: NR + NK loads feed NR*NK
+ * multiply-adds, and the lanes are added into double once per call.
+ *
+ * GCC and Clang get explicit vector types (lowered to AVX-512, AVX2 or SSE as
+ * the target allows); other compilers get plain loops. (GCC left to itself
+ * vectorizes the forward loop nest across k with gathers, ten times slower.)
  */
 #ifndef FASTCONV_DIRECT_TILE_H
 #define FASTCONV_DIRECT_TILE_H
 #include <string.h>
 #include <stddef.h>
 
-#define FC_TILE 64
+#define FC_TILE 64     /* outputs per forward register tile */
+#define FC_OBLOCK 4    /* output channels per forward tile / grad_weight block */
+#define FC_GW_TAPS 3   /* taps per grad_weight register block */
+#define FC_VBYTES 64   /* bytes per grad_weight vector accumulator */
+#define FC_VL_F32 (FC_VBYTES / 4)
+#define FC_VL_F64 (FC_VBYTES / 8)
 
 #if defined(__GNUC__) || defined(__clang__)
 typedef float fc_f32x16 __attribute__((vector_size(64)));
 typedef double fc_f64x8 __attribute__((vector_size(64)));
+/* The tiles below spell out 16 float / 8 double lanes per vector, 4 vectors per tile. */
+_Static_assert(sizeof(fc_f32x16) == 16 * sizeof(float), "16 float lanes");
+_Static_assert(sizeof(fc_f64x8) == 8 * sizeof(double), "8 double lanes");
+_Static_assert(FC_TILE == 4 * 16 && FC_TILE == 8 * 8, "a tile is 4 float / 8 double vectors");
+_Static_assert(FC_VBYTES == sizeof(fc_f32x16), "grad_weight lanes = one vector");
+_Static_assert(FC_OBLOCK == 4, "fc_tile4_* hold 4 output channels");
 
 static inline void fc_tile_f32(const float *x, const float *w, const ptrdiff_t *off,
                                ptrdiff_t cig, ptrdiff_t plane, ptrdiff_t ksz, float *out)
@@ -112,7 +133,41 @@ static inline void fc_tile_f64(const double *x, const double *w, const ptrdiff_t
     }
     memcpy(out, a, 8 * 64);
 }
-#else
+
+/* grad_weight block; NR, NK compile-time so the accumulators stay in registers.
+ * n is a multiple of the lane count; out[r*ostride + t*VL + l] += lane l of acc[r][t]. */
+#define FC_GW_BLOCK(T, VT, VL, NR, NK)                                                   \
+static void fc_gw_##T##_##NR##_##NK(const T *x, const ptrdiff_t *off, const T *gy,       \
+                                    ptrdiff_t gstride, ptrdiff_t n, double *out,          \
+                                    ptrdiff_t ostride)                                    \
+{                                                                                         \
+    VT acc[NR][NK], g[NR], v;                                                             \
+    T lanes[VL];                                                                          \
+    memset(acc, 0, sizeof(acc));                                                          \
+    for (ptrdiff_t i = 0; i < n; i += VL) {                                               \
+        for (int r = 0; r < NR; r++) memcpy(&g[r], gy + r * gstride + i, sizeof(VT));     \
+        for (int t = 0; t < NK; t++) {                                                    \
+            memcpy(&v, x + off[t] + i, sizeof(VT));                                       \
+            for (int r = 0; r < NR; r++) acc[r][t] += g[r] * v;                           \
+        }                                                                                 \
+    }                                                                                     \
+    for (int r = 0; r < NR; r++)                                                          \
+        for (int t = 0; t < NK; t++) {                                                    \
+            double *o = out + r * ostride + t * VL;                                       \
+            memcpy(lanes, &acc[r][t], sizeof(VT));                                        \
+            for (int l = 0; l < VL; l++) o[l] += (double)lanes[l];                        \
+        }                                                                                 \
+}
+#define FC_GW_ROW(T, VT, VL, NR) \
+    FC_GW_BLOCK(T, VT, VL, NR, 1) FC_GW_BLOCK(T, VT, VL, NR, 2) FC_GW_BLOCK(T, VT, VL, NR, 3)
+#define FC_GW_ALL(T, VT, VL) \
+    FC_GW_ROW(T, VT, VL, 1) FC_GW_ROW(T, VT, VL, 2) FC_GW_ROW(T, VT, VL, 3) FC_GW_ROW(T, VT, VL, 4)
+FC_GW_ALL(float, fc_f32x16, 16)
+FC_GW_ALL(double, fc_f64x8, 8)
+_Static_assert(FC_GW_TAPS == 3, "fc_gw_* are instantiated for 1..3 taps");
+
+#else  /* no vector extensions: plain loops with the same contracts */
+
 #define FC_TILE_GENERIC(T, NAME)                                                     \
 static inline void NAME(const T *x, const T *w, const ptrdiff_t *off, ptrdiff_t cig, \
                         ptrdiff_t plane, ptrdiff_t ksz, T *out)                      \
@@ -132,10 +187,55 @@ static inline void NAME(const T *x, const T *w0, const ptrdiff_t *off, ptrdiff_t
                         ptrdiff_t plane, ptrdiff_t ksz, ptrdiff_t wstride, T *out,    \
                         ptrdiff_t ostride)                                            \
 {                                                                                     \
-    for (int r = 0; r < 4; r++)                                                       \
+    for (int r = 0; r < FC_OBLOCK; r++)                                               \
         ONE(x, w0 + r * wstride, off, cig, plane, ksz, out + r * ostride);            \
 }
 FC_TILE4_GENERIC(float, fc_tile4_f32, fc_tile_f32)
 FC_TILE4_GENERIC(double, fc_tile4_f64, fc_tile_f64)
+
+#define FC_GW_GENERIC(T, VL)                                                              \
+static void fc_gw_##T##_any(const T *x, const ptrdiff_t *off, const T *gy,                \
+                            ptrdiff_t gstride, ptrdiff_t n, double *out, ptrdiff_t ostride,\
+                            int nr, int nk)                                               \
+{                                                                                         \
+    for (int r = 0; r < nr; r++)                                                          \
+        for (int t = 0; t < nk; t++)                                                      \
+            for (int l = 0; l < VL; l++) {                                                \
+                T s = 0;                                                                  \
+                for (ptrdiff_t i = l; i < n; i += VL) s += gy[r * gstride + i] * x[off[t] + i]; \
+                out[r * ostride + t * VL + l] += (double)s;                               \
+            }                                                                             \
+}
+FC_GW_GENERIC(float, FC_VL_F32)
+FC_GW_GENERIC(double, FC_VL_F64)
 #endif
+
+/* One grad_weight block of nr (1..FC_OBLOCK) output channels x nk (1..FC_GW_TAPS) taps. */
+#if defined(__GNUC__) || defined(__clang__)
+#define FC_GW_CASE(T, NR, NK) \
+    case (NR) * 4 + (NK): fc_gw_##T##_##NR##_##NK(x, off, gy, gstride, n, out, ostride); break;
+#define FC_GW_DISPATCH(T)                                                                 \
+static inline void fc_gw_##T(const T *x, const ptrdiff_t *off, const T *gy,               \
+                             ptrdiff_t gstride, ptrdiff_t n, double *out,                 \
+                             ptrdiff_t ostride, int nr, int nk)                           \
+{                                                                                         \
+    switch (nr * 4 + nk) {                                                                \
+    FC_GW_CASE(T, 1, 1) FC_GW_CASE(T, 1, 2) FC_GW_CASE(T, 1, 3)                           \
+    FC_GW_CASE(T, 2, 1) FC_GW_CASE(T, 2, 2) FC_GW_CASE(T, 2, 3)                           \
+    FC_GW_CASE(T, 3, 1) FC_GW_CASE(T, 3, 2) FC_GW_CASE(T, 3, 3)                           \
+    FC_GW_CASE(T, 4, 1) FC_GW_CASE(T, 4, 2) FC_GW_CASE(T, 4, 3)                           \
+    default: break;                                                                       \
+    }                                                                                     \
+}
+#else
+#define FC_GW_DISPATCH(T)                                                                 \
+static inline void fc_gw_##T(const T *x, const ptrdiff_t *off, const T *gy,               \
+                             ptrdiff_t gstride, ptrdiff_t n, double *out,                 \
+                             ptrdiff_t ostride, int nr, int nk)                           \
+{ fc_gw_##T##_any(x, off, gy, gstride, n, out, ostride, nr, nk); }
+#endif
+FC_GW_DISPATCH(float)
+FC_GW_DISPATCH(double)
+#define fc_gw_f32 fc_gw_float
+#define fc_gw_f64 fc_gw_double
 #endif
