@@ -436,33 +436,33 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpa
     cdef WG g
     _setup(&g, x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4],
            gy.shape[1], gy.shape[2], gy.shape[3], gy.shape[4], groups, KD, offsets,
-           BTh, BTw, ATh, ATw, nb, tc, odc, True)
+           BTh, BTw, ATh, ATw, nb, tc, odc, mode == 1)
     cdef Py_ssize_t u, i, t, slots = n_threads if mode == 1 else 1
     cdef Py_ssize_t dsz = g.du_sz
     cdef floating* wk = &work[0]
     cdef floating* out = &dU[0, 0, 0, 0]
     cdef floating s
     _check(work.shape[0], g.per_thread * slots)
-    if dU.shape[0] * dU.shape[1] * dU.shape[2] * dU.shape[3] != dsz:
+    if dU.shape[0] * dU.shape[1] * dU.shape[2] * dU.shape[3] != g.P * KD * g.CIG * g.CO:
         raise ValueError("winograd: dU has the wrong shape")
     with nogil:
-        # each thread's partial dU is the last part of its slot
-        for t in range(slots):
-            memset(wk + t * g.per_thread + g.per_thread - dsz, 0, dsz * sizeof(floating))
-        if mode == 1:
+        if mode != 1:  # one thread: accumulate straight into dU
+            memset(out, 0, g.P * KD * g.CIG * g.CO * sizeof(floating))
+            for u in range(g.nunits):
+                _gw_unit(&g, &x[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0], out, wk, u)
+        else:
+            # each thread's partial dU is the last part of its slot
+            for t in range(slots):
+                memset(wk + t * g.per_thread + g.per_thread - dsz, 0, dsz * sizeof(floating))
             for u in prange(g.nunits, num_threads=n_threads, schedule="static", chunksize=1):
                 _gw_unit(&g, &x[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0],
                          wk + threadid() * g.per_thread + g.per_thread - dsz,
                          wk + threadid() * g.per_thread, u)
-        else:
-            for u in range(g.nunits):
-                _gw_unit(&g, &x[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0],
-                         wk + g.per_thread - dsz, wk, u)
-        for i in range(dsz):
-            s = 0
-            for t in range(slots):
-                s = s + wk[t * g.per_thread + g.per_thread - dsz + i]
-            out[i] = s
+            for i in range(dsz):
+                s = 0
+                for t in range(slots):
+                    s = s + wk[t * g.per_thread + g.per_thread - dsz + i]
+                out[i] = s
 
 
 # ---------------------------------------------------------------------------
@@ -482,6 +482,7 @@ def kernel_transform(const floating[:, :, :, :, ::1] w,   # (CO, CIG, KD, KH, KW
     cdef Py_ssize_t ah = Gh.shape[0], aw = Gw.shape[0], i, j, a, b, o, c, kd, grp, cog
     cdef Py_ssize_t row, col, ci, co
     cdef double s, t
+    cdef double tk[MAXA * MAXA]
     if Gh.shape[1] != KH or Gw.shape[1] != KW or U.shape[0] != ah * aw:
         raise ValueError("winograd: kernel transform shapes do not match")
     ci = COG if adjoint else CIG
@@ -489,29 +490,34 @@ def kernel_transform(const floating[:, :, :, :, ::1] w,   # (CO, CIG, KD, KH, KW
     if U.shape[1] != groups or U.shape[2] != KD * ci or U.shape[3] != co:
         raise ValueError("winograd: U has the wrong shape")
     with nogil:
-        for o in range(CO):
-            grp = o // COG
-            cog = o - grp * COG
+        # loop so that consecutive writes are consecutive output channels of U
+        for grp in range(groups):
             for c in range(CIG):
                 for kd in range(KD):
-                    if adjoint:
-                        row = (KD - 1 - kd) * ci + cog
-                        col = c
-                    else:
-                        row = kd * ci + c
-                        col = cog
-                    for i in range(ah):
-                        for j in range(aw):
-                            s = 0
-                            for a in range(KH):
+                    for cog in range(COG):
+                        o = grp * COG + cog
+                        # t[a][j] = sum_b Gw[j, b] w[a, b], then U[i][j] = sum_a Gh[i, a] t[a][j]
+                        for a in range(KH):
+                            for j in range(aw):
                                 t = 0
                                 for b in range(KW):
                                     if adjoint:
                                         t = t + Gw[j, b] * w[o, c, kd, KH - 1 - a, KW - 1 - b]
                                     else:
                                         t = t + Gw[j, b] * w[o, c, kd, a, b]
-                                s = s + Gh[i, a] * t
-                            U[i * aw + j, grp, row, col] = <floating>s
+                                tk[a * MAXA + j] = t
+                        if adjoint:
+                            row = (KD - 1 - kd) * ci + cog
+                            col = c
+                        else:
+                            row = kd * ci + c
+                            col = cog
+                        for i in range(ah):
+                            for j in range(aw):
+                                s = 0
+                                for a in range(KH):
+                                    s = s + Gh[i, a] * tk[a * MAXA + j]
+                                U[i * aw + j, grp, row, col] = <floating>s
 
 
 def kernel_untransform(const floating[:, :, :, ::1] dU,  # (P, G, KD*CIG, COG)
