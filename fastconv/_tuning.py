@@ -191,15 +191,17 @@ calibration_cache = _FileCache("calibration.json")
 # ---------------------------------------------------------------------------
 # timing
 # ---------------------------------------------------------------------------
-def random_operands(op, spec, seed=0):
-    """Prepared operands of the right shapes for timing ``op`` on ``spec``."""
+def random_operands(op, spec, seed=0, strategy=None):
+    """Prepared operands of the right shapes for timing ``op`` on ``spec``
+    (the input unpadded for a ``strategy`` that pads inside)."""
     rng = np.random.default_rng(seed)
     rand = lambda shape: rng.standard_normal(shape).astype(spec.dtype)  # noqa: E731
+    pad = (lambda x, s: x) if getattr(strategy, "pads_inside", False) else prep.padded_input
     if op == "forward":
-        return prep.padded_input(rand(spec.input_shape5), spec), rand(spec.weight_shape5)
+        return pad(rand(spec.input_shape5), spec), rand(spec.weight_shape5)
     if op == "grad_input":
         return rand(spec.output_shape5), rand(spec.weight_shape5)
-    return prep.padded_input(rand(spec.input_shape5), spec), rand(spec.output_shape5)
+    return pad(rand(spec.input_shape5), spec), rand(spec.output_shape5)
 
 
 def time_call(fn, min_time=0.005, repeat=3, max_time=None):
@@ -228,10 +230,14 @@ def measure(op, spec, names, threads, budget_s=None):
     A strategy whose warm-up run is already 3x slower than the best so far is
     not timed further (its warm-up time is reported): the per-key budget.
     """
-    a, b = random_operands(op, spec)
+    operands = {}
     out, best = {}, math.inf
     for name in names:
         strat = _strategies.get(name)
+        inside = bool(getattr(strat, "pads_inside", False))
+        if inside not in operands:
+            operands[inside] = random_operands(op, spec, strategy=strat)
+        a, b = operands[inside]
         fn = lambda: strat.run(op, spec, a, b, threads)  # noqa: E731
         t = time_call(fn, max_time=3 * best if best < math.inf else budget_s)
         out[name] = t
@@ -295,8 +301,11 @@ def calibration_grid(quick=False):
         ((2, 3, 96, 96), (32, 3, 7, 7), dict(padding=3, stride=2)),
         ((4, 32, 28, 28), (32, 1, 3, 3), dict(padding=1, groups=32)),
         ((2, 16, 32, 32), (16, 1, 15, 15), dict(padding=7, groups=16)),
+        ((8, 64, 28, 28), (64, 64, 3, 3), dict(padding=1)),
+        ((8, 256, 7, 7), (256, 256, 3, 3), dict(padding=1)),
         # 3-D
         ((2, 8, 16, 16, 16), (16, 8, 3, 3, 3), dict(padding=1)),
+        ((2, 16, 16, 16, 16), (32, 16, 3, 3, 3), dict(padding=1)),
         ((1, 1, 40, 40, 40), (4, 1, 5, 5, 5), dict(padding=2)),
         ((1, 4, 24, 24, 24), (4, 4, 7, 7, 7), dict(padding=3)),
     ]
