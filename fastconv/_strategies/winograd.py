@@ -221,11 +221,13 @@ def _plan(spec, op, m, n_threads, budget):
             odc = max(1, odc // 2)
             pl = odc + KD - 1
             continue
-        raise MemoryError(
+        err = MemoryError(
             f"winograd {op} needs at least {plan.nbytes(item)} bytes of workspace (one "
             f"image channel-last in and out, {tc} tiles of {geo.P} transform positions, the "
             f"transformed kernel), more than the memory budget of {budget} bytes; raise "
             "fastconv.config(memory_budget=...) or use another strategy")
+        err.need = plan.nbytes(item)
+        raise err
 
 
 class WinogradStrategy:
@@ -254,8 +256,8 @@ class WinogradStrategy:
         opts = get_config()
         try:
             return self._plan(spec, op, opts.threads, opts.memory_budget).nbytes(spec.itemsize)
-        except MemoryError:
-            return _plan(spec, op, plan_tile(spec, op, opts.threads), 1, 1 << 62).nbytes(spec.itemsize)
+        except MemoryError as e:  # the least it needs (more than the budget)
+            return e.need
 
     def estimate(self, spec, op, n_threads=1):
         return _cost(spec, op, plan_tile(spec, op, n_threads), n_threads)
