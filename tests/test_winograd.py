@@ -74,6 +74,8 @@ PROBLEMS = [  # (x shape, w shape, kwargs): tiles cross image and block boundari
     ((5, 6, 11, 9), (8, 3, 3, 3), dict(padding=((0, 3), (2, 1)), groups=2, flip=True)),
     ((2, 4, 7, 10), (5, 4, 1, 3), dict(padding=(0, 1))),
     ((2, 3, 5, 9, 6), (4, 3, 3, 3, 3), dict(padding=((1, 2), (0, 0), (3, 1)))),
+    # enough channels and positions for the 8x8 vector transposes, with tails
+    ((3, 20, 13, 11), (26, 20, 3, 3), dict(padding=1)),
 ]
 
 
