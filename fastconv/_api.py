@@ -28,7 +28,7 @@ _SHARED_DOC = """
     flip : bool, default False
         False: cross-correlation (what CNN layers compute). True: true
         convolution (kernel flipped along every spatial axis).
-    strategy : {"auto", "direct", "im2col", "fft"}, default "auto"
+    strategy : {"auto", "direct", "im2col", "fft", "winograd"}, default "auto"
         Force an algorithm; "auto" lets the dispatcher decide (see
         :func:`fastconv.explain`)."""
 
@@ -100,7 +100,7 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, fli
     -----
     NaN and Inf propagate. With the FFT strategy, one NaN or Inf in an input map
     spreads over that whole output map; use ``fastconv.config(allow_fft=False)``
-    where that matters.
+    where that matters. With winograd it spreads over the output tiles it touches.
     """
     x = prep.as_array(x, "x")
     weight = prep.as_array(weight, "weight")

@@ -13,7 +13,8 @@ Precedence, first that applies:
 Guards come before 3-5: a strategy that cannot run the problem, whose workspace
 exceeds the memory budget, or (FFT) that the user forbids, whose strides waste
 most of its work, or whose float32 error estimate exceeds ``fft_rtol``, is
-never chosen there; :func:`fastconv.explain` lists why.
+never chosen there, nor winograd when even its most accurate tile's float32
+error estimate exceeds ``winograd_rtol``; :func:`fastconv.explain` lists why.
 
 Memory: a strategy's workspace counts its own scratch plus, for a strategy
 that does not pad inside its kernels, the zero-padded input copy (forward,
@@ -197,6 +198,10 @@ def _candidates(op, spec, opts):
                     fft_error_estimate(spec) > opts.fft_rtol):
                 reason = (f"estimated float32 FFT error {fft_error_estimate(spec):.1e} "
                           f"> fft_rtol={opts.fft_rtol:g}")
+        if reason is None and s.name == "winograd" and opts.winograd_rtol is not None and (
+                spec.dtype == np.float32 and s.error_estimate(spec) > opts.winograd_rtol):
+            reason = (f"estimated float32 winograd error {s.error_estimate(spec):.1e} (F(2,3)) "
+                      f"> winograd_rtol={opts.winograd_rtol:g}")
         if reason is None:
             c.workspace_bytes = total_workspace(s, spec, op, opts)
             if c.workspace_bytes > opts.memory_budget:

@@ -27,7 +27,7 @@ def _blas_info():
 def config_info():
     """Dict of what :func:`show_config` prints."""
     modules = {}
-    for name in ("_direct", "_im2col", "_fft"):
+    for name in ("_direct", "_im2col", "_fft", "_winograd"):
         try:
             importlib.import_module(f"fastconv._ext.{name}")
             modules[name] = "loaded"

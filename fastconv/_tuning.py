@@ -496,8 +496,11 @@ def calibration_grid(quick=False):
         ((2, 3, 96, 96), (32, 3, 7, 7), dict(padding=3, stride=2)),
         ((4, 32, 28, 28), (32, 1, 3, 3), dict(padding=1, groups=32)),
         ((2, 16, 32, 32), (16, 1, 15, 15), dict(padding=7, groups=16)),
+        ((8, 64, 28, 28), (64, 64, 3, 3), dict(padding=1)),
+        ((8, 256, 7, 7), (256, 256, 3, 3), dict(padding=1)),
         # 3-D
         ((2, 8, 16, 16, 16), (16, 8, 3, 3, 3), dict(padding=1)),
+        ((2, 16, 16, 16, 16), (32, 16, 3, 3, 3), dict(padding=1)),
         ((1, 1, 40, 40, 40), (4, 1, 5, 5, 5), dict(padding=2)),
         ((1, 4, 24, 24, 24), (4, 4, 7, 7, 7), dict(padding=3)),
     ]

@@ -102,39 +102,32 @@ def unit_sizes(C, S, CO, SO, P, A2, nb, tc, Pl, KD, groups, gw):
             A2 * max(C, CO), (P * KD * (C // groups) * CO) if gw else 0)
 
 
+cdef extern from "_winograd_xf.h" nogil:
+    void wg_axpy_f(float* d, const float* s, float a, Py_ssize_t n, int first)
+    void wg_axpy_d(double* d, const double* s, double a, Py_ssize_t n, int first)
+    void wg_transpose_f(const float* src, Py_ssize_t rows, Py_ssize_t cols, float* dst)
+    void wg_transpose_d(const double* src, Py_ssize_t rows, Py_ssize_t cols, double* dst)
+
+
 # ---------------------------------------------------------------------------
 # layout changes (channel-first <-> channel-last), cache-blocked
 # ---------------------------------------------------------------------------
-cdef void _to_last(const floating* src, floating* dst, Py_ssize_t C, Py_ssize_t S) noexcept nogil:
+cdef inline void _to_last(const floating* src, floating* dst, Py_ssize_t C,
+                          Py_ssize_t S) noexcept nogil:
     """dst[s*C + c] = src[c*S + s]."""
-    cdef Py_ssize_t c0, s0, c, s, c1, s1
-    s0 = 0
-    while s0 < S:
-        s1 = min(s0 + 64, S)
-        c0 = 0
-        while c0 < C:
-            c1 = min(c0 + 16, C)
-            for s in range(s0, s1):
-                for c in range(c0, c1):
-                    dst[s * C + c] = src[c * S + s]
-            c0 = c1
-        s0 = s1
+    if floating is float:
+        wg_transpose_f(src, C, S, dst)
+    else:
+        wg_transpose_d(src, C, S, dst)
 
 
-cdef void _to_first(const floating* src, floating* dst, Py_ssize_t C, Py_ssize_t S) noexcept nogil:
+cdef inline void _to_first(const floating* src, floating* dst, Py_ssize_t C,
+                           Py_ssize_t S) noexcept nogil:
     """dst[c*S + s] = src[s*C + c]."""
-    cdef Py_ssize_t c0, s0, c, s, c1, s1
-    c0 = 0
-    while c0 < C:
-        c1 = min(c0 + 16, C)
-        s0 = 0
-        while s0 < S:
-            s1 = min(s0 + 64, S)
-            for c in range(c0, c1):
-                for s in range(s0, s1):
-                    dst[c * S + s] = src[s * C + c]
-            s0 = s1
-        c0 = c1
+    if floating is float:
+        wg_transpose_f(src, S, C, dst)
+    else:
+        wg_transpose_d(src, S, C, dst)
 
 
 # ---------------------------------------------------------------------------
@@ -142,13 +135,11 @@ cdef void _to_first(const floating* src, floating* dst, Py_ssize_t C, Py_ssize_t
 # ---------------------------------------------------------------------------
 cdef inline void _axpy(floating* d, const floating* s, floating a, Py_ssize_t n,
                        bint first) noexcept nogil:
-    cdef Py_ssize_t c
-    if first:
-        for c in range(n):
-            d[c] = a * s[c]
+    """d = a*s (first) or d += a*s, over n elements; d and s do not overlap."""
+    if floating is float:
+        wg_axpy_f(d, s, a, n, first)
     else:
-        for c in range(n):
-            d[c] += a * s[c]
+        wg_axpy_d(d, s, a, n, first)
 
 
 cdef void _in_tile(const WG* g, const floating* plane, Py_ssize_t h0, Py_ssize_t w0,
@@ -158,7 +149,43 @@ cdef void _in_tile(const WG* g, const floating* plane, Py_ssize_t h0, Py_ssize_t
     cdef double b
     cdef bint first
     cdef floating* t
-    # pass 1 over H: tmp[i][s] = sum_r BTh[i][r] d[r][s]  (zeros outside the image)
+    # pass 1 over H: tmp[i][s] = sum_r BTh[i][r] d[r][s]  (zeros outside the image);
+    # a tile inside the image in W reads whole row segments (aw*C contiguous)
+    if w0 >= 0 and w0 + aw <= g.W:
+        for i in range(ah):
+            t = tmp + i * aw * C
+            first = True
+            for r in range(ah):
+                b = g.bth[i * ah + r]
+                h = h0 + r
+                if b != 0 and 0 <= h < g.H:
+                    _axpy(t, plane + (h * g.W + w0) * C, <floating>b, aw * C, first)
+                    first = False
+            if first:
+                memset(t, 0, aw * C * sizeof(floating))
+    else:
+        _in_tile_edge(g, plane, h0, w0, tmp)
+    # pass 2 over W: v[i][j] = sum_s BTw[j][s] tmp[i][s]
+    for i in range(ah):
+        for j in range(aw):
+            t = v + (i * aw + j) * pstride
+            first = True
+            for s in range(aw):
+                b = g.btw[j * aw + s]
+                if b != 0:
+                    _axpy(t, tmp + (i * aw + s) * C, <floating>b, C, first)
+                    first = False
+            if first:
+                memset(t, 0, C * sizeof(floating))
+
+
+cdef void _in_tile_edge(const WG* g, const floating* plane, Py_ssize_t h0, Py_ssize_t w0,
+                        floating* tmp) noexcept nogil:
+    """Pass 1 of _in_tile for a tile that crosses the left or right border."""
+    cdef Py_ssize_t i, r, s, h, w, C = g.C, ah = g.ah, aw = g.aw
+    cdef double b
+    cdef bint first
+    cdef floating* t
     for i in range(ah):
         for s in range(aw):
             t = tmp + (i * aw + s) * C
@@ -171,18 +198,6 @@ cdef void _in_tile(const WG* g, const floating* plane, Py_ssize_t h0, Py_ssize_t
                     if b != 0 and 0 <= h < g.H:
                         _axpy(t, plane + (h * g.W + w) * C, <floating>b, C, first)
                         first = False
-            if first:
-                memset(t, 0, C * sizeof(floating))
-    # pass 2 over W: v[i][j] = sum_s BTw[j][s] tmp[i][s]
-    for i in range(ah):
-        for j in range(aw):
-            t = v + (i * aw + j) * pstride
-            first = True
-            for s in range(aw):
-                b = g.btw[j * aw + s]
-                if b != 0:
-                    _axpy(t, tmp + (i * aw + s) * C, <floating>b, C, first)
-                    first = False
             if first:
                 memset(t, 0, C * sizeof(floating))
 
@@ -207,6 +222,20 @@ cdef void _out_tile(const WG* g, const floating* m, Py_ssize_t pstride, floating
                     first = False
             if first:
                 memset(t, 0, CO * sizeof(floating))
+    if w0 + mw <= g.OW:  # whole row segments (mw*CO contiguous)
+        for q in range(g.mh):
+            if h0 + q >= g.OH:
+                break
+            t = plane + ((h0 + q) * g.OW + w0) * CO
+            first = True
+            for i in range(ah):
+                a = g.ath[q * ah + i]
+                if a != 0:
+                    _axpy(t, tmp + i * mw * CO, <floating>a, mw * CO, first)
+                    first = False
+            if first:
+                memset(t, 0, mw * CO * sizeof(floating))
+        return
     for q in range(g.mh):
         if h0 + q >= g.OH:
             break
@@ -228,29 +257,31 @@ cdef void _gy_tile(const WG* g, const floating* plane, Py_ssize_t h0, Py_ssize_t
                    floating* m, Py_ssize_t pstride, floating* tmp) noexcept nogil:
     """Adjoint of _out_tile: m[p] = (A gy A^T)[p], gy zero outside the output."""
     cdef Py_ssize_t i, j, q, r, CO = g.CO, ah = g.ah, aw = g.aw, mh = g.mh, mw = g.mw
+    cdef Py_ssize_t nr = min(mw, g.OW - w0)
     cdef double a
     cdef bint first
     cdef floating* t
-    for q in range(mh):
-        for j in range(aw):
-            t = tmp + (q * aw + j) * CO
-            first = True
-            if h0 + q < g.OH:
-                for r in range(mw):
-                    a = g.atw[r * aw + j]
-                    if a != 0 and w0 + r < g.OW:
-                        _axpy(t, plane + ((h0 + q) * g.OW + w0 + r) * CO, <floating>a, CO, first)
-                        first = False
-            if first:
-                memset(t, 0, CO * sizeof(floating))
+    # pass 1 over H: tmp[i][r] = sum_q ATh[q][i] gy[h0 + q][w0 + r] (row segments of
+    # the nr columns inside the output; the rest are zero)
+    for i in range(ah):
+        t = tmp + i * mw * CO
+        first = True
+        for q in range(mh):
+            a = g.ath[q * ah + i]
+            if a != 0 and h0 + q < g.OH:
+                _axpy(t, plane + ((h0 + q) * g.OW + w0) * CO, <floating>a, nr * CO, first)
+                first = False
+        if first:
+            memset(t, 0, nr * CO * sizeof(floating))
+    # pass 2 over W: m[i][j] = sum_r ATw[r][j] tmp[i][r]
     for i in range(ah):
         for j in range(aw):
             t = m + (i * aw + j) * pstride
             first = True
-            for q in range(mh):
-                a = g.ath[q * ah + i]
+            for r in range(nr):
+                a = g.atw[r * aw + j]
                 if a != 0:
-                    _axpy(t, tmp + (q * aw + j) * CO, <floating>a, CO, first)
+                    _axpy(t, tmp + (i * mw + r) * CO, <floating>a, CO, first)
                     first = False
             if first:
                 memset(t, 0, CO * sizeof(floating))
@@ -436,33 +467,33 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpa
     cdef WG g
     _setup(&g, x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4],
            gy.shape[1], gy.shape[2], gy.shape[3], gy.shape[4], groups, KD, offsets,
-           BTh, BTw, ATh, ATw, nb, tc, odc, True)
+           BTh, BTw, ATh, ATw, nb, tc, odc, mode == 1)
     cdef Py_ssize_t u, i, t, slots = n_threads if mode == 1 else 1
     cdef Py_ssize_t dsz = g.du_sz
     cdef floating* wk = &work[0]
     cdef floating* out = &dU[0, 0, 0, 0]
     cdef floating s
     _check(work.shape[0], g.per_thread * slots)
-    if dU.shape[0] * dU.shape[1] * dU.shape[2] * dU.shape[3] != dsz:
+    if dU.shape[0] * dU.shape[1] * dU.shape[2] * dU.shape[3] != g.P * KD * g.CIG * g.CO:
         raise ValueError("winograd: dU has the wrong shape")
     with nogil:
-        # each thread's partial dU is the last part of its slot
-        for t in range(slots):
-            memset(wk + t * g.per_thread + g.per_thread - dsz, 0, dsz * sizeof(floating))
-        if mode == 1:
+        if mode != 1:  # one thread: accumulate straight into dU
+            memset(out, 0, g.P * KD * g.CIG * g.CO * sizeof(floating))
+            for u in range(g.nunits):
+                _gw_unit(&g, &x[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0], out, wk, u)
+        else:
+            # each thread's partial dU is the last part of its slot
+            for t in range(slots):
+                memset(wk + t * g.per_thread + g.per_thread - dsz, 0, dsz * sizeof(floating))
             for u in prange(g.nunits, num_threads=n_threads, schedule="static", chunksize=1):
                 _gw_unit(&g, &x[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0],
                          wk + threadid() * g.per_thread + g.per_thread - dsz,
                          wk + threadid() * g.per_thread, u)
-        else:
-            for u in range(g.nunits):
-                _gw_unit(&g, &x[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0],
-                         wk + g.per_thread - dsz, wk, u)
-        for i in range(dsz):
-            s = 0
-            for t in range(slots):
-                s = s + wk[t * g.per_thread + g.per_thread - dsz + i]
-            out[i] = s
+            for i in range(dsz):
+                s = 0
+                for t in range(slots):
+                    s = s + wk[t * g.per_thread + g.per_thread - dsz + i]
+                out[i] = s
 
 
 # ---------------------------------------------------------------------------
@@ -482,6 +513,7 @@ def kernel_transform(const floating[:, :, :, :, ::1] w,   # (CO, CIG, KD, KH, KW
     cdef Py_ssize_t ah = Gh.shape[0], aw = Gw.shape[0], i, j, a, b, o, c, kd, grp, cog
     cdef Py_ssize_t row, col, ci, co
     cdef double s, t
+    cdef double tk[MAXA * MAXA]
     if Gh.shape[1] != KH or Gw.shape[1] != KW or U.shape[0] != ah * aw:
         raise ValueError("winograd: kernel transform shapes do not match")
     ci = COG if adjoint else CIG
@@ -489,29 +521,34 @@ def kernel_transform(const floating[:, :, :, :, ::1] w,   # (CO, CIG, KD, KH, KW
     if U.shape[1] != groups or U.shape[2] != KD * ci or U.shape[3] != co:
         raise ValueError("winograd: U has the wrong shape")
     with nogil:
-        for o in range(CO):
-            grp = o // COG
-            cog = o - grp * COG
+        # loop so that consecutive writes are consecutive output channels of U
+        for grp in range(groups):
             for c in range(CIG):
                 for kd in range(KD):
-                    if adjoint:
-                        row = (KD - 1 - kd) * ci + cog
-                        col = c
-                    else:
-                        row = kd * ci + c
-                        col = cog
-                    for i in range(ah):
-                        for j in range(aw):
-                            s = 0
-                            for a in range(KH):
+                    for cog in range(COG):
+                        o = grp * COG + cog
+                        # t[a][j] = sum_b Gw[j, b] w[a, b], then U[i][j] = sum_a Gh[i, a] t[a][j]
+                        for a in range(KH):
+                            for j in range(aw):
                                 t = 0
                                 for b in range(KW):
                                     if adjoint:
                                         t = t + Gw[j, b] * w[o, c, kd, KH - 1 - a, KW - 1 - b]
                                     else:
                                         t = t + Gw[j, b] * w[o, c, kd, a, b]
-                                s = s + Gh[i, a] * t
-                            U[i * aw + j, grp, row, col] = <floating>s
+                                tk[a * MAXA + j] = t
+                        if adjoint:
+                            row = (KD - 1 - kd) * ci + cog
+                            col = c
+                        else:
+                            row = kd * ci + c
+                            col = cog
+                        for i in range(ah):
+                            for j in range(aw):
+                                s = 0
+                                for a in range(KH):
+                                    s = s + Gh[i, a] * tk[a * MAXA + j]
+                                U[i * aw + j, grp, row, col] = <floating>s
 
 
 def kernel_untransform(const floating[:, :, :, ::1] dU,  # (P, G, KD*CIG, COG)

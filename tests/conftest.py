@@ -22,6 +22,37 @@ NDIMS = (1, 2, 3)
 OPS = ("forward", "grad_input", "grad_weight", "backward")
 
 
+# Strategies with a narrow scope (supports() refuses most problems): a test that
+# forces one on a problem it does not support is skipped, not failed. A test
+# that checks the refusal itself opts out with @pytest.mark.strict_strategy.
+NARROW = ("winograd",)
+
+
+def supported(strategy, spec, op="forward"):
+    """True if ``strategy`` ("auto" too) can run ``op`` on ``spec``."""
+    from fastconv import _strategies
+
+    if strategy == "auto":
+        return True
+    return _strategies.get(strategy).supports(spec, op) is None
+
+
+@pytest.fixture(autouse=True)
+def _skip_narrow_strategy_out_of_scope(request, monkeypatch):
+    if request.node.get_closest_marker("strict_strategy"):
+        return
+    from fastconv import _dispatch
+
+    forced = _dispatch._forced
+
+    def skip_or_force(op, spec, name, decided_by, detail):
+        if name in NARROW and not supported(name, spec, op):
+            pytest.skip(f"{name} does not support this problem")
+        return forced(op, spec, name, decided_by, detail)
+
+    monkeypatch.setattr(_dispatch, "_forced", skip_or_force)
+
+
 def tolerances(dtype, strategy, spec=None, scale=1.0):
     """(rtol, atol) for comparing a strategy's result with a float64 oracle.
 

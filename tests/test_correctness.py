@@ -78,6 +78,13 @@ CASES = [
     Case("pointwise", k=(1, 1, 1), stride=2, cin=5, cout=3),
     Case("kernel_covers_input", in_sp=(4, 3, 5), k=(4, 3, 5)),
     Case("one_channel", cin=1, cout=1, in_sp=(11, 9, 6), k=(5, 4, 3)),
+    # 3-tap kernels at stride 1: the problems the winograd strategy runs
+    Case("k3_pad", in_sp=(9, 7, 6), k=(3, 3, 3), padding=1, bias=True),
+    Case("k3_pad_pairs", in_sp=(6, 9, 5), k=(3, 3, 3), padding=((0, 3), (2, 0), (1, 2))),
+    Case("k3_groups_flip", in_sp=(7, 6, 5), k=(3, 3, 3), padding="same", cin=4, cout=6,
+         groups=2, flip=True),
+    Case("k3_depthwise_unbatched", batch=None, in_sp=(8, 5, 7), k=(3, 1, 3), cin=3, cout=3,
+         groups=3, padding="full"),
 ]
 
 

@@ -176,7 +176,7 @@ def test_example_config_loads_and_applies(fakes, monkeypatch):
     ("n_threads = 'two'", "n_threads"),
     ("memory_budget = 'lots'", "memory_budget"),
     ("allow_fft = 1", "allow_fft"),
-    ("[[rules]]\nstrategy = 'winograd'", "winograd"),
+    ("[[rules]]\nstrategy = 'wavelet'", "wavelet"),
     ("[[rules]]\nkernel = 3", "strategy"),
     ("[[rules]]\nstrategy = 'direct'\nkernel = 'big'", "kernel"),
     ("[[rules]]\nstrategy = 'direct'\ncolour = 'red'", "colour"),

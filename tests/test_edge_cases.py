@@ -9,7 +9,8 @@ import fastconv
 from fastconv import reference
 from fastconv._configfile import ConfigError, read_config_file
 
-LOCAL = [s for s in fastconv.strategies() if s != "fft"]  # FFT spreads NaN by design
+# FFT spreads NaN over the map, winograd over the tiles it touches, by design
+LOCAL = [s for s in fastconv.strategies() if s not in ("fft", "winograd")]
 
 
 @pytest.mark.parametrize("strategy", LOCAL)

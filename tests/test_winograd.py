@@ -1,0 +1,200 @@
+"""The winograd strategy: transforms, scope, tile sizes, threads, memory, dispatch."""
+from __future__ import annotations
+
+import tracemalloc
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _strategies
+from fastconv import reference as ref
+from fastconv._spec import make_spec
+from fastconv._strategies import winograd as W
+from fastconv._strategies._wino_matrices import exact, matrices
+
+from conftest import assert_close, upcast
+
+MiB = 1 << 20
+
+
+@pytest.mark.parametrize("m", [2, 4, 6])
+def test_1d_transform_is_exact_correlation(m):
+    """A^T [(G g) * (B^T d)] == correlation, in exact rationals and in float64."""
+    BT, G, AT = exact(m)
+    rng = np.random.default_rng(m)
+    alpha = m + 2
+    for _ in range(3):
+        d = [Fraction(int(v)) for v in rng.integers(-9, 10, alpha)]
+        g = [Fraction(int(v)) for v in rng.integers(-9, 10, 3)]
+        u = [sum(G[i][k] * g[k] for k in range(3)) for i in range(alpha)]
+        v = [sum(BT[i][k] * d[k] for k in range(alpha)) for i in range(alpha)]
+        y = [sum(AT[j][i] * u[i] * v[i] for i in range(alpha)) for j in range(m)]
+        assert y == [sum(g[k] * d[j + k] for k in range(3)) for j in range(m)]
+    BTf, Gf, ATf = matrices(m)
+    d, g = rng.standard_normal(alpha), rng.standard_normal(3)
+    np.testing.assert_allclose(ATf @ ((Gf @ g) * (BTf @ d)), np.correlate(d, g, "valid"),
+                               rtol=0, atol=1e-14 * 4 ** m)
+
+
+@pytest.mark.parametrize("kw, why", [
+    (dict(stride=2), "stride"), (dict(dilation=2), "dilation"),
+    (dict(k=5), "kernel"), (dict(k=(3, 2)), "kernel"), (dict(k=(1, 1)), "no 3-tap"),
+])
+def test_supports_refuses_with_a_reason(kw, why):
+    k = kw.pop("k", 3)
+    k = (k, k) if isinstance(k, int) else k
+    spec = make_spec((1, 2, 9, 9), (2, 2) + k, **kw)
+    reason = _strategies.get("winograd").supports(spec, "forward")
+    assert reason is not None and why in reason
+
+
+@pytest.mark.strict_strategy
+def test_forcing_it_out_of_scope_raises():
+    with pytest.raises(ValueError, match="winograd.*stride"):
+        fastconv.conv2d(np.ones((1, 2, 9, 9)), np.ones((2, 2, 3, 3)), stride=2,
+                        strategy="winograd")
+
+
+def _ops(x, w, gy, kw):
+    nd = w.ndim - 2
+    y = fastconv.conv(x, w, strategy="winograd", **kw)
+    gx = fastconv.grad_input(x.shape, w, gy, strategy="winograd", **kw)
+    gw = fastconv.grad_weight(x, w.shape, gy, strategy="winograd", **kw)
+    refs = (ref.conv_forward(upcast(x), upcast(w), **kw),
+            ref.conv_grad_input(x.shape, upcast(w), upcast(gy), **kw),
+            ref.conv_grad_weight(upcast(x), w.shape, upcast(gy), **kw))
+    return zip(("forward", "grad_input", "grad_weight"), (y, gx, gw), refs,
+               ((x, w), (gy, w), (x, gy))), nd
+
+
+PROBLEMS = [  # (x shape, w shape, kwargs): tiles cross image and block boundaries
+    ((3, 5, 23), (4, 5, 3), dict(padding=((3, 0),))),
+    ((5, 6, 11, 9), (8, 3, 3, 3), dict(padding=((0, 3), (2, 1)), groups=2, flip=True)),
+    ((2, 4, 7, 10), (5, 4, 1, 3), dict(padding=(0, 1))),
+    ((2, 3, 5, 9, 6), (4, 3, 3, 3, 3), dict(padding=((1, 2), (0, 0), (3, 1)))),
+    # enough channels and positions for the 8x8 vector transposes, with tails
+    ((3, 20, 13, 11), (26, 20, 3, 3), dict(padding=1)),
+]
+
+
+@pytest.mark.parametrize("m", [2, 4, 6])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("problem", range(len(PROBLEMS)))
+def test_every_tile_size_and_thread_count(problem, dtype, threads, m, monkeypatch):
+    monkeypatch.setattr(W, "TILES", (m,))
+    monkeypatch.setattr(W, "MAX_TILES", 8)   # several blocks per unit
+    xs, ws, kw = PROBLEMS[problem]
+    rng = np.random.default_rng(problem)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    spec = make_spec(xs, ws, dtype=dtype, **{k: v for k, v in kw.items() if k != "flip"},
+                     flip=kw.get("flip", False))
+    gy = rng.standard_normal(spec.output_shape).astype(dtype)
+    with fastconv.config(n_threads=threads, winograd_rtol=1.0):
+        assert _strategies.get("winograd").tile(spec) == m
+        checks, nd = _ops(x, w, gy, kw)
+        for what, got, want, operands in checks:
+            assert_close(got, want, dtype=dtype, strategy="winograd", spec=spec,
+                         what=f"F({m},3) {nd}d {what}", operands=operands)
+
+
+def test_threads_agree_and_grad_weight_is_deterministic():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 8, 13, 11)).astype(np.float32)
+    gy = rng.standard_normal((6, 8, 13, 11)).astype(np.float32)
+    runs = []
+    for threads in (2, 2, 1):
+        with fastconv.config(n_threads=threads):
+            runs.append(fastconv.grad_weight(x, (8, 8, 3, 3), gy, padding=1,
+                                             strategy="winograd"))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_allclose(runs[0], runs[2], rtol=1e-5, atol=1e-5 * np.abs(runs[2]).max())
+
+
+@pytest.mark.parametrize("op", ["forward", "grad_input", "grad_weight"])
+def test_workspace_is_exact(op):
+    spec = make_spec((4, 16, 20, 20), (24, 16, 3, 3), padding=1, dtype=np.float32)
+    strat = _strategies.get("winograd")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(spec.input_shape5).astype(np.float32)
+    w = rng.standard_normal(spec.weight_shape5).astype(np.float32)
+    gy = rng.standard_normal(spec.output_shape5).astype(np.float32)
+    a, b = {"forward": (x, w), "grad_input": (gy, w), "grad_weight": (x, gy)}[op]
+    for threads in (1, 2):
+        with fastconv.config(n_threads=threads):
+            need = strat.workspace(spec, op)
+            strat.run(op, spec, a, b, threads)  # warm caches (matrices, threadpoolctl)
+            tracemalloc.start()
+            try:
+                out = strat.run(op, spec, a, b, threads)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+        assert need <= peak - out.nbytes <= need + 64 * 1024, (threads, need, peak)
+
+
+def test_memory_budget_chunks_or_refuses():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 32, 24, 24)).astype(np.float32)
+    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+    spec = make_spec(x.shape, w.shape, padding=1, dtype=np.float32)
+    strat = _strategies.get("winograd")
+    with fastconv.config(memory_budget=1 << 30):
+        big = strat.workspace(spec, "forward")
+        want = fastconv.conv(x, w, padding=1, strategy="winograd")
+    with fastconv.config(memory_budget=big // 2):
+        assert strat.workspace(spec, "forward") <= big // 2
+        got = fastconv.conv(x, w, padding=1, strategy="winograd")
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    with fastconv.config(memory_budget=200_000):
+        with pytest.raises(MemoryError, match="winograd forward needs at least"):
+            fastconv.conv(x, w, padding=1, strategy="winograd")
+        d = fastconv.explain("forward", x.shape, w.shape, padding=1, dtype="float32")
+        (c,) = [c for c in d.candidates if c.name == "winograd"]
+        assert "exceeds the memory budget" in c.excluded and c.workspace_bytes > 200_000
+
+
+def test_tile_choice_follows_winograd_rtol():
+    spec = make_spec((8, 64, 56, 56), (64, 64, 3, 3), padding=1, dtype=np.float32)
+    strat = _strategies.get("winograd")
+    with fastconv.config(winograd_rtol=1e-6):
+        assert strat.tile(spec) == 2
+    with fastconv.config(winograd_rtol=1e-4):
+        assert strat.tile(spec) in (4, 6)
+    assert W.error_estimate(spec, 2) < W.error_estimate(spec, 4) < W.error_estimate(spec, 6)
+
+
+def test_dispatcher_guard_and_options(tmp_path):
+    args = ("forward", (2, 64, 28, 28), (64, 64, 3, 3))
+    with fastconv.config(winograd_rtol=1e-9):
+        d = fastconv.explain(*args, padding=1, dtype="float32")
+        (c,) = [c for c in d.candidates if c.name == "winograd"]
+        assert "winograd_rtol" in c.excluded
+        # float64 error is far below: not excluded
+        d64 = fastconv.explain(*args, padding=1, dtype="float64")
+        assert [c for c in d64.candidates if c.name == "winograd"][0].excluded is None
+    d = fastconv.explain(*args, padding=1, dtype="float32")
+    assert [c for c in d.candidates if c.name == "winograd"][0].estimate_s > 0
+    with pytest.raises(ValueError, match="winograd_rtol"):
+        with fastconv.config(winograd_rtol=-1):
+            pass
+    path = tmp_path / "f.toml"
+    path.write_text("winograd_rtol = 1e-6\n[[rules]]\nkernel = 3\nstrategy = 'winograd'\n")
+    from fastconv._configfile import read_config_file
+
+    vals = read_config_file(path)
+    assert vals["winograd_rtol"] == 1e-6 and vals["rules"][0].strategy == "winograd"
+    with fastconv.config(**vals):
+        d = fastconv.explain(*args, padding=1, dtype="float32")
+        assert (d.strategy, d.decided_by) == ("winograd", "config-rule")
+
+
+def test_autotune_measures_and_stores_it(tmp_path):
+    with fastconv.config(mode="autotune", cache_dir=str(tmp_path), n_threads=1):
+        d = fastconv.explain("forward", (2, 32, 16, 16), (32, 32, 3, 3), padding=1,
+                             dtype="float32")
+        assert d.decided_by == "tuning-cache"
+        assert "winograd" in {c.name for c in d.candidates if c.measured_s is not None}
