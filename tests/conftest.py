@@ -45,10 +45,10 @@ def _skip_narrow_strategy_out_of_scope(request, monkeypatch):
 
     forced = _dispatch._forced
 
-    def skip_or_force(op, spec, name, decided_by, detail):
+    def skip_or_force(op, spec, name, *args, **kwargs):
         if name in NARROW and not supported(name, spec, op):
             pytest.skip(f"{name} does not support this problem")
-        return forced(op, spec, name, decided_by, detail)
+        return forced(op, spec, name, *args, **kwargs)
 
     monkeypatch.setattr(_dispatch, "_forced", skip_or_force)
 
