@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import fastconv  # noqa: E402
-from fastconv import _config, _dispatch, _tuning  # noqa: E402
+from fastconv import _config, _configfile, _dispatch, _tuning  # noqa: E402
 
 ALLOWED = (fastconv.ConfigError, ValueError, TypeError, MemoryError)
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=None,
@@ -138,7 +138,7 @@ def test_fuzz_config_files(text, name, encoding):
         warnings.simplefilter("ignore")
         os.environ["FASTCONV_CONFIG"] = path
         try:
-            _config.load_env_config()  # what `import fastconv` does: never raises
+            _configfile.load_env_config()  # what `import fastconv` does: never raises
         finally:
             del os.environ["FASTCONV_CONFIG"]
         try:
