@@ -9,10 +9,12 @@ are validated before any kernel runs.
 """
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import math
 import os
+import shutil
 import tempfile
 import warnings
 
@@ -30,6 +32,7 @@ ALLOWED = (fastconv.ConfigError, ValueError, TypeError, MemoryError)
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
 _TMP = tempfile.mkdtemp(prefix="fastconv-fuzz-")
+atexit.register(shutil.rmtree, _TMP, True)
 _counter = itertools.count()
 X = np.ones((2, 2, 9, 8), np.float32)
 W = np.ones((3, 2, 3, 3), np.float32)
