@@ -387,15 +387,16 @@ def clear_cache(opts=None):
 # ---------------------------------------------------------------------------
 # timing
 # ---------------------------------------------------------------------------
-def random_operands(op, spec, seed=0):
-    """Prepared operands of the right shapes for timing ``op`` on ``spec``."""
+def random_operands(op, spec, seed=0, strategy=None):
+    """Prepared operands of the right shapes for timing ``op`` on ``spec`` with
+    ``strategy`` (the input unpadded if it pads inside, else padded)."""
     rng = np.random.default_rng(seed)
     rand = lambda shape: rng.standard_normal(shape).astype(spec.dtype)  # noqa: E731
     if op == "forward":
-        return prep.padded_input(rand(spec.input_shape5), spec), rand(spec.weight_shape5)
+        return prep.input5(rand(spec.input_shape5), spec, strategy), rand(spec.weight_shape5)
     if op == "grad_input":
         return rand(spec.output_shape5), rand(spec.weight_shape5)
-    return prep.padded_input(rand(spec.input_shape5), spec), rand(spec.output_shape5)
+    return prep.input5(rand(spec.input_shape5), spec, strategy), rand(spec.output_shape5)
 
 
 def time_call(fn, min_time=0.005, repeat=3, max_time=None):
@@ -424,10 +425,10 @@ def measure(op, spec, names, threads, budget_s=None):
     A strategy whose warm-up run is already 3x slower than the best so far is
     not timed further (its warm-up time is reported): the per-key budget.
     """
-    a, b = random_operands(op, spec)
     out, best = {}, math.inf
     for name in names:
         strat = _strategies.get(name)
+        a, b = random_operands(op, spec, strategy=strat)  # pads_inside decides the input
         fn = lambda: strat.run(op, spec, a, b, threads)  # noqa: E731
         t = time_call(fn, max_time=3 * best if best < math.inf else budget_s)
         out[name] = t

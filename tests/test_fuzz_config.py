@@ -50,6 +50,7 @@ def _isolated(monkeypatch):
     monkeypatch.setattr(_tuning, "time_call", lambda fn, **kw: (fn(), 1e-3)[1])
     monkeypatch.setenv("FASTCONV_CACHE_DIR", os.path.join(_TMP, "cache"))
     saved = _config._global
+    _config._global = _config.Options()  # another test may have loaded a config file
     yield
     _config._global = saved
     _dispatch.clear_memo()

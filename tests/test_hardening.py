@@ -23,6 +23,18 @@ from fastconv._config import max_threads
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
 
 
+@pytest.fixture(autouse=True)
+def _default_options(monkeypatch):
+    """Each test starts from the default process-wide options (another test may
+    have loaded a config file) and leaves them as it found them."""
+    from fastconv import _config
+
+    monkeypatch.setattr(_config, "_global", _config.Options())
+    _dispatch.clear_memo()
+    yield
+    _dispatch.clear_memo()
+
+
 def _child(code, env=None, cwd=None, timeout=120):
     """Run ``code`` in a fresh interpreter; (returncode, stdout, stderr)."""
     full_env = dict(os.environ, **(env or {}))

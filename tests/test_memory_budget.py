@@ -13,6 +13,16 @@ import numpy as np
 import pytest
 
 import fastconv
+from fastconv import _config, _dispatch
+
+
+@pytest.fixture(autouse=True)
+def _default_options(monkeypatch):
+    """Start from the default options (another test may have loaded a config file)."""
+    monkeypatch.setattr(_config, "_global", _config.Options())
+    _dispatch.clear_memo()
+    yield
+    _dispatch.clear_memo()
 
 MiB = 1 << 20
 BUDGET = 64 * MiB

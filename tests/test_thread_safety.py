@@ -6,8 +6,19 @@ import random
 import threading
 
 import numpy as np
+import pytest
 
 import fastconv
+from fastconv import _config, _dispatch
+
+
+@pytest.fixture(autouse=True)
+def _default_options(monkeypatch):
+    """Start from the default options (another test may have loaded a config file)."""
+    monkeypatch.setattr(_config, "_global", _config.Options())
+    _dispatch.clear_memo()
+    yield
+    _dispatch.clear_memo()
 from fastconv._threads import blas_threads
 
 CASES = [  # (input shape, weight shape, kwargs)
