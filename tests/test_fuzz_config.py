@@ -9,10 +9,12 @@ are validated before any kernel runs.
 """
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import math
 import os
+import shutil
 import tempfile
 import warnings
 
@@ -24,12 +26,13 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import fastconv  # noqa: E402
-from fastconv import _config, _dispatch, _tuning  # noqa: E402
+from fastconv import _config, _configfile, _dispatch, _tuning  # noqa: E402
 
 ALLOWED = (fastconv.ConfigError, ValueError, TypeError, MemoryError)
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
 _TMP = tempfile.mkdtemp(prefix="fastconv-fuzz-")
+atexit.register(shutil.rmtree, _TMP, True)
 _counter = itertools.count()
 X = np.ones((2, 2, 9, 8), np.float32)
 W = np.ones((3, 2, 3, 3), np.float32)
@@ -47,6 +50,7 @@ def _isolated(monkeypatch):
     monkeypatch.setattr(_tuning, "time_call", lambda fn, **kw: (fn(), 1e-3)[1])
     monkeypatch.setenv("FASTCONV_CACHE_DIR", os.path.join(_TMP, "cache"))
     saved = _config._global
+    _config._global = _config.Options()  # another test may have loaded a config file
     yield
     _config._global = saved
     _dispatch.clear_memo()
@@ -138,7 +142,7 @@ def test_fuzz_config_files(text, name, encoding):
         warnings.simplefilter("ignore")
         os.environ["FASTCONV_CONFIG"] = path
         try:
-            _config.load_env_config()  # what `import fastconv` does: never raises
+            _configfile.load_env_config()  # what `import fastconv` does: never raises
         finally:
             del os.environ["FASTCONV_CONFIG"]
         try:
