@@ -46,35 +46,57 @@ def _reporter(progress):
     return lambda *a, **k: None
 
 
-def _time(client, make, rounds, max_time=20.0):
-    """Best wall time of ``persist`` + ``wait`` for each of ``make`` (dict name ->
-    callable returning a dask collection), alternated round by round after one
-    warm-up each; a contender whose warm-up took over ``max_time`` seconds is
-    not called again (its warm-up is its one sample). Also returns the last
-    results (persisted collections)."""
+def _present(keys, dask_scheduler=None):
+    return sum(k in dask_scheduler.tasks for k in keys)
+
+
+def _run_once(client, collection):
+    """Seconds to compute ``collection`` on the cluster (persist, wait), and the
+    persisted result."""
     from distributed import futures_of, wait
 
+    t0 = time.perf_counter()
+    out = client.persist(collection)
+    with client.as_current():
+        wait(futures_of(out))
+    return time.perf_counter() - t0, out
+
+
+def _release(client, out):
+    """Release a result and return once the scheduler has forgotten its keys, so
+    the next run of the same graph computes afresh instead of finding (or
+    racing with) this one's result."""
+    from distributed import futures_of
+
+    futures = futures_of(out)
+    keys = [f.key for f in futures]
+    client.cancel(futures)
+    deadline = time.perf_counter() + 60
+    while client.run_on_scheduler(_present, keys) and time.perf_counter() < deadline:
+        time.sleep(0.05)
+
+
+def _time(client, make, rounds, max_time=20.0):
+    """Best time of each of ``make`` (dict name -> callable returning a dask
+    collection), alternated round by round after one warm-up each; a contender
+    whose warm-up took over ``max_time`` seconds is not called again (its
+    warm-up is its one sample). Also returns each one's last result."""
     times = {k: [] for k in make}
     warm, results = {}, {}
     for r in range(rounds + 1):
         for name, fn in make.items():
             if r and warm[name] > max_time:
                 continue
-            t0 = time.perf_counter()
-            out = client.persist(fn())
-            with client.as_current():
-                wait(futures_of(out))
-            dt = time.perf_counter() - t0
+            dt, out = _run_once(client, fn())
             if r:
                 times[name].append(dt)
             else:
                 warm[name] = dt
-            if r < rounds and warm[name] <= max_time:
-                # it runs again: forget the result on the scheduler, or the next
-                # persist of the same keys would find it already in memory
-                client.cancel(futures_of(out))
+            if r < rounds and warm[name] <= max_time:  # it runs again
+                _release(client, out)
             else:
                 results[name] = out
+            del out
     return {k: min(v) if v else warm[k] for k, v in times.items()}, results
 
 
@@ -137,7 +159,6 @@ def single_channel(client, edge, chunk, k, rounds):
 def strong_scaling(clients, n, c, edge, rounds):
     """The multi-channel layer's three ops on 1 worker and on 2."""
     import dask.array as da
-    from distributed import futures_of, wait
 
     import fastconv.dask as fd
 
@@ -158,13 +179,11 @@ def strong_scaling(clients, n, c, edge, rounds):
         times = {}
         for r in range(rounds + 1):  # alternate the two clusters round by round
             for name, cl in clients.items():
-                t0 = time.perf_counter()
-                out = cl.persist(make[name]())
-                with cl.as_current():
-                    wait(futures_of(out))
+                dt, out = _run_once(cl, make[name]())
+                _release(cl, out)
+                del out
                 if r:
-                    times.setdefault(name, []).append(time.perf_counter() - t0)
-                cl.cancel(futures_of(out))  # computed afresh next round
+                    times.setdefault(name, []).append(dt)
         t1, t2 = min(times["1 worker"]), min(times["2 workers"])
         blocks = n * 8
         rows.append({"case": f"{op} ({n}, {c}, {edge}^3) -> {c}, 3^3, {blocks} blocks",
