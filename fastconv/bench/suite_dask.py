@@ -106,7 +106,7 @@ def _cluster(n_workers, threads):
     with warnings.catch_warnings():  # "port 8787 in use": no dashboard is wanted anyway
         warnings.simplefilter("ignore", UserWarning)
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+                               dashboard_address=":0", silence_logs=logging.ERROR)
     return cluster, Client(cluster, set_as_default=False)
 
 
