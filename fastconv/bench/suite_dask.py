@@ -199,7 +199,8 @@ def run_suite(out_dir, *, size="quick", n_threads=None, progress=True):
     out_dir : str or path-like
     size : {"tiny", "quick", "full"}
     n_threads : int, optional
-        Threads per worker (default 1; the 2-worker cluster then uses 2 cores).
+        Threads of the 2-worker cluster in all (default 2): each worker, in both
+        clusters, gets ``max(1, n_threads // 2)`` threads.
     progress : bool or callable
         True prints a line per step; a callable ``progress(message, done, total)``
         is called instead.
@@ -220,7 +221,7 @@ def run_suite(out_dir, *, size="quick", n_threads=None, progress=True):
     if size not in SIZES:
         raise ValueError(f"size must be one of {tuple(SIZES)}, got {size!r}")
     cfg = SIZES[size]
-    threads = n_threads or 1
+    threads = max(1, (n_threads or 2) // 2)
     say = _reporter(progress)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
