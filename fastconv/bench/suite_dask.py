@@ -32,8 +32,8 @@ __all__ = ["run_suite", "SIZES"]
 # multi-channel case (N, C, edge): C -> C channels, 3x3x3, chunks of edge/2
 SIZES = {
     "tiny": dict(vol={5: (48, 24), 15: (32, 16)}, mc=(2, 4, 24), rounds=2),
-    "quick": dict(vol={5: (128, 64), 15: (96, 48)}, mc=(2, 8, 64), rounds=3),
-    "full": dict(vol={5: (256, 128), 15: (128, 64)}, mc=(4, 16, 96), rounds=3),
+    "quick": dict(vol={5: (128, 64), 15: (96, 48)}, mc=(2, 16, 96), rounds=3),
+    "full": dict(vol={5: (256, 128), 15: (128, 64)}, mc=(4, 16, 128), rounds=3),
 }
 
 
