@@ -9,6 +9,8 @@ on the same chunks and cluster; a multi-channel 3^3 layer on clusters of 1 and
 2 workers. Each timed call persists the result on the cluster and waits for it.
 Compare times within one run only (``--benchmark-group-by=param:kernel``).
 """
+import logging
+
 import numpy as np
 import pytest
 
@@ -16,12 +18,18 @@ da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 
 import fastconv.dask as fd  # noqa: E402
-from fastconv.bench.suite_dask import _cluster  # noqa: E402
+
+
+def _cluster(n_workers):
+    cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1,
+                                       processes=True, dashboard_address=":0",
+                                       silence_logs=logging.ERROR)
+    return cluster, distributed.Client(cluster, set_as_default=False)
 
 
 @pytest.fixture(scope="module")
 def clients():
-    made = {n: _cluster(n, 1) for n in (1, 2)}
+    made = {n: _cluster(n) for n in (1, 2)}
     yield {n: client for n, (_, client) in made.items()}
     for cluster, client in made.values():
         client.close()

@@ -109,6 +109,23 @@ def make_volume(path, shape, chunk):
     return v.to_zarr(path, compute=False, compressors=None)
 
 
+def spot_check(src, dst, k, edge=48):
+    """Max relative difference between the written result and the in-memory NumPy
+    API on one corner of the volume (``edge``^3 outputs; the input it reads,
+    padding included, is the corner plus k // 2 rows)."""
+    import zarr
+
+    import fastconv
+
+    vol = zarr.open_array(src, mode="r")
+    edge = min(edge, min(vol.shape) - k // 2)
+    x = np.asarray(vol[: edge + k // 2, : edge + k // 2, : edge + k // 2])
+    ref = fastconv.conv3d(x[None, None], filter_bank(k), padding=((k // 2, 0),) * 3)[0]
+    got = np.asarray(zarr.open_array(dst, mode="r")[:, :edge, :edge, :edge])
+    ref = ref[:, :edge, :edge, :edge]
+    return float(np.abs(got - ref).max() / np.abs(ref).max())
+
+
 def run_pass(client, src, dst, k, chunk):
     x = da.from_zarr(src).rechunk(chunk)[None, None]  # (1, 1, D, H, W)
     y = fd.conv3d(x, filter_bank(k), padding="same")[0]  # (8, D, H, W)
@@ -153,7 +170,7 @@ def main(argv=None):
         cluster = None
     else:
         cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                               memory_limit=args.memory_limit, dashboard_address=None)
+                               memory_limit=args.memory_limit, dashboard_address=":0")
         client = Client(cluster)
     root = args.dir or tempfile.mkdtemp(prefix="fastconv-volume-")
     src = os.path.join(root, "volume.zarr")
@@ -173,6 +190,8 @@ def main(argv=None):
         print(f"\n5x5x5 bank: {y.shape} float32 = {y.nbytes / gib:.2f} GiB written in {secs:.1f} s "
               f"({y.numblocks[1] * y.numblocks[2] * y.numblocks[3]} blocks of {args.chunk}^3)")
         print(mw.report())
+        print(f"  spot check against the in-memory API: max rel. difference "
+              f"{spot_check(src, os.path.join(root, 'bank5.zarr'), 5):.1e}")
 
         src15 = src
         if shape15 != shape:
@@ -185,6 +204,8 @@ def main(argv=None):
         print(f"\n15x15x15 bank on {shape15}: {y.shape} = {y.nbytes / gib:.2f} GiB written in "
               f"{secs:.1f} s (blocks of {args.chunk15}^3)")
         print(mw.report())
+        print(f"  spot check against the in-memory API: max rel. difference "
+              f"{spot_check(src15, os.path.join(root, 'bank15.zarr'), 15):.1e}")
     finally:
         client.close()
         if cluster is not None:

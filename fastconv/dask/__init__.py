@@ -25,6 +25,7 @@ Transposed convolution is not provided here (the core API has none yet).
 """
 from __future__ import annotations
 
+import itertools
 import operator
 import warnings
 
@@ -146,8 +147,6 @@ def _gather(dsk, src, cut_name, index, ranges):
 
 def _grid(chunks):
     """All block indices and their (start, stop) per axis."""
-    import itertools
-
     axes = [[(o, o + c) for o, c in zip(_offsets(ch), ch)] for ch in chunks]
     return zip(itertools.product(*[range(len(ch)) for ch in chunks]), itertools.product(*axes))
 
@@ -232,7 +231,8 @@ def _fixed(ndim, fname):
           strategy="auto", n_threads=None):
         w = _numpy(weight, "weight")
         if w.ndim != ndim + 2:
-            raise ValueError(f"{fname}: weight must have {ndim + 2} dimensions, got shape {w.shape}")
+            raise ValueError(
+                f"{fname}: weight must have {ndim + 2} dimensions, got shape {w.shape}")
         return conv(x, w, bias, stride, padding, dilation, groups, flip=flip, strategy=strategy,
                     n_threads=n_threads)
 
