@@ -287,3 +287,21 @@ def test_compile_and_export_without_graph_breaks():
     assert {"fastconv.conv.default", "fastconv.conv_transpose.default"} <= targets
     assert not any("convolution" in t for t in targets)
     torch.testing.assert_close(ep.module()(x.detach()), y.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_readme_pytorch_section_runs():
+    import pathlib
+    import re
+
+    readme = pathlib.Path(__file__).parent.parent / "README.md"
+    if not readme.exists():
+        pytest.skip("README.md not beside the tests")
+    text = readme.read_text()
+    section = text[text.index("## Using fastconv from PyTorch"):text.index("### Measured")]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    env = {}
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), env)
+    assert [n for n, _ in env["report"].swapped] == ["0"]
+    assert env["y"].shape == (32, 8, 28, 28) and env["conv"].grads["weight"].shape == (8, 1, 3, 3)

@@ -48,6 +48,14 @@ def _threads():
         yield
 
 
+def _check_batched(x, weight, op):
+    # the fake implementations assume a batch axis: keep the real ones consistent
+    if x.dim() != weight.dim():
+        raise ValueError(f"fastconv::{op} takes a batched input (N, C, *spatial) for weight of "
+                         f"shape {tuple(weight.shape)}, got shape {tuple(x.shape)}; "
+                         "fastconv.torch's functions also take unbatched input")
+
+
 def _out(t):
     return torch.from_numpy(t)
 
@@ -66,6 +74,7 @@ def _sum_but_channels(gy):
 def conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int],
          padding: list[int], dilation: list[int], groups: int, strategy: str) -> Tensor:
     """Convolution forward, ``(N, C_in, *sp)`` x ``(C_out, C_in/g, *k)``."""
+    _check_batched(x, weight, "conv")
     with _threads():
         y = _api.conv(_np(x), _np(weight), None if bias is None else _np(bias), tuple(stride),
                       _pairs(padding), tuple(dilation), groups, strategy=strategy)
@@ -177,6 +186,7 @@ def conv_transpose(x: Tensor, weight: Tensor, bias: Tensor | None, stride: list[
                    padding: list[int], output_padding: list[int], groups: int,
                    dilation: list[int], strategy: str) -> Tensor:
     """Transposed convolution, ``(N, C_in, *sp)`` x ``(C_in, C_out/g, *k)``."""
+    _check_batched(x, weight, "conv_transpose")
     with _threads():
         y = _transpose.conv_transpose(
             _np(x), _np(weight), None if bias is None else _np(bias), tuple(stride),
