@@ -290,7 +290,7 @@ class WinogradStrategy:
         mode = 1 if plan.omp else 0
         args = (BTh, BTw, ATh, ATw)
         if op == "forward":
-            _winograd.kernel_transform(b, Gh, Gw, U, G, False)
+            _winograd.kernel_transform(b, Gh, Gw, U, G, False, n_threads)
             y = np.empty(spec.output_shape5, dtype=spec.dtype)
             offs = tuple(-p for p in pads)
             with _blas_limit(blas_threads):
@@ -298,7 +298,7 @@ class WinogradStrategy:
                                   plan.odc, mode, plan.threads)
             return y
         if op == "grad_input":
-            _winograd.kernel_transform(b, Gh, Gw, U, G, True)
+            _winograd.kernel_transform(b, Gh, Gw, U, G, True, n_threads)
             gx = np.empty(spec.input_shape5, dtype=spec.dtype)
             offs = tuple(p - (k - 1) for p, k in zip(pads, kern))
             with _blas_limit(blas_threads):
@@ -310,5 +310,5 @@ class WinogradStrategy:
         with _blas_limit(blas_threads):  # U receives dU, the transformed gradient
             _winograd.grad_weight(a, b, U, work, *args, offs, KD, G, plan.nb, plan.tc,
                                   plan.odc, mode, plan.threads)
-        _winograd.kernel_untransform(U, Gh, Gw, gw, G)
+        _winograd.kernel_untransform(U, Gh, Gw, gw, G, n_threads)
         return gw
