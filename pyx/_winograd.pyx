@@ -515,50 +515,76 @@ def kernel_transform(const floating[:, :, :, :, ::1] w,   # (CO, CIG, KD, KH, KW
     Forward: the effective kernel is ``w`` (ci = C_in/g, co = C_out/g).
     ``adjoint`` (grad_input): it is ``w`` with in/out channels swapped and every
     spatial axis reversed (ci = C_out/g, co = C_in/g).
+
+    Works on 16 consecutive columns of U at a time, so that every transform
+    position is written one cache line at a time (positions lie C*C_out apart,
+    often a power of two: writing them one column at a time missed every time).
     """
     cdef Py_ssize_t CO = w.shape[0], CIG = w.shape[1], KD = w.shape[2]
     cdef Py_ssize_t KH = w.shape[3], KW = w.shape[4], COG = CO // groups
     cdef Py_ssize_t ah = Gh.shape[0], aw = Gw.shape[0], i, j, a, b, o, c, kd, grp, cog
-    cdef Py_ssize_t row, col, ci, co
-    cdef double s, t
-    cdef double[:, ::1] scratch = np.empty((max(1, n_threads), MAXA * MAXA))
+    cdef Py_ssize_t row, col0, ci, co, nrows, q, cb, ncb, nblk, K2 = KH * KW
+    cdef double[:, ::1] scratch = np.empty((max(1, n_threads), 9 * 16 + 2 * 24 * 16 + 64 * 16))
+    cdef double* blk
     cdef double* tk
-    if Gh.shape[1] != KH or Gw.shape[1] != KW or U.shape[0] != ah * aw:
+    cdef double* res
+    cdef const floating* w0 = &w[0, 0, 0, 0, 0]
+    cdef floating* u0 = &U[0, 0, 0, 0]
+    cdef const double* gh = &Gh[0, 0]
+    cdef const double* gw = &Gw[0, 0]
+    cdef const floating* src
+    if Gh.shape[1] != KH or Gw.shape[1] != KW or U.shape[0] != ah * aw or KH * KW > 9:
         raise ValueError("winograd: kernel transform shapes do not match")
     ci = COG if adjoint else CIG
     co = CIG if adjoint else COG
     if U.shape[1] != groups or U.shape[2] != KD * ci or U.shape[3] != co:
         raise ValueError("winograd: U has the wrong shape")
+    nrows = KD * ci
+    nblk = (co + 15) // 16
+    cdef Py_ssize_t pstride = groups * nrows * co
     with nogil:
-        # loop so that consecutive writes are consecutive output channels of U
-        for grp in range(groups):
-            for c in prange(CIG, num_threads=n_threads, schedule="static"):
-                tk = &scratch[threadid(), 0]
-                for kd in range(KD):
-                    for cog in range(COG):
-                        o = grp * COG + cog
-                        # t[a][j] = sum_b Gw[j, b] w[a, b], then U[i][j] = sum_a Gh[i, a] t[a][j]
-                        for a in range(KH):
-                            for j in range(aw):
-                                t = 0
-                                for b in range(KW):
-                                    if adjoint:
-                                        t = t + Gw[j, b] * w[o, c, kd, KH - 1 - a, KW - 1 - b]
-                                    else:
-                                        t = t + Gw[j, b] * w[o, c, kd, a, b]
-                                tk[a * MAXA + j] = t
-                        if adjoint:
-                            row = (KD - 1 - kd) * ci + cog
-                            col = c
-                        else:
-                            row = kd * ci + c
-                            col = cog
-                        for i in range(ah):
-                            for j in range(aw):
-                                s = 0
-                                for a in range(KH):
-                                    s = s + Gh[i, a] * tk[a * MAXA + j]
-                                U[i * aw + j, grp, row, col] = <floating>s
+        for q in prange(groups * nrows * nblk, num_threads=n_threads, schedule="static"):
+            blk = &scratch[threadid(), 0]
+            tk = blk + 9 * 16
+            res = tk + 24 * 16
+            grp = q // (nrows * nblk)
+            row = (q // nblk) % nrows
+            col0 = (q % nblk) * 16
+            ncb = min(16, co - col0)
+            # blk[a*KW + b][cb]: the effective kernel's taps for the 16 columns
+            for cb in range(16):
+                for a in range(K2):
+                    blk[a * 16 + cb] = 0
+            for cb in range(ncb):
+                if adjoint:
+                    kd = KD - 1 - row // COG
+                    cog = row % COG
+                    o = grp * COG + cog
+                    c = col0 + cb
+                    src = w0 + ((o * CIG + c) * KD + kd) * K2
+                    for a in range(K2):
+                        blk[a * 16 + cb] = src[K2 - 1 - a]
+                else:
+                    kd = row // CIG
+                    c = row % CIG
+                    o = grp * COG + col0 + cb
+                    src = w0 + ((o * CIG + c) * KD + kd) * K2
+                    for a in range(K2):
+                        blk[a * 16 + cb] = src[a]
+            # tk[a][j] = sum_b Gw[j, b] blk[a][b]; res[i][j] = sum_a Gh[i, a] tk[a][j]
+            for a in range(KH):
+                for j in range(aw):
+                    wg_zero_d(tk + (a * aw + j) * 16, 16)
+                    for b in range(KW):
+                        wg_axpy16_d(tk + (a * aw + j) * 16, blk + (a * KW + b) * 16, gw[j * KW + b])
+            for i in range(ah):
+                for j in range(aw):
+                    wg_zero_d(res + (i * aw + j) * 16, 16)
+                    for a in range(KH):
+                        wg_axpy16_d(res + (i * aw + j) * 16, tk + (a * aw + j) * 16, gh[i * KH + a])
+            for i in range(ah * aw):
+                for cb in range(ncb):
+                    u0[i * pstride + (grp * nrows + row) * co + col0 + cb] = <floating>res[i * 16 + cb]
 
 
 def kernel_untransform(const floating[:, :, :, ::1] dU,  # (P, G, KD*CIG, COG)
