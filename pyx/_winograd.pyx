@@ -29,6 +29,8 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memset
 
+import numpy as np
+
 from _blas cimport gemm_rm, NoTrans, TransT
 from _openmp cimport FASTCONV_HAVE_OPENMP
 
@@ -36,6 +38,9 @@ HAVE_OPENMP = bool(FASTCONV_HAVE_OPENMP)
 
 cdef enum:
     MAXA = 8      # largest alpha (F(6,3))
+    # elements between transform positions' blocks beyond their size: a power-of-two
+    # stride would put all 36-64 position streams of a tile transform in one cache set
+    PAD = 16
 
 
 cdef struct WG:
@@ -98,7 +103,7 @@ cdef int _setup(WG* g, Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, Py_ssize_t H, P
 
 def unit_sizes(C, S, CO, SO, P, A2, nb, tc, Pl, KD, groups, gw):
     """Scratch elements of one thread: (xt, yt, V, M, tmp, dU)."""
-    return (nb * C * S, nb * CO * SO, P * tc * Pl * C, P * tc * CO,
+    return (nb * C * S, nb * CO * SO, P * (tc * Pl * C + 16), P * (tc * CO + 16),
             A2 * max(C, CO), (P * KD * (C // groups) * CO) if gw else 0)
 
 
@@ -107,6 +112,8 @@ cdef extern from "_winograd_xf.h" nogil:
     void wg_axpy_d(double* d, const double* s, double a, Py_ssize_t n, int first)
     void wg_transpose_f(const float* src, Py_ssize_t rows, Py_ssize_t cols, float* dst)
     void wg_transpose_d(const double* src, Py_ssize_t rows, Py_ssize_t cols, double* dst)
+    void wg_axpy16_d(double* d, const double* s, double a)
+    void wg_zero_d(double* d, Py_ssize_t n)
 
 
 # ---------------------------------------------------------------------------
@@ -291,7 +298,7 @@ cdef void _in_block(const WG* g, const floating* xt, Py_ssize_t t0, Py_ssize_t n
                     Py_ssize_t od0, floating* V, floating* tmp) noexcept nogil:
     """V[p][tt][pl][c] for tiles t0..t0+nt of the unit, planes od0+offd+pl."""
     cdef Py_ssize_t tt, t, img, t2, th, tw, pl, d, p
-    cdef Py_ssize_t pstride = g.tc * g.Pl * g.C, S = g.D * g.H * g.W
+    cdef Py_ssize_t pstride = g.tc * g.Pl * g.C + PAD, S = g.D * g.H * g.W
     cdef floating* v
     for tt in range(nt):
         t = t0 + tt
@@ -323,7 +330,7 @@ cdef void _fwd_unit(const WG* g, const floating* x, const floating* U, floating*
     cdef Py_ssize_t n0 = u * g.nb, nimg = min(g.nb, g.N - u * g.nb)
     cdef Py_ssize_t S = g.D * g.H * g.W, SO = g.OD * g.OH * g.OW
     cdef Py_ssize_t i, od0, od, t0, nt, p, grp, kd, tt, t, img, t2, th, tw, ob, tb
-    cdef Py_ssize_t vstride = g.tc * g.Pl * g.C, mstride = g.tc * g.CO
+    cdef Py_ssize_t vstride = g.tc * g.Pl * g.C + PAD, mstride = g.tc * g.CO + PAD
     cdef Py_ssize_t KC = g.KD * g.CIG, ucs = g.G * KC * g.COG
     for i in range(nimg):
         _to_last(x + (n0 + i) * g.C * S, xt + i * g.C * S, g.C, S)
@@ -372,7 +379,7 @@ cdef void _gw_unit(const WG* g, const floating* x, const floating* gy, floating*
     cdef Py_ssize_t n0 = u * g.nb, nimg = min(g.nb, g.N - u * g.nb)
     cdef Py_ssize_t S = g.D * g.H * g.W, SO = g.OD * g.OH * g.OW
     cdef Py_ssize_t i, od0, od, t0, nt, p, grp, kd, tt, t, img, t2, th, tw, ob, tb
-    cdef Py_ssize_t vstride = g.tc * g.Pl * g.C, mstride = g.tc * g.CO
+    cdef Py_ssize_t vstride = g.tc * g.Pl * g.C + PAD, mstride = g.tc * g.CO + PAD
     cdef Py_ssize_t KC = g.KD * g.CIG, ucs = g.G * KC * g.COG
     for i in range(nimg):
         _to_last(x + (n0 + i) * g.C * S, xt + i * g.C * S, g.C, S)
@@ -489,7 +496,8 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpa
                 _gw_unit(&g, &x[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0],
                          wk + threadid() * g.per_thread + g.per_thread - dsz,
                          wk + threadid() * g.per_thread, u)
-            for i in range(dsz):
+            # fixed order over threads: the same sum for the same thread count
+            for i in prange(dsz, num_threads=n_threads, schedule="static"):
                 s = 0
                 for t in range(slots):
                     s = s + wk[t * g.per_thread + g.per_thread - dsz + i]
@@ -501,79 +509,140 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpa
 # ---------------------------------------------------------------------------
 def kernel_transform(const floating[:, :, :, :, ::1] w,   # (CO, CIG, KD, KH, KW), flipped if flip
                      const double[:, ::1] Gh, const double[:, ::1] Gw,
-                     floating[:, :, :, ::1] U, int groups, bint adjoint):
+                     floating[:, :, :, ::1] U, int groups, bint adjoint, int n_threads=1):
     """U[i*aw + j, g, kd*ci + c, co] = (Gh w Gw^T)[i, j] of the effective kernel.
 
     Forward: the effective kernel is ``w`` (ci = C_in/g, co = C_out/g).
     ``adjoint`` (grad_input): it is ``w`` with in/out channels swapped and every
     spatial axis reversed (ci = C_out/g, co = C_in/g).
+
+    Works on 16 consecutive columns of U at a time, so that every transform
+    position is written one cache line at a time (positions lie C*C_out apart,
+    often a power of two: writing them one column at a time missed every time).
     """
     cdef Py_ssize_t CO = w.shape[0], CIG = w.shape[1], KD = w.shape[2]
     cdef Py_ssize_t KH = w.shape[3], KW = w.shape[4], COG = CO // groups
     cdef Py_ssize_t ah = Gh.shape[0], aw = Gw.shape[0], i, j, a, b, o, c, kd, grp, cog
-    cdef Py_ssize_t row, col, ci, co
-    cdef double s, t
-    cdef double tk[MAXA * MAXA]
-    if Gh.shape[1] != KH or Gw.shape[1] != KW or U.shape[0] != ah * aw:
+    cdef Py_ssize_t row, col0, ci, co, nrows, q, cb, ncb, nblk, K2 = KH * KW
+    cdef double[:, ::1] scratch = np.empty((max(1, n_threads), 9 * 16 + 2 * 24 * 16 + 64 * 16))
+    cdef double* blk
+    cdef double* tk
+    cdef double* res
+    cdef const floating* w0 = &w[0, 0, 0, 0, 0]
+    cdef floating* u0 = &U[0, 0, 0, 0]
+    cdef const double* gh = &Gh[0, 0]
+    cdef const double* gw = &Gw[0, 0]
+    cdef const floating* src
+    if Gh.shape[1] != KH or Gw.shape[1] != KW or U.shape[0] != ah * aw or KH * KW > 9:
         raise ValueError("winograd: kernel transform shapes do not match")
     ci = COG if adjoint else CIG
     co = CIG if adjoint else COG
     if U.shape[1] != groups or U.shape[2] != KD * ci or U.shape[3] != co:
         raise ValueError("winograd: U has the wrong shape")
+    nrows = KD * ci
+    nblk = (co + 15) // 16
+    cdef Py_ssize_t pstride = groups * nrows * co
     with nogil:
-        # loop so that consecutive writes are consecutive output channels of U
-        for grp in range(groups):
-            for c in range(CIG):
-                for kd in range(KD):
-                    for cog in range(COG):
-                        o = grp * COG + cog
-                        # t[a][j] = sum_b Gw[j, b] w[a, b], then U[i][j] = sum_a Gh[i, a] t[a][j]
-                        for a in range(KH):
-                            for j in range(aw):
-                                t = 0
-                                for b in range(KW):
-                                    if adjoint:
-                                        t = t + Gw[j, b] * w[o, c, kd, KH - 1 - a, KW - 1 - b]
-                                    else:
-                                        t = t + Gw[j, b] * w[o, c, kd, a, b]
-                                tk[a * MAXA + j] = t
-                        if adjoint:
-                            row = (KD - 1 - kd) * ci + cog
-                            col = c
-                        else:
-                            row = kd * ci + c
-                            col = cog
-                        for i in range(ah):
-                            for j in range(aw):
-                                s = 0
-                                for a in range(KH):
-                                    s = s + Gh[i, a] * tk[a * MAXA + j]
-                                U[i * aw + j, grp, row, col] = <floating>s
+        for q in prange(groups * nrows * nblk, num_threads=n_threads, schedule="static"):
+            blk = &scratch[threadid(), 0]
+            tk = blk + 9 * 16
+            res = tk + 24 * 16
+            grp = q // (nrows * nblk)
+            row = (q // nblk) % nrows
+            col0 = (q % nblk) * 16
+            ncb = min(16, co - col0)
+            # blk[a*KW + b][cb]: the effective kernel's taps for the 16 columns
+            for cb in range(16):
+                for a in range(K2):
+                    blk[a * 16 + cb] = 0
+            for cb in range(ncb):
+                if adjoint:
+                    kd = KD - 1 - row // COG
+                    cog = row % COG
+                    o = grp * COG + cog
+                    c = col0 + cb
+                    src = w0 + ((o * CIG + c) * KD + kd) * K2
+                    for a in range(K2):
+                        blk[a * 16 + cb] = src[K2 - 1 - a]
+                else:
+                    kd = row // CIG
+                    c = row % CIG
+                    o = grp * COG + col0 + cb
+                    src = w0 + ((o * CIG + c) * KD + kd) * K2
+                    for a in range(K2):
+                        blk[a * 16 + cb] = src[a]
+            # tk[a][j] = sum_b Gw[j, b] blk[a][b]; res[i][j] = sum_a Gh[i, a] tk[a][j]
+            for a in range(KH):
+                for j in range(aw):
+                    wg_zero_d(tk + (a * aw + j) * 16, 16)
+                    for b in range(KW):
+                        wg_axpy16_d(tk + (a * aw + j) * 16, blk + (a * KW + b) * 16, gw[j * KW + b])
+            for i in range(ah):
+                for j in range(aw):
+                    wg_zero_d(res + (i * aw + j) * 16, 16)
+                    for a in range(KH):
+                        wg_axpy16_d(res + (i * aw + j) * 16, tk + (a * aw + j) * 16, gh[i * KH + a])
+            for i in range(ah * aw):
+                for cb in range(ncb):
+                    u0[i * pstride + (grp * nrows + row) * co + col0 + cb] = <floating>res[i * 16 + cb]
 
 
 def kernel_untransform(const floating[:, :, :, ::1] dU,  # (P, G, KD*CIG, COG)
                        const double[:, ::1] Gh, const double[:, ::1] Gw,
-                       floating[:, :, :, :, ::1] dw, int groups):
+                       floating[:, :, :, :, ::1] dw, int groups, int n_threads=1):
     """dw[g*COG + co, c, kd] = Gh^T dU[:, :, g, kd*CIG + c, co] Gw (adjoint of the forward)."""
     cdef Py_ssize_t CO = dw.shape[0], CIG = dw.shape[1], KD = dw.shape[2]
     cdef Py_ssize_t KH = dw.shape[3], KW = dw.shape[4], COG = CO // groups
     cdef Py_ssize_t ah = Gh.shape[0], aw = Gw.shape[0], i, j, a, b, o, c, kd, grp, cog
     cdef double s, t
+    cdef double[:, ::1] scratch = np.empty((max(1, n_threads), MAXA * MAXA * 16 + 2 * 24 * 16))
+    cdef double* tk
+    cdef double* blk
+    cdef double* res
     if Gh.shape[1] != KH or Gw.shape[1] != KW or dU.shape[0] != ah * aw \
             or dU.shape[2] != KD * CIG or dU.shape[3] != COG:
         raise ValueError("winograd: kernel untransform shapes do not match")
+    cdef const floating* du0 = &dU[0, 0, 0, 0]
+    cdef floating* dw0 = &dw[0, 0, 0, 0, 0]
+    cdef const floating* src
+    cdef floating* dst
+    cdef const double* gh = &Gh[0, 0]
+    cdef const double* gw = &Gw[0, 0]
+    cdef Py_ssize_t pstride = groups * KD * CIG * COG
+    cdef Py_ssize_t nblk = (COG + 15) // 16, q, cb, cog0, ncb
     with nogil:
-        for o in range(CO):
-            grp = o // COG
-            cog = o - grp * COG
+        # per block of 16 output channels: read one cache line of each position per
+        # (c, kd), write 16 contiguous streams of dw (positions lie a power of two
+        # apart: reading them one channel at a time missed in cache on every read)
+        for q in prange(groups * nblk, num_threads=n_threads, schedule="static"):
+            blk = &scratch[threadid(), 0]
+            tk = blk + MAXA * MAXA * 16
+            res = tk + 24 * 16
+            grp = q // nblk
+            cog0 = (q - grp * nblk) * 16
+            ncb = min(16, COG - cog0)
             for c in range(CIG):
                 for kd in range(KD):
+                    src = du0 + ((grp * KD + kd) * CIG + c) * COG + cog0
+                    for i in range(ah * aw):
+                        for b in range(ncb):
+                            blk[i * 16 + b] = src[i * pstride + b]
+                    # tk[i][b] = sum_j Gw[j, b] dU[i, j], then dw[a][b] = sum_i Gh[i, a] tk[i][b],
+                    # 16 output channels at a time (the vectorized inner loops)
+                    for i in range(ah):
+                        for b in range(KW):
+                            wg_zero_d(tk + (i * KW + b) * 16, 16)
+                            for j in range(aw):
+                                wg_axpy16_d(tk + (i * KW + b) * 16, blk + (i * aw + j) * 16,
+                                            gw[j * KW + b])
                     for a in range(KH):
                         for b in range(KW):
-                            s = 0
+                            wg_zero_d(res + (a * KW + b) * 16, 16)
                             for i in range(ah):
-                                t = 0
-                                for j in range(aw):
-                                    t = t + Gw[j, b] * dU[i * aw + j, grp, kd * CIG + c, cog]
-                                s = s + Gh[i, a] * t
-                            dw[o, c, kd, a, b] = <floating>s
+                                wg_axpy16_d(res + (a * KW + b) * 16, tk + (i * KW + b) * 16,
+                                            gh[i * KH + a])
+                    for cb in range(ncb):
+                        o = grp * COG + cog0 + cb
+                        dst = dw0 + ((o * CIG + c) * KD + kd) * KH * KW
+                        for a in range(KH * KW):
+                            dst[a] = <floating>res[a * 16 + cb]

@@ -20,10 +20,10 @@ position ``p`` (``pyx/_winograd.pyx``):
 
 The depth axis of a 3-D kernel is not transformed: its taps are stacked into
 the GEMM's inner dimension (one GEMM per position and output plane reads
-planes od..od+2). Measured against F(2x2x2, 3x3x3): that needs 64 products per
-8 outputs (8/output) and 8x the input in buffers; F(4x4) per depth tap needs
-3*36/16 = 6.75/output and 2.25x -- fewer multiplies and less memory, so the
-F(2x2x2) variant was not kept.
+planes od..od+2). F(2x2x2, 3x3x3) was compared by its arithmetic, not built:
+it needs 64 products per 8 outputs (8 per output) and 8x the input in
+buffers, while F(4x4) per depth tap needs 3*36/16 = 6.75 per output and 2.25x
+-- fewer multiplies and less memory.
 
 Padding is done inside the tile gather (``pads_inside``): the strategy takes
 the unpadded input and returns grad_input of the input's shape. Work is in
@@ -75,6 +75,9 @@ _F64 = 2.0
 BLOCK_ELEMS = 160 * 1024
 MIN_TILES = 32
 MAX_TILES = 256
+#: output planes per block of a 3-D problem (its KD - 1 extra input planes are
+#: transformed once per block)
+PLANES = 4
 
 
 def error_estimate(spec, m=2):
@@ -183,7 +186,7 @@ def _plan(spec, op, m, n_threads, budget):
     else:
         S, SO = math.prod(spec.input_shape5[2:]), math.prod(spec.output_shape5[2:])
         D, OD = spec.input_shape5[2], spec.output_shape5[2]
-    odc = min(OD, 4) if KD > 1 else 1
+    odc = min(OD, PLANES) if KD > 1 else 1
     pl = odc + KD - 1
     per_tile = geo.P * (pl * C + CO)
     # BLAS packs U[p] (C x CO) on every call: enough tiles per block to amortize
@@ -290,7 +293,7 @@ class WinogradStrategy:
         mode = 1 if plan.omp else 0
         args = (BTh, BTw, ATh, ATw)
         if op == "forward":
-            _winograd.kernel_transform(b, Gh, Gw, U, G, False)
+            _winograd.kernel_transform(b, Gh, Gw, U, G, False, n_threads)
             y = np.empty(spec.output_shape5, dtype=spec.dtype)
             offs = tuple(-p for p in pads)
             with _blas_limit(blas_threads):
@@ -298,7 +301,7 @@ class WinogradStrategy:
                                   plan.odc, mode, plan.threads)
             return y
         if op == "grad_input":
-            _winograd.kernel_transform(b, Gh, Gw, U, G, True)
+            _winograd.kernel_transform(b, Gh, Gw, U, G, True, n_threads)
             gx = np.empty(spec.input_shape5, dtype=spec.dtype)
             offs = tuple(p - (k - 1) for p, k in zip(pads, kern))
             with _blas_limit(blas_threads):
@@ -310,5 +313,5 @@ class WinogradStrategy:
         with _blas_limit(blas_threads):  # U receives dU, the transformed gradient
             _winograd.grad_weight(a, b, U, work, *args, offs, KD, G, plan.nb, plan.tc,
                                   plan.odc, mode, plan.threads)
-        _winograd.kernel_untransform(U, Gh, Gw, gw, G)
+        _winograd.kernel_untransform(U, Gh, Gw, gw, G, n_threads)
         return gw
