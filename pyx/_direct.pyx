@@ -8,16 +8,24 @@ so the copy is parallel and its size is bounded by the thread count), and
 grad_input is written straight into the unpadded grad_x. The kernel is already
 flipped where ``flip=True``.
 
+Three paths (see :func:`plan`): "wide" register tiles at unit stride, and at
+stride s on the polyphase components of the input (forward, grad_weight);
+"poly", grad_input at stride s by polyphase components of grad_x; "rows",
+scalar row loops on the unpadded arrays with no scratch (``general=True``, a
+grad_input with non-finite weights, or a call whose buffers exceed the budget).
+
 Parallelism is over independent outputs only (no two threads write the same
-element, no reduction across threads), so results are deterministic:
+element, no reduction across threads), so results are deterministic for a
+fixed thread count:
 
 * forward:     one task per (n, group, block of OBLOCK output channels)
-  [stride 1] or per (n, c_out) [general]
+  [wide] or per (n, c_out) [rows]
 * grad_input:  stride 1: the forward kernel run on grad_output (padded by
   dilation*(K-1) - padding) with the transposed, flipped kernel, per (n, group,
-  block of input channels); general: one task per (n, c_in), a scatter.
-* grad_weight: one task per (group, block of output channels, block of input
-  channels) [stride 1] or per (c_out, c_in/g) [general], summed over the batch
+  block of input channels); poly: the same tasks, one stride-1 correlation per
+  component; rows: one task per (n, c_in), a scatter.
+* grad_weight: one task per (group, block of GW_OCH output channels, block of
+  input channels) [wide] or per (c_out, c_in/g) [rows], summed over the batch
   in a fixed order.
 
 Names: ``B*`` are the padded buffer's dims, ``O*`` the output's, ``P`` a
