@@ -63,9 +63,9 @@ def _plan(spec, op, n_threads, general=False):
 
 
 def _choose_plan(spec, op, n_threads):
-    """The wide plan if its buffers fit the memory budget, else the row loops."""
+    """The wide (or poly) plan if its buffers fit the memory budget, else the row loops."""
     info = _plan(spec, op, n_threads)
-    if (info["path"] == "wide"
+    if (info["path"] != "rows"
             and _direct.scratch_bytes(info, spec.itemsize) > get_config().memory_budget):
         info = _plan(spec, op, n_threads, general=True)
     return info
