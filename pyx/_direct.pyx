@@ -8,16 +8,24 @@ so the copy is parallel and its size is bounded by the thread count), and
 grad_input is written straight into the unpadded grad_x. The kernel is already
 flipped where ``flip=True``.
 
+Three paths (see :func:`plan`): "wide" register tiles at unit stride, and at
+stride s on the polyphase components of the input (forward, grad_weight);
+"poly", grad_input at stride s by polyphase components of grad_x; "rows",
+scalar row loops on the unpadded arrays with no scratch (``general=True``, a
+grad_input with non-finite weights, or a call whose buffers exceed the budget).
+
 Parallelism is over independent outputs only (no two threads write the same
-element, no reduction across threads), so results are deterministic:
+element, no reduction across threads), so results are deterministic for a
+fixed thread count:
 
 * forward:     one task per (n, group, block of OBLOCK output channels)
-  [stride 1] or per (n, c_out) [general]
+  [wide] or per (n, c_out) [rows]
 * grad_input:  stride 1: the forward kernel run on grad_output (padded by
   dilation*(K-1) - padding) with the transposed, flipped kernel, per (n, group,
-  block of input channels); general: one task per (n, c_in), a scatter.
-* grad_weight: one task per (group, block of output channels, block of input
-  channels) [stride 1] or per (c_out, c_in/g) [general], summed over the batch
+  block of input channels); poly: the same tasks, one stride-1 correlation per
+  component; rows: one task per (n, c_in), a scatter.
+* grad_weight: one task per (group, block of GW_OCH output channels, block of
+  input channels) [wide] or per (c_out, c_in/g) [rows], summed over the batch
   in a fixed order.
 
 Names: ``B*`` are the padded buffer's dims, ``O*`` the output's, ``P`` a
@@ -39,6 +47,7 @@ cdef extern from "_direct_tile.h" nogil:
     enum: FC_TILE       # outputs per forward register tile
     enum: FC_OBLOCK     # output channels per forward tile / grad_weight block
     enum: FC_GW_TAPS    # taps per grad_weight register block
+    enum: FC_GW_OCH     # output channels per grad_weight task
     enum: FC_VL_F32     # lanes of a grad_weight accumulator, float32
     enum: FC_VL_F64     # ... float64
     void fc_tile_f32(const float* x, const float* w, const Py_ssize_t* off, Py_ssize_t cig,
@@ -61,6 +70,7 @@ cdef extern from "_direct_tile.h" nogil:
 TILE = FC_TILE
 OBLOCK = FC_OBLOCK
 GW_TAPS = FC_GW_TAPS
+GW_OCH = FC_GW_OCH
 LANES = {4: FC_VL_F32, 8: FC_VL_F64}
 
 # ---------------------------------------------------------------------------
@@ -69,7 +79,8 @@ LANES = {4: FC_VL_F32, 8: FC_VL_F64}
 cdef struct Pad:
     Py_ssize_t BD, BH, BW      # buffer plane
     Py_ssize_t SD, SH, SW      # source plane
-    Py_ssize_t qd, qh, qw      # buffer index - source index (negative: a crop)
+    Py_ssize_t qd, qh, qw      # source index = buffer index * step - q
+    Py_ssize_t sd, sh, sw      # step (1, or the stride for a polyphase component)
 
 
 cdef inline Pad _pad_of(Py_ssize_t BD, Py_ssize_t BH, Py_ssize_t BW, Py_ssize_t SD,
@@ -77,29 +88,48 @@ cdef inline Pad _pad_of(Py_ssize_t BD, Py_ssize_t BH, Py_ssize_t BW, Py_ssize_t 
                         Py_ssize_t qw) noexcept nogil:
     cdef Pad p
     p.BD, p.BH, p.BW, p.SD, p.SH, p.SW, p.qd, p.qh, p.qw = BD, BH, BW, SD, SH, SW, qd, qh, qw
+    p.sd = p.sh = p.sw = 1
     return p
 
 
 cdef void _fill(floating* dst, const floating* src, Pad* p) noexcept nogil:
-    """dst[z, y, x] = src[z - qd, y - qh, x - qw] where that exists, else 0."""
-    cdef Py_ssize_t z, r, sz, sr
-    cdef Py_ssize_t x0 = max(0, min(p.BW, p.qw)), x1 = max(x0, min(p.BW, p.SW + p.qw))
+    """dst[z, r, c] = src[z*sd - qd, r*sh - qh, c*sw - qw] where that exists, else 0."""
+    cdef Py_ssize_t z, r, c, sz, sr
+    cdef Py_ssize_t x0 = min(p.BW, (p.qw + p.sw - 1) // p.sw if p.qw > 0 else 0)
+    cdef Py_ssize_t x1 = (p.SW - 1 + p.qw) // p.sw + 1 if p.SW - 1 + p.qw >= 0 else 0
     cdef floating* d
+    cdef const floating* srow
+    x1 = max(x0, min(p.BW, x1))
     for z in range(p.BD):
-        sz = z - p.qd
+        sz = z * p.sd - p.qd
         for r in range(p.BH):
             d = dst + (z * p.BH + r) * p.BW
-            sr = r - p.qh
+            sr = r * p.sh - p.qh
             if sz < 0 or sz >= p.SD or sr < 0 or sr >= p.SH or x1 == x0:
                 memset(d, 0, p.BW * sizeof(floating))
                 continue
             memset(d, 0, x0 * sizeof(floating))
-            memcpy(d + x0, src + (sz * p.SH + sr) * p.SW + x0 - p.qw, (x1 - x0) * sizeof(floating))
+            srow = src + (sz * p.SH + sr) * p.SW - p.qw
+            if p.sw == 1:
+                memcpy(d + x0, srow + x0, (x1 - x0) * sizeof(floating))
+            else:
+                for c in range(x0, x1):
+                    d[c] = srow[c * p.sw]
             memset(d + x1, 0, (p.BW - x1) * sizeof(floating))
 
 
+cdef void _fill_phases(floating* dst, const floating* src, Pad* p, Py_ssize_t nph,
+                       Py_ssize_t P1, const Py_ssize_t* phq) noexcept nogil:
+    """The nph polyphase components of one source plane, P1 apart (q from ``phq``)."""
+    cdef Pad lp = p[0]
+    cdef Py_ssize_t f
+    for f in range(nph):
+        lp.qd, lp.qh, lp.qw = phq[3 * f], phq[3 * f + 1], phq[3 * f + 2]
+        _fill(dst + f * P1, src, &lp)
+
+
 # ---------------------------------------------------------------------------
-# stride 1: the "wide" layout
+# the "wide" layout (stride 1, and stride s through polyphase components)
 #
 # With unit stride, output (od, oh, ow) and tap k read the padded buffer at flat
 # index i + off[k], i = (od*BH + oh)*BW + ow (the output's position in the
@@ -108,12 +138,19 @@ cdef void _fill(floating* dst, const floating* src, Pad* p) noexcept nogil:
 # positions with ow >= OW are computed and dropped. With B = O + d*(K-1) per
 # axis, wlen + off[last] = P: the buffer plus a slack of one tile (zeros) lets
 # the last tile run full.
+#
+# With stride s, tap k reads xpad[o*s + k*d] = X_f[o + a] where k*d = a*s + f:
+# X_f (f < s, per axis) is the polyphase component xpad[j*s + f]. Each channel's
+# buffer holds the components its taps use, P1 apart, each with B = O + (K-1)*d//s;
+# off[k] adds the component's place, and the same stride-1 tiles run unchanged.
 # ---------------------------------------------------------------------------
 cdef struct Wide:
     Py_ssize_t G, CIG, COG, CI, CO     # groups, channels per group, totals (source, output)
     Py_ssize_t ksz, P, wlen, wpad      # taps, buffer plane, wide outputs, wlen rounded up
     Py_ssize_t OD, OH, OW
-    Pad pad                            # source plane -> buffer plane
+    Py_ssize_t nph, P1                 # polyphase components per channel, P1 apart
+    const Py_ssize_t* phq              # each component's q (3 per component)
+    Pad pad                            # source plane -> buffer plane (steps = stride)
 
 
 cdef void _wide_task(const floating* src, const floating* w, floating* y, Wide* s,
@@ -129,7 +166,8 @@ cdef void _wide_task(const floating* src, const floating* w, floating* y, Wide* 
     if key[0] != n * s.G + grp:
         # tasks of one thread are consecutive (static schedule): pad each (n, group) once
         for c in range(s.CIG):
-            _fill(xbuf + c * s.P, src + (n * s.CI + grp * s.CIG + c) * splane, &s.pad)
+            _fill_phases(xbuf + c * s.P, src + (n * s.CI + grp * s.CIG + c) * splane, &s.pad,
+                         s.nph, s.P1, s.phq)
         memset(xbuf + s.CIG * s.P, 0, FC_TILE * sizeof(floating))
         key[0] = n * s.G + grp
     for b in range(s.wpad // FC_TILE):
@@ -159,29 +197,30 @@ cdef void _wide_task(const floating* src, const floating* w, floating* y, Wide* 
 
 cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geom* g,
                         Pad* pad, const Py_ssize_t* off, Py_ssize_t task, Py_ssize_t ncb,
-                        Py_ssize_t wpad, floating* gyw, floating* xbuf,
-                        double* acc) noexcept nogil:
-    """grad_w[block of output channels, block of input channels, all taps].
+                        Py_ssize_t wpad, Py_ssize_t nph, const Py_ssize_t* phq,
+                        floating* gyw, floating* xbuf, double* acc) noexcept nogil:
+    """grad_w[block of FC_GW_OCH output channels, block of input channels, all taps].
 
     For each image: grad_output rows of the block in the wide layout (zeros where
-    ow >= OW), then per input channel its padded plane, then register blocks of
-    nout channels x FC_GW_TAPS taps over the whole plane (fc_gw_*), whose lanes
-    are added into ``acc`` (double, per lane) once per image. Lanes are summed
-    once per weight at the end.
+    ow >= OW), then per input channel its padded plane (filled once for all the
+    block's output channels), then register blocks of FC_OBLOCK channels x
+    FC_GW_TAPS taps over the whole plane (fc_gw_*), added into ``acc`` (double,
+    one per weight) once per image.
     """
-    cdef Py_ssize_t nob = (g.COG + FC_OBLOCK - 1) // FC_OBLOCK
+    cdef Py_ssize_t nob = (g.COG + FC_GW_OCH - 1) // FC_GW_OCH
     cdef Py_ssize_t cb = (g.CIG + ncb - 1) // ncb
     cdef Py_ssize_t grp = task // (nob * ncb)
-    cdef Py_ssize_t o0 = grp * g.COG + ((task // ncb) % nob) * FC_OBLOCK
-    cdef Py_ssize_t nout = min(FC_OBLOCK, (grp + 1) * g.COG - o0)
+    cdef Py_ssize_t o0 = grp * g.COG + ((task // ncb) % nob) * FC_GW_OCH
+    cdef Py_ssize_t nout = min(FC_GW_OCH, (grp + 1) * g.COG - o0)
     cdef Py_ssize_t c0 = (task % ncb) * cb, c1 = min(g.CIG, (task % ncb + 1) * cb)
-    cdef Py_ssize_t P = pad.BD * pad.BH * pad.BW, ksz = g.K, xplane = g.D * g.H * g.W
+    cdef Py_ssize_t P1 = pad.BD * pad.BH * pad.BW, ksz = g.K, xplane = g.D * g.H * g.W
     cdef Py_ssize_t vl = FC_VL_F32 if floating is float else FC_VL_F64
-    cdef Py_ssize_t n, r, c, k, kb, od, oh, l, idx
+    cdef Py_ssize_t n, r, r0, c, k, kb, od, oh
+    cdef double* a
     cdef double sm
     if c1 <= c0:
         return
-    memset(acc, 0, (c1 - c0) * FC_OBLOCK * ksz * vl * sizeof(double))
+    memset(acc, 0, (c1 - c0) * FC_GW_OCH * ksz * sizeof(double))
     for n in range(g.N):
         memset(gyw, 0, nout * wpad * sizeof(floating))
         for r in range(nout):
@@ -191,32 +230,106 @@ cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geo
                            gy + (((n * g.CO + o0 + r) * g.OD + od) * g.OH + oh) * g.OW,
                            g.OW * sizeof(floating))
         for c in range(c0, c1):
-            _fill(xbuf, x + (n * g.C + grp * g.CIG + c) * xplane, pad)
-            memset(xbuf + P, 0, vl * sizeof(floating))
-            kb = 0
-            while kb < ksz:
-                if floating is float:
-                    fc_gw_f32(xbuf, off + kb, gyw, wpad, wpad,
-                              acc + ((c - c0) * FC_OBLOCK * ksz + kb) * vl, ksz * vl,
-                              nout, min(FC_GW_TAPS, ksz - kb))
-                else:
-                    fc_gw_f64(xbuf, off + kb, gyw, wpad, wpad,
-                              acc + ((c - c0) * FC_OBLOCK * ksz + kb) * vl, ksz * vl,
-                              nout, min(FC_GW_TAPS, ksz - kb))
-                kb += FC_GW_TAPS
+            _fill_phases(xbuf, x + (n * g.C + grp * g.CIG + c) * xplane, pad, nph, P1, phq)
+            memset(xbuf + nph * P1, 0, vl * sizeof(floating))
+            r0 = 0
+            while r0 < nout:
+                kb = 0
+                while kb < ksz:
+                    a = acc + ((c - c0) * FC_GW_OCH + r0) * ksz + kb
+                    if floating is float:
+                        fc_gw_f32(xbuf, off + kb, gyw + r0 * wpad, wpad, wpad, a, ksz,
+                                  min(FC_OBLOCK, nout - r0), min(FC_GW_TAPS, ksz - kb))
+                    else:
+                        fc_gw_f64(xbuf, off + kb, gyw + r0 * wpad, wpad, wpad, a, ksz,
+                                  min(FC_OBLOCK, nout - r0), min(FC_GW_TAPS, ksz - kb))
+                    kb += FC_GW_TAPS
+                r0 += FC_OBLOCK
     for c in range(c0, c1):
         for r in range(nout):
             for k in range(ksz):
-                idx = (((c - c0) * FC_OBLOCK + r) * ksz + k) * vl
-                sm = 0.0
-                for l in range(vl):
-                    sm += acc[idx + l]
+                sm = acc[((c - c0) * FC_GW_OCH + r) * ksz + k]
                 if not isfinite(sm):
                     # The wide layout also multiplies its zero columns (ow >= OW) by
                     # the input there: 0 * Inf = NaN would reach taps that never touch
                     # the Inf. Redo this weight over the valid outputs only.
                     sm = _gw_weight(x, gy, g, o0 + r, c, k)
                 gw[((o0 + r) * g.CIG + c) * ksz + k] = <floating>sm
+
+
+# ---------------------------------------------------------------------------
+# grad_input at stride s > 1: polyphase components of grad_x
+#
+# Padded position j*s + f of grad_x (f < s per axis) receives gy[j - a] * w[k] from
+# the taps with k*d = a*s + f only: component f is a stride-1 correlation of
+# grad_output (front-padded by amax = (K-1)*d // s) with those taps at offsets
+# amax - a. Each component runs the forward register tiles over its outputs
+# j0 <= j < j1 (the ones inside grad_x) and is scattered into grad_x with step s.
+# ---------------------------------------------------------------------------
+cdef enum:
+    PM = 13   # meta entries per component: nk, w offset, off offset, j0[3], n[3], f[3], wpad
+
+cdef struct Poly:
+    Py_ssize_t G, CIG, COG, CI, CO     # CI: grad_output channels, CO: grad_x channels
+    Py_ssize_t P, BH, BW, wmax, nph    # buffer plane, pitch, wide row pitch, components
+    Py_ssize_t D, H, W, sd, sh, sw, pd, ph, pw
+    const Py_ssize_t* meta
+    Pad pad
+
+
+cdef void _gin_poly_task(const floating* gy, const floating* wt, const Py_ssize_t* offs,
+                         floating* gx, Poly* s, Py_ssize_t task, floating* xbuf,
+                         floating* wide, Py_ssize_t* key) noexcept nogil:
+    cdef Py_ssize_t nob = (s.COG + FC_OBLOCK - 1) // FC_OBLOCK
+    cdef Py_ssize_t n = task // (s.G * nob), grp = (task // nob) % s.G
+    cdef Py_ssize_t o0 = grp * s.COG + (task % nob) * FC_OBLOCK
+    cdef Py_ssize_t nout = min(FC_OBLOCK, (grp + 1) * s.COG - o0)
+    cdef Py_ssize_t splane = s.pad.SD * s.pad.SH * s.pad.SW, xplane = s.D * s.H * s.W
+    cdef Py_ssize_t f, b, i0, r, c, td, th, tw, nk, wstride, base
+    cdef const Py_ssize_t* m
+    cdef const floating* w0
+    cdef const floating* src
+    cdef floating* grow
+    if key[0] != n * s.G + grp:
+        for c in range(s.CIG):
+            _fill(xbuf + c * s.P, gy + (n * s.CI + grp * s.CIG + c) * splane, &s.pad)
+        memset(xbuf + s.CIG * s.P, 0, FC_TILE * sizeof(floating))
+        key[0] = n * s.G + grp
+    for r in range(nout):   # positions no tap reaches stay zero
+        memset(gx + (n * s.CO + o0 + r) * xplane, 0, xplane * sizeof(floating))
+    for f in range(s.nph):
+        m = s.meta + f * PM
+        nk = m[0]
+        if nk == 0:
+            continue
+        w0 = wt + m[1]
+        wstride = s.CIG * nk
+        base = (m[3] * s.BH + m[4]) * s.BW + m[5]
+        for b in range(m[12] // FC_TILE):
+            i0 = b * FC_TILE
+            if nout == FC_OBLOCK:
+                if floating is float:
+                    fc_tile4_f32(xbuf + base + i0, w0 + o0 * wstride, offs + m[2], s.CIG, s.P,
+                                 nk, wstride, wide + i0, s.wmax)
+                else:
+                    fc_tile4_f64(xbuf + base + i0, w0 + o0 * wstride, offs + m[2], s.CIG, s.P,
+                                 nk, wstride, wide + i0, s.wmax)
+            else:
+                for r in range(nout):
+                    if floating is float:
+                        fc_tile_f32(xbuf + base + i0, w0 + (o0 + r) * wstride, offs + m[2],
+                                    s.CIG, s.P, nk, wide + r * s.wmax + i0)
+                    else:
+                        fc_tile_f64(xbuf + base + i0, w0 + (o0 + r) * wstride, offs + m[2],
+                                    s.CIG, s.P, nk, wide + r * s.wmax + i0)
+        for r in range(nout):
+            for td in range(m[6]):
+                for th in range(m[7]):
+                    grow = gx + (((n * s.CO + o0 + r) * s.D + (m[3] + td) * s.sd + m[9] - s.pd)
+                                 * s.H + (m[4] + th) * s.sh + m[10] - s.ph) * s.W
+                    src = wide + r * s.wmax + (td * s.BH + th) * s.BW
+                    for tw in range(m[8]):
+                        grow[(m[5] + tw) * s.sw + m[11] - s.pw] = src[tw]
 
 
 # ---------------------------------------------------------------------------
@@ -432,6 +545,43 @@ def _rup(Py_ssize_t a, Py_ssize_t m):
     return (a + m - 1) // m * m
 
 
+def _poly_plan(tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tuple padding):
+    """grad_input's polyphase components at stride > 1 (see _gin_poly_task)."""
+    amax = [(k - 1) * d // s for k, d, s in zip(ws[2:], dilation, stride)]
+    comps = []   # per axis: (f, j0, n) for f < s
+    for i in range(3):
+        s, p, I = stride[i], padding[i][0], xs[2 + i]
+        comps.append([(f, (p - f + s - 1) // s, max(0, (p + I - 1 - f) // s + 1
+                                                     - (p - f + s - 1) // s))
+                      for f in range(s)])
+    B = [max(j0 + n for _, j0, n in comps[i]) + amax[i] for i in range(3)]
+    taps = {}
+    for kd in range(ws[2]):
+        for kh in range(ws[3]):
+            for kw in range(ws[4]):
+                a = [k * d for k, d in zip((kd, kh, kw), dilation)]
+                f = tuple(a[i] % stride[i] for i in range(3))
+                a = [a[i] // stride[i] for i in range(3)]
+                taps.setdefault(f, []).append(
+                    ((kd * ws[3] + kh) * ws[4] + kw,
+                     ((amax[0] - a[0]) * B[1] + amax[1] - a[1]) * B[2] + amax[2] - a[2]))
+    meta, wmax, wofs, oofs = [], 0, 0, 0
+    cw = ws[0] * ws[1]   # weights per tap
+    for fd, jd, nd in comps[0]:
+        for fh, jh, nh in comps[1]:
+            for fw, jw, nw in comps[2]:
+                if not (nd and nh and nw):
+                    continue
+                t = taps.get((fd, fh, fw), [])
+                wlen = ((nd - 1) * B[1] + nh - 1) * B[2] + nw
+                wpad = _rup(wlen, FC_TILE)
+                wmax = max(wmax, wpad)
+                meta.append((len(t), wofs, oofs, jd, jh, jw, nd, nh, nw, fd, fh, fw, wpad, t))
+                wofs += cw * len(t)
+                oofs += len(t)
+    return {"B": B, "wmax": wmax, "meta": meta, "amax": amax}
+
+
 def plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tuple padding,
          int groups, int n_threads, int itemsize, bint general=False, bint finite=True):
     """How a kernel call runs and every scratch buffer it allocates.
@@ -449,20 +599,46 @@ def plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tup
     """
     cdef Py_ssize_t N = xs[0], C = xs[1], CO = ws[0], CIG = ws[1], G = groups
     cdef Py_ssize_t COG = CO // G, ksz = ws[2] * ws[3] * ws[4]
-    cdef Py_ssize_t cig, cog, P, wlen, wpad, nob, base, ncb = 1, cb, vl
+    cdef Py_ssize_t cig, cog, P, wlen, wpad, nob, base, ncb = 1, cb, vl, nph
     span = [d * (k - 1) for k, d in zip(ws[2:], dilation)]
-    unit = (all(s == 1 for s in stride) and not general and (finite or op != "grad_input"))
+    unit = all(s == 1 for s in stride)
+    wide = not general and (op != "grad_input" or (unit and finite))
     per, once = {}, {}
-    info = {"path": "wide" if unit else "rows"}
-    if unit:
+    info = {"path": "wide" if wide else "rows"}
+    if op == "grad_input" and not unit and finite and not general:
+        info["path"] = "poly"
+        poly = _poly_plan(xs, ws, ys, stride, dilation, padding)
+        tasks = N * G * ((CIG + FC_OBLOCK - 1) // FC_OBLOCK)
+        B = poly["B"]
+        per["xbuf"] = (COG * B[0] * B[1] * B[2] + FC_TILE, "x")
+        per["wide"] = (FC_OBLOCK * poly["wmax"], "x")
+        per["key"] = (1, "intp")
+        once["wt"] = (CO * CIG * ksz, "x")
         once["off"] = (ksz, "intp")
-        outs = tuple(xs[2:]) if op == "grad_input" else tuple(ys[2:])
-        B = [o + e for o, e in zip(outs, span)]
-        P = B[0] * B[1] * B[2]
+        once["meta"] = (PM * len(poly["meta"]), "intp")
+        info.update(poly)
+    elif wide:
+        if op == "grad_input":
+            outs = tuple(xs[2:])
+            B = [o + e for o, e in zip(outs, span)]
+            phases = [[0]] * 3
+            phq = [tuple(e - p[0] for e, p in zip(span, padding))]
+        else:
+            outs = tuple(ys[2:])
+            B = [o + e // s for o, e, s in zip(outs, span, stride)]
+            phases = [sorted({k * d % s for k in range(kk)})
+                      for kk, d, s in zip(ws[2:], dilation, stride)]
+            phq = [(padding[0][0] - f0, padding[1][0] - f1, padding[2][0] - f2)
+                   for f0 in phases[0] for f1 in phases[1] for f2 in phases[2]]
+        nph = len(phq)
+        P = nph * B[0] * B[1] * B[2]   # one channel's components
+        once["off"] = (ksz, "intp")
+        once["phq"] = (3 * nph, "intp")
+        info.update(phases=phases, phq=phq, P1=B[0] * B[1] * B[2])
         wlen = ((outs[0] - 1) * B[1] + outs[1] - 1) * B[2] + outs[2]
         if op == "grad_weight":
             vl = LANES[itemsize]
-            nob = (COG + FC_OBLOCK - 1) // FC_OBLOCK
+            nob = (COG + FC_GW_OCH - 1) // FC_GW_OCH
             base = G * nob
             # enough tasks to balance the threads: split the input channels too
             if base < 2 * n_threads:
@@ -471,9 +647,9 @@ def plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tup
             ncb = (CIG + cb - 1) // cb
             tasks = base * ncb
             wpad = _rup(wlen, vl)
-            per["gyw"] = (min(FC_OBLOCK, COG) * wpad, "x")
+            per["gyw"] = (min(FC_GW_OCH, COG) * wpad, "x")
             per["xbuf"] = (P + vl, "x")
-            per["acc"] = (cb * FC_OBLOCK * ksz * vl, "f8")
+            per["acc"] = (cb * FC_GW_OCH * ksz, "f8")
             info["ncb"] = ncb
         else:
             cig, cog = (COG, CIG) if op == "grad_input" else (CIG, COG)
@@ -510,14 +686,19 @@ def _buffers(info, dtype):
             for name, (n, k) in info["per_thread"].items()}
 
 
-def _offsets(tuple k3, tuple d3, tuple b3):
-    """Flat offset of each tap in a buffer plane of dims ``b3``."""
+def _offsets(info, tuple k3, tuple d3, tuple s3):
+    """Flat offset of each tap in one channel's buffer (its component, then its place)."""
     cdef Py_ssize_t[::1] off = np.empty(k3[0] * k3[1] * k3[2], dtype=np.intp)
     cdef Py_ssize_t kd, kh, kw, t = 0
+    B, ph, P1 = info["B"], info["phases"], info["P1"]
     for kd in range(k3[0]):
         for kh in range(k3[1]):
             for kw in range(k3[2]):
-                off[t] = (kd * d3[0] * b3[1] + kh * d3[1]) * b3[2] + kw * d3[2]
+                a = [k * d for k, d in zip((kd, kh, kw), d3)]
+                f = [ph[i].index(a[i] % s3[i]) for i in range(3)]
+                a = [a[i] // s3[i] for i in range(3)]
+                off[t] = (((f[0] * len(ph[1]) + f[1]) * len(ph[2]) + f[2]) * P1
+                          + (a[0] * B[1] + a[1]) * B[2] + a[2])
                 t += 1
     return np.asarray(off)
 
@@ -536,30 +717,85 @@ cdef Geom _geom(tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tupl
 
 
 cdef Wide _wide(info, Py_ssize_t G, Py_ssize_t CI, Py_ssize_t CO, Py_ssize_t ksz,
-                tuple outs, tuple src3, tuple q3):
+                tuple outs, tuple src3, tuple steps, const Py_ssize_t* phq):
     cdef Wide s
     B = info["B"]
     s.G, s.CI, s.CO, s.CIG, s.COG = G, CI, CO, CI // G, CO // G
-    s.ksz, s.P, s.wlen, s.wpad = ksz, B[0] * B[1] * B[2], info["wlen"], info["wpad"]
+    s.ksz, s.P1, s.wlen, s.wpad = ksz, info["P1"], info["wlen"], info["wpad"]
+    s.nph = len(info["phq"])
+    s.P = s.nph * s.P1
+    s.phq = phq
     s.OD, s.OH, s.OW = outs
-    s.pad = _pad_of(B[0], B[1], B[2], src3[0], src3[1], src3[2], q3[0], q3[1], q3[2])
+    s.pad = _pad_of(B[0], B[1], B[2], src3[0], src3[1], src3[2], 0, 0, 0)
+    s.pad.sd, s.pad.sh, s.pad.sw = steps
     return s
 
 
-cdef void _run_wide(const floating* src, const floating* w, floating* y, Wide* s, info,
-                    tuple k3, tuple d3) except *:
-    cdef Py_ssize_t[::1] off = _offsets(k3, d3, info["B"])
+def _phq(info):
+    return np.ascontiguousarray(np.array(info["phq"], dtype=np.intp).reshape(-1))
+
+
+cdef void _run_wide(const floating* src, const floating* w, floating* y, info, Py_ssize_t G,
+                    Py_ssize_t CI, Py_ssize_t CO, tuple outs, tuple src3, tuple k3, tuple d3,
+                    tuple s3) except *:
+    cdef Py_ssize_t[::1] off = _offsets(info, k3, d3, s3)
+    cdef Py_ssize_t[::1] phq = _phq(info)
     bufs = _buffers(info, np.float32 if floating is float else np.float64)
     cdef floating[:, ::1] xbuf = bufs["xbuf"]
     cdef floating[:, ::1] wide = bufs["wide"]
     cdef Py_ssize_t[:, ::1] key = bufs["key"]
     cdef Py_ssize_t t, tasks = info["tasks"]
     cdef int tid, nthr = info["threads"]
+    cdef Wide s = _wide(info, G, CI, CO, k3[0] * k3[1] * k3[2], outs, src3,
+                        s3, &phq[0])
     with nogil:
         # static: each thread's tasks are consecutive, so it pads each (n, group) once
         for t in prange(tasks, num_threads=nthr, schedule="static"):
             tid = omp_get_thread_num()
-            _wide_task(src, w, y, s, &off[0], t, &xbuf[tid, 0], &wide[tid, 0], &key[tid, 0])
+            _wide_task(src, w, y, &s, &off[0], t, &xbuf[tid, 0], &wide[tid, 0], &key[tid, 0])
+
+
+cdef void _run_poly(const floating* gy, w5, floating* gx, info, Geom* g) except *:
+    """grad_input by polyphase components (stride > 1): gather weights and offsets."""
+    meta = info["meta"]
+    K = g.K
+    bufs = _buffers(info, w5.dtype)
+    cdef floating[::1] wt = np.empty(g.CO * g.CIG * K, dtype=w5.dtype)
+    cdef Py_ssize_t[::1] offs = np.empty(K, dtype=np.intp)
+    cdef Py_ssize_t[::1] mv = np.empty(PM * max(1, len(meta)), dtype=np.intp)
+    # wt, per component: (C_in, C_out/g, its taps), the channel axes swapped per group
+    cdef const floating[::1] wf = w5.reshape(-1)
+    cdef Py_ssize_t i, j, t, k, nk, wofs, gi, c, o
+    for i, m in enumerate(meta):
+        nk, wofs = m[0], m[1]
+        for t, (k, off) in enumerate(m[13]):
+            offs[m[2] + t] = off
+            for gi in range(g.G):
+                for c in range(g.CIG):
+                    for o in range(g.COG):
+                        wt[wofs + (((gi * g.CIG + c) * g.COG + o) * nk + t)] = \
+                            wf[((gi * g.COG + o) * g.CIG + c) * K + k]
+        for j in range(PM):
+            mv[PM * i + j] = m[j]
+    cdef Poly s
+    B = info["B"]
+    s.G, s.CI, s.CO, s.CIG, s.COG = g.G, g.CO, g.C, g.COG, g.CIG
+    s.P, s.BH, s.BW, s.wmax, s.nph = B[0] * B[1] * B[2], B[1], B[2], info["wmax"], len(meta)
+    s.D, s.H, s.W, s.sd, s.sh, s.sw = g.D, g.H, g.W, g.sd, g.sh, g.sw
+    s.pd, s.ph, s.pw = g.pd, g.ph, g.pw
+    s.meta = &mv[0]
+    amax = info["amax"]
+    s.pad = _pad_of(B[0], B[1], B[2], g.OD, g.OH, g.OW, amax[0], amax[1], amax[2])
+    cdef floating[:, ::1] xbuf = bufs["xbuf"]
+    cdef floating[:, ::1] wide = bufs["wide"]
+    cdef Py_ssize_t[:, ::1] key = bufs["key"]
+    cdef Py_ssize_t t2, tasks = info["tasks"]
+    cdef int tid, nthr = info["threads"]
+    with nogil:
+        for t2 in prange(tasks, num_threads=nthr, schedule="static"):
+            tid = omp_get_thread_num()
+            _gin_poly_task(gy, &wt[0], &offs[0], gx, &s, t2, &xbuf[tid, 0], &wide[tid, 0],
+                           &key[tid, 0])
 
 
 def _shape(a):
@@ -581,13 +817,11 @@ def forward(const floating[:, :, :, :, ::1] x,  # IN  (N, C_in, D, H, W), unpadd
     cdef Geom g = _geom(xs, ws, ys, stride, dilation, padding, groups)
     info = plan("forward", xs, ws, ys, stride, dilation, padding, groups, n_threads,
                 x.itemsize, general)
-    cdef Wide s
     cdef Py_ssize_t t, tasks = info["tasks"]
     cdef int nthr = info["threads"]
     if info["path"] == "wide":
-        s = _wide(info, groups, g.C, g.CO, g.K, ys[2:], xs[2:], (g.pd, g.ph, g.pw))
-        _run_wide(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &y[0, 0, 0, 0, 0], &s, info,
-                  ws[2:], dilation)
+        _run_wide(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &y[0, 0, 0, 0, 0], info, groups,
+                  g.C, g.CO, ys[2:], xs[2:], ws[2:], dilation, stride)
         return
     with nogil:
         for t in prange(tasks, num_threads=nthr, schedule="dynamic"):
@@ -611,7 +845,6 @@ def grad_input(const floating[:, :, :, :, ::1] gy,  # IN  (N, C_out, OD, OH, OW)
     cdef bint finite = _all_finite(&w[0, 0, 0, 0, 0], g.CO * g.CIG * g.K)
     info = plan("grad_input", xs, ws, ys, stride, dilation, padding, groups, n_threads,
                 gy.itemsize, general, finite)
-    cdef Wide s
     cdef Py_ssize_t t, tasks = info["tasks"]
     cdef int nthr = info["threads"]
     cdef floating[:, :, :, :, ::1] wt
@@ -623,10 +856,11 @@ def grad_input(const floating[:, :, :, :, ::1] gy,  # IN  (N, C_out, OD, OH, OW)
         wt = np.ascontiguousarray(
             wn.reshape((groups, g.COG, g.CIG) + ws[2:]).swapaxes(1, 2)
         ).reshape((g.C, g.COG) + ws[2:])
-        q3 = tuple(d * (k - 1) - p[0] for k, d, p in zip(ws[2:], dilation, padding))
-        s = _wide(info, groups, g.CO, g.C, g.K, xs[2:], ys[2:], q3)
-        _run_wide(&gy[0, 0, 0, 0, 0], &wt[0, 0, 0, 0, 0], &gx[0, 0, 0, 0, 0], &s, info,
-                  ws[2:], dilation)
+        _run_wide(&gy[0, 0, 0, 0, 0], &wt[0, 0, 0, 0, 0], &gx[0, 0, 0, 0, 0], info, groups,
+                  g.CO, g.C, xs[2:], ys[2:], ws[2:], dilation, stride)
+        return
+    if info["path"] == "poly":
+        _run_poly(&gy[0, 0, 0, 0, 0], np.asarray(w), &gx[0, 0, 0, 0, 0], info, &g)
         return
     with nogil:
         for t in prange(tasks, num_threads=nthr, schedule="dynamic"):
@@ -649,7 +883,7 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C_in, D, H, W), u
     info = plan("grad_weight", xs, ws, ys, stride, dilation, padding, groups, n_threads,
                 x.itemsize, general)
     B = info["B"]
-    cdef Pad pad = _pad_of(B[0], B[1], B[2], g.D, g.H, g.W, g.pd, g.ph, g.pw)
+    cdef Pad pad = _pad_of(B[0], B[1], B[2], g.D, g.H, g.W, 0, 0, 0)
     cdef Py_ssize_t t, tasks = info["tasks"], ncb, wpad
     cdef int tid, nthr = info["threads"]
     bufs = _buffers(info, np.asarray(gw).dtype)
@@ -657,16 +891,21 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C_in, D, H, W), u
     cdef floating[:, ::1] xbuf
     cdef floating[:, ::1] gyw
     cdef Py_ssize_t[::1] off
+    cdef Py_ssize_t[::1] phq
+    cdef Py_ssize_t nph
     if info["path"] == "wide":
-        off = _offsets(ws[2:], dilation, B)
+        off = _offsets(info, ws[2:], dilation, stride)
+        phq = _phq(info)
+        nph = len(info["phq"])
+        pad.sd, pad.sh, pad.sw = stride
         gyw, xbuf = bufs["gyw"], bufs["xbuf"]
         ncb, wpad = info["ncb"], info["wpad"]
         with nogil:
             for t in prange(tasks, num_threads=nthr, schedule="dynamic"):
                 tid = omp_get_thread_num()
                 _gw_wide_task(&x[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0], &gw[0, 0, 0, 0, 0], &g,
-                              &pad, &off[0], t, ncb, wpad, &gyw[tid, 0], &xbuf[tid, 0],
-                              &acc[tid, 0])
+                              &pad, &off[0], t, ncb, wpad, nph, &phq[0], &gyw[tid, 0],
+                              &xbuf[tid, 0], &acc[tid, 0])
         return
     with nogil:
         for t in prange(tasks, num_threads=nthr, schedule="dynamic"):

@@ -12,7 +12,8 @@
  *   acc[r][t] = sum_{i < n} gy[r*gstride + i] * x[off[t] + i]
  *
  * as NR*NK vector accumulators over FC_VL(T) lanes: NR + NK loads feed NR*NK
- * multiply-adds, and the lanes are added into double once per call.
+ * multiply-adds; each accumulator's lanes are summed and added into double once
+ * per call (one call covers one image's plane).
  *
  * GCC and Clang get explicit vector types (lowered to AVX-512, AVX2 or SSE as
  * the target allows); other compilers get plain loops. (GCC left to itself
@@ -26,6 +27,7 @@
 #define FC_TILE 64     /* outputs per forward register tile */
 #define FC_OBLOCK 4    /* output channels per forward tile / grad_weight block */
 #define FC_GW_TAPS 3   /* taps per grad_weight register block */
+#define FC_GW_OCH 16   /* output channels per grad_weight task (FC_OBLOCK per block) */
 #define FC_VBYTES 64   /* bytes per grad_weight vector accumulator */
 #define FC_VL_F32 (FC_VBYTES / 4)
 #define FC_VL_F64 (FC_VBYTES / 8)
@@ -134,8 +136,17 @@ static inline void fc_tile_f64(const double *x, const double *w, const ptrdiff_t
     memcpy(out, a, 8 * 64);
 }
 
+/* Load once, use from a register: without this GCC folds the loads into every
+ * multiply-add as memory operands (NR*NK loads instead of NR + NK per step). */
+#if defined(__x86_64__) || defined(__i386__)
+#define FC_IN_REGISTER(v) __asm__("" : "+x"(v))
+#else
+#define FC_IN_REGISTER(v) ((void)0)
+#endif
+
 /* grad_weight block; NR, NK compile-time so the accumulators stay in registers.
- * n is a multiple of the lane count; out[r*ostride + t*VL + l] += lane l of acc[r][t]. */
+ * n is a multiple of the lane count; out[r*ostride + t] += the lanes of acc[r][t],
+ * summed pairwise in T (VL terms), then added in double. */
 #define FC_GW_BLOCK(T, VT, VL, NR, NK)                                                   \
 static void fc_gw_##T##_##NR##_##NK(const T *x, const ptrdiff_t *off, const T *gy,       \
                                     ptrdiff_t gstride, ptrdiff_t n, double *out,          \
@@ -145,17 +156,22 @@ static void fc_gw_##T##_##NR##_##NK(const T *x, const ptrdiff_t *off, const T *g
     T lanes[VL];                                                                          \
     memset(acc, 0, sizeof(acc));                                                          \
     for (ptrdiff_t i = 0; i < n; i += VL) {                                               \
-        for (int r = 0; r < NR; r++) memcpy(&g[r], gy + r * gstride + i, sizeof(VT));     \
+        for (int r = 0; r < NR; r++) {                                                    \
+            memcpy(&g[r], gy + r * gstride + i, sizeof(VT));                              \
+            FC_IN_REGISTER(g[r]);                                                         \
+        }                                                                                 \
         for (int t = 0; t < NK; t++) {                                                    \
             memcpy(&v, x + off[t] + i, sizeof(VT));                                       \
+            FC_IN_REGISTER(v);                                                            \
             for (int r = 0; r < NR; r++) acc[r][t] += g[r] * v;                           \
         }                                                                                 \
     }                                                                                     \
     for (int r = 0; r < NR; r++)                                                          \
         for (int t = 0; t < NK; t++) {                                                    \
-            double *o = out + r * ostride + t * VL;                                       \
             memcpy(lanes, &acc[r][t], sizeof(VT));                                        \
-            for (int l = 0; l < VL; l++) o[l] += (double)lanes[l];                        \
+            for (int h = VL / 2; h > 0; h /= 2)   /* pairwise, a fixed order */           \
+                for (int l = 0; l < h; l++) lanes[l] += lanes[l + h];                     \
+            out[r * ostride + t] += (double)lanes[0];                                     \
         }                                                                                 \
 }
 #define FC_GW_ROW(T, VT, VL, NR) \
@@ -200,11 +216,11 @@ static void fc_gw_##T##_any(const T *x, const ptrdiff_t *off, const T *gy,      
 {                                                                                         \
     for (int r = 0; r < nr; r++)                                                          \
         for (int t = 0; t < nk; t++)                                                      \
-            for (int l = 0; l < VL; l++) {                                                \
-                T s = 0;                                                                  \
-                for (ptrdiff_t i = l; i < n; i += VL) s += gy[r * gstride + i] * x[off[t] + i]; \
-                out[r * ostride + t * VL + l] += (double)s;                               \
-            }                                                                             \
+        {                                                                                 \
+            T s = 0;                                                                      \
+            for (ptrdiff_t i = 0; i < n; i++) s += gy[r * gstride + i] * x[off[t] + i];  \
+            out[r * ostride + t] += (double)s;                                            \
+        }                                                                                 \
 }
 FC_GW_GENERIC(float, FC_VL_F32)
 FC_GW_GENERIC(double, FC_VL_F64)

@@ -25,6 +25,12 @@ HALO = [
     ((2, 5, 13, 17), (6, 5, 3, 3), dict(padding=1)),                        # partial tile
     ((1, 3, 3, 4, 70), (9, 3, 1, 2, 5), dict(padding=((1, 0), (0, 1), (2, 2)))),
     ((2, 6, 7, 9), (6, 1, 3, 2), dict(padding="same", groups=6, dilation=(2, 1))),
+    # strided: polyphase components in the wide kernels
+    ((1, 2, 9, 10), (3, 2, 1, 1), dict(stride=2)),                          # one component
+    ((2, 3, 17), (4, 3, 5), dict(stride=3, padding=2, dilation=2)),
+    ((1, 2, 7, 8, 9), (2, 2, 3, 2, 3), dict(stride=(2, 1, 3), padding=(1, 0, 2))),
+    ((1, 3, 20, 23), (5, 3, 7, 7), dict(stride=2, padding=3)),              # stem-like
+    ((2, 4, 11, 12), (4, 1, 3, 3), dict(stride=2, padding=(4, 1), groups=4)),
 ]
 
 
@@ -162,5 +168,5 @@ def test_workspace_is_every_byte_beyond_inputs_and_output(op, kw):
         tracemalloc.stop()
     extra = peak - out.nbytes
     assert ws_bytes == _direct.scratch_bytes(info, 4)
-    assert (ws_bytes > 10_000) == ("stride" not in kw)  # strided row loops: no buffers
-    assert abs(extra - ws_bytes) < 8192, (extra, ws_bytes)
+    assert ws_bytes > 10_000
+    assert abs(extra - ws_bytes) < 16384, (extra, ws_bytes)  # the rest: Python objects

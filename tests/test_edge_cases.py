@@ -78,8 +78,11 @@ def test_direct_reports_and_bounds_its_scratch():
         assert ws > 0 and peak <= out + ws + (1 << 16)  # padding is done inside
         peaks[threads] = ws
     # two tasks (8 output channels in blocks of 4): extra threads get no scratch
-    offsets = 5 ** 3 * np.dtype(np.intp).itemsize
-    assert peaks[8] - offsets == 2 * (peaks[1] - offsets)
+    from fastconv._ext import _direct
+    info = _direct.plan("forward", spec.input_shape5, spec.weight_shape5, spec.output_shape5,
+                        spec.stride3, spec.dilation3, spec.padding3, 1, 8, 4)
+    once = _direct.scratch_bytes(dict(info, threads=0), 4)  # tap offsets: not per thread
+    assert info["threads"] == 2 and peaks[8] - once == 2 * (peaks[1] - once)
     with fastconv.config(memory_budget=peaks[1] // 2):
         # over the budget, direct runs its row loops, which need no scratch
         assert direct.workspace(spec, "forward") == 0

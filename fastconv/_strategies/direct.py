@@ -17,12 +17,18 @@ with the problem's shape:
   outputs out of the wide layout;
 * wide grad_weight: register blocks of up to ``OBLOCK`` output channels x
   ``GW_TAPS`` taps over the plane, one vector of ``LANES`` outputs at a time:
-  ``_GW_FMA`` per vector multiply-add, ``_GW_LOAD`` per vector load;
-* rows (any stride > 1): per multiply-add and per row of outputs.
+  ``_GW_FMA`` per vector multiply-add, ``_GW_LOAD`` per vector load, ``_GW_CALL``
+  per block and plane; each input plane is filled once per ``GW_OCH`` channels;
+* stride s > 1 runs the same wide kernels on polyphase components: of the
+  input (forward, grad_weight), of grad_x (grad_input, "poly");
+* over the memory budget, or with non-finite weights in grad_input, row loops:
+  per multiply-add and per row of outputs.
 
 Coefficients are single-thread float32 seconds measured on an AMD EPYC (Zen 4,
-AVX-512 on 256-bit units; ``lscpu``: "AMD EPYC", 2 vCPUs, KVM) under load;
-``fastconv tune --calibrate`` rescales them per op, ndim and dtype.
+AVX-512 on 256-bit units; ``lscpu`` says "AMD EPYC", 2 vCPUs, KVM) as process CPU
+time (the machine was heavily loaded), normalised so that numpy's 512x512 float32
+matmul runs at 101 GFLOP/s on one thread; ``fastconv tune --calibrate`` rescales
+them per op, ndim and dtype.
 """
 from __future__ import annotations
 
@@ -33,15 +39,18 @@ import numpy as np
 from .._config import get_config
 from .._ext import _direct
 
-TILE, OBLOCK, GW_TAPS, LANES = _direct.TILE, _direct.OBLOCK, _direct.GW_TAPS, _direct.LANES
+TILE, OBLOCK, LANES = _direct.TILE, _direct.OBLOCK, _direct.LANES
+GW_TAPS, GW_OCH = _direct.GW_TAPS, _direct.GW_OCH
 
-_TAP4 = 9.1e-9      # wide: one tap of one input channel, OBLOCK output channels x TILE
-_TAP1 = 5.6e-9      # ... one output channel x TILE (groups with < OBLOCK channels)
-_GW_FMA = 0.35e-9   # wide grad_weight: one vector multiply-add (LANES outputs)
+_TAP4 = 4.9e-9      # wide: one tap of one input channel, OBLOCK output channels x TILE
+_TAP1 = 4.2e-9      # ... one output channel x TILE (groups with < OBLOCK channels)
+_GW_FMA = 0.38e-9   # wide grad_weight: one vector multiply-add (LANES outputs)
 _GW_LOAD = 0.25e-9  # ... one vector load
-_GEN_MAC = {"forward": 0.35e-9, "grad_input": 0.7e-9, "grad_weight": 0.9e-9}
+_GW_CALL = 50e-9    # ... one register block over one plane (call, lane sums)
+_GW_L2 = 1.3        # ... when a block's grad_output rows outgrow L1 (> 32 KiB)
+_GEN_MAC = {"forward": 0.35e-9, "grad_input": 0.48e-9, "grad_weight": 0.9e-9}
 _GEN_ROW = 5.4e-9   # rows path: per row of outputs and tap
-_COPY = 0.5e-9      # per element copied (buffer fills, outputs out of the wide layout)
+_COPY = 0.15e-9     # per element copied (buffer fills, outputs out of the wide layout)
 _F64 = 1.8          # float64 / float32 for the vectorized paths
 _F64_GEN = 1.1      # ... and for the row loops
 
@@ -54,9 +63,9 @@ def _plan(spec, op, n_threads, general=False):
 
 
 def _choose_plan(spec, op, n_threads):
-    """The wide plan if its buffers fit the memory budget, else the row loops."""
+    """The wide (or poly) plan if its buffers fit the memory budget, else the row loops."""
     info = _plan(spec, op, n_threads)
-    if (info["path"] == "wide"
+    if (info["path"] != "rows"
             and _direct.scratch_bytes(info, spec.itemsize) > get_config().memory_budget):
         info = _plan(spec, op, n_threads, general=True)
     return info
@@ -79,15 +88,21 @@ def _wide_seconds(spec, op, info):
         nob, rest = divmod(cog, OBLOCK)
         per_c = 0.0   # one input channel of one image, all output channels of a group
         for nr, count in ((OBLOCK, nob), (rest, 1 if rest else 0)):
-            per_c += count * vecs * (nr * K * _GW_FMA + (nr * blocks + K) * _GW_LOAD)
-        fills = G * (-(-cog // OBLOCK)) * cig * P + spec.out_channels * info["wpad"]
+            per_c += count * (vecs * (nr * K * _GW_FMA + (nr * blocks + K) * _GW_LOAD)
+                              + blocks * _GW_CALL)
+        if min(cog, OBLOCK) * info["wpad"] * spec.itemsize > 32 * 1024:
+            per_c *= _GW_L2
+        fills = G * (-(-cog // GW_OCH)) * cig * P + spec.out_channels * info["wpad"]
         return N * (G * cig * per_c + fills * _COPY)
     cig, cog = ((spec.out_channels_per_group, spec.in_channels_per_group)
                 if op == "grad_input" else
                 (spec.in_channels_per_group, spec.out_channels_per_group))
     nob, rest = divmod(cog, OBLOCK)
-    tiles = info["wpad"] // TILE
-    t = N * G * tiles * cig * K * (nob * _TAP4 + rest * _TAP1)
+    if info["path"] == "poly":   # components: their own tiles and taps
+        tile_taps = sum(m[12] // TILE * m[0] for m in info["meta"])
+    else:
+        tile_taps = info["wpad"] // TILE * K
+    t = N * G * tile_taps * cig * (nob * _TAP4 + rest * _TAP1)
     outs = math.prod(spec.input_shape5 if op == "grad_input" else spec.output_shape5)
     # each thread fills a (n, group)'s buffer once; neighbours may share one
     fills = N * G * cig * P * min(info["threads"], -(-cog // OBLOCK))
@@ -114,7 +129,7 @@ class DirectStrategy:
     def estimate(self, spec, op, n_threads=1):
         info = _choose_plan(spec, op, n_threads)
         f64 = spec.itemsize == 8
-        if info["path"] == "wide":
+        if info["path"] != "rows":
             t = _wide_seconds(spec, op, info)
             return _parallel(t * (_F64 if f64 else 1.0), info["tasks"], n_threads)
         out3 = spec.output_shape5[2:]
