@@ -184,8 +184,10 @@ cdef void _gin_gemms(const floating* gy_img, const floating* w, floating* dcols,
 # one unit of each op
 # ---------------------------------------------------------------------------
 cdef inline bint _no_unfold(const Geom* g) noexcept nogil:
-    """1x1x1, stride 1, no padding: the input is its own column matrix."""
-    return g.pointwise and g.pd == 0 and g.ph == 0 and g.pw == 0
+    """1x1x1, stride 1, no padding (before or after: the grids are equal): the
+    input is its own column matrix."""
+    return (g.pointwise and g.pd == 0 and g.ph == 0 and g.pw == 0
+            and g.D == g.OD and g.H == g.OH and g.W == g.OW)
 
 
 cdef void _unfold_image(const floating* x_img, floating* cols, Py_ssize_t ldc,
