@@ -187,7 +187,7 @@ def test_units_sized_to_l2_and_workspace_kept(rng):
     the budget; the buffer is reused."""
     spec = make_spec((4, 48, 80, 80), (48, 48, 5, 5), padding=2, dtype=np.float32)
     _, row_elems, _ = im2col._geometry(spec)
-    plan = im2col._plan(spec, "forward", 2, 256 * MiB)
+    plan = im2col._plan(spec, "forward", 2, 256 * MiB)   # (grad_weight: 2x L2)
     min_rows = -(-im2col._MIN_COLS // spec.output_shape5[4])
     assert plan.rows * row_elems * 4 <= max(im2col.L2_BYTES, min_rows * row_elems * 4)
     assert plan.rows < spec.output_shape5[3]
