@@ -286,12 +286,28 @@ cdef void _gw_freq(const floating* X, const floating* GY, floating* GW,
                 gwr[2 * c + 1] += xr[2 * c] * yim + xr[2 * c + 1] * yre
 
 
+cdef int _check_contract(Py_ssize_t M, Py_ssize_t nb, Py_ssize_t C2, Py_ssize_t CO2,
+                         const Py_ssize_t* ws, const Py_ssize_t* a, const Py_ssize_t* b,
+                         int groups, int n_threads, str what) except -1:
+    """ValueError unless X/GX (M, nb, 2C), GY/Y (M, nb, 2CO), W (M, CO, 2C/G) agree."""
+    cdef Py_ssize_t C = C2 // 2, CO = CO2 // 2
+    if (groups < 1 or n_threads < 1 or C2 % 2 or CO2 % 2 or C % groups or CO % groups
+            or a[0] != M or b[0] != M or ws[0] != M or a[1] != nb or b[1] != nb
+            or ws[1] != CO or ws[2] != 2 * (C // groups)):
+        raise ValueError(f"{what}: spectra of shapes ({a[0]}, {a[1]}, {a[2]}), "
+                         f"({b[0]}, {b[1]}, {b[2]}) and kernel ({ws[0]}, {ws[1]}, {ws[2]}) "
+                         f"do not agree (groups={groups}, n_threads={n_threads})")
+    return 0
+
+
 def contract_forward(const floating[:, :, ::1] X,  # IN  (M, nb, 2*C)
                      const floating[:, :, ::1] W,  # IN  (M, CO, 2*CIG)
                      floating[:, :, ::1] Y,        # OUT (M, nb, 2*CO)
                      int groups, bint use_gemm, int n_threads):
     cdef Py_ssize_t M = X.shape[0], nb = X.shape[1], C = X.shape[2] // 2
     cdef Py_ssize_t CO = W.shape[1], f
+    _check_contract(M, nb, X.shape[2], Y.shape[2], W.shape, X.shape, Y.shape, groups,
+                    n_threads, "contract_forward")
     with nogil:
         for f in prange(M, num_threads=n_threads, schedule="static"):
             _fwd_freq(&X[f, 0, 0], &W[f, 0, 0], &Y[f, 0, 0], nb, C, CO, groups, use_gemm)
@@ -303,6 +319,8 @@ def contract_grad_input(const floating[:, :, ::1] GY,  # IN  (M, nb, 2*CO)
                         int groups, bint use_gemm, int n_threads):
     cdef Py_ssize_t M = GY.shape[0], nb = GY.shape[1], C = GX.shape[2] // 2
     cdef Py_ssize_t CO = W.shape[1], f
+    _check_contract(M, nb, GX.shape[2], GY.shape[2], W.shape, GX.shape, GY.shape, groups,
+                    n_threads, "contract_grad_input")
     with nogil:
         for f in prange(M, num_threads=n_threads, schedule="static"):
             _gin_freq(&GY[f, 0, 0], &W[f, 0, 0], &GX[f, 0, 0], nb, C, CO, groups, use_gemm)
@@ -314,6 +332,8 @@ def contract_grad_weight(const floating[:, :, ::1] X,   # IN  (M, nb, 2*C)
                          int groups, bint accumulate, bint use_gemm, int n_threads):
     cdef Py_ssize_t M = X.shape[0], nb = X.shape[1], C = X.shape[2] // 2
     cdef Py_ssize_t CO = GW.shape[1], f
+    _check_contract(M, nb, X.shape[2], GY.shape[2], GW.shape, X.shape, GY.shape, groups,
+                    n_threads, "contract_grad_weight")
     with nogil:
         for f in prange(M, num_threads=n_threads, schedule="static"):
             _gw_freq(&X[f, 0, 0], &GY[f, 0, 0], &GW[f, 0, 0], nb, C, CO, groups,

@@ -31,10 +31,10 @@ between multi-threaded GEMMs made the two thread pools spin against each other
 (2.7x slower on 2 cores than a serial unfold). No two threads write the same
 element: forward units own disjoint output columns; grad_input is parallel
 over whole images (the folds of two units of one image overlap); grad_weight
-gives thread slot ``t`` the fixed contiguous range of units
-``[t*U/T, (t+1)*U/T)`` and its own partial sum, and the partial sums are added
-in slot order, so the result is bitwise the same on every call with the same
-thread count (whichever OS thread runs a slot).
+cuts the units into ``B`` fixed contiguous blocks ``[b*U/B, (b+1)*U/B)``, each
+with its own partial sum, taken dynamically by the threads (so a descheduled
+thread does not hold the others back) and added in block order: the result is
+bitwise the same on every call with the same ``B``, whichever thread ran a block.
 
 When the kernel is 1x1x1 with stride 1 and no padding the column matrix *is*
 the input (each channel's map, row stride L), so no unfold or fold is done.
@@ -184,8 +184,10 @@ cdef void _gin_gemms(const floating* gy_img, const floating* w, floating* dcols,
 # one unit of each op
 # ---------------------------------------------------------------------------
 cdef inline bint _no_unfold(const Geom* g) noexcept nogil:
-    """1x1x1, stride 1, no padding: the input is its own column matrix."""
-    return g.pointwise and g.pd == 0 and g.ph == 0 and g.pw == 0
+    """1x1x1, stride 1, no padding (before or after: the grids are equal): the
+    input is its own column matrix."""
+    return (g.pointwise and g.pd == 0 and g.ph == 0 and g.pw == 0
+            and g.D == g.OD and g.H == g.OH and g.W == g.OW)
 
 
 cdef void _unfold_image(const floating* x_img, floating* cols, Py_ssize_t ldc,
@@ -365,12 +367,15 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C_in, D, H, W), u
                 floating[:, :, :, :, ::1] gw,        # OUT (C_out, C_in/g, KD, KH, KW)
                 floating[::1] work,                  # cols (+ partial sums in OMP mode)
                 tuple stride, tuple dilation, tuple padding, int groups,
-                Py_ssize_t rows, ParallelMode mode, int n_threads):
+                Py_ssize_t rows, ParallelMode mode, int n_threads, Py_ssize_t blocks=0):
     """gw = sum over the batch of dY_g @ cols_g^T (see module doc).
 
-    In OMP mode ``work`` holds ``n_threads`` column slots and ``n_threads - 1``
-    partial sums of gw (slot 0 accumulates into gw itself); the result is the
-    same bit for bit on every call with the same arguments.
+    In OMP mode the units are cut into ``blocks`` (default ``n_threads``)
+    fixed contiguous ranges, each summed into its own partial gradient (block
+    0 into gw itself) by whichever thread takes it, then the partial sums are
+    added in block order: the result depends on ``blocks`` only, never on the
+    thread schedule. ``work`` holds ``n_threads`` column slots, then
+    ``blocks - 1`` partial sums.
     """
     cdef Geom g = _checked_geom(x.shape, gw.shape, gy.shape, stride, dilation, padding,
                                 groups, rows, n_threads)
@@ -378,9 +383,12 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C_in, D, H, W), u
     cdef Py_ssize_t nch = (g.R + rows - 1) // rows, U = g.N * nch
     cdef Py_ssize_t wsz = g.CO * g.CIG * g.K
     cdef Py_ssize_t T = n_threads if mode == OMP else 1
-    if T > U:
-        T = max(U, 1)
-    _check_work(work.shape[0], per * T + wsz * (T - 1))
+    cdef Py_ssize_t nblk = (blocks if blocks > 0 else T) if mode == OMP else 1
+    if nblk > U:
+        nblk = max(U, 1)
+    if T > nblk:
+        T = nblk
+    _check_work(work.shape[0], per * T + wsz * (nblk - 1))
     cdef floating* wk = &work[0] if work.shape[0] else NULL
     cdef floating* part = wk + T * per if wk != NULL else NULL
     cdef floating* out = &gw[0, 0, 0, 0, 0] if wsz else NULL
@@ -388,19 +396,19 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C_in, D, H, W), u
     if wsz == 0:
         return
     with nogil:
-        if T > 1:
-            for t in prange(T, num_threads=T, schedule="static", chunksize=1):
+        if nblk > 1:
+            for t in prange(nblk, num_threads=T, schedule="dynamic"):
                 acc = out if t == 0 else part + (t - 1) * wsz
                 memset(acc, 0, wsz * sizeof(floating))
-                u0 = t * U // T
-                u1 = (t + 1) * U // T
+                u0 = t * U // nblk
+                u1 = (t + 1) * U // nblk
                 for u in range(u0, u1):
                     n = u // nch
                     r0 = (u - n * nch) * rows
                     _gw_unit(&x[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0], acc,
-                             wk + t * per, &g, n, r0, min(r0 + rows, g.R))
+                             wk + threadid() * per, &g, n, r0, min(r0 + rows, g.R))
             for i in prange(wsz, num_threads=T, schedule="static"):
-                for j in range(1, T):
+                for j in range(1, nblk):
                     out[i] = out[i] + part[(j - 1) * wsz + i]
         else:
             memset(out, 0, wsz * sizeof(floating))

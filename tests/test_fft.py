@@ -274,3 +274,18 @@ def test_workspace_bounds_traced_memory(rng, x_shape, w_shape, kw, budget):
         assert extra <= ws + 16 * 1024, (op, extra, ws)
         if not s.plan(spec, op):
             assert extra >= 0.6 * ws, (op, extra, ws)
+
+
+@pytest.mark.parametrize("fn, shapes", [
+    ("contract_forward", [(4, 2, 6), (4, 5, 6), (4, 2, 12)]),          # Y too wide
+    ("contract_forward", [(4, 2, 6), (3, 5, 6), (4, 2, 10)]),          # fewer W frequencies
+    ("contract_grad_input", [(4, 3, 10), (4, 5, 6), (4, 2, 6)]),       # batch differs
+    ("contract_grad_weight", [(4, 2, 6), (4, 2, 10), (4, 5, 8)]),      # GW per-group width
+])
+def test_contractions_refuse_mismatched_spectra(fn, shapes):
+    from fastconv._ext import _fft
+    a, b, c = (np.zeros(s, np.float64) for s in shapes)
+    # (X|GY, W, Y|GX) or, for grad_weight, (X, GY, GW)
+    args = (1, False, 2) if fn != "contract_grad_weight" else (1, True, False, 2)
+    with pytest.raises(ValueError):
+        getattr(_fft, fn)(a, b, c, *args)

@@ -32,6 +32,8 @@ HALO_CASES = {
     "groups": ((2, 6, 7, 7), (4, 3, 3, 3), dict(padding=2, groups=2)),
     "depthwise_stride": ((2, 4, 9, 7), (4, 1, 3, 3), dict(padding=(1, 2), groups=4, stride=2)),
     "pointwise_pad": ((2, 5, 6, 4), (3, 5, 1, 1), dict(padding=((1, 2), (0, 1)))),
+    # padding only after: the grids differ although nothing is padded before
+    "pointwise_pad_after": ((1, 1, 1), (1, 1, 1), dict(padding=((0, 1),))),
     "pointwise_pad_stride": ((2, 5, 7, 6), (3, 5, 1, 1), dict(padding=2, stride=(2, 3))),
     "all_border": ((1, 2, 2, 3), (2, 2, 2, 2), dict(padding=5, stride=3)),
 }

@@ -183,11 +183,14 @@ def test_parallel_mode_can_be_forced(rng, mode):
 
 
 def test_units_sized_to_l2_and_workspace_kept(rng):
-    """A unit's column block fits L2 whatever the budget; the buffer is reused."""
+    """A unit's column block fits L2 (or spans the minimum GEMM width) whatever
+    the budget; the buffer is reused."""
     spec = make_spec((4, 48, 80, 80), (48, 48, 5, 5), padding=2, dtype=np.float32)
     _, row_elems, _ = im2col._geometry(spec)
-    plan = im2col._plan(spec, "forward", 2, 256 * MiB)
-    assert plan.rows * row_elems * 4 <= max(im2col.L2_BYTES, row_elems * 4)
+    plan = im2col._plan(spec, "forward", 2, 256 * MiB)   # (grad_weight: 2x L2)
+    min_rows = -(-im2col._MIN_COLS // spec.output_shape5[4])
+    assert plan.rows * row_elems * 4 <= max(im2col.L2_BYTES, min_rows * row_elems * 4)
+    assert plan.rows < spec.output_shape5[3]
     assert plan.nbytes == plan.threads * plan.rows * row_elems * 4
     x = random_array(rng, (2, 8, 12, 12), np.float32)
     w = random_array(rng, (4, 8, 3, 3), np.float32)

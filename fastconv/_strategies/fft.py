@@ -2,8 +2,10 @@
 
 How it works
 ------------
-Every op sees the prepared problem (:mod:`fastconv._prepare`): a zero-padded
-input ``xp`` of spatial size ``P``, a kernel already flipped when ``flip=True``.
+Every op sees the prepared problem (:mod:`fastconv._prepare`): the input
+*unpadded* (``pads_inside``), a kernel already flipped when ``flip=True``. The
+input is packed at its padding offset into a zeroed transform buffer, so the
+zero border costs nothing; ``P`` is the padded spatial size.
 Along each axis the kernel is *dilated* (zeros inserted, span
 ``L = dilation*(K-1) + 1``) and every transform has the length
 ``F = scipy.fft.next_fast_len(P, real=True)`` (axes of size 1 are not
@@ -11,7 +13,8 @@ transformed). With ``Z`` the stride-1 valid cross-correlation,
 
 * forward:     ``Y = X * conj(W)``, then ``y = Z[::stride]`` (crop + subsample);
 * grad_input:  ``GX = GZ * W`` where ``gz`` is grad_output *stride-dilated*
-  (zeros inserted): the full convolution, cropped to the padded input;
+  (zeros inserted): the full convolution, cropped to the input (the padding
+  is dropped while unpacking);
 * grad_weight: ``GW = sum_n X * conj(GZ)``, then every dilation-th tap.
 
 Cross-correlation is multiplication by the conjugate spectrum of the kernel (no
@@ -61,7 +64,9 @@ Complex buffers are chunked over the batch (then over groups) so that the
 workspace stays within ``fastconv.get_config().memory_budget``; if a single
 sample of a single group does not fit, ``MemoryError`` says how many bytes
 were needed. :meth:`FFTStrategy.workspace` reports the bytes that would
-actually be allocated.
+actually be allocated: the buffers alive at the worst phase of the core
+(:func:`_phases`), pocketfft's temporary for a multi-axis inverse, and the
+overlap-add and group-chunk copies, which are taken from the budget first.
 """
 from __future__ import annotations
 

@@ -30,8 +30,10 @@ GFLOP/s of omp mode vs blas mode (serial unfold) in one run:
 With an OpenMP-parallel unfold between BLAS-threaded GEMMs, blas mode fell to
 33-47 GFLOP/s: the idle pool's spinning threads compete for the two cores.
 
-grad_weight is deterministic: for a given thread count each OpenMP slot owns a
-fixed range of units and its own partial sum, added in slot order.
+grad_weight is deterministic: the units are cut into fixed blocks (up to 4 per
+thread, their partial sums within 8 MiB), each summed on its own and the sums
+added in block order; the threads take blocks dynamically, which keeps them
+balanced when one is descheduled, without changing the result.
 """
 from __future__ import annotations
 
@@ -70,6 +72,15 @@ _CALL_S = 1.5e-4
 _DEFAULT_L2 = 1 << 20
 #: one unit's column block is sized to this fraction of L2
 _L2_FRACTION = 1.0
+#: grad_weight units twice that: its GEMM sums over the unit's columns into a
+#: small weight gradient, so short units mean many short reductions (PERF-NOTES:
+#: 2 MiB per thread took a 3-D grad_weight from 8.6 to 4.9 ms)
+_GW_UNIT_FACTOR = 2
+#: ... and units span at least this many columns: every unit's GEMM packs the whole
+#: weight matrix again, so very short units make that packing dominate (measured:
+#: (32, 256, 14x14) -> 256 at 8 of 14 rows per unit ran 1.08-1.14x slower than
+#: whole images, and 0.79x as fast on grad_input at 112 columns vs 196)
+_MIN_COLS = 192
 
 
 def _l2_bytes():
@@ -134,6 +145,7 @@ class _Plan:
     rows: int          # output rows (od*OH + oh) per unit
     work_elems: int    # scratch elements
     itemsize: int
+    blocks: int = 1    # grad_weight: fixed blocks of units, one partial sum each
 
     @property
     def nbytes(self):
@@ -159,7 +171,9 @@ def _plan(spec, op, n_threads, budget, mode=None):
     n_rows, row_elems, wsz = _geometry(spec)
     n_threads = max(1, int(n_threads))
     cap = budget // item
-    cache_rows = max(1, int(L2_BYTES * _L2_FRACTION) // max(1, row_elems * item))
+    target = L2_BYTES * _L2_FRACTION * (_GW_UNIT_FACTOR if op == "grad_weight" else 1)
+    cache_rows = max(1, int(target) // max(1, row_elems * item),
+                     -(-_MIN_COLS // max(1, spec.output_shape5[4])))
     rows = n_rows if row_elems == 0 else max(1, min(n_rows, cache_rows))
     units = spec.batch * -(-n_rows // rows) if n_rows else 0
     in_flight = spec.batch if op == "grad_input" else units
@@ -170,14 +184,17 @@ def _plan(spec, op, n_threads, budget, mode=None):
                 and _im2col.HAVE_OPENMP else ParallelMode.BLAS)
     if mode == ParallelMode.OMP:
         threads = max(1, min(n_threads, in_flight))
-        part = wsz * (threads - 1) if op == "grad_weight" else 0
+        blocks = _gw_blocks(threads, in_flight, wsz * item, cap * item) if op == "grad_weight" else 1
+        threads = min(threads, blocks) if op == "grad_weight" else threads
+        part = wsz * (blocks - 1)
         if row_elems == 0:
             if part <= cap:
-                return _Plan(mode, threads, rows, part, item)
+                return _Plan(mode, threads, rows, part, item, blocks)
         else:
             rows = min(rows, (cap - part) // (threads * row_elems))
             if rows >= 1:
-                return _Plan(mode, threads, rows, threads * rows * row_elems + part, item)
+                return _Plan(mode, threads, rows, threads * rows * row_elems + part, item,
+                             blocks)
         if _forced_mode.get() is None:
             return _plan(spec, op, n_threads, budget, ParallelMode.BLAS)
     if row_elems == 0:
@@ -193,6 +210,22 @@ def _plan(spec, op, n_threads, budget, mode=None):
             f"fastconv.config(memory_budget=...) or use another strategy"
         )
     return _Plan(ParallelMode.BLAS, n_threads, rows, rows * row_elems, item)
+
+
+#: grad_weight blocks per thread (more balance the load when a thread is held
+#: up) and the most bytes their partial sums may take
+_GW_BLOCKS_PER_THREAD = 4
+_GW_PARTIAL_BYTES = 8 << 20
+
+
+def _gw_blocks(threads, units, wbytes, budget):
+    """Blocks of units for grad_weight: a multiple of ``threads`` (at most
+    4 per thread) whose partial sums fit 8 MiB and a quarter of the budget."""
+    if threads <= 1:
+        return 1
+    room = min(_GW_PARTIAL_BYTES, budget // 4) // max(1, wbytes) + 1
+    per = max(1, min(_GW_BLOCKS_PER_THREAD, room // threads))
+    return max(1, min(units, threads * per))
 
 
 _kept = threading.local()
@@ -275,6 +308,10 @@ class Im2colStrategy:
         work = _workspace(plan.nbytes, spec.dtype, budget)
         blas_threads = 1 if plan.mode == ParallelMode.OMP else plan.threads
         with _blas_limit(blas_threads):
-            fn(a, b, out, work, spec.stride3, spec.dilation3, spec.padding3, spec.groups,
-               plan.rows, plan.mode, plan.threads)
+            args = (a, b, out, work, spec.stride3, spec.dilation3, spec.padding3,
+                    spec.groups, plan.rows, plan.mode, plan.threads)
+            if op == "grad_weight":
+                fn(*args, plan.blocks)
+            else:
+                fn(*args)
         return out
