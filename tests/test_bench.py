@@ -183,7 +183,8 @@ def test_suite_hook_calls_run_suite(monkeypatch, tmp_path, capsys):
 def test_suite_missing_dependency_is_one_line(monkeypatch, tmp_path, capsys):
     # a real suite module on the package path whose optional dependency is missing
     (tmp_path / "suite_dask.py").write_text("import fastconv_no_such_dependency\n")
-    monkeypatch.setattr(fastconv.bench, "__path__", [*fastconv.bench.__path__, str(tmp_path)])
+    # first on the path: it shadows the real suite_dask (whose dependencies may be installed)
+    monkeypatch.setattr(fastconv.bench, "__path__", [str(tmp_path), *fastconv.bench.__path__])
     monkeypatch.delitem(sys.modules, "fastconv.bench.suite_dask", raising=False)
     assert main(["bench", "--suite", "dask"]) == 2
     err = capsys.readouterr().err.splitlines()

@@ -496,22 +496,22 @@ def test_blas_limit_overlapping_contexts_restore():
 def test_auto_avoids_float32_fft_overflow():
     rng = np.random.default_rng(0)
     x = rng.random((2, 8, 64, 64)).astype(np.float32)
-    w = rng.random((8, 8, 15, 15)).astype(np.float32)
-    assert fastconv.explain("forward", x.shape, w.shape, padding=7).strategy == "fft"
+    w = rng.random((8, 8, 31, 31)).astype(np.float32)
+    assert fastconv.explain("forward", x.shape, w.shape, padding=15).strategy == "fft"
     big_x, big_w = x * np.float32(1e17), w * np.float32(1e17)
     with np.errstate(over="ignore", invalid="ignore"):
-        forced = fastconv.conv2d(big_x, big_w, padding=7, strategy="fft")
+        forced = fastconv.conv2d(big_x, big_w, padding=15, strategy="fft")
     assert not np.isfinite(forced).all()          # the defect: FFT overflows ...
-    y = fastconv.conv2d(big_x, big_w, padding=7)  # ... auto must not
-    want = ref.conv_forward(big_x.astype(np.float64), big_w.astype(np.float64), padding=7)
+    y = fastconv.conv2d(big_x, big_w, padding=15)  # ... auto must not
+    want = ref.conv_forward(big_x.astype(np.float64), big_w.astype(np.float64), padding=15)
     assert np.isfinite(want).all() and np.abs(want).max() < np.finfo(np.float32).max
     assert np.isfinite(y).all()
     np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
     # ordinary magnitudes still go to FFT
     gy = rng.random((2, 8, 64, 64)).astype(np.float32)
-    np.testing.assert_allclose(fastconv.conv2d(x, w, padding=7),
-                               ref.conv_forward(x, w, padding=7), rtol=1e-3, atol=1e-3)
-    gx, gw, _ = fastconv.conv_backward(big_x, big_w, gy, padding=7)
+    np.testing.assert_allclose(fastconv.conv2d(x, w, padding=15),
+                               ref.conv_forward(x, w, padding=15), rtol=1e-3, atol=1e-3)
+    gx, gw, _ = fastconv.conv_backward(big_x, big_w, gy, padding=15)
     assert np.isfinite(gx).all() and np.isfinite(gw).all()
 
 
