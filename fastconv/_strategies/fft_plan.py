@@ -1,0 +1,235 @@
+"""The FFT strategy's plan, without kernels: transform geometry, the cost model
+(with the overlap-add block plan it chooses) and the memory model (the phases
+of a call and the chunking that keeps them within the budget).
+
+:mod:`fastconv._strategies.fft` runs what this module plans.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import scipy.fft
+
+# ---------------------------------------------------------------------------
+# Cost model coefficients, measured on the development machine (1 thread,
+# float32). Only ratios to the other strategies'
+# figures matter; `fastconv tune --calibrate` may rescale them.
+# ---------------------------------------------------------------------------
+#: seconds per element per log2(F) of one real N-d transform lane (r2c or c2r)
+FFT_S_PER_NLOGN = 5.0e-10
+#: seconds per complex multiply-add of the spectral contraction: batched
+#: cgemm (measured 4-8e-10 for 8..64 channels) and the hand loop (1.5-1.7e-9
+#: for <= 4x4 channels per group and 1.0e-9 depthwise)
+CMAC_GEMM_S = 0.7e-9
+CMAC_LOOP_S = 1.6e-9
+#: seconds per real element moved by pack / unpack / block copies
+COPY_S = 1.5e-9
+#: fixed seconds per transform lane (per-transform overhead of pocketfft)
+LANE_S = 2.0e-7
+#: float64 costs this much more than float32
+F64_FACTOR = 1.8
+#: the GEMM contraction is used when a group's channel product CIG*COG is at least this
+GEMM_MIN_CHANNELS = 64
+#: a block plan must beat the unblocked cost by this factor to be used
+BLOCK_GAIN = 0.75
+
+# ---------------------------------------------------------------------------
+# geometry
+# ---------------------------------------------------------------------------
+def _span3(spec):
+    return tuple(d * (k - 1) + 1 for k, d in zip(spec.kernel3, spec.dilation3))
+
+
+def _fft_geom(spatial3):
+    """(F, axes, spectrum shape) for padded spatial sizes ``spatial3``."""
+    F = tuple(scipy.fft.next_fast_len(p, real=True) if p > 1 else 1 for p in spatial3)
+    axes = tuple(i for i in range(3) if F[i] > 1) or (2,)
+    mshape = list(F)
+    mshape[axes[-1]] = F[axes[-1]] // 2 + 1
+    return F, axes, tuple(mshape)
+
+
+def _sub_spec(spec, **kw):
+    return dataclasses.replace(spec, **kw)
+
+
+def _with_axis(spec, axis, length, batch):
+    """Spec of one block: spatial axis ``axis`` (0..2 of the 3-D view) of
+    length ``length`` with no padding (the block copies hold the padding of
+    that axis), the other axes as they are, batch ``batch``."""
+    j = axis - (3 - spec.ndim)
+    sp, pads = list(spec.in_spatial), list(spec.padding)
+    sp[j], pads[j] = length, (0, 0)
+    return _sub_spec(spec, batch=batch, in_spatial=tuple(sp), padding=tuple(pads))
+
+
+# ---------------------------------------------------------------------------
+# cost model and plans
+# ---------------------------------------------------------------------------
+def _lanes(spec, op, batch):
+    C, CO, CIG = spec.in_channels, spec.out_channels, spec.in_channels_per_group
+    # forward: x, w, y^-1; grad_input: gy, w, gx^-1; grad_weight: x, gy, gw^-1;
+    # backward: x, w, gy, gx^-1, gw^-1
+    if op == "backward":
+        return 2 * batch * C + batch * CO + 2 * CO * CIG
+    return batch * (C + CO) + CO * CIG
+
+
+def _cost(spec, op, spatial3, batch, n_threads=1):
+    """Seconds for ``op`` with padded spatial sizes ``spatial3`` and ``batch``
+    (the batch includes folded overlap-add blocks)."""
+    F, axes, mshape = _fft_geom(spatial3)
+    ftot = math.prod(F)
+    m = math.prod(mshape)
+    lanes = _lanes(spec, op, batch)
+    t = lanes * (FFT_S_PER_NLOGN * ftot * math.log2(max(ftot, 2)) + LANE_S + COPY_S * ftot)
+    n_contr = 2 if op == "backward" else 1
+    gemm = spec.in_channels_per_group * spec.out_channels_per_group >= GEMM_MIN_CHANNELS
+    t += n_contr * (CMAC_GEMM_S if gemm else CMAC_LOOP_S) * m * batch * spec.out_channels * spec.in_channels_per_group
+    if spec.dtype == np.float64:
+        t *= F64_FACTOR
+    return t / max(1, n_threads)
+
+
+def _fast_candidates(lo, hi):
+    """A geometric grid (ratio ~1.15) of fast transform lengths in [lo, hi)."""
+    out, f = [], scipy.fft.next_fast_len(max(lo, 1), real=True)
+    while f < hi:
+        out.append(f)
+        f = scipy.fft.next_fast_len(max(f + 1, int(f * 1.15)), real=True)
+    return out
+
+
+def _block_plan(spec, op="forward"):
+    """Overlap-add plan: list of (axis, B) with B outputs (stride-1 positions,
+    a multiple of the stride) per block, chosen by minimizing :func:`_cost`.
+
+    Axes are considered longest-relative-to-kernel first; an axis is blocked
+    only if that lowers the estimated cost by the factor ``BLOCK_GAIN``.
+    """
+    P = list(spec.padded_shape5[2:])
+    L = _span3(spec)
+    s = spec.stride3
+    batch = spec.batch
+    plan = []
+    order = sorted(range(3), key=lambda i: -P[i] / L[i])
+    for i in order:
+        o1 = P[i] - L[i] + 1
+        if o1 <= s[i]:
+            continue
+        best_cost, best = _cost(spec, op, P, batch), None
+        if L[i] == 1:
+            # the kernel does not span this axis: fold it into the batch, no transform
+            best = (s[i], -(-o1 // s[i]))
+        else:
+            for f in _fast_candidates(L[i], P[i]):
+                B = (f - L[i] + s[i]) // s[i] * s[i]
+                if B < s[i] or B >= o1:
+                    continue
+                nb = -(-o1 // B)
+                trial = list(P)
+                trial[i] = B - s[i] + L[i]
+                c = _cost(spec, op, trial, batch * nb)
+                if c < BLOCK_GAIN * best_cost:
+                    best_cost, best = c, (B, nb)
+        if best is not None:
+            B, nb = best
+            plan.append((i, B))
+            P[i] = B - s[i] + L[i]
+            batch *= nb
+    return plan
+
+
+# ---------------------------------------------------------------------------
+# memory
+# ---------------------------------------------------------------------------
+def _phases(spec, op):
+    """[(fixed bytes, bytes per batch sample)] alive at each peak of the unblocked core.
+
+    The peak of a chunk of ``nb`` samples is ``max(fixed + nb * per)`` over the
+    phases. Per transform lane: ``f`` real elements of the zeroed buffer,
+    ``c`` real elements of its spectrum; pocketfft's multi-axis inverse holds a
+    complex copy of its input (``t``, outside numpy, so tracemalloc does not
+    see it).
+    """
+    F, axes, mshape = _fft_geom(spec.padded_shape5[2:])
+    isz = spec.itemsize
+    f, c = math.prod(F) * isz, 2 * math.prod(mshape) * isz
+    t = c if len(axes) > 1 else 0
+    C, CO, wl = spec.in_channels, spec.out_channels, spec.out_channels * spec.in_channels_per_group
+    if op in ("forward", "grad_input"):
+        a, z = (C, CO) if op == "forward" else (CO, C)   # transformed, inverted
+        return [(wl * (f + c), 0),                      # the kernel's transform
+                (c * wl, (f + c) * a),                  # the input's transform
+                (c * wl, c * (a + z)),                  # the contraction
+                (c * wl, (c + f + t) * z)]              # the inverse
+    if op == "grad_weight":
+        return [(c * wl, (f + c) * C),                  # x's transform
+                (c * wl, c * C + (f + c) * CO),         # grad_output's transform
+                (wl * (c + f + t), 0)]                  # the inverse of the sum
+    # backward: W spectrum and the grad_weight sum live throughout
+    return [(wl * (f + c), 0),
+            (2 * c * wl, (f + c) * C),
+            (2 * c * wl, c * C + (f + c) * CO),
+            (2 * c * wl, c * (C + CO)),                 # x's spectrum freed, GX made
+            (2 * c * wl, (c + f + t) * C),              # GX's inverse
+            (wl * (c + f + t), 0)]                      # the inverse of the sum
+
+
+def _mem(spec, op):
+    """(fixed bytes, bytes per batch sample): bounds over the phases of the core."""
+    ph = _phases(spec, op)
+    return max(p[0] for p in ph), max(p[1] for p in ph)
+
+
+def _peak(spec, op, nb):
+    return max(fx + nb * per for fx, per in _phases(spec, op))
+
+
+def _group_extra(spec, sub, op):
+    """Bytes held when the groups run in chunks of ``sub``: contiguous copies of
+    one chunk's inputs, and every chunk's result until they are concatenated."""
+    if sub.groups == spec.groups:
+        return 0
+    n_out = spec.batch * math.prod(spec.output_shape5[2:])
+    n_in = spec.batch * math.prod(spec.input_shape5[2:])
+    ins = {"forward": sub.in_channels * n_in,
+           "grad_input": sub.out_channels * n_out}.get(
+        op, sub.in_channels * n_in + sub.out_channels * n_out)
+    ins += sub.out_channels * spec.in_channels_per_group * math.prod(spec.kernel3)
+    outs = {"forward": math.prod(spec.output_shape5),
+            "grad_input": math.prod(spec.input_shape5),
+            "grad_weight": math.prod(spec.weight_shape5),
+            "backward": math.prod(spec.input_shape5) + math.prod(spec.weight_shape5)}[op]
+    return (ins + outs) * spec.itemsize
+
+
+def _chunks(spec, op, budget):
+    """(groups per chunk, samples per chunk, workspace bytes) or raise MemoryError."""
+    G = spec.groups
+    gc = G
+    while True:
+        sub = spec if gc == G else _group_spec(spec, gc)
+        extra = _group_extra(spec, sub, op)
+        if _peak(sub, op, 1) + extra <= budget or gc == 1:
+            break
+        gc = max(1, gc // 2)
+    room = budget - extra
+    nbc = min([(room - fx) // per for fx, per in _phases(sub, op) if per]
+              + [spec.batch]) if _peak(sub, op, 1) <= room else 0
+    if nbc < 1:
+        raise MemoryError(
+            f"fft {op}: one sample of one group needs {_peak(sub, op, 1) + extra} bytes of "
+            f"transform buffers (transform size {_fft_geom(spec.padded_shape5[2:])[0]}), more "
+            f"than the memory budget of {budget} bytes; raise "
+            "fastconv.config(memory_budget=...) or use another strategy"
+        )
+    nbc = int(min(nbc, spec.batch))
+    return gc, nbc, _peak(sub, op, nbc) + extra
+
+
+def _group_spec(spec, gc):
+    return _sub_spec(spec, groups=gc, in_channels=gc * spec.in_channels_per_group,
+                     out_channels=gc * spec.out_channels_per_group)
