@@ -97,10 +97,11 @@ def test_errors_are_one_line_with_status_2(argv, says, capsys):
     assert says in lines[0] and not cap.out
 
 
-def test_error_in_a_real_process_has_no_traceback():
+def test_error_in_a_real_process_has_no_traceback(tmp_path):
+    # cwd outside the source tree: `-m` puts the cwd first on sys.path
     r = subprocess.run([sys.executable, "-m", "fastconv", "explain", "forward", "--input",
                         "(8, 3, 9, 9)", "--weight", "4,2,3,3"],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 2
     assert r.stdout == "" and r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith("fastconv: error: ") and "Traceback" not in r.stderr
@@ -155,9 +156,9 @@ def test_progress_without_tqdm_prints_lines(monkeypatch, capsys):
     assert capsys.readouterr().out.splitlines() == ["[1/2] first", "a note", "[2/2] second"]
 
 
-def test_python_dash_m_runs_the_same_cli():
+def test_python_dash_m_runs_the_same_cli(tmp_path):
     r = subprocess.run([sys.executable, "-m", "fastconv", "bench", "--list", "--size", "tiny",
-                        "--ndim", "3"], capture_output=True, text=True, timeout=120)
+                        "--ndim", "3"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     names = [line.split()[0] for line in r.stdout.splitlines()]
     assert names == ["conv3d", "conv3d-volume"]

@@ -102,7 +102,7 @@ def test_no_import_cycles():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_every_module_imports_and_the_core_stays_lean():
+def test_every_module_imports_and_the_core_stays_lean(tmp_path):
     # A module that needs a missing optional extra may raise ImportError, if the
     # message says what to install (e.g. fastconv.dask without Dask).
     # Any `import fastconv.X` first runs fastconv/__init__ in full, so one child
@@ -123,7 +123,9 @@ def test_every_module_imports_and_the_core_stays_lean():
         "        if 'pip install' not in str(e):  # else: an optional extra, said so\n"
         "            print('FAILED', m, repr(e))\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    # cwd outside the source tree: `-c` puts the cwd first on sys.path
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "FAILED" not in r.stdout, r.stdout
     assert r.stdout.splitlines()[0] == "LOADED", r.stdout
