@@ -1,7 +1,9 @@
 """fastconv: 1-D, 2-D and 3-D convolution layers for NumPy, forward and backward.
 
-Three compiled strategies (direct, im2col-GEMM, FFT) and a dispatcher that picks
-one per call. Layouts follow PyTorch: input ``(N, C_in, *spatial)`` (or without
+Four compiled strategies (direct, im2col-GEMM, FFT, Winograd) and a dispatcher that
+picks one per call; transposed convolution here, NumPy layer objects in
+:mod:`fastconv.nn`, a PyTorch bridge in :mod:`fastconv.torch` and Dask arrays in
+:mod:`fastconv.dask` (the last two need their extras). Layouts follow PyTorch: input ``(N, C_in, *spatial)`` (or without
 ``N``), weight ``(C_out, C_in / groups, *kernel)``.
 
 >>> import numpy as np, fastconv
@@ -27,7 +29,8 @@ _load_env_config()
 __all__ = [
     "__version__", "conv", "conv1d", "conv2d", "conv3d", "conv_backward", "grad",
     "grad_input", "grad_weight", "output_shape", "explain", "strategies", "config",
-    "set_config", "get_config", "load_config", "ConfigError", "clear_cache", "show_config", "params", "ConvSpec", "make_spec",
+    "set_config", "get_config", "load_config", "ConfigError", "clear_cache", "show_config",
+    "params", "ConvSpec", "make_spec",
     "conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
     "conv_transpose_grad_input", "conv_transpose_grad_weight", "conv_transpose_backward",
     "conv_transpose_output_shape",
