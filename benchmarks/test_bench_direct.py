@@ -2,7 +2,7 @@
 
 Each case times one direct op on a layer and, alternately, a float32 n x n
 matmul, and records both rates and their ratio (``matmul_fraction``) in
-``extra_info``. Issue 10's yardstick: direct grad_weight on resnet3x3-56 at
+``extra_info``. The yardstick: direct grad_weight on resnet3x3-56 at
 >= 50% of the matmul's rate. The layers cover the direct kernels' paths: 3x3
 (register tiles of 4 output channels), depthwise (1 channel per tile), 3-D, a
 strided stem (polyphase components) and 1-D.
@@ -10,7 +10,7 @@ strided stem (polyphase components) and 1-D.
 import numpy as np
 import pytest
 
-from fastconv import _bench
+from fastconv.bench import calls as _calls
 from fastconv._tuning import time_call
 from layers import get_layer
 
@@ -22,8 +22,8 @@ LAYERS = ("resnet3x3-56", "depthwise", "conv3d", "resnet-stem", "conv1d")
 def test_direct_vs_matmul(benchmark, bench_size, name, op):
     layer = get_layer(name, bench_size)
     spec = layer.spec(np.float32)
-    x, w, gy = _bench.make_arrays(layer, np.float32)
-    fn = _bench.fastconv_call(layer, op, "direct", x, w, gy)
+    x, w, gy = _calls.make_arrays(layer, np.float32)
+    fn = _calls.fastconv_call(layer, op, "direct", x, w, gy)
     n = 512 if bench_size == "quick" else 1024
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     t_mm, t_conv = np.inf, np.inf
