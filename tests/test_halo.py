@@ -112,7 +112,7 @@ def test_unfold_fold_are_adjoint(rng, case):
     assert abs(lhs - rhs) <= 1e-12 * max(1.0, abs(lhs))
     # and the unfold is the zero-padded gather it claims to be
     xp = np.pad(x[0], ((0, 0),) + p3)
-    k, col = 0, 0
+    k = 0
     od, oh, ow = o3
     for ci in range(chw[0]):
         for kd in range(k3[0]):
