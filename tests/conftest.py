@@ -7,12 +7,42 @@ finite differences and, when installed, PyTorch. Tolerances follow docs/architec
 from __future__ import annotations
 
 import math
+import os
 import zlib
 
 import numpy as np
 import pytest
 
 import fastconv
+
+# With FASTCONV_REQUIRE_EXTRAS=1 (CI sets it) a test skipped because an optional
+# package is missing (pytest.importorskip) fails instead: the extras' tests must
+# run where the extras are installed, never be skipped silently.
+REQUIRE_EXTRAS = os.environ.get("FASTCONV_REQUIRE_EXTRAS", "") not in ("", "0")
+
+
+def _missing_module_skip(report):
+    return report.skipped and "could not import" in str(report.longrepr)
+
+
+def _fail_missing_module(report):
+    if REQUIRE_EXTRAS and _missing_module_skip(report):
+        report.outcome = "failed"
+        report.longrepr = (f"FASTCONV_REQUIRE_EXTRAS=1 but an optional package is missing: "
+                           f"{report.longrepr}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _fail_missing_module(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_missing_module(outcome.get_result())
+
 
 # Collected once, at import time, so strategies registered later (im2col, fft)
 # are parametrized automatically.
