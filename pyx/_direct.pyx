@@ -60,6 +60,17 @@ cdef extern from "_direct_tile.h" nogil:
     void fc_tile4_f64(const double* x, const double* w0, const Py_ssize_t* off,
                       Py_ssize_t cig, Py_ssize_t plane, Py_ssize_t ksz, Py_ssize_t wstride,
                       double* out, Py_ssize_t ostride)
+    void fc_pair4_f32(const float* x, const float* w0, const Py_ssize_t* off, Py_ssize_t cig,
+                      Py_ssize_t plane, Py_ssize_t ksz, Py_ssize_t wstride, Py_ssize_t b0,
+                      Py_ssize_t b1, float* out, Py_ssize_t ostride)
+    void fc_pair4_f64(const double* x, const double* w0, const Py_ssize_t* off,
+                      Py_ssize_t cig, Py_ssize_t plane, Py_ssize_t ksz, Py_ssize_t wstride,
+                      Py_ssize_t b0, Py_ssize_t b1, double* out, Py_ssize_t ostride)
+    void fc_quad1_f32(const float* x, const float* w, const Py_ssize_t* off, Py_ssize_t cig,
+                      Py_ssize_t plane, Py_ssize_t ksz, const Py_ssize_t* vb, float* out)
+    void fc_quad1_f64(const double* x, const double* w, const Py_ssize_t* off,
+                      Py_ssize_t cig, Py_ssize_t plane, Py_ssize_t ksz, const Py_ssize_t* vb,
+                      double* out)
     void fc_gw_f32(const float* x, const Py_ssize_t* off, const float* gy, Py_ssize_t gstride,
                    Py_ssize_t n, double* out, Py_ssize_t ostride, int nr, int nk)
     void fc_gw_f64(const double* x, const Py_ssize_t* off, const double* gy,
@@ -143,6 +154,17 @@ cdef void _fill_phases(floating* dst, const floating* src, Pad* p, Py_ssize_t np
 # X_f (f < s, per axis) is the polyphase component xpad[j*s + f]. Each channel's
 # buffer holds the components its taps use, P1 apart, each with B = O + (K-1)*d//s;
 # off[k] adds the component's place, and the same stride-1 tiles run unchanged.
+#
+# The tiles run over a list of vectors of VL lanes (LANES), each with its own
+# base in the buffer, two vectors (four output channels) per call:
+# * "flat": vector v covers flat indices [v*VL, (v+1)*VL) of the row-pitch
+#   layout above (the padding columns between rows are computed and dropped);
+# * "seg": each output row is cut into ceil(OW/VL) vectors, so no padding
+#   column is computed, only the last vector's lanes beyond OW (dropped).
+# :func:`plan` picks the layout with fewer vectors: "seg" wins where the
+# padding is a large part of a row and OW is (nearly) a multiple of VL
+# (e.g. 32 wide with a 7x7 kernel: 64 vectors instead of 76). The outputs land
+# in a staging buffer (vector v at v*VL), rows srd/srh apart, and are copied out.
 # ---------------------------------------------------------------------------
 cdef struct Wide:
     Py_ssize_t G, CIG, COG, CI, CO     # groups, channels per group, totals (source, output)
@@ -151,6 +173,10 @@ cdef struct Wide:
     Py_ssize_t nph, P1                 # polyphase components per channel, P1 apart
     const Py_ssize_t* phq              # each component's q (3 per component)
     Pad pad                            # source plane -> buffer plane (steps = stride)
+    const Py_ssize_t* vb               # each vector's base in the buffer (nv4 of them)
+    Py_ssize_t nv4, npair, VL          # vectors (a multiple of 4), pairs to run, lanes
+    bint flat                          # vmode "flat" (else "seg")
+    Py_ssize_t srd, srh                # staging index of output (od, oh, 0) = od*srd + oh*srh
 
 
 cdef void _wide_task(const floating* src, const floating* w, floating* y, Wide* s,
@@ -162,7 +188,7 @@ cdef void _wide_task(const floating* src, const floating* w, floating* y, Wide* 
     cdef Py_ssize_t o0 = grp * s.COG + (task % nob) * FC_OBLOCK
     cdef Py_ssize_t nout = min(FC_OBLOCK, (grp + 1) * s.COG - o0)
     cdef Py_ssize_t wstride = s.CIG * s.ksz, splane = s.pad.SD * s.pad.SH * s.pad.SW
-    cdef Py_ssize_t b, i0, r, c, od, oh
+    cdef Py_ssize_t b, q, r, c, od, oh
     if key[0] != n * s.G + grp:
         # tasks of one thread are consecutive (static schedule): pad each (n, group) once
         for c in range(s.CIG):
@@ -170,29 +196,32 @@ cdef void _wide_task(const floating* src, const floating* w, floating* y, Wide* 
                          s.nph, s.P1, s.phq)
         memset(xbuf + s.CIG * s.P, 0, FC_TILE * sizeof(floating))
         key[0] = n * s.G + grp
-    for b in range(s.wpad // FC_TILE):
-        i0 = b * FC_TILE
-        if nout == FC_OBLOCK:
+    if nout == FC_OBLOCK:
+        for b in range(s.npair):
             if floating is float:
-                fc_tile4_f32(xbuf + i0, w + o0 * wstride, off, s.CIG, s.P, s.ksz, wstride,
-                             wide + i0, s.wpad)
+                fc_pair4_f32(xbuf, w + o0 * wstride, off, s.CIG, s.P, s.ksz, wstride,
+                             s.vb[2 * b], s.vb[2 * b + 1], wide + 2 * b * s.VL, s.wpad)
             else:
-                fc_tile4_f64(xbuf + i0, w + o0 * wstride, off, s.CIG, s.P, s.ksz, wstride,
-                             wide + i0, s.wpad)
-        else:
+                fc_pair4_f64(xbuf, w + o0 * wstride, off, s.CIG, s.P, s.ksz, wstride,
+                             s.vb[2 * b], s.vb[2 * b + 1], wide + 2 * b * s.VL, s.wpad)
+    else:
+        for q in range(s.nv4 // 4):
             for r in range(nout):
                 if floating is float:
-                    fc_tile_f32(xbuf + i0, w + (o0 + r) * wstride, off, s.CIG, s.P, s.ksz,
-                                wide + r * s.wpad + i0)
+                    if s.flat:   # four consecutive vectors: one float tile, one base
+                        fc_tile_f32(xbuf + s.vb[4 * q], w + (o0 + r) * wstride, off, s.CIG,
+                                    s.P, s.ksz, wide + r * s.wpad + 4 * q * s.VL)
+                    else:
+                        fc_quad1_f32(xbuf, w + (o0 + r) * wstride, off, s.CIG, s.P, s.ksz,
+                                     s.vb + 4 * q, wide + r * s.wpad + 4 * q * s.VL)
                 else:
-                    fc_tile_f64(xbuf + i0, w + (o0 + r) * wstride, off, s.CIG, s.P, s.ksz,
-                                wide + r * s.wpad + i0)
+                    fc_quad1_f64(xbuf, w + (o0 + r) * wstride, off, s.CIG, s.P, s.ksz,
+                                 s.vb + 4 * q, wide + r * s.wpad + 4 * q * s.VL)
     for r in range(nout):
         for od in range(s.OD):
             for oh in range(s.OH):
                 memcpy(y + (((n * s.CO + o0 + r) * s.OD + od) * s.OH + oh) * s.OW,
-                       wide + r * s.wpad + (od * s.pad.BH + oh) * s.pad.BW,
-                       s.OW * sizeof(floating))
+                       wide + r * s.wpad + od * s.srd + oh * s.srh, s.OW * sizeof(floating))
 
 
 cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geom* g,
@@ -654,10 +683,22 @@ def plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tup
         else:
             cig, cog = (COG, CIG) if op == "grad_input" else (CIG, COG)
             tasks = N * G * ((cog + FC_OBLOCK - 1) // FC_OBLOCK)
-            wpad = _rup(wlen, FC_TILE)
+            # the vector layout with less work: pairs of vectors (4 channels at a
+            # time), or quads (one channel at a time, groups with fewer channels)
+            vl = LANES[itemsize]
+            unit = 2 if cog >= FC_OBLOCK else 4
+            nvf = (wlen + vl - 1) // vl
+            nseg = (outs[2] + vl - 1) // vl
+            nvs = outs[0] * outs[1] * nseg
+            # (one channel at a time, the calls are short: seg must save 10%)
+            seg = _rup(nvs, unit) * (1.0 if unit == 2 else 1.1) < _rup(nvf, unit)
+            nv = nvs if seg else nvf
+            wpad = _rup(nv, 4) * vl   # staging: a channel's vectors
+            info.update(vmode="seg" if seg else "flat", nv=nv, nseg=nseg)
             per["xbuf"] = (cig * P + FC_TILE, "x")
             per["wide"] = (FC_OBLOCK * wpad, "x")
             per["key"] = (1, "intp")
+            once["vb"] = (_rup(nv, 4), "intp")
             if op == "grad_input":
                 once["wt"] = (CO * CIG * ksz, "x")  # the transposed, flipped kernel
         info.update(wlen=wlen, wpad=wpad)
@@ -716,10 +757,34 @@ cdef Geom _geom(tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tupl
     return g
 
 
+def _vbases(info, tuple outs):
+    """Each vector's base in a channel's buffer (the layout :func:`plan` chose);
+    the vectors that round the count up to 4 read the buffer's start."""
+    nv, vl, B = info["nv"], info["wpad"] // _rup(info["nv"], 4), info["B"]
+    vb = np.zeros(_rup(nv, 4), dtype=np.intp)
+    if info["vmode"] == "flat":
+        vb[:nv] = np.arange(nv) * vl
+    else:
+        od, oh, sg = np.meshgrid(np.arange(outs[0]), np.arange(outs[1]),
+                                 np.arange(info["nseg"]), indexing="ij")
+        vb[:nv] = ((od * B[1] + oh) * B[2] + sg * vl).reshape(-1)
+    return vb
+
+
 cdef Wide _wide(info, Py_ssize_t G, Py_ssize_t CI, Py_ssize_t CO, Py_ssize_t ksz,
-                tuple outs, tuple src3, tuple steps, const Py_ssize_t* phq):
+                tuple outs, tuple src3, tuple steps, const Py_ssize_t* phq,
+                const Py_ssize_t* vb):
     cdef Wide s
     B = info["B"]
+    s.vb = vb
+    s.nv4 = _rup(info["nv"], 4)
+    s.npair = (info["nv"] + 1) // 2
+    s.VL = info["wpad"] // s.nv4
+    s.flat = info["vmode"] == "flat"
+    if s.flat:
+        s.srd, s.srh = B[1] * B[2], B[2]
+    else:
+        s.srd, s.srh = outs[1] * info["nseg"] * s.VL, info["nseg"] * s.VL
     s.G, s.CI, s.CO, s.CIG, s.COG = G, CI, CO, CI // G, CO // G
     s.ksz, s.P1, s.wlen, s.wpad = ksz, info["P1"], info["wlen"], info["wpad"]
     s.nph = len(info["phq"])
@@ -740,6 +805,7 @@ cdef void _run_wide(const floating* src, const floating* w, floating* y, info, P
                     tuple s3) except *:
     cdef Py_ssize_t[::1] off = _offsets(info, k3, d3, s3)
     cdef Py_ssize_t[::1] phq = _phq(info)
+    cdef Py_ssize_t[::1] vb = _vbases(info, outs)
     bufs = _buffers(info, np.float32 if floating is float else np.float64)
     cdef floating[:, ::1] xbuf = bufs["xbuf"]
     cdef floating[:, ::1] wide = bufs["wide"]
@@ -747,7 +813,7 @@ cdef void _run_wide(const floating* src, const floating* w, floating* y, info, P
     cdef Py_ssize_t t, tasks = info["tasks"]
     cdef int tid, nthr = info["threads"]
     cdef Wide s = _wide(info, G, CI, CO, k3[0] * k3[1] * k3[2], outs, src3,
-                        s3, &phq[0])
+                        s3, &phq[0], &vb[0])
     with nogil:
         # static: each thread's tasks are consecutive, so it pads each (n, group) once
         for t in prange(tasks, num_threads=nthr, schedule="static"):

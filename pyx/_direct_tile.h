@@ -136,6 +136,63 @@ static inline void fc_tile_f64(const double *x, const double *w, const ptrdiff_t
     memcpy(out, a, 8 * 64);
 }
 
+/* Vector-list tiles: the same sums, but each vector of lanes has its own base
+ * (an index into the buffer), so a tile may cover parts of several rows and
+ * skip the padding columns between them (see _direct.pyx, "seg" layout).
+ *
+ *   fc_pair4_*: 4 output channels x 2 vectors at b0, b1;
+ *               out[r*ostride + l] (vector b0), out[r*ostride + VL + l] (vector b1)
+ *   fc_quad1_*: 1 output channel x 4 vectors at vb[0..3]; out[v*VL + l]
+ */
+#define FC_PAIR4(T, VT, VL, NAME)                                                      \
+static inline void NAME(const T *x, const T *w0, const ptrdiff_t *off, ptrdiff_t cig,  \
+                        ptrdiff_t plane, ptrdiff_t ksz, ptrdiff_t wstride, ptrdiff_t b0, \
+                        ptrdiff_t b1, T *out, ptrdiff_t ostride)                       \
+{                                                                                      \
+    VT a[4][2], v0, v1;                                                                \
+    memset(a, 0, sizeof(a));                                                           \
+    const T *x0 = x + b0, *x1 = x + b1;                                                \
+    for (ptrdiff_t c = 0; c < cig; c++) {                                              \
+        const T *wc = w0 + c * ksz;                                                    \
+        for (ptrdiff_t k = 0; k < ksz; k++) {                                          \
+            memcpy(&v0, x0 + off[k], sizeof(VT)); memcpy(&v1, x1 + off[k], sizeof(VT)); \
+            for (int r = 0; r < 4; r++) {                                              \
+                T wv = wc[r * wstride + k];                                            \
+                a[r][0] += wv * v0; a[r][1] += wv * v1;                                \
+            }                                                                          \
+        }                                                                              \
+        x0 += plane; x1 += plane;                                                      \
+    }                                                                                  \
+    for (int r = 0; r < 4; r++) {                                                      \
+        memcpy(out + r * ostride, &a[r][0], sizeof(VT));                               \
+        memcpy(out + r * ostride + VL, &a[r][1], sizeof(VT));                          \
+    }                                                                                  \
+}
+#define FC_QUAD1(T, VT, VL, NAME)                                                      \
+static inline void NAME(const T *x, const T *w, const ptrdiff_t *off, ptrdiff_t cig,   \
+                        ptrdiff_t plane, ptrdiff_t ksz, const ptrdiff_t *vb, T *out)   \
+{                                                                                      \
+    VT a0, a1, a2, a3, v0, v1, v2, v3;                                                 \
+    memset(&a0, 0, sizeof(VT)); a1 = a0; a2 = a0; a3 = a0;                             \
+    const T *x0 = x + vb[0], *x1 = x + vb[1], *x2 = x + vb[2], *x3 = x + vb[3];        \
+    for (ptrdiff_t c = 0; c < cig; c++) {                                              \
+        const T *wc = w + c * ksz;                                                     \
+        for (ptrdiff_t k = 0; k < ksz; k++) {                                          \
+            T wv = wc[k];                                                              \
+            memcpy(&v0, x0 + off[k], sizeof(VT)); memcpy(&v1, x1 + off[k], sizeof(VT)); \
+            memcpy(&v2, x2 + off[k], sizeof(VT)); memcpy(&v3, x3 + off[k], sizeof(VT)); \
+            a0 += wv * v0; a1 += wv * v1; a2 += wv * v2; a3 += wv * v3;                \
+        }                                                                              \
+        x0 += plane; x1 += plane; x2 += plane; x3 += plane;                            \
+    }                                                                                  \
+    memcpy(out, &a0, sizeof(VT)); memcpy(out + VL, &a1, sizeof(VT));                   \
+    memcpy(out + 2 * VL, &a2, sizeof(VT)); memcpy(out + 3 * VL, &a3, sizeof(VT));      \
+}
+FC_PAIR4(float, fc_f32x16, 16, fc_pair4_f32)
+FC_PAIR4(double, fc_f64x8, 8, fc_pair4_f64)
+FC_QUAD1(float, fc_f32x16, 16, fc_quad1_f32)
+FC_QUAD1(double, fc_f64x8, 8, fc_quad1_f64)
+
 /* Load once, use from a register: without this GCC folds the loads into every
  * multiply-add as memory operands (NR*NK loads instead of NR + NK per step). */
 #if defined(__x86_64__) || defined(__i386__)
@@ -208,6 +265,41 @@ static inline void NAME(const T *x, const T *w0, const ptrdiff_t *off, ptrdiff_t
 }
 FC_TILE4_GENERIC(float, fc_tile4_f32, fc_tile_f32)
 FC_TILE4_GENERIC(double, fc_tile4_f64, fc_tile_f64)
+#define FC_PAIR4_GENERIC(T, VL, NAME)                                                  \
+static inline void NAME(const T *x, const T *w0, const ptrdiff_t *off, ptrdiff_t cig,  \
+                        ptrdiff_t plane, ptrdiff_t ksz, ptrdiff_t wstride, ptrdiff_t b0, \
+                        ptrdiff_t b1, T *out, ptrdiff_t ostride)                       \
+{                                                                                      \
+    for (int r = 0; r < 4; r++)                                                        \
+        for (int h = 0; h < 2; h++) {                                                  \
+            const T *xb = x + (h ? b1 : b0);                                           \
+            T *o = out + r * ostride + h * VL;                                         \
+            for (int l = 0; l < VL; l++) o[l] = 0;                                     \
+            for (ptrdiff_t c = 0; c < cig; c++)                                        \
+                for (ptrdiff_t k = 0; k < ksz; k++) {                                  \
+                    T wv = w0[r * wstride + c * ksz + k];                              \
+                    for (int l = 0; l < VL; l++) o[l] += wv * xb[c * plane + off[k] + l]; \
+                }                                                                      \
+        }                                                                              \
+}
+#define FC_QUAD1_GENERIC(T, VL, NAME)                                                  \
+static inline void NAME(const T *x, const T *w, const ptrdiff_t *off, ptrdiff_t cig,   \
+                        ptrdiff_t plane, ptrdiff_t ksz, const ptrdiff_t *vb, T *out)   \
+{                                                                                      \
+    for (int v = 0; v < 4; v++) {                                                      \
+        T *o = out + v * VL;                                                           \
+        for (int l = 0; l < VL; l++) o[l] = 0;                                         \
+        for (ptrdiff_t c = 0; c < cig; c++)                                            \
+            for (ptrdiff_t k = 0; k < ksz; k++) {                                      \
+                T wv = w[c * ksz + k];                                                 \
+                for (int l = 0; l < VL; l++) o[l] += wv * x[vb[v] + c * plane + off[k] + l]; \
+            }                                                                          \
+    }                                                                                  \
+}
+FC_PAIR4_GENERIC(float, FC_VL_F32, fc_pair4_f32)
+FC_PAIR4_GENERIC(double, FC_VL_F64, fc_pair4_f64)
+FC_QUAD1_GENERIC(float, FC_VL_F32, fc_quad1_f32)
+FC_QUAD1_GENERIC(double, FC_VL_F64, fc_quad1_f64)
 
 #define FC_GW_GENERIC(T, VL)                                                              \
 static void fc_gw_##T##_any(const T *x, const ptrdiff_t *off, const T *gy,                \
