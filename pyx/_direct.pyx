@@ -48,6 +48,7 @@ cdef extern from "_direct_tile.h" nogil:
     enum: FC_OBLOCK     # output channels per forward tile / grad_weight block
     enum: FC_GW_TAPS    # taps per grad_weight register block
     enum: FC_GW_OCH     # output channels per grad_weight task
+    enum: FC_GW_ACC     # double lanes per weight in grad_weight's accumulators
     enum: FC_VL_F32     # lanes of a grad_weight accumulator, float32
     enum: FC_VL_F64     # ... float64
     void fc_tile_f32(const float* x, const float* w, const Py_ssize_t* off, Py_ssize_t cig,
@@ -233,8 +234,9 @@ cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geo
     For each image: grad_output rows of the block in the wide layout (zeros where
     ow >= OW), then per input channel its padded plane (filled once for all the
     block's output channels), then register blocks of FC_OBLOCK channels x
-    FC_GW_TAPS taps over the whole plane (fc_gw_*), added into ``acc`` (double,
-    one per weight) once per image.
+    up to FC_GW_TAPS taps (the taps split evenly into blocks) over the whole
+    plane (fc_gw_*), added into ``acc`` (FC_GW_ACC doubles per weight) once per
+    image; the lanes are summed once per weight at the end.
     """
     cdef Py_ssize_t nob = (g.COG + FC_GW_OCH - 1) // FC_GW_OCH
     cdef Py_ssize_t cb = (g.CIG + ncb - 1) // ncb
@@ -244,12 +246,16 @@ cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geo
     cdef Py_ssize_t c0 = (task % ncb) * cb, c1 = min(g.CIG, (task % ncb + 1) * cb)
     cdef Py_ssize_t P1 = pad.BD * pad.BH * pad.BW, ksz = g.K, xplane = g.D * g.H * g.W
     cdef Py_ssize_t vl = FC_VL_F32 if floating is float else FC_VL_F64
-    cdef Py_ssize_t n, r, r0, c, k, kb, od, oh
+    # taps per block: up to FC_GW_TAPS with FC_OBLOCK channels; with fewer
+    # channels (depthwise) blocks of 3 measured faster (fewer loads per block)
+    cdef Py_ssize_t tpb = FC_GW_TAPS if nout >= FC_OBLOCK else 3
+    cdef Py_ssize_t nblk = (ksz + tpb - 1) // tpb
+    cdef Py_ssize_t n, r, r0, c, k, kb, ke, b, od, oh
     cdef double* a
     cdef double sm
     if c1 <= c0:
         return
-    memset(acc, 0, (c1 - c0) * FC_GW_OCH * ksz * sizeof(double))
+    memset(acc, 0, (c1 - c0) * FC_GW_OCH * ksz * FC_GW_ACC * sizeof(double))
     for n in range(g.N):
         memset(gyw, 0, nout * wpad * sizeof(floating))
         for r in range(nout):
@@ -263,21 +269,21 @@ cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geo
             memset(xbuf + nph * P1, 0, vl * sizeof(floating))
             r0 = 0
             while r0 < nout:
-                kb = 0
-                while kb < ksz:
-                    a = acc + ((c - c0) * FC_GW_OCH + r0) * ksz + kb
+                for b in range(nblk):
+                    kb, ke = b * ksz // nblk, (b + 1) * ksz // nblk
+                    a = acc + (((c - c0) * FC_GW_OCH + r0) * ksz + kb) * FC_GW_ACC
                     if floating is float:
                         fc_gw_f32(xbuf, off + kb, gyw + r0 * wpad, wpad, wpad, a, ksz,
-                                  min(FC_OBLOCK, nout - r0), min(FC_GW_TAPS, ksz - kb))
+                                  min(FC_OBLOCK, nout - r0), ke - kb)
                     else:
                         fc_gw_f64(xbuf, off + kb, gyw + r0 * wpad, wpad, wpad, a, ksz,
-                                  min(FC_OBLOCK, nout - r0), min(FC_GW_TAPS, ksz - kb))
-                    kb += FC_GW_TAPS
+                                  min(FC_OBLOCK, nout - r0), ke - kb)
                 r0 += FC_OBLOCK
     for c in range(c0, c1):
         for r in range(nout):
             for k in range(ksz):
-                sm = acc[((c - c0) * FC_GW_OCH + r) * ksz + k]
+                a = acc + (((c - c0) * FC_GW_OCH + r) * ksz + k) * FC_GW_ACC
+                sm = (a[0] + a[1]) + (a[2] + a[3])
                 if not isfinite(sm):
                     # The wide layout also multiplies its zero columns (ow >= OW) by
                     # the input there: 0 * Inf = NaN would reach taps that never touch
@@ -647,26 +653,30 @@ def plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tup
         once["meta"] = (PM * len(poly["meta"]), "intp")
         info.update(poly)
     elif wide:
-        if op == "grad_input":
-            outs = tuple(xs[2:])
-            B = [o + e for o, e in zip(outs, span)]
-            phases = [[0]] * 3
-            phq = [tuple(e - p[0] for e, p in zip(span, padding))]
-        else:
-            outs = tuple(ys[2:])
-            B = [o + e // s for o, e, s in zip(outs, span, stride)]
-            phases = [sorted({k * d % s for k in range(kk)})
-                      for kk, d, s in zip(ws[2:], dilation, stride)]
-            phq = [(padding[0][0] - f0, padding[1][0] - f1, padding[2][0] - f2)
-                   for f0 in phases[0] for f1 in phases[1] for f2 in phases[2]]
+        vl = LANES[itemsize]
+        outs, B, phases, phq, wlen = _layout(op, xs, ws, ys, stride, dilation, padding, False)
+        info["wshift"] = False
+        if ws[4] > 1:
+            # the kw-shifted layout: no padding columns, KW times the buffer
+            sh = _layout(op, xs, ws, ys, stride, dilation, padding, True)
+            nvh = (sh[4] + vl - 1) // vl
+            P1h = sh[1][0] * sh[1][1] * sh[1][2]
+            cigb = 1 if op == "grad_weight" else (COG if op == "grad_input" else CIG)
+            nvbest = (wlen + vl - 1) // vl
+            if op != "grad_weight":
+                nvbest = min(nvbest, outs[0] * outs[1] * ((outs[2] + vl - 1) // vl))
+            # (unit stride only, and 10% fewer vectors: its fill costs KW times
+            # more, and measured, 5% fewer did not pay)
+            if (all(st == 1 for st in stride) and nvh < 0.9 * nvbest
+                    and cigb * len(sh[3]) * P1h * itemsize <= _SHIFT_BYTES):
+                outs, B, phases, phq, wlen = sh
+                info["wshift"] = True
         nph = len(phq)
         P = nph * B[0] * B[1] * B[2]   # one channel's components
         once["off"] = (ksz, "intp")
         once["phq"] = (3 * nph, "intp")
         info.update(phases=phases, phq=phq, P1=B[0] * B[1] * B[2])
-        wlen = ((outs[0] - 1) * B[1] + outs[1] - 1) * B[2] + outs[2]
         if op == "grad_weight":
-            vl = LANES[itemsize]
             nob = (COG + FC_GW_OCH - 1) // FC_GW_OCH
             base = G * nob
             # enough tasks to balance the threads: split the input channels too
@@ -678,14 +688,13 @@ def plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tup
             wpad = _rup(wlen, vl)
             per["gyw"] = (min(FC_GW_OCH, COG) * wpad, "x")
             per["xbuf"] = (P + vl, "x")
-            per["acc"] = (cb * FC_GW_OCH * ksz, "f8")
+            per["acc"] = (cb * FC_GW_OCH * ksz * FC_GW_ACC, "f8")
             info["ncb"] = ncb
         else:
             cig, cog = (COG, CIG) if op == "grad_input" else (CIG, COG)
             tasks = N * G * ((cog + FC_OBLOCK - 1) // FC_OBLOCK)
             # the vector layout with less work: pairs of vectors (4 channels at a
             # time), or quads (one channel at a time, groups with fewer channels)
-            vl = LANES[itemsize]
             unit = 2 if cog >= FC_OBLOCK else 4
             nvf = (wlen + vl - 1) // vl
             nseg = (outs[2] + vl - 1) // vl
@@ -710,6 +719,41 @@ def plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tup
     info.update(tasks=tasks, threads=max(1, min(n_threads, tasks)), B=tuple(B),
                 per_thread=per, once=once)
     return info
+
+
+# the kw-shifted layout only while a thread's buffer stays this small (cache)
+_SHIFT_BYTES = 4 << 20
+
+
+def _layout(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation,
+            tuple padding, bint shift):
+    """The buffer of the wide path: (outs, B, phases, phq, wlen).
+
+    Each channel's buffer holds components, one per entry of ``phq``: component
+    (f0, f1, f2) at [z, r, c] = source[z*s0 - q0, r*s1 - q1, c*s2 - q2] (zero
+    outside), q = pad_before - f. grad_input is a stride-1 correlation of
+    grad_output padded by d*(K-1) - padding. Per axis the phases f are the
+    polyphase components k*d mod s; with ``shift`` the last axis has one
+    component per tap column instead (f = kw*dw, B = the output width), so
+    every tap reads its column at offset 0 and no padding column is computed.
+    """
+    span = [d * (k - 1) for k, d in zip(ws[2:], dilation)]
+    if op == "grad_input":
+        outs, steps = tuple(xs[2:]), (1, 1, 1)
+        pb = [e - p[0] for e, p in zip(span, padding)]
+    else:
+        outs, steps = tuple(ys[2:]), tuple(stride)
+        pb = [p[0] for p in padding]
+    B = [o + e // s for o, e, s in zip(outs, span, steps)]
+    phases = [sorted({k * d % s for k in range(kk)})
+              for kk, d, s in zip(ws[2:], dilation, steps)]
+    if shift:
+        B[2] = outs[2]
+        phases[2] = [k * dilation[2] for k in range(ws[4])]
+    phq = [(pb[0] - f0, pb[1] - f1, pb[2] - f2)
+           for f0 in phases[0] for f1 in phases[1] for f2 in phases[2]]
+    wlen = ((outs[0] - 1) * B[1] + outs[1] - 1) * B[2] + outs[2]
+    return outs, B, phases, phq, wlen
 
 
 def scratch_bytes(info, int itemsize):
@@ -738,6 +782,8 @@ def _offsets(info, tuple k3, tuple d3, tuple s3):
                 a = [k * d for k, d in zip((kd, kh, kw), d3)]
                 f = [ph[i].index(a[i] % s3[i]) for i in range(3)]
                 a = [a[i] // s3[i] for i in range(3)]
+                if info["wshift"]:   # one component per tap column
+                    f[2], a[2] = kw, 0
                 off[t] = (((f[0] * len(ph[1]) + f[1]) * len(ph[2]) + f[2]) * P1
                           + (a[0] * B[1] + a[1]) * B[2] + a[2])
                 t += 1
