@@ -24,7 +24,7 @@ fixed thread count:
   dilation*(K-1) - padding) with the transposed, flipped kernel, per (n, group,
   block of input channels); poly: the same tasks, one stride-1 correlation per
   component; rows: one task per (n, c_in), a scatter.
-* grad_weight: one task per (group, block of GW_OCH output channels, block of
+* grad_weight: one task per (group, block of up to GW_OCH output channels, block of
   input channels) [wide] or per (c_out, c_in/g) [rows], summed over the batch
   in a fixed order.
 
@@ -227,9 +227,9 @@ cdef void _wide_task(const floating* src, const floating* w, floating* y, Wide* 
 
 cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geom* g,
                         Pad* pad, const Py_ssize_t* off, Py_ssize_t task, Py_ssize_t ncb,
-                        Py_ssize_t wpad, Py_ssize_t nph, const Py_ssize_t* phq,
+                        Py_ssize_t och, Py_ssize_t wpad, Py_ssize_t nph, const Py_ssize_t* phq,
                         floating* gyw, floating* xbuf, double* acc) noexcept nogil:
-    """grad_w[block of FC_GW_OCH output channels, block of input channels, all taps].
+    """grad_w[block of ``och`` output channels, block of input channels, all taps].
 
     For each image: grad_output rows of the block in the wide layout (zeros where
     ow >= OW), then per input channel its padded plane (filled once for all the
@@ -238,11 +238,11 @@ cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geo
     plane (fc_gw_*), added into ``acc`` (FC_GW_ACC doubles per weight) once per
     image; the lanes are summed once per weight at the end.
     """
-    cdef Py_ssize_t nob = (g.COG + FC_GW_OCH - 1) // FC_GW_OCH
+    cdef Py_ssize_t nob = (g.COG + och - 1) // och
     cdef Py_ssize_t cb = (g.CIG + ncb - 1) // ncb
     cdef Py_ssize_t grp = task // (nob * ncb)
-    cdef Py_ssize_t o0 = grp * g.COG + ((task // ncb) % nob) * FC_GW_OCH
-    cdef Py_ssize_t nout = min(FC_GW_OCH, (grp + 1) * g.COG - o0)
+    cdef Py_ssize_t o0 = grp * g.COG + ((task // ncb) % nob) * och
+    cdef Py_ssize_t nout = min(och, (grp + 1) * g.COG - o0)
     cdef Py_ssize_t c0 = (task % ncb) * cb, c1 = min(g.CIG, (task % ncb + 1) * cb)
     cdef Py_ssize_t P1 = pad.BD * pad.BH * pad.BW, ksz = g.K, xplane = g.D * g.H * g.W
     cdef Py_ssize_t vl = FC_VL_F32 if floating is float else FC_VL_F64
@@ -255,7 +255,7 @@ cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geo
     cdef double sm
     if c1 <= c0:
         return
-    memset(acc, 0, (c1 - c0) * FC_GW_OCH * ksz * FC_GW_ACC * sizeof(double))
+    memset(acc, 0, (c1 - c0) * och * ksz * FC_GW_ACC * sizeof(double))
     for n in range(g.N):
         memset(gyw, 0, nout * wpad * sizeof(floating))
         for r in range(nout):
@@ -271,7 +271,7 @@ cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geo
             while r0 < nout:
                 for b in range(nblk):
                     kb, ke = b * ksz // nblk, (b + 1) * ksz // nblk
-                    a = acc + (((c - c0) * FC_GW_OCH + r0) * ksz + kb) * FC_GW_ACC
+                    a = acc + (((c - c0) * och + r0) * ksz + kb) * FC_GW_ACC
                     if floating is float:
                         fc_gw_f32(xbuf, off + kb, gyw + r0 * wpad, wpad, wpad, a, ksz,
                                   min(FC_OBLOCK, nout - r0), ke - kb)
@@ -282,7 +282,7 @@ cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geo
     for c in range(c0, c1):
         for r in range(nout):
             for k in range(ksz):
-                a = acc + (((c - c0) * FC_GW_OCH + r) * ksz + k) * FC_GW_ACC
+                a = acc + (((c - c0) * och + r) * ksz + k) * FC_GW_ACC
                 sm = (a[0] + a[1]) + (a[2] + a[3])
                 if not isfinite(sm):
                     # The wide layout also multiplies its zero columns (ow >= OW) by
@@ -677,19 +677,29 @@ def plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tup
         once["phq"] = (3 * nph, "intp")
         info.update(phases=phases, phq=phq, P1=B[0] * B[1] * B[2])
         if op == "grad_weight":
-            nob = (COG + FC_GW_OCH - 1) // FC_GW_OCH
+            wpad = _rup(wlen, vl)
+            # output channels per task: each input plane is filled once for all
+            # of them (up to FC_GW_OCH: measured on stride-2 layers, where the
+            # fill gathers, 128 ran 1.25x faster than 32), while their grad_output
+            # rows stay within _GW_ROWS_BYTES
+            och = min(FC_GW_OCH, _rup(COG, FC_OBLOCK),
+                      max(FC_OBLOCK, _GW_ROWS_BYTES // (wpad * itemsize)
+                          // FC_OBLOCK * FC_OBLOCK))
+            nob = (COG + och - 1) // och
             base = G * nob
             # enough tasks to balance the threads: split the input channels too
             if base < 2 * n_threads:
                 ncb = min(CIG, (2 * n_threads + base - 1) // base)
             cb = (CIG + ncb - 1) // ncb
+            # ... and keep a task's accumulators within _GW_ACC_BYTES
+            cb = max(1, min(cb, _GW_ACC_BYTES // (och * ksz * FC_GW_ACC * 8)))
             ncb = (CIG + cb - 1) // cb
             tasks = base * ncb
-            wpad = _rup(wlen, vl)
-            per["gyw"] = (min(FC_GW_OCH, COG) * wpad, "x")
+            per["gyw"] = (min(och, COG) * wpad, "x")
             per["xbuf"] = (P + vl, "x")
-            per["acc"] = (cb * FC_GW_OCH * ksz * FC_GW_ACC, "f8")
+            per["acc"] = (cb * och * ksz * FC_GW_ACC, "f8")
             info["ncb"] = ncb
+            info["och"] = och
         else:
             cig, cog = (COG, CIG) if op == "grad_input" else (CIG, COG)
             tasks = N * G * ((cog + FC_OBLOCK - 1) // FC_OBLOCK)
@@ -723,6 +733,9 @@ def plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tup
 
 # the kw-shifted layout only while a thread's buffer stays this small (cache)
 _SHIFT_BYTES = 4 << 20
+# grad_weight: a task's grad_output rows and its double accumulators at most
+_GW_ROWS_BYTES = 2 << 20
+_GW_ACC_BYTES = 4 << 20
 
 
 def _layout(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation,
@@ -996,7 +1009,7 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C_in, D, H, W), u
                 x.itemsize, general)
     B = info["B"]
     cdef Pad pad = _pad_of(B[0], B[1], B[2], g.D, g.H, g.W, 0, 0, 0)
-    cdef Py_ssize_t t, tasks = info["tasks"], ncb, wpad
+    cdef Py_ssize_t t, tasks = info["tasks"], ncb, wpad, och
     cdef int tid, nthr = info["threads"]
     bufs = _buffers(info, np.asarray(gw).dtype)
     cdef double[:, ::1] acc = bufs["acc"]
@@ -1011,12 +1024,12 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C_in, D, H, W), u
         nph = len(info["phq"])
         pad.sd, pad.sh, pad.sw = stride
         gyw, xbuf = bufs["gyw"], bufs["xbuf"]
-        ncb, wpad = info["ncb"], info["wpad"]
+        ncb, wpad, och = info["ncb"], info["wpad"], info["och"]
         with nogil:
             for t in prange(tasks, num_threads=nthr, schedule="dynamic"):
                 tid = omp_get_thread_num()
                 _gw_wide_task(&x[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0], &gw[0, 0, 0, 0, 0], &g,
-                              &pad, &off[0], t, ncb, wpad, nph, &phq[0], &gyw[tid, 0],
+                              &pad, &off[0], t, ncb, och, wpad, nph, &phq[0], &gyw[tid, 0],
                               &xbuf[tid, 0], &acc[tid, 0])
         return
     with nogil:

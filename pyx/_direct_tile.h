@@ -30,7 +30,7 @@
 #define FC_OBLOCK 4    /* output channels per forward tile / grad_weight block */
 #define FC_GW_TAPS 6   /* taps per grad_weight register block, at most */
 #define FC_GW_ACC 4    /* double lanes kept per weight between grad_weight calls */
-#define FC_GW_OCH 32   /* output channels per grad_weight task (FC_OBLOCK per block) */
+#define FC_GW_OCH 128  /* output channels per grad_weight task, at most (FC_OBLOCK per block) */
 #define FC_VBYTES 64   /* bytes per grad_weight vector accumulator */
 #define FC_VL_F32 (FC_VBYTES / 4)
 #define FC_VL_F64 (FC_VBYTES / 8)
