@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastconv
+import fastconv._strategies
 from fastconv import reference
 from fastconv._ext import _direct
 from fastconv._spec import make_spec
@@ -131,3 +132,39 @@ def test_every_layout_is_covered():
     for op in ("forward", "grad_input"):
         assert {(op, "flat"), (op, "seg"), (op, "shift")} <= seen
     assert {("grad_weight", "flat"), ("grad_weight", "shift")} <= seen
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("xs, ws, kw, want", [
+    ((3, 8, 20, 32), (12, 8, 3, 7), dict(padding=(1, 3)),
+     dict(forward="seg", grad_input="seg", grad_weight="shift")),
+    ((3, 8, 30, 12), (12, 8, 3, 5), dict(padding=(1, 2)),
+     dict(forward="shift", grad_input="shift", grad_weight="shift")),
+])
+def test_workspace_of_each_layout_is_exact(op, xs, ws, kw, want):
+    """tracemalloc: the seg and shifted buffers (and the vector table) are every
+    byte a call allocates beyond its inputs and output."""
+    import tracemalloc
+
+    direct = fastconv._strategies.get("direct")
+    spec = make_spec(xs, ws, dtype=np.float32, **kw)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    gy = rng.standard_normal(spec.output_shape).astype(np.float32)
+    with fastconv.config(n_threads=2):
+        ws_bytes = direct.workspace(spec, op)
+        info = _direct.plan(op, spec.input_shape5, spec.weight_shape5, spec.output_shape5,
+                            spec.stride3, spec.dilation3, spec.padding3, 1, 2, 4)
+        assert _layout(info) == want[op]
+        tracemalloc.start()
+        if op == "forward":
+            out = fastconv.conv2d(x, w, **kw, strategy="direct")
+        elif op == "grad_input":
+            out = fastconv.grad_input(xs, w, gy, **kw, strategy="direct")
+        else:
+            out = fastconv.grad_weight(x, ws, gy, **kw, strategy="direct")
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert ws_bytes == _direct.scratch_bytes(info, 4) > 10_000
+    assert abs(peak - out.nbytes - ws_bytes) < 16384, (peak - out.nbytes, ws_bytes)
