@@ -24,7 +24,7 @@ fixed thread count:
   dilation*(K-1) - padding) with the transposed, flipped kernel, per (n, group,
   block of input channels); poly: the same tasks, one stride-1 correlation per
   component; rows: one task per (n, c_in), a scatter.
-* grad_weight: one task per (group, block of GW_OCH output channels, block of
+* grad_weight: one task per (group, block of up to GW_OCH output channels, block of
   input channels) [wide] or per (c_out, c_in/g) [rows], summed over the batch
   in a fixed order.
 
@@ -48,6 +48,7 @@ cdef extern from "_direct_tile.h" nogil:
     enum: FC_OBLOCK     # output channels per forward tile / grad_weight block
     enum: FC_GW_TAPS    # taps per grad_weight register block
     enum: FC_GW_OCH     # output channels per grad_weight task
+    enum: FC_GW_ACC     # double lanes per weight in grad_weight's accumulators
     enum: FC_VL_F32     # lanes of a grad_weight accumulator, float32
     enum: FC_VL_F64     # ... float64
     void fc_tile_f32(const float* x, const float* w, const Py_ssize_t* off, Py_ssize_t cig,
@@ -60,6 +61,17 @@ cdef extern from "_direct_tile.h" nogil:
     void fc_tile4_f64(const double* x, const double* w0, const Py_ssize_t* off,
                       Py_ssize_t cig, Py_ssize_t plane, Py_ssize_t ksz, Py_ssize_t wstride,
                       double* out, Py_ssize_t ostride)
+    void fc_pair4_f32(const float* x, const float* w0, const Py_ssize_t* off, Py_ssize_t cig,
+                      Py_ssize_t plane, Py_ssize_t ksz, Py_ssize_t wstride, Py_ssize_t b0,
+                      Py_ssize_t b1, float* out, Py_ssize_t ostride)
+    void fc_pair4_f64(const double* x, const double* w0, const Py_ssize_t* off,
+                      Py_ssize_t cig, Py_ssize_t plane, Py_ssize_t ksz, Py_ssize_t wstride,
+                      Py_ssize_t b0, Py_ssize_t b1, double* out, Py_ssize_t ostride)
+    void fc_quad1_f32(const float* x, const float* w, const Py_ssize_t* off, Py_ssize_t cig,
+                      Py_ssize_t plane, Py_ssize_t ksz, const Py_ssize_t* vb, float* out)
+    void fc_quad1_f64(const double* x, const double* w, const Py_ssize_t* off,
+                      Py_ssize_t cig, Py_ssize_t plane, Py_ssize_t ksz, const Py_ssize_t* vb,
+                      double* out)
     void fc_gw_f32(const float* x, const Py_ssize_t* off, const float* gy, Py_ssize_t gstride,
                    Py_ssize_t n, double* out, Py_ssize_t ostride, int nr, int nk)
     void fc_gw_f64(const double* x, const Py_ssize_t* off, const double* gy,
@@ -143,6 +155,17 @@ cdef void _fill_phases(floating* dst, const floating* src, Pad* p, Py_ssize_t np
 # X_f (f < s, per axis) is the polyphase component xpad[j*s + f]. Each channel's
 # buffer holds the components its taps use, P1 apart, each with B = O + (K-1)*d//s;
 # off[k] adds the component's place, and the same stride-1 tiles run unchanged.
+#
+# The tiles run over a list of vectors of VL lanes (LANES), each with its own
+# base in the buffer, two vectors (four output channels) per call:
+# * "flat": vector v covers flat indices [v*VL, (v+1)*VL) of the row-pitch
+#   layout above (the padding columns between rows are computed and dropped);
+# * "seg": each output row is cut into ceil(OW/VL) vectors, so no padding
+#   column is computed, only the last vector's lanes beyond OW (dropped).
+# :func:`plan` picks the layout with fewer vectors: "seg" wins where the
+# padding is a large part of a row and OW is (nearly) a multiple of VL
+# (e.g. 32 wide with a 7x7 kernel: 64 vectors instead of 76). The outputs land
+# in a staging buffer (vector v at v*VL), rows srd/srh apart, and are copied out.
 # ---------------------------------------------------------------------------
 cdef struct Wide:
     Py_ssize_t G, CIG, COG, CI, CO     # groups, channels per group, totals (source, output)
@@ -151,6 +174,10 @@ cdef struct Wide:
     Py_ssize_t nph, P1                 # polyphase components per channel, P1 apart
     const Py_ssize_t* phq              # each component's q (3 per component)
     Pad pad                            # source plane -> buffer plane (steps = stride)
+    const Py_ssize_t* vb               # each vector's base in the buffer (nv4 of them)
+    Py_ssize_t nv4, npair, VL          # vectors (a multiple of 4), pairs to run, lanes
+    bint flat                          # vmode "flat" (else "seg")
+    Py_ssize_t srd, srh                # staging index of output (od, oh, 0) = od*srd + oh*srh
 
 
 cdef void _wide_task(const floating* src, const floating* w, floating* y, Wide* s,
@@ -162,7 +189,7 @@ cdef void _wide_task(const floating* src, const floating* w, floating* y, Wide* 
     cdef Py_ssize_t o0 = grp * s.COG + (task % nob) * FC_OBLOCK
     cdef Py_ssize_t nout = min(FC_OBLOCK, (grp + 1) * s.COG - o0)
     cdef Py_ssize_t wstride = s.CIG * s.ksz, splane = s.pad.SD * s.pad.SH * s.pad.SW
-    cdef Py_ssize_t b, i0, r, c, od, oh
+    cdef Py_ssize_t b, q, r, c, od, oh
     if key[0] != n * s.G + grp:
         # tasks of one thread are consecutive (static schedule): pad each (n, group) once
         for c in range(s.CIG):
@@ -170,57 +197,65 @@ cdef void _wide_task(const floating* src, const floating* w, floating* y, Wide* 
                          s.nph, s.P1, s.phq)
         memset(xbuf + s.CIG * s.P, 0, FC_TILE * sizeof(floating))
         key[0] = n * s.G + grp
-    for b in range(s.wpad // FC_TILE):
-        i0 = b * FC_TILE
-        if nout == FC_OBLOCK:
+    if nout == FC_OBLOCK:
+        for b in range(s.npair):
             if floating is float:
-                fc_tile4_f32(xbuf + i0, w + o0 * wstride, off, s.CIG, s.P, s.ksz, wstride,
-                             wide + i0, s.wpad)
+                fc_pair4_f32(xbuf, w + o0 * wstride, off, s.CIG, s.P, s.ksz, wstride,
+                             s.vb[2 * b], s.vb[2 * b + 1], wide + 2 * b * s.VL, s.wpad)
             else:
-                fc_tile4_f64(xbuf + i0, w + o0 * wstride, off, s.CIG, s.P, s.ksz, wstride,
-                             wide + i0, s.wpad)
-        else:
+                fc_pair4_f64(xbuf, w + o0 * wstride, off, s.CIG, s.P, s.ksz, wstride,
+                             s.vb[2 * b], s.vb[2 * b + 1], wide + 2 * b * s.VL, s.wpad)
+    else:
+        for q in range(s.nv4 // 4):
             for r in range(nout):
                 if floating is float:
-                    fc_tile_f32(xbuf + i0, w + (o0 + r) * wstride, off, s.CIG, s.P, s.ksz,
-                                wide + r * s.wpad + i0)
+                    if s.flat:   # four consecutive vectors: one float tile, one base
+                        fc_tile_f32(xbuf + s.vb[4 * q], w + (o0 + r) * wstride, off, s.CIG,
+                                    s.P, s.ksz, wide + r * s.wpad + 4 * q * s.VL)
+                    else:
+                        fc_quad1_f32(xbuf, w + (o0 + r) * wstride, off, s.CIG, s.P, s.ksz,
+                                     s.vb + 4 * q, wide + r * s.wpad + 4 * q * s.VL)
                 else:
-                    fc_tile_f64(xbuf + i0, w + (o0 + r) * wstride, off, s.CIG, s.P, s.ksz,
-                                wide + r * s.wpad + i0)
+                    fc_quad1_f64(xbuf, w + (o0 + r) * wstride, off, s.CIG, s.P, s.ksz,
+                                 s.vb + 4 * q, wide + r * s.wpad + 4 * q * s.VL)
     for r in range(nout):
         for od in range(s.OD):
             for oh in range(s.OH):
                 memcpy(y + (((n * s.CO + o0 + r) * s.OD + od) * s.OH + oh) * s.OW,
-                       wide + r * s.wpad + (od * s.pad.BH + oh) * s.pad.BW,
-                       s.OW * sizeof(floating))
+                       wide + r * s.wpad + od * s.srd + oh * s.srh, s.OW * sizeof(floating))
 
 
 cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geom* g,
                         Pad* pad, const Py_ssize_t* off, Py_ssize_t task, Py_ssize_t ncb,
-                        Py_ssize_t wpad, Py_ssize_t nph, const Py_ssize_t* phq,
+                        Py_ssize_t och, Py_ssize_t wpad, Py_ssize_t nph, const Py_ssize_t* phq,
                         floating* gyw, floating* xbuf, double* acc) noexcept nogil:
-    """grad_w[block of FC_GW_OCH output channels, block of input channels, all taps].
+    """grad_w[block of ``och`` output channels, block of input channels, all taps].
 
     For each image: grad_output rows of the block in the wide layout (zeros where
     ow >= OW), then per input channel its padded plane (filled once for all the
     block's output channels), then register blocks of FC_OBLOCK channels x
-    FC_GW_TAPS taps over the whole plane (fc_gw_*), added into ``acc`` (double,
-    one per weight) once per image.
+    up to FC_GW_TAPS taps (the taps split evenly into blocks) over the whole
+    plane (fc_gw_*), added into ``acc`` (FC_GW_ACC doubles per weight) once per
+    image; the lanes are summed once per weight at the end.
     """
-    cdef Py_ssize_t nob = (g.COG + FC_GW_OCH - 1) // FC_GW_OCH
+    cdef Py_ssize_t nob = (g.COG + och - 1) // och
     cdef Py_ssize_t cb = (g.CIG + ncb - 1) // ncb
     cdef Py_ssize_t grp = task // (nob * ncb)
-    cdef Py_ssize_t o0 = grp * g.COG + ((task // ncb) % nob) * FC_GW_OCH
-    cdef Py_ssize_t nout = min(FC_GW_OCH, (grp + 1) * g.COG - o0)
+    cdef Py_ssize_t o0 = grp * g.COG + ((task // ncb) % nob) * och
+    cdef Py_ssize_t nout = min(och, (grp + 1) * g.COG - o0)
     cdef Py_ssize_t c0 = (task % ncb) * cb, c1 = min(g.CIG, (task % ncb + 1) * cb)
     cdef Py_ssize_t P1 = pad.BD * pad.BH * pad.BW, ksz = g.K, xplane = g.D * g.H * g.W
     cdef Py_ssize_t vl = FC_VL_F32 if floating is float else FC_VL_F64
-    cdef Py_ssize_t n, r, r0, c, k, kb, od, oh
+    # taps per block: up to FC_GW_TAPS with FC_OBLOCK channels; with fewer
+    # channels (depthwise) blocks of 3 measured faster (fewer loads per block)
+    cdef Py_ssize_t tpb = FC_GW_TAPS if nout >= FC_OBLOCK else 3
+    cdef Py_ssize_t nblk = (ksz + tpb - 1) // tpb
+    cdef Py_ssize_t n, r, r0, c, k, kb, ke, b, od, oh
     cdef double* a
     cdef double sm
     if c1 <= c0:
         return
-    memset(acc, 0, (c1 - c0) * FC_GW_OCH * ksz * sizeof(double))
+    memset(acc, 0, (c1 - c0) * och * ksz * FC_GW_ACC * sizeof(double))
     for n in range(g.N):
         memset(gyw, 0, nout * wpad * sizeof(floating))
         for r in range(nout):
@@ -234,21 +269,21 @@ cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geo
             memset(xbuf + nph * P1, 0, vl * sizeof(floating))
             r0 = 0
             while r0 < nout:
-                kb = 0
-                while kb < ksz:
-                    a = acc + ((c - c0) * FC_GW_OCH + r0) * ksz + kb
+                for b in range(nblk):
+                    kb, ke = b * ksz // nblk, (b + 1) * ksz // nblk
+                    a = acc + (((c - c0) * och + r0) * ksz + kb) * FC_GW_ACC
                     if floating is float:
                         fc_gw_f32(xbuf, off + kb, gyw + r0 * wpad, wpad, wpad, a, ksz,
-                                  min(FC_OBLOCK, nout - r0), min(FC_GW_TAPS, ksz - kb))
+                                  min(FC_OBLOCK, nout - r0), ke - kb)
                     else:
                         fc_gw_f64(xbuf, off + kb, gyw + r0 * wpad, wpad, wpad, a, ksz,
-                                  min(FC_OBLOCK, nout - r0), min(FC_GW_TAPS, ksz - kb))
-                    kb += FC_GW_TAPS
+                                  min(FC_OBLOCK, nout - r0), ke - kb)
                 r0 += FC_OBLOCK
     for c in range(c0, c1):
         for r in range(nout):
             for k in range(ksz):
-                sm = acc[((c - c0) * FC_GW_OCH + r) * ksz + k]
+                a = acc + (((c - c0) * och + r) * ksz + k) * FC_GW_ACC
+                sm = (a[0] + a[1]) + (a[2] + a[3])
                 if not isfinite(sm):
                     # The wide layout also multiplies its zero columns (ow >= OW) by
                     # the input there: 0 * Inf = NaN would reach taps that never touch
@@ -618,46 +653,71 @@ def plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tup
         once["meta"] = (PM * len(poly["meta"]), "intp")
         info.update(poly)
     elif wide:
-        if op == "grad_input":
-            outs = tuple(xs[2:])
-            B = [o + e for o, e in zip(outs, span)]
-            phases = [[0]] * 3
-            phq = [tuple(e - p[0] for e, p in zip(span, padding))]
-        else:
-            outs = tuple(ys[2:])
-            B = [o + e // s for o, e, s in zip(outs, span, stride)]
-            phases = [sorted({k * d % s for k in range(kk)})
-                      for kk, d, s in zip(ws[2:], dilation, stride)]
-            phq = [(padding[0][0] - f0, padding[1][0] - f1, padding[2][0] - f2)
-                   for f0 in phases[0] for f1 in phases[1] for f2 in phases[2]]
+        vl = LANES[itemsize]
+        outs, B, phases, phq, wlen = _layout(op, xs, ws, ys, stride, dilation, padding, False)
+        info["wshift"] = False
+        if ws[4] > 1:
+            # the kw-shifted layout: no padding columns, KW times the buffer
+            sh = _layout(op, xs, ws, ys, stride, dilation, padding, True)
+            nvh = (sh[4] + vl - 1) // vl
+            P1h = sh[1][0] * sh[1][1] * sh[1][2]
+            cigb = 1 if op == "grad_weight" else (COG if op == "grad_input" else CIG)
+            nvbest = (wlen + vl - 1) // vl
+            if op != "grad_weight":
+                nvbest = min(nvbest, outs[0] * outs[1] * ((outs[2] + vl - 1) // vl))
+            # (unit stride only, and 10% fewer vectors: its fill costs KW times
+            # more, and measured, 5% fewer did not pay)
+            if (all(st == 1 for st in stride) and nvh < 0.9 * nvbest
+                    and cigb * len(sh[3]) * P1h * itemsize <= _SHIFT_BYTES):
+                outs, B, phases, phq, wlen = sh
+                info["wshift"] = True
         nph = len(phq)
         P = nph * B[0] * B[1] * B[2]   # one channel's components
         once["off"] = (ksz, "intp")
         once["phq"] = (3 * nph, "intp")
         info.update(phases=phases, phq=phq, P1=B[0] * B[1] * B[2])
-        wlen = ((outs[0] - 1) * B[1] + outs[1] - 1) * B[2] + outs[2]
         if op == "grad_weight":
-            vl = LANES[itemsize]
-            nob = (COG + FC_GW_OCH - 1) // FC_GW_OCH
+            wpad = _rup(wlen, vl)
+            # output channels per task: each input plane is filled once for all
+            # of them (up to FC_GW_OCH: measured on stride-2 layers, where the
+            # fill gathers, 128 ran 1.25x faster than 32), while their grad_output
+            # rows stay within _GW_ROWS_BYTES
+            och = min(FC_GW_OCH, _rup(COG, FC_OBLOCK),
+                      max(FC_OBLOCK, _GW_ROWS_BYTES // (wpad * itemsize)
+                          // FC_OBLOCK * FC_OBLOCK))
+            nob = (COG + och - 1) // och
             base = G * nob
             # enough tasks to balance the threads: split the input channels too
             if base < 2 * n_threads:
                 ncb = min(CIG, (2 * n_threads + base - 1) // base)
             cb = (CIG + ncb - 1) // ncb
+            # ... and keep a task's accumulators within _GW_ACC_BYTES
+            cb = max(1, min(cb, _GW_ACC_BYTES // (och * ksz * FC_GW_ACC * 8)))
             ncb = (CIG + cb - 1) // cb
             tasks = base * ncb
-            wpad = _rup(wlen, vl)
-            per["gyw"] = (min(FC_GW_OCH, COG) * wpad, "x")
+            per["gyw"] = (min(och, COG) * wpad, "x")
             per["xbuf"] = (P + vl, "x")
-            per["acc"] = (cb * FC_GW_OCH * ksz, "f8")
+            per["acc"] = (cb * och * ksz * FC_GW_ACC, "f8")
             info["ncb"] = ncb
+            info["och"] = och
         else:
             cig, cog = (COG, CIG) if op == "grad_input" else (CIG, COG)
             tasks = N * G * ((cog + FC_OBLOCK - 1) // FC_OBLOCK)
-            wpad = _rup(wlen, FC_TILE)
+            # the vector layout with less work: pairs of vectors (4 channels at a
+            # time), or quads (one channel at a time, groups with fewer channels)
+            unit = 2 if cog >= FC_OBLOCK else 4
+            nvf = (wlen + vl - 1) // vl
+            nseg = (outs[2] + vl - 1) // vl
+            nvs = outs[0] * outs[1] * nseg
+            # (one channel at a time, the calls are short: seg must save 10%)
+            seg = _rup(nvs, unit) * (1.0 if unit == 2 else 1.1) < _rup(nvf, unit)
+            nv = nvs if seg else nvf
+            wpad = _rup(nv, 4) * vl   # staging: a channel's vectors
+            info.update(vmode="seg" if seg else "flat", nv=nv, nseg=nseg)
             per["xbuf"] = (cig * P + FC_TILE, "x")
             per["wide"] = (FC_OBLOCK * wpad, "x")
             per["key"] = (1, "intp")
+            once["vb"] = (_rup(nv, 4), "intp")
             if op == "grad_input":
                 once["wt"] = (CO * CIG * ksz, "x")  # the transposed, flipped kernel
         info.update(wlen=wlen, wpad=wpad)
@@ -669,6 +729,44 @@ def plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tup
     info.update(tasks=tasks, threads=max(1, min(n_threads, tasks)), B=tuple(B),
                 per_thread=per, once=once)
     return info
+
+
+# the kw-shifted layout only while a thread's buffer stays this small (cache)
+_SHIFT_BYTES = 4 << 20
+# grad_weight: a task's grad_output rows and its double accumulators at most
+_GW_ROWS_BYTES = 2 << 20
+_GW_ACC_BYTES = 4 << 20
+
+
+def _layout(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation,
+            tuple padding, bint shift):
+    """The buffer of the wide path: (outs, B, phases, phq, wlen).
+
+    Each channel's buffer holds components, one per entry of ``phq``: component
+    (f0, f1, f2) at [z, r, c] = source[z*s0 - q0, r*s1 - q1, c*s2 - q2] (zero
+    outside), q = pad_before - f. grad_input is a stride-1 correlation of
+    grad_output padded by d*(K-1) - padding. Per axis the phases f are the
+    polyphase components k*d mod s; with ``shift`` the last axis has one
+    component per tap column instead (f = kw*dw, B = the output width), so
+    every tap reads its column at offset 0 and no padding column is computed.
+    """
+    span = [d * (k - 1) for k, d in zip(ws[2:], dilation)]
+    if op == "grad_input":
+        outs, steps = tuple(xs[2:]), (1, 1, 1)
+        pb = [e - p[0] for e, p in zip(span, padding)]
+    else:
+        outs, steps = tuple(ys[2:]), tuple(stride)
+        pb = [p[0] for p in padding]
+    B = [o + e // s for o, e, s in zip(outs, span, steps)]
+    phases = [sorted({k * d % s for k in range(kk)})
+              for kk, d, s in zip(ws[2:], dilation, steps)]
+    if shift:
+        B[2] = outs[2]
+        phases[2] = [k * dilation[2] for k in range(ws[4])]
+    phq = [(pb[0] - f0, pb[1] - f1, pb[2] - f2)
+           for f0 in phases[0] for f1 in phases[1] for f2 in phases[2]]
+    wlen = ((outs[0] - 1) * B[1] + outs[1] - 1) * B[2] + outs[2]
+    return outs, B, phases, phq, wlen
 
 
 def scratch_bytes(info, int itemsize):
@@ -697,6 +795,8 @@ def _offsets(info, tuple k3, tuple d3, tuple s3):
                 a = [k * d for k, d in zip((kd, kh, kw), d3)]
                 f = [ph[i].index(a[i] % s3[i]) for i in range(3)]
                 a = [a[i] // s3[i] for i in range(3)]
+                if info["wshift"]:   # one component per tap column
+                    f[2], a[2] = kw, 0
                 off[t] = (((f[0] * len(ph[1]) + f[1]) * len(ph[2]) + f[2]) * P1
                           + (a[0] * B[1] + a[1]) * B[2] + a[2])
                 t += 1
@@ -716,10 +816,34 @@ cdef Geom _geom(tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tupl
     return g
 
 
+def _vbases(info, tuple outs):
+    """Each vector's base in a channel's buffer (the layout :func:`plan` chose);
+    the vectors that round the count up to 4 read the buffer's start."""
+    nv, vl, B = info["nv"], info["wpad"] // _rup(info["nv"], 4), info["B"]
+    vb = np.zeros(_rup(nv, 4), dtype=np.intp)
+    if info["vmode"] == "flat":
+        vb[:nv] = np.arange(nv) * vl
+    else:
+        od, oh, sg = np.meshgrid(np.arange(outs[0]), np.arange(outs[1]),
+                                 np.arange(info["nseg"]), indexing="ij")
+        vb[:nv] = ((od * B[1] + oh) * B[2] + sg * vl).reshape(-1)
+    return vb
+
+
 cdef Wide _wide(info, Py_ssize_t G, Py_ssize_t CI, Py_ssize_t CO, Py_ssize_t ksz,
-                tuple outs, tuple src3, tuple steps, const Py_ssize_t* phq):
+                tuple outs, tuple src3, tuple steps, const Py_ssize_t* phq,
+                const Py_ssize_t* vb):
     cdef Wide s
     B = info["B"]
+    s.vb = vb
+    s.nv4 = _rup(info["nv"], 4)
+    s.npair = (info["nv"] + 1) // 2
+    s.VL = info["wpad"] // s.nv4
+    s.flat = info["vmode"] == "flat"
+    if s.flat:
+        s.srd, s.srh = B[1] * B[2], B[2]
+    else:
+        s.srd, s.srh = outs[1] * info["nseg"] * s.VL, info["nseg"] * s.VL
     s.G, s.CI, s.CO, s.CIG, s.COG = G, CI, CO, CI // G, CO // G
     s.ksz, s.P1, s.wlen, s.wpad = ksz, info["P1"], info["wlen"], info["wpad"]
     s.nph = len(info["phq"])
@@ -740,6 +864,7 @@ cdef void _run_wide(const floating* src, const floating* w, floating* y, info, P
                     tuple s3) except *:
     cdef Py_ssize_t[::1] off = _offsets(info, k3, d3, s3)
     cdef Py_ssize_t[::1] phq = _phq(info)
+    cdef Py_ssize_t[::1] vb = _vbases(info, outs)
     bufs = _buffers(info, np.float32 if floating is float else np.float64)
     cdef floating[:, ::1] xbuf = bufs["xbuf"]
     cdef floating[:, ::1] wide = bufs["wide"]
@@ -747,7 +872,7 @@ cdef void _run_wide(const floating* src, const floating* w, floating* y, info, P
     cdef Py_ssize_t t, tasks = info["tasks"]
     cdef int tid, nthr = info["threads"]
     cdef Wide s = _wide(info, G, CI, CO, k3[0] * k3[1] * k3[2], outs, src3,
-                        s3, &phq[0])
+                        s3, &phq[0], &vb[0])
     with nogil:
         # static: each thread's tasks are consecutive, so it pads each (n, group) once
         for t in prange(tasks, num_threads=nthr, schedule="static"):
@@ -884,7 +1009,7 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C_in, D, H, W), u
                 x.itemsize, general)
     B = info["B"]
     cdef Pad pad = _pad_of(B[0], B[1], B[2], g.D, g.H, g.W, 0, 0, 0)
-    cdef Py_ssize_t t, tasks = info["tasks"], ncb, wpad
+    cdef Py_ssize_t t, tasks = info["tasks"], ncb, wpad, och
     cdef int tid, nthr = info["threads"]
     bufs = _buffers(info, np.asarray(gw).dtype)
     cdef double[:, ::1] acc = bufs["acc"]
@@ -899,12 +1024,12 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C_in, D, H, W), u
         nph = len(info["phq"])
         pad.sd, pad.sh, pad.sw = stride
         gyw, xbuf = bufs["gyw"], bufs["xbuf"]
-        ncb, wpad = info["ncb"], info["wpad"]
+        ncb, wpad, och = info["ncb"], info["wpad"], info["och"]
         with nogil:
             for t in prange(tasks, num_threads=nthr, schedule="dynamic"):
                 tid = omp_get_thread_num()
                 _gw_wide_task(&x[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0], &gw[0, 0, 0, 0, 0], &g,
-                              &pad, &off[0], t, ncb, wpad, nph, &phq[0], &gyw[tid, 0],
+                              &pad, &off[0], t, ncb, och, wpad, nph, &phq[0], &gyw[tid, 0],
                               &xbuf[tid, 0], &acc[tid, 0])
         return
     with nogil:
