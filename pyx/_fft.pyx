@@ -338,3 +338,45 @@ def contract_grad_weight(const floating[:, :, ::1] X,   # IN  (M, nb, 2*C)
         for f in prange(M, num_threads=n_threads, schedule="static"):
             _gw_freq(&X[f, 0, 0], &GY[f, 0, 0], &GW[f, 0, 0], nb, C, CO, groups,
                      accumulate, use_gemm)
+
+
+# --------------------------------------------------------------------------
+# kernel spectra by direct DFT (matrix products along each axis)
+# --------------------------------------------------------------------------
+def dft_axis(const floating[:, :, ::1] src,  # IN  (pre, Qa, 2*post) complex
+             const floating[:, ::1] D,       # IN  (Ma, 2*Qa) complex
+             floating[:, :, ::1] dst,        # OUT (pre, Ma, 2*post) complex
+             int n_threads):
+    """``dst[p] = D @ src[p]`` for every ``p`` (complex, interleaved re/im).
+
+    A kernel is nonzero only on its ``Q`` taps of a transform axis of length
+    ``F``; its spectrum along that axis is the product with the ``(M, Q)``
+    DFT matrix, ``M*Q`` complex multiply-adds per lane instead of a transform
+    of the whole zero-padded axis. The lanes (``post``) are the contiguous
+    axis: tasks are (p, block of lanes), one single-threaded gemm each.
+    """
+    cdef Py_ssize_t pre = src.shape[0], Qa = src.shape[1], post = src.shape[2] // 2
+    cdef Py_ssize_t Ma = D.shape[0]
+    if (n_threads < 1 or src.shape[2] % 2 or D.shape[1] != 2 * Qa or dst.shape[0] != pre
+            or dst.shape[1] != Ma or dst.shape[2] != 2 * post):
+        raise ValueError(f"dft_axis: src ({src.shape[0]}, {src.shape[1]}, {src.shape[2]}), "
+                         f"D ({D.shape[0]}, {D.shape[1]}), dst ({dst.shape[0]}, "
+                         f"{dst.shape[1]}, {dst.shape[2]}) do not agree")
+    if pre == 0 or post == 0 or Ma == 0:
+        return
+    if Qa == 0:
+        dst[...] = 0
+        return
+    # lane blocks of >= 64 columns, enough of them for every thread
+    cdef Py_ssize_t nblk = max(1, min(post // 64, (4 * n_threads + pre - 1) // pre))
+    cdef Py_ssize_t u, p, b, c0, c1
+    with nogil:
+        for u in prange(pre * nblk, num_threads=n_threads, schedule="static"):
+            p = u // nblk
+            b = u % nblk
+            c0 = b * post // nblk
+            c1 = (b + 1) * post // nblk
+            # column-major: dst[p]^T (cols x Ma, ld post) = src[p]^T (cols x Qa) . D^T (Qa x Ma)
+            _gemm(c'N', c'N', <int>(c1 - c0), <int>Ma, <int>Qa,
+                  <floating*>&src[p, 0, 2 * c0], <int>post,
+                  <floating*>&D[0, 0], <int>Qa, 0, &dst[p, 0, 2 * c0], <int>post)

@@ -46,15 +46,22 @@ def _rel_err(a, b):
 
 @pytest.fixture
 def counter(monkeypatch):
-    """Count calls of the forward transform the strategy uses."""
+    """Count calls of the forward transforms the strategy uses (pocketfft, or
+    the kernel's DFT-matrix products)."""
     calls = []
     real = fftmod._rfftn
+    real_k = fftmod._kernel_spectrum
 
     def counting(a, axes, workers):
         calls.append(a.shape)
         return real(a, axes, workers)
 
+    def counting_k(w, *args):
+        calls.append(w.shape)
+        return real_k(w, *args)
+
     monkeypatch.setattr(fftmod, "_rfftn", counting)
+    monkeypatch.setattr(fftmod, "_kernel_spectrum", counting_k)
     return calls
 
 

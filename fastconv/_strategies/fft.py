@@ -79,8 +79,9 @@ from numpy.lib.stride_tricks import as_strided
 from .._config import get_config
 from .._ext import _fft
 from .._threads import blas_limit as _blas_limit
+from .fft_dft import kernel_spectrum, kernel_taps
 from .fft_plan import (COPY_S, GEMM_MIN_CHANNELS, _block_plan, _chunks, _cost, _fft_geom,
-                       _group_extra, _group_spec, _peak, _span3, _with_axis)
+                       _group_extra, _group_spec, _kernel_by_dft, _peak, _span3, _with_axis)
 
 _UNIT = (1, 1, 1)
 _ZERO = (0, 0, 0)
@@ -93,6 +94,10 @@ def _rfftn(a, axes, workers):
 
 def _irfftn(a, s, axes, workers):
     return scipy.fft.irfftn(a, s=s, axes=axes, workers=workers)
+
+
+def _kernel_spectrum(w, F, axes, mshape, dil, n):
+    return kernel_spectrum(w, F, axes, mshape, dil, n)
 
 
 # ---------------------------------------------------------------------------
@@ -117,6 +122,23 @@ class _Core:
         _fft.pack(src, buf, a0, step, offset, self.n)
         return np.ascontiguousarray(_rfftn(buf, self.axes, self.n))
 
+    def kernel(self, w):
+        """Spectrum (mshape..., CO, CIG) of the dilated kernel ``w``."""
+        sp = self.spec
+        if _kernel_by_dft(sp, self.F, self.axes):
+            return _kernel_spectrum(w, self.F, self.axes, self.mshape, sp.dilation3, self.n)
+        return self.transform(w, 0, sp.out_channels, sp.dilation3)
+
+    def kernel_inverse(self, GW):
+        """The kernel (CO, CIG, K...) whose spectrum is ``GW``: every
+        dilation-th tap of its inverse transform."""
+        sp = self.spec
+        if _kernel_by_dft(sp, self.F, self.axes, inverse=True):
+            return kernel_taps(GW, self.F, self.axes, sp.kernel3, sp.dilation3, self.rdt, self.n)
+        gw = np.empty(sp.weight_shape5, dtype=sp.dtype)
+        self.inverse(GW, gw, 0, sp.dilation3)
+        return gw
+
     def inverse(self, spec_arr, dst, a0, step, offset=_ZERO):
         r = np.ascontiguousarray(_irfftn(spec_arr, self.s_axes, self.axes, self.n))
         _fft.unpack(r, dst, a0, step, offset, self.n)
@@ -138,7 +160,7 @@ def _core_run(op, spec, a, b, n, nbc):
     dil, st = sp.dilation3, sp.stride3
     if op == "forward":
         xp, w = a, b
-        Ws = core.transform(w, 0, CO, dil)
+        Ws = core.kernel(w)
         y = np.empty(sp.output_shape5, dtype=sp.dtype)
         for n0 in range(0, N, nbc):
             na = min(nbc, N - n0)
@@ -151,7 +173,7 @@ def _core_run(op, spec, a, b, n, nbc):
         return y
     if op == "grad_input":
         gy, w = a, b
-        Ws = core.transform(w, 0, CO, dil)
+        Ws = core.kernel(w)
         gx = np.empty(sp.input_shape5, dtype=sp.dtype)
         for n0 in range(0, N, nbc):
             na = min(nbc, N - n0)
@@ -172,12 +194,10 @@ def _core_run(op, spec, a, b, n, nbc):
             _fft.contract_grad_weight(core.rv(X), core.rv(GY), core.rv(GW), G, True,
                                       core.gemm, n)
             del X, GY
-        gw = np.empty(sp.weight_shape5, dtype=sp.dtype)
-        core.inverse(GW, gw, 0, dil)
-        return gw
+        return core.kernel_inverse(GW)
     # backward: a = (xp, w), b = gy
     (xp, w), gy = a, b
-    Ws = core.transform(w, 0, CO, dil)
+    Ws = core.kernel(w)
     GW = np.zeros(core.mshape + (CO, CIG), dtype=np.result_type(sp.dtype, 1j))
     gx = np.empty(sp.input_shape5, dtype=sp.dtype)
     for n0 in range(0, N, nbc):
@@ -192,9 +212,7 @@ def _core_run(op, spec, a, b, n, nbc):
         core.inverse(GX, gx, n0, _UNIT, pb)
         del GX
     del Ws
-    gw = np.empty(sp.weight_shape5, dtype=sp.dtype)
-    core.inverse(GW, gw, 0, dil)
-    return gx, gw
+    return gx, core.kernel_inverse(GW)
 
 
 # ---------------------------------------------------------------------------

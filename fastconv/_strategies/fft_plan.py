@@ -12,6 +12,8 @@ import math
 import numpy as np
 import scipy.fft
 
+from .fft_dft import dft_bytes, dft_cmacs
+
 # ---------------------------------------------------------------------------
 # Cost model coefficients, measured on the development machine (1 thread,
 # float32). Only ratios to the other strategies'
@@ -20,10 +22,17 @@ import scipy.fft
 #: seconds per element per log2(F) of one real N-d transform lane (r2c or c2r)
 FFT_S_PER_NLOGN = 5.0e-10
 #: seconds per complex multiply-add of the spectral contraction: batched
-#: cgemm (measured 4-8e-10 for 8..64 channels) and the hand loop (1.5-1.7e-9
-#: for <= 4x4 channels per group and 1.0e-9 depthwise)
-CMAC_GEMM_S = 0.7e-9
+#: cgemm, ``CMAC_GEMM_S * (1 + GEMM_SMALL / d)`` with ``d`` the smallest
+#: dimension of the per-frequency product (measured on 16..64 channels:
+#: 7-19e-10 at d=1, 2.6-6e-10 at d=4, 1.5-2e-10 at d=16, 1.2-1.5e-10 at
+#: d>=64), and the hand loop (1.5-1.7e-9 for <= 4x4 channels per group and
+#: 1.0e-9 depthwise)
+CMAC_GEMM_S = 1.2e-10
+GEMM_SMALL = 5.0
 CMAC_LOOP_S = 1.6e-9
+#: seconds per complex multiply-add of a kernel DFT by matrix products
+#: (:mod:`fft_dft`; measured 2.7e-10 on 4096 lanes of a 7x7 kernel)
+CMAC_DFT_S = 3.0e-10
 #: seconds per real element moved by pack / unpack / block copies
 COPY_S = 1.5e-9
 #: fixed seconds per transform lane (per-transform overhead of pocketfft)
@@ -68,13 +77,23 @@ def _with_axis(spec, axis, length, batch):
 # ---------------------------------------------------------------------------
 # cost model and plans
 # ---------------------------------------------------------------------------
-def _lanes(spec, op, batch):
-    C, CO, CIG = spec.in_channels, spec.out_channels, spec.in_channels_per_group
-    # forward: x, w, y^-1; grad_input: gy, w, gx^-1; grad_weight: x, gy, gw^-1;
-    # backward: x, w, gy, gx^-1, gw^-1
-    if op == "backward":
-        return 2 * batch * C + batch * CO + 2 * CO * CIG
-    return batch * (C + CO) + CO * CIG
+def _lane_cost(ftot):
+    """Seconds per transform lane of ``ftot`` real elements (pack + transform)."""
+    return FFT_S_PER_NLOGN * ftot * math.log2(max(ftot, 2)) + LANE_S + COPY_S * ftot
+
+
+def _kernel_by_dft(spec, F, axes, inverse=False):
+    """True when the kernel's (inverse) transform is cheaper as DFT-matrix
+    products (:mod:`fft_dft`) than as zero-padded transforms."""
+    return CMAC_DFT_S * dft_cmacs(F, axes, spec.kernel3, inverse) < _lane_cost(math.prod(F))
+
+
+def _cmac_s(spec, batch):
+    """Seconds per complex multiply-add of the per-frequency contraction."""
+    CIG, COG = spec.in_channels_per_group, spec.out_channels_per_group
+    if CIG * COG < GEMM_MIN_CHANNELS:
+        return CMAC_LOOP_S
+    return CMAC_GEMM_S * (1.0 + GEMM_SMALL / max(1, min(batch, CIG, COG)))
 
 
 def _cost(spec, op, spatial3, batch, n_threads=1):
@@ -83,11 +102,19 @@ def _cost(spec, op, spatial3, batch, n_threads=1):
     F, axes, mshape = _fft_geom(spatial3)
     ftot = math.prod(F)
     m = math.prod(mshape)
-    lanes = _lanes(spec, op, batch)
-    t = lanes * (FFT_S_PER_NLOGN * ftot * math.log2(max(ftot, 2)) + LANE_S + COPY_S * ftot)
+    C, CO, CIG = spec.in_channels, spec.out_channels, spec.in_channels_per_group
+    # data lanes: forward x, y^-1; grad_input gy, gx^-1; grad_weight x, gy;
+    # backward x, gy, gx^-1 -- and the kernel's lanes (w, gw^-1 or both)
+    data = batch * (2 * C + CO if op == "backward" else C + CO)
+    t = data * _lane_cost(ftot)
+    for inverse in {"forward": (False,), "grad_input": (False,), "grad_weight": (True,),
+                    "backward": (False, True)}[op]:
+        per = _lane_cost(ftot)
+        if _kernel_by_dft(spec, F, axes, inverse):
+            per = CMAC_DFT_S * dft_cmacs(F, axes, spec.kernel3, inverse)
+        t += CO * CIG * per
     n_contr = 2 if op == "backward" else 1
-    gemm = spec.in_channels_per_group * spec.out_channels_per_group >= GEMM_MIN_CHANNELS
-    t += n_contr * (CMAC_GEMM_S if gemm else CMAC_LOOP_S) * m * batch * spec.out_channels * spec.in_channels_per_group
+    t += n_contr * _cmac_s(spec, batch) * m * batch * CO * CIG
     if spec.dtype == np.float64:
         t *= F64_FACTOR
     return t / max(1, n_threads)
@@ -159,23 +186,28 @@ def _phases(spec, op):
     f, c = math.prod(F) * isz, 2 * math.prod(mshape) * isz
     t = c if len(axes) > 1 else 0
     C, CO, wl = spec.in_channels, spec.out_channels, spec.out_channels * spec.in_channels_per_group
+    # the kernel's transform (w -> W) and inverse (GW -> gw), beyond W / GW
+    kf = (dft_bytes(F, axes, spec.kernel3, wl, isz) if _kernel_by_dft(spec, F, axes)
+          else wl * (f + c))
+    ki = (dft_bytes(F, axes, spec.kernel3, wl, isz, True)
+          if _kernel_by_dft(spec, F, axes, True) else wl * (f + t))
     if op in ("forward", "grad_input"):
         a, z = (C, CO) if op == "forward" else (CO, C)   # transformed, inverted
-        return [(wl * (f + c), 0),                      # the kernel's transform
+        return [(kf, 0),                                # the kernel's transform
                 (c * wl, (f + c) * a),                  # the input's transform
                 (c * wl, c * (a + z)),                  # the contraction
                 (c * wl, (c + f + t) * z)]              # the inverse
     if op == "grad_weight":
         return [(c * wl, (f + c) * C),                  # x's transform
                 (c * wl, c * C + (f + c) * CO),         # grad_output's transform
-                (wl * (c + f + t), 0)]                  # the inverse of the sum
+                (wl * c + ki, 0)]                       # the inverse of the sum
     # backward: W spectrum and the grad_weight sum live throughout
-    return [(wl * (f + c), 0),
+    return [(kf, 0),
             (2 * c * wl, (f + c) * C),
             (2 * c * wl, c * C + (f + c) * CO),
             (2 * c * wl, c * (C + CO)),                 # x's spectrum freed, GX made
             (2 * c * wl, (c + f + t) * C),              # GX's inverse
-            (wl * (c + f + t), 0)]                      # the inverse of the sum
+            (wl * c + ki, 0)]                           # the inverse of the sum
 
 
 def _mem(spec, op):
