@@ -79,3 +79,41 @@ def test_both_kernel_paths_match_reference(monkeypatch, rng, use_dft, x_shape, w
     for got, want in [(y, ref.conv_forward(x, w, **kw)), (gx, rgx), (gw, rgw), (gx2, rgx),
                       (gw2, rgw)]:
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kw", [
+    ((2, 3, 29, 31), (4, 3, 5, 3), dict(padding=((2, 3), (1, 0)), stride=(2, 1), dilation=(1, 2))),
+    ((1, 2, 14, 13, 12), (3, 2, 3, 3, 2), dict(padding=1, stride=(1, 2, 1))),
+    ((2, 2, 1, 40), (2, 2, 1, 5), dict(padding=(0, 2))),   # a kernel-free axis is folded
+])
+def test_tile_plans_match_reference(monkeypatch, rng, x_shape, w_shape, kw):
+    """Every candidate tile plan (overlap-save in all spanned axes) runs every
+    op exactly; the plans tile only spanned axes, in multiples of the stride."""
+    from fastconv._spec import make_spec
+    from fastconv._strategies.fft_plan import _span3, _tile_plans
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    gy = rng.standard_normal(ref.conv_forward(x, w, **kw).shape)
+    spec = make_spec(x_shape, w_shape, **kw)
+    plans = _tile_plans(spec)
+    L, P, s = _span3(spec), spec.padded_shape5[2:], spec.stride3
+    spanned = [i for i in range(3) if L[i] > 1 and P[i] - L[i] + 1 > s[i]]
+    if len(spanned) < 2:
+        assert plans == []
+        return
+    assert plans
+    for plan in plans[:3]:
+        tiled = [i for i, B in plan if L[i] > 1]
+        assert sorted(tiled) == spanned
+        assert all(B % s[i] == 0 and s[i] <= B for i, B in plan)
+        monkeypatch.setattr(fftmod, "_block_plan", lambda spec, op="forward", p=plan: p)
+        nd = w.ndim - 2
+        y = fastconv.conv(x, w, strategy="fft", **kw)
+        gx = getattr(fgrad, f"conv{nd}d_input")(x.shape, w, gy, strategy="fft", **kw)
+        gw = getattr(fgrad, f"conv{nd}d_weight")(x, w.shape, gy, strategy="fft", **kw)
+        gx2, gw2, _ = fastconv.conv_backward(x, w, gy, strategy="fft", **kw)
+        rgx = ref.conv_grad_input(x.shape, w, gy, **kw)
+        rgw = ref.conv_grad_weight(x, w.shape, gy, **kw)
+        for got, want in [(y, ref.conv_forward(x, w, **kw)), (gx, rgx), (gw, rgw),
+                          (gx2, rgx), (gw2, rgw)]:
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * np.abs(want).max())

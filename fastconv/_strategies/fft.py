@@ -41,6 +41,21 @@ input gradient (overlap-add proper). ``B`` is chosen per axis by minimizing the
 cost model (:func:`_cost`), not a constant, so work stays ~ ``P log(B+L)``
 instead of ``P log P`` and memory is linear in ``P``.
 
+Tiles: for 2-D and 3-D layers the plan may instead cut every axis the
+kernel spans into equal overlap-save tiles (one transform length for all),
+chosen when the cost model prices them lower than the per-axis plan: small
+tiles make the kernel's spectrum small and each frequency's GEMM taller
+(N = batch x tiles).
+
+Kernel spectra: the kernel has ``K`` taps in a transform of length ``F``, so
+its ``CO*CIG`` planes are mostly zeros. When the cost model says so
+(:func:`fft_plan._kernel_by_dft`, nearly always for mid-size kernels) its
+spectrum is computed by DFT-matrix products along each axis
+(:mod:`fft_dft`: ``M*K`` complex multiply-adds per lane and axis, one
+batched cgemm over all lanes), and grad_weight's inverse computes only the
+``K`` taps it keeps; otherwise the kernel is packed and transformed like the
+data.
+
 Stride: the stride-1 correlation is computed in full and subsampled, so a
 stride ``s`` wastes a factor ``s**ndim`` of the work. FFT is a poor choice for
 large strides; :meth:`FFTStrategy.estimate` charges the full work whatever the
@@ -80,8 +95,9 @@ from .._config import get_config
 from .._ext import _fft
 from .._threads import blas_limit as _blas_limit
 from .fft_dft import kernel_spectrum, kernel_taps
-from .fft_plan import (COPY_S, GEMM_MIN_CHANNELS, _block_plan, _chunks, _cost, _fft_geom,
-                       _group_extra, _group_spec, _kernel_by_dft, _peak, _span3, _with_axis)
+from .fft_plan import (COPY_S, GEMM_MIN_CHANNELS, _block_plan, _blocked_geometry, _chunks,
+                       _cost, _fft_geom, _group_extra, _group_spec, _kernel_by_dft, _peak,
+                       _span3, _with_axis)
 
 _UNIT = (1, 1, 1)
 _ZERO = (0, 0, 0)
@@ -366,24 +382,6 @@ def _execute(op, spec, a, b, n, plan, budget):
     gx, gw = _execute(op, sub, (_segments(x, axis, nb, B, seg, pb), w),
                       _segments(gy, axis, nb, bo, bo), n, rest, budget)
     return _overlap_add(gx, axis, nb, B, pb, n_in), gw
-
-
-def _blocked_geometry(spec, plan):
-    """(innermost spec, bytes of the block copies) for an overlap-add plan."""
-    sub, extra = spec, 0
-    for axis, B in plan:
-        P = sub.padded_shape5[2 + axis]
-        L = _span3(sub)[axis]
-        nb = -(-(P - L + 1) // B)
-        nxt = _with_axis(sub, axis, B - sub.stride3[axis] + L, sub.batch * nb)
-        # input segments + output pieces (+ the joined result)
-        # input segments, output pieces and their joined copy (forward); the
-        # grad_output segments, input pieces, their padded and summed copies
-        # (grad_input)
-        extra += (3 * math.prod(nxt.input_shape5)
-                  + 2 * math.prod(nxt.output_shape5)) * spec.itemsize
-        sub = nxt
-    return sub, extra
 
 
 class FFTStrategy:

@@ -19,8 +19,9 @@ from .fft_dft import dft_bytes, dft_cmacs
 # float32). Only ratios to the other strategies'
 # figures matter; `fastconv tune --calibrate` may rescale them.
 # ---------------------------------------------------------------------------
-#: seconds per element per log2(F) of one real N-d transform lane (r2c or c2r)
-FFT_S_PER_NLOGN = 5.0e-10
+#: seconds per element per log2(F) of one real N-d transform lane (r2c or c2r;
+#: pocketfft measured 1.7-2.8e-10 on 24x24..128x128 planes, 64-1024 lanes)
+FFT_S_PER_NLOGN = 2.5e-10
 #: seconds per complex multiply-add of the spectral contraction: batched
 #: cgemm, ``CMAC_GEMM_S * (1 + GEMM_SMALL / d)`` with ``d`` the smallest
 #: dimension of the per-frequency product (measured on 16..64 channels:
@@ -43,6 +44,10 @@ F64_FACTOR = 1.8
 GEMM_MIN_CHANNELS = 64
 #: a block plan must beat the unblocked cost by this factor to be used
 BLOCK_GAIN = 0.75
+#: equal tiles over all axes must beat the per-axis plan by this factor (1:
+#: measured, tiles beat equal-cost strips by 15-20% -- smaller spectra --
+#: which the model does not see)
+TILE_GAIN = 1.0
 
 # ---------------------------------------------------------------------------
 # geometry
@@ -129,13 +134,34 @@ def _fast_candidates(lo, hi):
     return out
 
 
-def _block_plan(spec, op="forward"):
-    """Overlap-add plan: list of (axis, B) with B outputs (stride-1 positions,
-    a multiple of the stride) per block, chosen by minimizing :func:`_cost`.
+def _blocked_geometry(spec, plan):
+    """(innermost spec, bytes of the block copies) for an overlap-add plan."""
+    sub, extra = spec, 0
+    for axis, B in plan:
+        P = sub.padded_shape5[2 + axis]
+        L = _span3(sub)[axis]
+        nb = -(-(P - L + 1) // B)
+        nxt = _with_axis(sub, axis, B - sub.stride3[axis] + L, sub.batch * nb)
+        # input segments, output pieces and their joined copy (forward); the
+        # grad_output segments, input pieces, their padded and summed copies
+        # (grad_input)
+        extra += (3 * math.prod(nxt.input_shape5)
+                  + 2 * math.prod(nxt.output_shape5)) * spec.itemsize
+        sub = nxt
+    return sub, extra
 
-    Axes are considered longest-relative-to-kernel first; an axis is blocked
-    only if that lowers the estimated cost by the factor ``BLOCK_GAIN``.
-    """
+
+def _plan_cost(spec, op, plan, n_threads=1):
+    """Estimated seconds of ``op`` run with the overlap-add ``plan``: the core
+    on the blocked geometry plus the block copies (numpy, one thread)."""
+    sub, extra = _blocked_geometry(spec, plan)
+    return (_cost(spec, op, sub.padded_shape5[2:], sub.batch, n_threads)
+            + COPY_S * extra / spec.itemsize)
+
+
+def _greedy_plan(spec, op):
+    """Axis by axis, longest relative to the kernel first: block an axis
+    where that lowers the cost of the core by the factor ``BLOCK_GAIN``."""
     P = list(spec.padded_shape5[2:])
     L = _span3(spec)
     s = spec.stride3
@@ -167,6 +193,47 @@ def _block_plan(spec, op="forward"):
             P[i] = B - s[i] + L[i]
             batch *= nb
     return plan
+
+
+def _tile_plans(spec):
+    """Overlap-save tiles in every axis the kernel spans, one transform length
+    ``f`` for all of them (the axes it does not span folded into the batch):
+    small tiles make the kernel's spectrum small and the per-frequency GEMM
+    tall (N = batch x tiles)."""
+    P = spec.padded_shape5[2:]
+    L = _span3(spec)
+    s = spec.stride3
+    spanned = [i for i in range(3) if L[i] > 1 and P[i] - L[i] + 1 > s[i]]
+    if len(spanned) < 2:
+        return []
+    fold = [(i, s[i]) for i in range(3) if L[i] == 1 and P[i] > s[i]]
+    out = []
+    for f in _fast_candidates(max(L[i] for i in spanned) + 1, max(P[i] for i in spanned)):
+        plan = []
+        for i in spanned:
+            B = (f - L[i] + s[i]) // s[i] * s[i]
+            if s[i] <= B < P[i] - L[i] + 1:
+                plan.append((i, B))
+        if len(plan) == len(spanned):
+            out.append(fold + plan)
+    return out
+
+
+def _block_plan(spec, op="forward"):
+    """Overlap-add / overlap-save plan: list of (axis, B) with B outputs
+    (stride-1 positions, a multiple of the stride) per block.
+
+    The greedy per-axis plan (:func:`_greedy_plan`), unless equal tiles over
+    all spanned axes (:func:`_tile_plans`) cost less by :func:`_plan_cost`
+    (times ``TILE_GAIN``).
+    """
+    best = _greedy_plan(spec, op)
+    best_cost = bar = _plan_cost(spec, op, best)
+    for plan in _tile_plans(spec):
+        c = _plan_cost(spec, op, plan)
+        if c < TILE_GAIN * bar and c < best_cost:
+            best, best_cost = plan, c
+    return best
 
 
 # ---------------------------------------------------------------------------
