@@ -248,6 +248,7 @@ def test_pack_unpack_refuse_out_of_bounds(fn, src, dst, kw):
     ((4, 8, 24, 24), (8, 8, 7, 7), dict(padding=3), 550_000),       # chunked batch
     ((4, 8, 20, 24), (8, 2, 5, 5), dict(padding=2, groups=4), 200_000),   # chunked groups
     ((2, 3, 1500), (6, 3, 9), dict(padding=((6, 2),)), 256 << 20),  # overlap-add
+    ((1, 16, 128, 128), (16, 16, 11, 11), dict(padding=5), 256 << 20),  # tiles in 2 axes
 ])
 def test_workspace_bounds_traced_memory(rng, x_shape, w_shape, kw, budget):
     """Peak traced memory of a run beyond its inputs and output never exceeds
