@@ -40,6 +40,12 @@ COPY_S = 1.5e-9
 LANE_S = 2.0e-7
 #: float64 costs this much more than float32
 F64_FACTOR = 1.8
+#: a whole call costs this much more than the sum of its parts measured alone
+#: (fresh spectra and kernel spectra streamed through DRAM between phases):
+#: single-thread CPU time of ho-7x7 / ho-5x5 / ho-B-5x5 / large-k11, each op,
+#: measured interleaved with im2col, is 0.9-1.2x of im2col's where the parts'
+#: sum said 0.63-0.79x
+IN_SITU = 1.3
 #: the GEMM contraction is used when a group's channel product CIG*COG is at least this
 GEMM_MIN_CHANNELS = 64
 #: a block plan must beat the unblocked cost by this factor to be used
@@ -122,7 +128,7 @@ def _cost(spec, op, spatial3, batch, n_threads=1):
     t += n_contr * _cmac_s(spec, batch) * m * batch * CO * CIG
     if spec.dtype == np.float64:
         t *= F64_FACTOR
-    return t / max(1, n_threads)
+    return IN_SITU * t / max(1, n_threads)
 
 
 def _fast_candidates(lo, hi):
