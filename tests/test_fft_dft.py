@@ -117,3 +117,23 @@ def test_tile_plans_match_reference(monkeypatch, rng, x_shape, w_shape, kw):
         for got, want in [(y, ref.conv_forward(x, w, **kw)), (gx, rgx), (gw, rgw),
                           (gx2, rgx), (gw2, rgw)]:
             np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("F", [7, 8, 24])
+def test_dft_axis_sym_matches_the_complex_product(rng, F):
+    """The conjugate-symmetric form (two real GEMMs) equals the complex
+    product with the full DFT matrix, odd and even lengths, lanes not a
+    multiple of its 256-lane blocks."""
+    from fastconv._strategies.fft_dft import _matrix
+    q, pre, post = 3, 2, 300
+    D = _matrix((1, 1, F), 2, F, q, 2, 2, False, np.dtype(np.complex128))
+    src = rng.standard_normal((pre, q, post)) + 1j * rng.standard_normal((pre, q, post))
+    want = np.einsum("kq,pql->pkl", D, src)
+    h = F // 2 + 1
+    got = np.empty((pre, F, post), np.complex128)
+    _fft.dft_axis_sym(src.view(np.float64), np.ascontiguousarray(D[:h].real),
+                      np.ascontiguousarray(D[:h].imag), got.view(np.float64), 2)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+    with pytest.raises(ValueError, match="dft_axis_sym"):
+        _fft.dft_axis_sym(src.view(np.float64), np.zeros((h + 1, q)), np.zeros((h + 1, q)),
+                          got.view(np.float64), 2)

@@ -22,7 +22,10 @@ import math
 
 import numpy as np
 
+from .._config import get_config
 from .._ext import _fft
+
+USE_SYM = True
 
 
 def _steps(F, axes, Q, inverse):
@@ -69,6 +72,10 @@ def dft_bytes(F, axes, Q, lanes, itemsize, inverse=False):
         # products, the float64 and cast root tables)
         mats += M * q * csz
         tmp = max(tmp, M * q * 16 + F[i] * (16 + csz))
+        if i != last and not inverse:
+            # dft_axis_sym: cos/sin halves, and A, B of 256 lanes per running task
+            mats += M * q * itemsize
+            tmp = max(tmp, 4 * (F[i] // 2 + 1) * 256 * itemsize * get_config().threads)
     if inverse:
         stages[0] = 0                       # the caller's spectrum
     else:
@@ -121,8 +128,16 @@ def kernel_spectrum(w, F, axes, mshape, dil, n_threads):
         post = math.prod(shape[i + 1:]) * L
         shape[i] = M
         out = np.empty(tuple(shape) + (L,), dtype=cdt)
-        _fft.dft_axis(a.reshape(pre, q, post).view(w.dtype), D.view(w.dtype),
-                      out.reshape(pre, M, post).view(w.dtype), n_threads)
+        if i != axes[-1] and USE_SYM:
+            # a full axis: rows k and F-k are conjugate (half the multiplies)
+            h = F[i] // 2 + 1
+            Dh = D[:h]
+            _fft.dft_axis_sym(a.reshape(pre, q, post).view(w.dtype),
+                              np.ascontiguousarray(Dh.real), np.ascontiguousarray(Dh.imag),
+                              out.reshape(pre, M, post).view(w.dtype), n_threads)
+        else:
+            _fft.dft_axis(a.reshape(pre, q, post).view(w.dtype), D.view(w.dtype),
+                          out.reshape(pre, M, post).view(w.dtype), n_threads)
         a = out
     return a.reshape(tuple(mshape) + (CO, CIG))
 

@@ -31,9 +31,11 @@ FFT_S_PER_NLOGN = 2.5e-10
 CMAC_GEMM_S = 1.2e-10
 GEMM_SMALL = 5.0
 CMAC_LOOP_S = 1.6e-9
-#: seconds per complex multiply-add of a kernel DFT by matrix products
-#: (:mod:`fft_dft`; measured 2.7e-10 on 4096 lanes of a 7x7 kernel)
-CMAC_DFT_S = 3.0e-10
+#: seconds per complex multiply-add (as counted by :func:`dft_cmacs`) of a
+#: kernel DFT by matrix products (:mod:`fft_dft`; measured single-thread with
+#: the conjugate-symmetric full axes: 1.6-1.9e-10 on 24x24..40x40 transforms
+#: of 5x5 and 7x7 kernels, 0.7e-10 on 75x75 of 11x11, 3.3e-10 on 90x90 of 5x5)
+CMAC_DFT_S = 2.0e-10
 #: seconds per real element moved by pack / unpack / block copies
 COPY_S = 1.5e-9
 #: fixed seconds per transform lane (per-transform overhead of pocketfft)
