@@ -338,3 +338,123 @@ def contract_grad_weight(const floating[:, :, ::1] X,   # IN  (M, nb, 2*C)
         for f in prange(M, num_threads=n_threads, schedule="static"):
             _gw_freq(&X[f, 0, 0], &GY[f, 0, 0], &GW[f, 0, 0], nb, C, CO, groups,
                      accumulate, use_gemm)
+
+
+# --------------------------------------------------------------------------
+# kernel spectra by direct DFT (matrix products along each axis)
+# --------------------------------------------------------------------------
+def dft_axis(const floating[:, :, ::1] src,  # IN  (pre, Qa, 2*post) complex
+             const floating[:, ::1] D,       # IN  (Ma, 2*Qa) complex
+             floating[:, :, ::1] dst,        # OUT (pre, Ma, 2*post) complex
+             int n_threads):
+    """``dst[p] = D @ src[p]`` for every ``p`` (complex, interleaved re/im).
+
+    A kernel is nonzero only on its ``Q`` taps of a transform axis of length
+    ``F``; its spectrum along that axis is the product with the ``(M, Q)``
+    DFT matrix, ``M*Q`` complex multiply-adds per lane instead of a transform
+    of the whole zero-padded axis. The lanes (``post``) are the contiguous
+    axis: tasks are (p, block of lanes), one single-threaded gemm each.
+    """
+    cdef Py_ssize_t pre = src.shape[0], Qa = src.shape[1], post = src.shape[2] // 2
+    cdef Py_ssize_t Ma = D.shape[0]
+    if (n_threads < 1 or src.shape[2] % 2 or D.shape[1] != 2 * Qa or dst.shape[0] != pre
+            or dst.shape[1] != Ma or dst.shape[2] != 2 * post):
+        raise ValueError(f"dft_axis: src ({src.shape[0]}, {src.shape[1]}, {src.shape[2]}), "
+                         f"D ({D.shape[0]}, {D.shape[1]}), dst ({dst.shape[0]}, "
+                         f"{dst.shape[1]}, {dst.shape[2]}) do not agree")
+    if pre == 0 or post == 0 or Ma == 0:
+        return
+    if Qa == 0:
+        dst[...] = 0
+        return
+    # lane blocks of >= 64 columns, enough of them for every thread
+    cdef Py_ssize_t nblk = max(1, min(post // 64, (4 * n_threads + pre - 1) // pre))
+    cdef Py_ssize_t u, p, b, c0, c1
+    with nogil:
+        for u in prange(pre * nblk, num_threads=n_threads, schedule="static"):
+            p = u // nblk
+            b = u % nblk
+            c0 = b * post // nblk
+            c1 = (b + 1) * post // nblk
+            # column-major: dst[p]^T (cols x Ma, ld post) = src[p]^T (cols x Qa) . D^T (Qa x Ma)
+            _gemm(c'N', c'N', <int>(c1 - c0), <int>Ma, <int>Qa,
+                  <floating*>&src[p, 0, 2 * c0], <int>post,
+                  <floating*>&D[0, 0], <int>Qa, 0, &dst[p, 0, 2 * c0], <int>post)
+
+
+from libc.stdlib cimport malloc, free
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+
+cdef inline void _rgemm_nn(int m, int n, int k, floating* a, int lda, floating* b, int ldb,
+                           floating* c, int ldc) noexcept nogil:
+    """Column-major real C = A B."""
+    cdef char t = b'N'
+    cdef float one_f = 1, zero_f = 0
+    cdef double one_d = 1, zero_d = 0
+    if floating is float:
+        sgemm(&t, &t, &m, &n, &k, &one_f, <float*>a, &lda, <float*>b, &ldb, &zero_f,
+              <float*>c, &ldc)
+    else:
+        dgemm(&t, &t, &m, &n, &k, &one_d, <double*>a, &lda, <double*>b, &ldb, &zero_d,
+              <double*>c, &ldc)
+
+
+def dft_axis_sym(const floating[:, :, ::1] src,  # IN  (pre, Q, 2*post) complex
+                 const floating[:, ::1] C,       # IN  (H, Q) cos(2 pi k n / F), k < H
+                 const floating[:, ::1] S,       # IN  (H, Q) -sin(2 pi k n / F)
+                 floating[:, :, ::1] dst,        # OUT (pre, F, 2*post) complex
+                 int n_threads):
+    """``dst[p] = D @ src[p]`` for the full forward DFT matrix ``D[k, n] =
+    C[k, n] + i S[k, n]`` of length ``F``, using ``D[F-k] = conj(D[k])``:
+    with ``A = C @ src`` and ``B = S @ src`` (real coefficients, so two real
+    GEMMs on the interleaved data, half the multiplies of a complex one),
+    ``dst[k] = A + iB`` and ``dst[F-k] = A - iB``. Tasks are (p, block of
+    lanes); A and B of a block stay in a per-task buffer (cache-sized).
+    """
+    cdef Py_ssize_t pre = src.shape[0], Q = src.shape[1], post = src.shape[2] // 2
+    cdef Py_ssize_t H = C.shape[0], F = dst.shape[1]
+    if (n_threads < 1 or src.shape[2] % 2 or C.shape[1] != Q or S.shape[0] != H
+            or S.shape[1] != Q or dst.shape[0] != pre or dst.shape[2] != 2 * post
+            or H != F // 2 + 1 or Q == 0):
+        raise ValueError(f"dft_axis_sym: src ({src.shape[0]}, {src.shape[1]}, {src.shape[2]}), "
+                         f"C ({C.shape[0]}, {C.shape[1]}), dst ({dst.shape[0]}, "
+                         f"{dst.shape[1]}, {dst.shape[2]}) do not agree")
+    if pre == 0 or post == 0:
+        return
+    cdef Py_ssize_t BLK = 256               # lanes per task: A, B = 2 x H x 512 reals
+    cdef Py_ssize_t nblk = (post + BLK - 1) // BLK
+    cdef Py_ssize_t u, p, b, c0, w, k, j
+    cdef floating* buf
+    cdef floating* A
+    cdef floating* Bm
+    cdef floating* d1
+    cdef floating* d2
+    cdef floating ar, ai, br, bi
+    with nogil:
+        for u in prange(pre * nblk, num_threads=n_threads, schedule="static"):
+            p = u // nblk
+            b = u % nblk
+            c0 = b * BLK
+            w = min(BLK, post - c0)
+            buf = <floating*>malloc(4 * H * BLK * sizeof(floating))
+            if buf == NULL:
+                continue
+            A = buf
+            Bm = buf + 2 * H * BLK
+            # column-major: A^T (2w x H, ld 2w) = src[p][:, c0:c0+w]^T (2w x Q) . C^T (Q x H)
+            _rgemm_nn(<int>(2 * w), <int>H, <int>Q, <floating*>&src[p, 0, 2 * c0],
+                      <int>(2 * post), <floating*>&C[0, 0], <int>Q, A, <int>(2 * w))
+            _rgemm_nn(<int>(2 * w), <int>H, <int>Q, <floating*>&src[p, 0, 2 * c0],
+                      <int>(2 * post), <floating*>&S[0, 0], <int>Q, Bm, <int>(2 * w))
+            for k in range(H):
+                d1 = &dst[p, k, 2 * c0]
+                for j in range(w):
+                    d1[2 * j] = A[k * 2 * w + 2 * j] - Bm[k * 2 * w + 2 * j + 1]
+                    d1[2 * j + 1] = A[k * 2 * w + 2 * j + 1] + Bm[k * 2 * w + 2 * j]
+                if k > 0 and 2 * k != F:
+                    d2 = &dst[p, F - k, 2 * c0]
+                    for j in range(w):
+                        d2[2 * j] = A[k * 2 * w + 2 * j] + Bm[k * 2 * w + 2 * j + 1]
+                        d2[2 * j + 1] = A[k * 2 * w + 2 * j + 1] - Bm[k * 2 * w + 2 * j]
+            free(buf)

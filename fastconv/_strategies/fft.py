@@ -41,6 +41,21 @@ input gradient (overlap-add proper). ``B`` is chosen per axis by minimizing the
 cost model (:func:`_cost`), not a constant, so work stays ~ ``P log(B+L)``
 instead of ``P log P`` and memory is linear in ``P``.
 
+Tiles: for 2-D and 3-D layers the plan may instead cut every axis the
+kernel spans into equal overlap-save tiles (one transform length for all),
+chosen when the cost model prices them lower than the per-axis plan: small
+tiles make the kernel's spectrum small and each frequency's GEMM taller
+(N = batch x tiles).
+
+Kernel spectra: the kernel has ``K`` taps in a transform of length ``F``, so
+its ``CO*CIG`` planes are mostly zeros. When the cost model says so
+(:func:`fft_plan._kernel_by_dft`, nearly always for mid-size kernels) its
+spectrum is computed by DFT-matrix products along each axis
+(:mod:`fft_dft`: ``M*K`` complex multiply-adds per lane and axis, one
+batched cgemm over all lanes), and grad_weight's inverse computes only the
+``K`` taps it keeps; otherwise the kernel is packed and transformed like the
+data.
+
 Stride: the stride-1 correlation is computed in full and subsampled, so a
 stride ``s`` wastes a factor ``s**ndim`` of the work. FFT is a poor choice for
 large strides; :meth:`FFTStrategy.estimate` charges the full work whatever the
@@ -53,10 +68,15 @@ Numerics
   relative to the *norm* of the map, not elementwise: small outputs next to
   large ones carry the absolute error of the large ones. Expect about
   ``1e-7 * log2(prod(F)) * max|y|`` in float32 and ``1e-16 * ...`` in float64.
-* A NaN or Inf anywhere in an input map (or in the kernel) spreads over the
-  *whole* output map after the inverse transform, unlike the direct and
-  im2col strategies where it stays in the outputs it touches. Forbid this
-  strategy with ``fastconv.config(allow_fft=False)`` where that matters.
+* A NaN or Inf anywhere in an input map spreads over the *whole* output map
+  of every output channel after the inverse transform -- with a block or tile
+  plan, over every block or tile whose transform window contains it (measured:
+  one NaN in a (1, 16, 128x128) 11x11 layer with 44x44 tiles poisoned 12% of
+  the outputs) -- unlike the direct and im2col strategies where it stays in
+  the outputs it touches. A NaN or Inf in the kernel poisons the whole map of
+  its output channel (its DFT, by transform or by DFT matrix, has it in every
+  bin). Forbid this strategy with ``fastconv.config(allow_fft=False)`` where
+  that matters.
 
 Memory
 ------
@@ -67,6 +87,11 @@ were needed. :meth:`FFTStrategy.workspace` reports the bytes that would
 actually be allocated: the buffers alive at the worst phase of the core
 (:func:`_phases`), pocketfft's temporary for a multi-axis inverse, and the
 overlap-add and group-chunk copies, which are taken from the budget first.
+It overestimates in three places: the kernel DFT's matrices and their
+construction temporaries are counted on every call though they are cached
+after the first (:func:`fft_dft.dft_bytes`); the block copies are counted as
+alive all at once (segments, pieces and joined copy of every level); and the
+phases of a chunked batch are charged at their largest chunk.
 """
 from __future__ import annotations
 
@@ -79,8 +104,10 @@ from numpy.lib.stride_tricks import as_strided
 from .._config import get_config
 from .._ext import _fft
 from .._threads import blas_limit as _blas_limit
-from .fft_plan import (COPY_S, GEMM_MIN_CHANNELS, _block_plan, _chunks, _cost, _fft_geom,
-                       _group_extra, _group_spec, _peak, _span3, _with_axis)
+from .fft_dft import kernel_spectrum, kernel_taps
+from .fft_plan import (COPY_S, GEMM_MIN_CHANNELS, _block_plan, _blocked_geometry, _chunks,
+                       _cost, _fft_geom, _group_extra, _group_spec, _kernel_by_dft, _peak,
+                       _span3, _with_axis)
 
 _UNIT = (1, 1, 1)
 _ZERO = (0, 0, 0)
@@ -93,6 +120,10 @@ def _rfftn(a, axes, workers):
 
 def _irfftn(a, s, axes, workers):
     return scipy.fft.irfftn(a, s=s, axes=axes, workers=workers)
+
+
+def _kernel_spectrum(w, F, axes, mshape, dil, n):
+    return kernel_spectrum(w, F, axes, mshape, dil, n)
 
 
 # ---------------------------------------------------------------------------
@@ -117,6 +148,23 @@ class _Core:
         _fft.pack(src, buf, a0, step, offset, self.n)
         return np.ascontiguousarray(_rfftn(buf, self.axes, self.n))
 
+    def kernel(self, w):
+        """Spectrum (mshape..., CO, CIG) of the dilated kernel ``w``."""
+        sp = self.spec
+        if _kernel_by_dft(sp, self.F, self.axes):
+            return _kernel_spectrum(w, self.F, self.axes, self.mshape, sp.dilation3, self.n)
+        return self.transform(w, 0, sp.out_channels, sp.dilation3)
+
+    def kernel_inverse(self, GW):
+        """The kernel (CO, CIG, K...) whose spectrum is ``GW``: every
+        dilation-th tap of its inverse transform."""
+        sp = self.spec
+        if _kernel_by_dft(sp, self.F, self.axes, inverse=True):
+            return kernel_taps(GW, self.F, self.axes, sp.kernel3, sp.dilation3, self.rdt, self.n)
+        gw = np.empty(sp.weight_shape5, dtype=sp.dtype)
+        self.inverse(GW, gw, 0, sp.dilation3)
+        return gw
+
     def inverse(self, spec_arr, dst, a0, step, offset=_ZERO):
         r = np.ascontiguousarray(_irfftn(spec_arr, self.s_axes, self.axes, self.n))
         _fft.unpack(r, dst, a0, step, offset, self.n)
@@ -138,7 +186,7 @@ def _core_run(op, spec, a, b, n, nbc):
     dil, st = sp.dilation3, sp.stride3
     if op == "forward":
         xp, w = a, b
-        Ws = core.transform(w, 0, CO, dil)
+        Ws = core.kernel(w)
         y = np.empty(sp.output_shape5, dtype=sp.dtype)
         for n0 in range(0, N, nbc):
             na = min(nbc, N - n0)
@@ -151,7 +199,7 @@ def _core_run(op, spec, a, b, n, nbc):
         return y
     if op == "grad_input":
         gy, w = a, b
-        Ws = core.transform(w, 0, CO, dil)
+        Ws = core.kernel(w)
         gx = np.empty(sp.input_shape5, dtype=sp.dtype)
         for n0 in range(0, N, nbc):
             na = min(nbc, N - n0)
@@ -172,12 +220,10 @@ def _core_run(op, spec, a, b, n, nbc):
             _fft.contract_grad_weight(core.rv(X), core.rv(GY), core.rv(GW), G, True,
                                       core.gemm, n)
             del X, GY
-        gw = np.empty(sp.weight_shape5, dtype=sp.dtype)
-        core.inverse(GW, gw, 0, dil)
-        return gw
+        return core.kernel_inverse(GW)
     # backward: a = (xp, w), b = gy
     (xp, w), gy = a, b
-    Ws = core.transform(w, 0, CO, dil)
+    Ws = core.kernel(w)
     GW = np.zeros(core.mshape + (CO, CIG), dtype=np.result_type(sp.dtype, 1j))
     gx = np.empty(sp.input_shape5, dtype=sp.dtype)
     for n0 in range(0, N, nbc):
@@ -192,9 +238,7 @@ def _core_run(op, spec, a, b, n, nbc):
         core.inverse(GX, gx, n0, _UNIT, pb)
         del GX
     del Ws
-    gw = np.empty(sp.weight_shape5, dtype=sp.dtype)
-    core.inverse(GW, gw, 0, dil)
-    return gx, gw
+    return gx, core.kernel_inverse(GW)
 
 
 # ---------------------------------------------------------------------------
@@ -348,24 +392,6 @@ def _execute(op, spec, a, b, n, plan, budget):
     gx, gw = _execute(op, sub, (_segments(x, axis, nb, B, seg, pb), w),
                       _segments(gy, axis, nb, bo, bo), n, rest, budget)
     return _overlap_add(gx, axis, nb, B, pb, n_in), gw
-
-
-def _blocked_geometry(spec, plan):
-    """(innermost spec, bytes of the block copies) for an overlap-add plan."""
-    sub, extra = spec, 0
-    for axis, B in plan:
-        P = sub.padded_shape5[2 + axis]
-        L = _span3(sub)[axis]
-        nb = -(-(P - L + 1) // B)
-        nxt = _with_axis(sub, axis, B - sub.stride3[axis] + L, sub.batch * nb)
-        # input segments + output pieces (+ the joined result)
-        # input segments, output pieces and their joined copy (forward); the
-        # grad_output segments, input pieces, their padded and summed copies
-        # (grad_input)
-        extra += (3 * math.prod(nxt.input_shape5)
-                  + 2 * math.prod(nxt.output_shape5)) * spec.itemsize
-        sub = nxt
-    return sub, extra
 
 
 class FFTStrategy:

@@ -12,28 +12,50 @@ import math
 import numpy as np
 import scipy.fft
 
+from .fft_dft import dft_bytes, dft_cmacs
+
 # ---------------------------------------------------------------------------
 # Cost model coefficients, measured on the development machine (1 thread,
 # float32). Only ratios to the other strategies'
 # figures matter; `fastconv tune --calibrate` may rescale them.
 # ---------------------------------------------------------------------------
-#: seconds per element per log2(F) of one real N-d transform lane (r2c or c2r)
-FFT_S_PER_NLOGN = 5.0e-10
+#: seconds per element per log2(F) of one real N-d transform lane (r2c or c2r;
+#: pocketfft measured 1.7-2.8e-10 on 24x24..128x128 planes, 64-1024 lanes)
+FFT_S_PER_NLOGN = 2.5e-10
 #: seconds per complex multiply-add of the spectral contraction: batched
-#: cgemm (measured 4-8e-10 for 8..64 channels) and the hand loop (1.5-1.7e-9
-#: for <= 4x4 channels per group and 1.0e-9 depthwise)
-CMAC_GEMM_S = 0.7e-9
+#: cgemm, ``CMAC_GEMM_S * (1 + GEMM_SMALL / d)`` with ``d`` the smallest
+#: dimension of the per-frequency product (measured on 16..64 channels:
+#: 7-19e-10 at d=1, 2.6-6e-10 at d=4, 1.5-2e-10 at d=16, 1.2-1.5e-10 at
+#: d>=64), and the hand loop (1.5-1.7e-9 for <= 4x4 channels per group and
+#: 1.0e-9 depthwise)
+CMAC_GEMM_S = 1.2e-10
+GEMM_SMALL = 5.0
 CMAC_LOOP_S = 1.6e-9
+#: seconds per complex multiply-add (as counted by :func:`dft_cmacs`) of a
+#: kernel DFT by matrix products (:mod:`fft_dft`; measured single-thread with
+#: the conjugate-symmetric full axes: 1.6-1.9e-10 on 24x24..40x40 transforms
+#: of 5x5 and 7x7 kernels, 0.7e-10 on 75x75 of 11x11, 3.3e-10 on 90x90 of 5x5)
+CMAC_DFT_S = 2.0e-10
 #: seconds per real element moved by pack / unpack / block copies
 COPY_S = 1.5e-9
 #: fixed seconds per transform lane (per-transform overhead of pocketfft)
 LANE_S = 2.0e-7
 #: float64 costs this much more than float32
 F64_FACTOR = 1.8
+#: a whole call costs this much more than the sum of its parts measured alone
+#: (fresh spectra and kernel spectra streamed through DRAM between phases):
+#: single-thread CPU time of ho-7x7 / ho-5x5 / ho-B-5x5 / large-k11, each op,
+#: measured interleaved with im2col, is 0.9-1.2x of im2col's where the parts'
+#: sum said 0.63-0.79x
+IN_SITU = 1.3
 #: the GEMM contraction is used when a group's channel product CIG*COG is at least this
 GEMM_MIN_CHANNELS = 64
 #: a block plan must beat the unblocked cost by this factor to be used
 BLOCK_GAIN = 0.75
+#: equal tiles over all axes must beat the per-axis plan by this factor (1:
+#: measured, tiles beat equal-cost strips by 15-20% -- smaller spectra --
+#: which the model does not see)
+TILE_GAIN = 1.0
 
 # ---------------------------------------------------------------------------
 # geometry
@@ -68,13 +90,23 @@ def _with_axis(spec, axis, length, batch):
 # ---------------------------------------------------------------------------
 # cost model and plans
 # ---------------------------------------------------------------------------
-def _lanes(spec, op, batch):
-    C, CO, CIG = spec.in_channels, spec.out_channels, spec.in_channels_per_group
-    # forward: x, w, y^-1; grad_input: gy, w, gx^-1; grad_weight: x, gy, gw^-1;
-    # backward: x, w, gy, gx^-1, gw^-1
-    if op == "backward":
-        return 2 * batch * C + batch * CO + 2 * CO * CIG
-    return batch * (C + CO) + CO * CIG
+def _lane_cost(ftot):
+    """Seconds per transform lane of ``ftot`` real elements (pack + transform)."""
+    return FFT_S_PER_NLOGN * ftot * math.log2(max(ftot, 2)) + LANE_S + COPY_S * ftot
+
+
+def _kernel_by_dft(spec, F, axes, inverse=False):
+    """True when the kernel's (inverse) transform is cheaper as DFT-matrix
+    products (:mod:`fft_dft`) than as zero-padded transforms."""
+    return CMAC_DFT_S * dft_cmacs(F, axes, spec.kernel3, inverse) < _lane_cost(math.prod(F))
+
+
+def _cmac_s(spec, batch):
+    """Seconds per complex multiply-add of the per-frequency contraction."""
+    CIG, COG = spec.in_channels_per_group, spec.out_channels_per_group
+    if CIG * COG < GEMM_MIN_CHANNELS:
+        return CMAC_LOOP_S
+    return CMAC_GEMM_S * (1.0 + GEMM_SMALL / max(1, min(batch, CIG, COG)))
 
 
 def _cost(spec, op, spatial3, batch, n_threads=1):
@@ -83,14 +115,22 @@ def _cost(spec, op, spatial3, batch, n_threads=1):
     F, axes, mshape = _fft_geom(spatial3)
     ftot = math.prod(F)
     m = math.prod(mshape)
-    lanes = _lanes(spec, op, batch)
-    t = lanes * (FFT_S_PER_NLOGN * ftot * math.log2(max(ftot, 2)) + LANE_S + COPY_S * ftot)
+    C, CO, CIG = spec.in_channels, spec.out_channels, spec.in_channels_per_group
+    # data lanes: forward x, y^-1; grad_input gy, gx^-1; grad_weight x, gy;
+    # backward x, gy, gx^-1 -- and the kernel's lanes (w, gw^-1 or both)
+    data = batch * (2 * C + CO if op == "backward" else C + CO)
+    t = data * _lane_cost(ftot)
+    for inverse in {"forward": (False,), "grad_input": (False,), "grad_weight": (True,),
+                    "backward": (False, True)}[op]:
+        per = _lane_cost(ftot)
+        if _kernel_by_dft(spec, F, axes, inverse):
+            per = CMAC_DFT_S * dft_cmacs(F, axes, spec.kernel3, inverse)
+        t += CO * CIG * per
     n_contr = 2 if op == "backward" else 1
-    gemm = spec.in_channels_per_group * spec.out_channels_per_group >= GEMM_MIN_CHANNELS
-    t += n_contr * (CMAC_GEMM_S if gemm else CMAC_LOOP_S) * m * batch * spec.out_channels * spec.in_channels_per_group
+    t += n_contr * _cmac_s(spec, batch) * m * batch * CO * CIG
     if spec.dtype == np.float64:
         t *= F64_FACTOR
-    return t / max(1, n_threads)
+    return IN_SITU * t / max(1, n_threads)
 
 
 def _fast_candidates(lo, hi):
@@ -102,13 +142,34 @@ def _fast_candidates(lo, hi):
     return out
 
 
-def _block_plan(spec, op="forward"):
-    """Overlap-add plan: list of (axis, B) with B outputs (stride-1 positions,
-    a multiple of the stride) per block, chosen by minimizing :func:`_cost`.
+def _blocked_geometry(spec, plan):
+    """(innermost spec, bytes of the block copies) for an overlap-add plan."""
+    sub, extra = spec, 0
+    for axis, B in plan:
+        P = sub.padded_shape5[2 + axis]
+        L = _span3(sub)[axis]
+        nb = -(-(P - L + 1) // B)
+        nxt = _with_axis(sub, axis, B - sub.stride3[axis] + L, sub.batch * nb)
+        # input segments, output pieces and their joined copy (forward); the
+        # grad_output segments, input pieces, their padded and summed copies
+        # (grad_input)
+        extra += (3 * math.prod(nxt.input_shape5)
+                  + 2 * math.prod(nxt.output_shape5)) * spec.itemsize
+        sub = nxt
+    return sub, extra
 
-    Axes are considered longest-relative-to-kernel first; an axis is blocked
-    only if that lowers the estimated cost by the factor ``BLOCK_GAIN``.
-    """
+
+def _plan_cost(spec, op, plan, n_threads=1):
+    """Estimated seconds of ``op`` run with the overlap-add ``plan``: the core
+    on the blocked geometry plus the block copies (numpy, one thread)."""
+    sub, extra = _blocked_geometry(spec, plan)
+    return (_cost(spec, op, sub.padded_shape5[2:], sub.batch, n_threads)
+            + COPY_S * extra / spec.itemsize)
+
+
+def _greedy_plan(spec, op):
+    """Axis by axis, longest relative to the kernel first: block an axis
+    where that lowers the cost of the core by the factor ``BLOCK_GAIN``."""
     P = list(spec.padded_shape5[2:])
     L = _span3(spec)
     s = spec.stride3
@@ -142,6 +203,47 @@ def _block_plan(spec, op="forward"):
     return plan
 
 
+def _tile_plans(spec):
+    """Overlap-save tiles in every axis the kernel spans, one transform length
+    ``f`` for all of them (the axes it does not span folded into the batch):
+    small tiles make the kernel's spectrum small and the per-frequency GEMM
+    tall (N = batch x tiles)."""
+    P = spec.padded_shape5[2:]
+    L = _span3(spec)
+    s = spec.stride3
+    spanned = [i for i in range(3) if L[i] > 1 and P[i] - L[i] + 1 > s[i]]
+    if len(spanned) < 2:
+        return []
+    fold = [(i, s[i]) for i in range(3) if L[i] == 1 and P[i] > s[i]]
+    out = []
+    for f in _fast_candidates(max(L[i] for i in spanned) + 1, max(P[i] for i in spanned)):
+        plan = []
+        for i in spanned:
+            B = (f - L[i] + s[i]) // s[i] * s[i]
+            if s[i] <= B < P[i] - L[i] + 1:
+                plan.append((i, B))
+        if len(plan) == len(spanned):
+            out.append(fold + plan)
+    return out
+
+
+def _block_plan(spec, op="forward"):
+    """Overlap-add / overlap-save plan: list of (axis, B) with B outputs
+    (stride-1 positions, a multiple of the stride) per block.
+
+    The greedy per-axis plan (:func:`_greedy_plan`), unless equal tiles over
+    all spanned axes (:func:`_tile_plans`) cost less by :func:`_plan_cost`
+    (times ``TILE_GAIN``).
+    """
+    best = _greedy_plan(spec, op)
+    best_cost = bar = _plan_cost(spec, op, best)
+    for plan in _tile_plans(spec):
+        c = _plan_cost(spec, op, plan)
+        if c < TILE_GAIN * bar and c < best_cost:
+            best, best_cost = plan, c
+    return best
+
+
 # ---------------------------------------------------------------------------
 # memory
 # ---------------------------------------------------------------------------
@@ -159,23 +261,28 @@ def _phases(spec, op):
     f, c = math.prod(F) * isz, 2 * math.prod(mshape) * isz
     t = c if len(axes) > 1 else 0
     C, CO, wl = spec.in_channels, spec.out_channels, spec.out_channels * spec.in_channels_per_group
+    # the kernel's transform (w -> W) and inverse (GW -> gw), beyond W / GW
+    kf = (dft_bytes(F, axes, spec.kernel3, wl, isz) if _kernel_by_dft(spec, F, axes)
+          else wl * (f + c))
+    ki = (dft_bytes(F, axes, spec.kernel3, wl, isz, True)
+          if _kernel_by_dft(spec, F, axes, True) else wl * (f + t))
     if op in ("forward", "grad_input"):
         a, z = (C, CO) if op == "forward" else (CO, C)   # transformed, inverted
-        return [(wl * (f + c), 0),                      # the kernel's transform
+        return [(kf, 0),                                # the kernel's transform
                 (c * wl, (f + c) * a),                  # the input's transform
                 (c * wl, c * (a + z)),                  # the contraction
                 (c * wl, (c + f + t) * z)]              # the inverse
     if op == "grad_weight":
         return [(c * wl, (f + c) * C),                  # x's transform
                 (c * wl, c * C + (f + c) * CO),         # grad_output's transform
-                (wl * (c + f + t), 0)]                  # the inverse of the sum
+                (wl * c + ki, 0)]                       # the inverse of the sum
     # backward: W spectrum and the grad_weight sum live throughout
-    return [(wl * (f + c), 0),
+    return [(kf, 0),
             (2 * c * wl, (f + c) * C),
             (2 * c * wl, c * C + (f + c) * CO),
             (2 * c * wl, c * (C + CO)),                 # x's spectrum freed, GX made
             (2 * c * wl, (c + f + t) * C),              # GX's inverse
-            (wl * (c + f + t), 0)]                      # the inverse of the sum
+            (wl * c + ki, 0)]                           # the inverse of the sum
 
 
 def _mem(spec, op):
