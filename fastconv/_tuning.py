@@ -277,10 +277,10 @@ class _FileCache:
         self._sigs = {}    # path -> (monotonic time, signature)
         self._paths = {}   # (cache_dir, env, threads) -> path
 
-    def path(self, opts):
+    def path(self, opts, threads=None):
         # One file per thread count: the thread count is a validator, so
         # processes with different counts must not overwrite each other's file.
-        threads = opts.threads
+        threads = opts.threads if threads is None else threads
         key = (opts.cache_dir, os.environ.get("FASTCONV_CACHE_DIR"), threads)
         path = self._paths.get(key)
         if path is None:
@@ -291,14 +291,14 @@ class _FileCache:
             self._paths[key] = path
         return path
 
-    def signature(self, opts):
+    def signature(self, opts, threads=None):
         """(mtime, size, inode) of the file, or None: changes when anyone rewrites it.
 
         Called on every convolution (the dispatcher's memo key), so the file is
         stat'ed at most every ``SIGNATURE_TTL_S`` per path; writes by this
         process (:meth:`store`, :meth:`clear`) are seen at once.
         """
-        path = self.path(opts)
+        path = self.path(opts, threads)
         now = time.monotonic()
         hit = self._sigs.get(path)
         if hit is not None and now - hit[0] < SIGNATURE_TTL_S:
@@ -468,12 +468,39 @@ def _calibration_entry(key, opts, default):
     return _shipped_calibration().get(key, default)
 
 
-def calibrated_estimate(strategy, op, spec, opts):
-    """Seconds the cost model predicts: ``factor * strategy.estimate + overhead``."""
+def calibrated_estimate(strategy, op, spec, opts, threads=None):
+    """Seconds the cost model predicts: ``factor * strategy.estimate + overhead``
+    on ``threads`` threads (default ``opts.threads``)."""
     name = strategy.name
     factor = _calibration_entry(_calibration_key(name, op, spec.ndim, spec.dtype), opts, 1.0)
     overhead = _calibration_entry(f"{name}|{op}|overhead", opts, 0.0)
-    return factor * strategy.estimate(spec, op, opts.threads) + overhead
+    n = opts.threads if threads is None else threads
+    return factor * strategy.estimate(spec, op, n) + overhead
+
+
+#: Default cost of spreading one call over several threads (fork/join of the
+#: OpenMP team, waking BLAS threads), when no calibration measured it.
+PARALLEL_OVERHEAD_S = 20e-6
+
+
+def parallel_overhead(opts):
+    """Seconds one call loses by running on several threads instead of one
+    (measured by ``tune --calibrate`` as ``parallel|overhead``)."""
+    return _calibration_entry("parallel|overhead", opts, PARALLEL_OVERHEAD_S)
+
+
+def run_threads(strategy, op, spec, opts):
+    """``(threads, calibrated seconds)`` to run ``op`` with: one thread when the
+    estimated gain of ``opts.threads`` threads does not pay for
+    :func:`parallel_overhead` (tiny problems), else ``opts.threads``."""
+    n = opts.threads
+    t_n = calibrated_estimate(strategy, op, spec, opts, n)
+    if n <= 1:
+        return n, t_n
+    t_1 = calibrated_estimate(strategy, op, spec, opts, 1)
+    if t_1 <= t_n + parallel_overhead(opts):
+        return 1, t_1
+    return n, t_n
 
 
 def calibration_grid(quick=False):
@@ -509,6 +536,27 @@ def calibration_grid(quick=False):
     return grid
 
 
+def _parallel_overhead(make_spec, threads):
+    """Seconds a small direct call loses on ``threads`` threads against one.
+
+    The direct kernels split every call into an OpenMP team's tasks; on a
+    problem this small the split gains little, so the difference is mostly the
+    team's fork/join (more when the cores are busy with other work).
+    """
+    if threads <= 1:
+        return 0.0
+    spec = make_spec((2, 8, 24, 24), (8, 8, 3, 3), padding=1, dtype=np.float32)
+    strat = _strategies.get("direct")
+    diffs = []
+    for op in OPS:
+        a, b = random_operands(op, spec, strategy=strat)
+        t1 = time_call(lambda: strat.run(op, spec, a, b, 1), repeat=5)
+        tn = time_call(lambda: strat.run(op, spec, a, b, threads), repeat=5)
+        # the ideal parallel time is t1 / threads: what tn exceeds it by is the cost
+        diffs.append(max(0.0, tn - t1 / threads))
+    return sorted(diffs)[len(diffs) // 2]
+
+
 def calibrate(quick=False, dtypes=("float32", "float64"), progress=None, opts=None):
     """Time the calibration grid and store the fitted factors; return them.
 
@@ -524,8 +572,9 @@ def calibrate(quick=False, dtypes=("float32", "float64"), progress=None, opts=No
     tiny = make_spec((1, 2, 6, 6), (2, 2, 3, 3), padding=1, dtype=np.float64)
     for op in OPS:
         names = [s.name for s in _strategies.all_strategies() if s.supports(tiny, op) is None]
-        for name, t in measure(op, tiny, names, opts.threads).items():
+        for name, t in measure(op, tiny, names, 1).items():
             factors[f"{name}|{op}|overhead"] = t
+    factors["parallel|overhead"] = _parallel_overhead(make_spec, opts.threads)
     logs = {}
     problems = calibration_grid(quick)
     total = len(problems) * len(dtypes) * len(OPS)

@@ -328,7 +328,9 @@ def test_calibrate_writes_factors(fakes, monkeypatch, tmp_path):
     factors = _tuning.calibrate(dtypes=("float64",), progress=None)
     ops = fastconv._spec.OPS
     assert set(factors) == ({f"{n}|{op}|1d|float64" for n in fakes for op in ops}
-                            | {f"{n}|{op}|overhead" for n in fakes for op in ops})
+                            | {f"{n}|{op}|overhead" for n in fakes for op in ops}
+                            | {"parallel|overhead"})
+    assert factors["parallel|overhead"] >= 0
     s = make_spec((1, 2, 16), (2, 2, 3), dtype=np.float64)
     opts = fastconv.get_config()
     got = _tuning.calibrated_estimate(fakes["slow"], "forward", s, opts)

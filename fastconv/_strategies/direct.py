@@ -62,12 +62,24 @@ def _plan(spec, op, n_threads, general=False):
                         int(n_threads), spec.itemsize, general)
 
 
+# Plans are pure functions of (problem, op, threads, budget); remembering them
+# keeps the planner out of a repeated call (tens of microseconds on a tiny one).
+_plans = {}
+
+
 def _choose_plan(spec, op, n_threads):
     """The wide (or poly) plan if its buffers fit the memory budget, else the row loops."""
+    budget = get_config().memory_budget
+    key = (spec, op, int(n_threads), budget)
+    info = _plans.get(key)
+    if info is not None:
+        return info
     info = _plan(spec, op, n_threads)
-    if (info["path"] != "rows"
-            and _direct.scratch_bytes(info, spec.itemsize) > get_config().memory_budget):
+    if info["path"] != "rows" and _direct.scratch_bytes(info, spec.itemsize) > budget:
         info = _plan(spec, op, n_threads, general=True)
+    if len(_plans) >= 1024:
+        _plans.clear()
+    _plans[key] = info
     return info
 
 
