@@ -47,7 +47,10 @@ _TAP1 = 4.2e-9      # ... one output channel x TILE (groups with < OBLOCK channe
 _GW_FMA = 0.38e-9   # wide grad_weight: one vector multiply-add (LANES outputs)
 _GW_LOAD = 0.25e-9  # ... one vector load
 _GW_CALL = 50e-9    # ... one register block over one plane (call, lane sums)
-_GW_L2 = 1.3        # ... when a block's grad_output rows outgrow L1 (> 32 KiB)
+# (no extra cost when a block's grad_output rows outgrow L1: with a 1.3x term for
+# that, one-thread timings of 15 layers ran at 0.46-0.50 of the estimate on every
+# plane wider than 2048 and at 0.63-1.2 on the others; the hardware prefetcher
+# streams those rows)
 _GEN_MAC = {"forward": 0.35e-9, "grad_input": 0.48e-9, "grad_weight": 0.9e-9}
 _GEN_ROW = 5.4e-9   # rows path: per row of outputs and tap
 _COPY = 0.15e-9     # per element copied (buffer fills, outputs out of the wide layout)
@@ -102,8 +105,6 @@ def _wide_seconds(spec, op, info):
         for nr, count in ((OBLOCK, nob), (rest, 1 if rest else 0)):
             per_c += count * (vecs * (nr * K * _GW_FMA + (nr * blocks + K) * _GW_LOAD)
                               + blocks * _GW_CALL)
-        if min(cog, OBLOCK) * info["wpad"] * spec.itemsize > 32 * 1024:
-            per_c *= _GW_L2
         fills = G * (-(-cog // GW_OCH)) * cig * P + spec.out_channels * info["wpad"]
         return N * (G * cig * per_c + fills * _COPY)
     cig, cog = ((spec.out_channels_per_group, spec.in_channels_per_group)
