@@ -15,9 +15,13 @@ Tuning cache
 Calibration
     ``fastconv tune --calibrate`` times every strategy on a small grid of
     problems and fits ``seconds = factor * estimate + overhead``: the overhead
-    per (strategy, op) from a tiny problem (Python orchestration, allocation,
-    FFT planning), the factor per (strategy, op, ndim, dtype) as the geometric
-    mean of ``(measured - overhead) / estimate`` over the grid. They go to
+    per (strategy, op) from a tiny problem on one thread (Python orchestration,
+    allocation, FFT planning), the factor per (strategy, op, ndim, dtype) as the
+    geometric mean of ``(measured - overhead) / estimate`` over the grid on one
+    thread, times one pooled number per strategy for how its work spreads over
+    the configured threads (``<name>|parallel``); ``parallel|overhead`` is what
+    a small call loses on several threads (below it, calls run on one:
+    :func:`run_threads`). They go to
     ``<cache dir>/calibration-t<threads>.json`` (same validators), which wins over the
     file shipped in the package (``fastconv/cost_calibration.json``).
 

@@ -51,6 +51,14 @@ _GW_CALL = 50e-9    # ... one register block over one plane (call, lane sums)
 # that, one-thread timings of 15 layers ran at 0.46-0.50 of the estimate on every
 # plane wider than 2048 and at 0.63-1.2 on the others; the hardware prefetcher
 # streams those rows)
+# Strided ops, fitted on one-thread timings of the calibration grid's strided
+# layers (not the held-out set): per modelled tap, polyphase grad_input ran 1.2-1.3x
+# the forward kernel's rate with 2 components (1-D stride 2) and 2.5x with 4 (2-D),
+# i.e. each component past the first adds ~0.4 of the whole tap work (short
+# component rows, a tile's accumulators loaded and stored per component);
+# grad_weight on phase-split planes ran 1.3-1.4x its stride-1 rate (1-D and 2-D).
+_POLY_COMPONENT = 0.4
+_GW_POLY = 1.35
 _GEN_MAC = {"forward": 0.35e-9, "grad_input": 0.48e-9, "grad_weight": 0.9e-9}
 _GEN_ROW = 5.4e-9   # rows path: per row of outputs and tap
 _COPY = 0.15e-9     # per element copied (buffer fills, outputs out of the wide layout)
@@ -105,6 +113,8 @@ def _wide_seconds(spec, op, info):
         for nr, count in ((OBLOCK, nob), (rest, 1 if rest else 0)):
             per_c += count * (vecs * (nr * K * _GW_FMA + (nr * blocks + K) * _GW_LOAD)
                               + blocks * _GW_CALL)
+        if len(info.get("phq", ())) > 1:   # strided: taps of one block in different phases
+            per_c *= _GW_POLY
         fills = G * (-(-cog // GW_OCH)) * cig * P + spec.out_channels * info["wpad"]
         return N * (G * cig * per_c + fills * _COPY)
     cig, cog = ((spec.out_channels_per_group, spec.in_channels_per_group)
@@ -113,6 +123,7 @@ def _wide_seconds(spec, op, info):
     nob, rest = divmod(cog, OBLOCK)
     if info["path"] == "poly":   # components: their own tiles and taps
         tile_taps = sum(m[12] // TILE * m[0] for m in info["meta"])
+        tile_taps *= 1 + _POLY_COMPONENT * (len(info["meta"]) - 1)
     else:
         tile_taps = info["wpad"] // TILE * K
     t = N * G * tile_taps * cig * (nob * _TAP4 + rest * _TAP1)
