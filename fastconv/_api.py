@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _prepare as prep
 from ._config import get_config
-from ._dispatch import (check_available, choose, decide, explain_decision, run_budget,
+from ._dispatch import (check_available, choose_run, decide, explain_decision, run_budget,
                         total_workspace)
 from ._spec import make_spec, result_dtype
 
@@ -31,10 +31,6 @@ _SHARED_DOC = """
     strategy : {"auto", "direct", "im2col", "fft", "winograd"}, default "auto"
         Force an algorithm; "auto" lets the dispatcher decide (see
         :func:`fastconv.explain`)."""
-
-
-def _threads():
-    return get_config().threads
 
 
 def _empty_batch(op, spec, strategy, shape):
@@ -68,15 +64,16 @@ def _fft_may_overflow(op, spec, a, b):
 
 
 def _choose(op, spec, strategy, a, b):
-    """:func:`choose`, but auto never picks float32 FFT where it could overflow."""
-    s = choose(op, spec, strategy)
+    """:func:`choose_run` (strategy, threads), but auto never picks float32 FFT
+    where it could overflow."""
+    s, n = choose_run(op, spec, strategy)
     if (s.name == "fft" and spec.dtype == np.float32 and strategy == "auto"
             and get_config().strategy == "auto" and _fft_may_overflow(op, spec, a, b)):
         from ._config import config
 
         with config(allow_fft=False):
-            s = choose(op, spec, strategy)
-    return s
+            s, n = choose_run(op, spec, strategy)
+    return s, n
 
 
 def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, flip=False,
@@ -116,10 +113,9 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, fli
     check_available(math.prod(spec.output_shape) * spec.itemsize, "output", spec)
     if spec.batch == 0:
         return _empty_batch("forward", spec, strategy, spec.output_shape)
-    s = _choose("forward", spec, strategy, x, weight)
+    s, n = _choose("forward", spec, strategy, x, weight)
     with run_budget(s, spec, "forward"):
-        y5 = s.run("forward", spec, prep.input5(x, spec, s), prep.weight5(weight, spec),
-                   _threads())
+        y5 = s.run("forward", spec, prep.input5(x, spec, s), prep.weight5(weight, spec), n)
     if b is not None:
         y5 += b.astype(spec.dtype).reshape(1, -1, 1, 1, 1)
     return y5.reshape(spec.output_shape)
@@ -194,10 +190,10 @@ def grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1
     check_available(math.prod(spec.input_shape) * spec.itemsize, "grad_input", spec)
     if spec.batch == 0:
         return _empty_batch("grad_input", spec, strategy, spec.input_shape)
-    s = _choose("grad_input", spec, strategy, gy, weight)
+    s, n = _choose("grad_input", spec, strategy, gy, weight)
     with run_budget(s, spec, "grad_input"):
         gx = s.run("grad_input", spec, prep.grad_output5(gy, spec), prep.weight5(weight, spec),
-                   _threads())
+                   n)
     return prep.unpad_grad(gx, spec, s).reshape(spec.input_shape)
 
 
@@ -225,10 +221,10 @@ def grad_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=
     _check_grad_output(gy, spec)
     if spec.batch == 0:
         return _empty_batch("grad_weight", spec, strategy, spec.weight_shape)
-    s = _choose("grad_weight", spec, strategy, x, gy)
+    s, n = _choose("grad_weight", spec, strategy, x, gy)
     with run_budget(s, spec, "grad_weight"):
         gw5 = s.run("grad_weight", spec, prep.input5(x, spec, s), prep.grad_output5(gy, spec),
-                    _threads())
+                    n)
     if spec.flip:
         gw5 = prep.flip_kernel(gw5)
     return np.ascontiguousarray(gw5).reshape(spec.weight_shape)
@@ -291,10 +287,12 @@ def conv_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, group
                 _empty_batch("grad_weight", spec, strategy, spec.weight_shape)
                 if "weight" in want else None,
                 np.zeros(spec.out_channels, dtype=spec.dtype) if "bias" in want else None)
-    s_in = _choose("grad_input", spec, strategy, gy, weight) if "input" in want else None
-    s_w = _choose("grad_weight", spec, strategy, x, gy) if "weight" in want else None
+    s_in, n_in = _choose("grad_input", spec, strategy, gy, weight) if "input" in want else (
+        None, None)
+    s_w, n_w = _choose("grad_weight", spec, strategy, x, gy) if "weight" in want else (
+        None, None)
     gy5 = prep.grad_output5(gy, spec)
-    n = _threads()
+    n = max(n_in or 1, n_w or 1)
     gx = gw5 = None
     # The fused pass (FFT reuses its transforms) holds more at once than either
     # op alone: take it only when that, padded copies included, fits the budget.
@@ -310,10 +308,10 @@ def conv_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, group
         if s_in is not None:
             with run_budget(s_in, spec, "grad_input"):
                 gx = prep.unpad_grad(s_in.run("grad_input", spec, gy5,
-                                              prep.weight5(weight, spec), n), spec, s_in)
+                                              prep.weight5(weight, spec), n_in), spec, s_in)
         if s_w is not None:
             with run_budget(s_w, spec, "grad_weight"):
-                gw5 = s_w.run("grad_weight", spec, prep.input5(x, spec, s_w), gy5, n)
+                gw5 = s_w.run("grad_weight", spec, prep.input5(x, spec, s_w), gy5, n_w)
     if gw5 is not None:
         if spec.flip:
             gw5 = prep.flip_kernel(gw5)

@@ -47,6 +47,7 @@ class Candidate:
     measured_s: float | None = None
     workspace_bytes: int | None = None
     excluded: str | None = None
+    threads: int | None = None
 
 
 @dataclass
@@ -63,6 +64,10 @@ class Decision:
     detail : str
         The rule or cache entry that decided, or a short explanation.
     candidates : list of Candidate
+    threads : int or None
+        Threads the call runs on: the configured count, or 1 when the cost
+        model says the problem is too small for more to pay
+        (:func:`fastconv._tuning.run_threads`).
     """
 
     op: str
@@ -70,10 +75,13 @@ class Decision:
     decided_by: str
     detail: str = ""
     candidates: list = field(default_factory=list)
+    threads: int | None = None
 
     def __str__(self):
         lines = [f"{self.op}: {self.strategy} (decided by {self.decided_by}"
-                 + (f": {self.detail}" if self.detail else "") + ")"]
+                 + (f": {self.detail}" if self.detail else "")
+                 + (f"; {self.threads} thread{'s' if self.threads != 1 else ''}"
+                    if self.threads else "") + ")"]
         for c in self.candidates:
             if c.excluded:
                 lines.append(f"  {c.name:8s} excluded: {c.excluded}")
@@ -81,7 +89,8 @@ class Decision:
                 est = f"{c.estimate_s * 1e3:10.3f} ms est" if c.estimate_s is not None else ""
                 meas = f"  {c.measured_s * 1e3:10.3f} ms measured" if c.measured_s is not None else ""
                 ws = f"  workspace {c.workspace_bytes / 2**20:.1f} MiB" if c.workspace_bytes is not None else ""
-                lines.append(f"  {c.name:8s}{est}{meas}{ws}")
+                th = f"  on {c.threads} thread(s)" if c.threads is not None else ""
+                lines.append(f"  {c.name:8s}{est}{th}{meas}{ws}")
         return "\n".join(lines)
 
 
@@ -182,7 +191,7 @@ def check_available(nbytes, what, spec):
 
 def _candidates(op, spec, opts):
     """Every strategy with its guard verdict, workspace and calibrated estimate."""
-    from ._tuning import calibrated_estimate
+    from ._tuning import run_threads
 
     out = []
     for s in _strategies.all_strategies():
@@ -208,7 +217,7 @@ def _candidates(op, spec, opts):
                 reason = (f"workspace {c.workspace_bytes} bytes (padded copies included) "
                           f"exceeds the memory budget {opts.memory_budget} bytes")
         if reason is None:
-            c.estimate_s = calibrated_estimate(s, op, spec, opts)
+            c.threads, c.estimate_s = run_threads(s, op, spec, opts)
         c.excluded = reason
         out.append(c)
     return out
@@ -229,7 +238,8 @@ def _forced(op, spec, name, decided_by, detail, opts):
             f"{spec.weight_shape}) but the budget is {opts.memory_budget} bytes: with a "
             f"memory budget of {opts.memory_budget} bytes use strategy='auto' (it picks one "
             "that fits) or raise fastconv.config(memory_budget=...)")
-    return Decision(op, name, decided_by, detail)
+    return Decision(op, name, decided_by, detail, threads=_tuning.run_threads(
+        strat, op, spec, opts)[0])
 
 
 # Autotune measures one problem at a time in a process: two threads timing at
@@ -278,7 +288,8 @@ def _decide(op, spec, strategy, opts):
     for rule in opts.rules:
         if rule.matches(op, spec):
             if rule.strategy in ok:
-                return Decision(op, rule.strategy, "config-rule", rule.source, cands)
+                return Decision(op, rule.strategy, "config-rule", rule.source, cands,
+                                ok[rule.strategy].threads)
             # a rule naming a strategy that is excluded here does not decide
     if opts.mode in ("autotune", "cache-only"):
         key, entry = _tuned_entry(op, spec, ok, opts)
@@ -286,9 +297,10 @@ def _decide(op, spec, strategy, opts):
             for name, t in entry.get("seconds", {}).items():
                 if name in ok:
                     ok[name].measured_s = t
-            return Decision(op, entry["strategy"], "tuning-cache", key, cands)
+            return Decision(op, entry["strategy"], "tuning-cache", key, cands,
+                            ok[entry["strategy"]].threads)
     best = min(ok.values(), key=lambda c: c.estimate_s)
-    return Decision(op, best.name, "cost-model", "lowest estimated time", cands)
+    return Decision(op, best.name, "cost-model", "lowest estimated time", cands, best.threads)
 
 
 def explain_decision(op, spec, strategy="auto", opts=None):
@@ -312,12 +324,12 @@ def explain_decision(op, spec, strategy="auto", opts=None):
 _memo = {}
 
 
-def _files_signature(opts):
+def _files_signature(opts, threads=None):
     from ._tuning import calibration_cache, tuning_cache
 
-    sig = calibration_cache.signature(opts)
+    sig = calibration_cache.signature(opts, threads)
     if opts.mode != "heuristic":
-        sig = (sig, tuning_cache.signature(opts))
+        sig = (sig, tuning_cache.signature(opts, threads))
     return sig
 
 
@@ -327,7 +339,9 @@ def decide(op, spec, strategy="auto", opts=None):
         raise ValueError(f"op must be one of {OPS}, got {op!r}")
     opts = opts or get_config()
     try:
-        key = (op, spec, strategy, opts, _files_signature(opts))
+        # the thread count too: with n_threads=None it follows $OMP_NUM_THREADS
+        threads = opts.threads
+        key = (op, spec, strategy, opts, threads, _files_signature(opts, threads))
         return _memo[key]
     except KeyError:
         pass
@@ -337,7 +351,7 @@ def decide(op, spec, strategy="auto", opts=None):
     if d.decided_by != "cost-model" or opts.mode == "heuristic":
         if len(_memo) > 4096:
             _memo.clear()
-        _memo[(op, spec, strategy, opts, _files_signature(opts))] = d
+        _memo[key] = d
     return d
 
 
@@ -349,6 +363,12 @@ def clear_memo():
 def choose(op, spec, strategy="auto"):
     """The strategy object to run ``op`` on ``spec``."""
     return _strategies.get(decide(op, spec, strategy).strategy)
+
+
+def choose_run(op, spec, strategy="auto"):
+    """``(strategy object, threads)`` to run ``op`` on ``spec`` with."""
+    d = decide(op, spec, strategy)
+    return _strategies.get(d.strategy), d.threads or get_config().threads
 
 
 # A new calibration or a cleared cache changes what remembered decisions rest on.

@@ -280,11 +280,33 @@ def _padding(padding, ndim, kernel, stride, dilation):
     return tuple(pads)
 
 
+_result_dtypes = {}
+
+
 def result_dtype(*dtypes):
     """Compute dtype: ``np.result_type`` of the inputs, at least float32.
 
     Raises TypeError for complex, object, string and other non-real dtypes.
     """
+    try:
+        return _result_dtypes[dtypes]   # float32/float64 results of common inputs
+    except (KeyError, TypeError):
+        pass
+    dt = _result_dtype(dtypes)
+    if dt is not None:
+        try:
+            if len(_result_dtypes) < 256:
+                _result_dtypes[dtypes] = dt
+        except TypeError:  # an unhashable dtype-like
+            pass
+        return dt
+    warnings.warn(f"fastconv computes in float32 or float64: {np.result_type(*dtypes)} "
+                  "input is computed and returned in float64", RuntimeWarning, stacklevel=3)
+    return np.dtype(np.float64)
+
+
+def _result_dtype(dtypes):
+    """The compute dtype, or None when it must fall back to float64 with a warning."""
     for dt in dtypes:
         dt = np.dtype(dt)
         if dt.kind not in "biuf":
@@ -293,10 +315,8 @@ def result_dtype(*dtypes):
                 "(complex, object, string, ...) are not supported"
             )
     dt = np.result_type(*dtypes, np.float32)
-    if dt not in (np.float32, np.float64):  # float16 -> float32 handled above; longdouble:
-        warnings.warn(f"fastconv computes in float32 or float64: {dt} input is computed and "
-                      "returned in float64", RuntimeWarning, stacklevel=3)
-        dt = np.dtype(np.float64)
+    if dt not in (np.float32, np.float64):  # float16 -> float32 handled above; longdouble
+        return None
     return np.dtype(dt)
 
 
@@ -342,7 +362,7 @@ def make_spec(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups
     # differently.
     args = (input_shape, weight_shape, stride, padding, dilation, groups, flip, dtype, ndim)
     try:
-        key = _typed(args)
+        key = _plain_key(args) or _typed(args)
         return _spec_cache[key]
     except KeyError:
         pass
@@ -353,6 +373,25 @@ def make_spec(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups
         _spec_cache.clear()
     _spec_cache[key] = spec
     return spec
+
+
+def _plain(a):
+    """True for an int or a tuple of ints (not bools): what array shapes and
+    the usual stride/padding arguments are."""
+    t = type(a)
+    return t is int or (t is tuple and all(type(v) is int for v in a))
+
+
+def _plain_key(args):
+    """A cheap cache key when every argument is plain (the common call), else None.
+
+    Tagged with its own first element, so it never equals a :func:`_typed` key.
+    """
+    *shapes, flip, dtype, ndim = args
+    if (type(flip) is bool and (ndim is None or type(ndim) is int)
+            and all(map(_plain, shapes))):
+        return (_plain_key, *shapes, flip, type(dtype), dtype, ndim)
+    return None
 
 
 def _typed(a):

@@ -6,59 +6,82 @@ libraries' counts, every active call's request is honoured by setting the
 smallest of them, and the last call to leave restores the saved counts. With
 threadpoolctl's own ``limit`` context per call, overlapping calls restored each
 other's saved values and could leave BLAS at 1 thread for the whole process.
+
+Per-call cost: the kernels call BLAS through ``scipy.linalg.cython_blas``, so
+only the BLAS library scipy loaded is limited (numpy's own OpenBLAS is never
+called from inside an OpenMP loop); when scipy's cannot be told apart, every
+loaded BLAS is. A library already at the requested count is not touched: a
+``set_num_threads`` costs a few microseconds each way, which on a tiny
+convolution was a measurable share of the call.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 
 _lock = threading.Lock()
 _controller = None
+_libs = None     # the BLAS library controllers the limiter acts on
 _active = {}     # request token -> requested thread count
 _saved = None    # [(library controller, its thread count before the first call)]
-_applied = None  # the count currently set, or None
+_current = None  # [thread count now set on each library of _saved]
+
+
+def _scipy_dirs():
+    """Folders holding scipy and the libraries its wheel bundles."""
+    try:
+        import scipy
+    except ImportError:  # pragma: no cover - a declared dependency
+        return ()
+    root = os.path.dirname(os.path.realpath(scipy.__file__))
+    return (root + os.sep, root + ".libs" + os.sep)
 
 
 def _blas_libraries():
-    global _controller
-    if _controller is None:
+    """The BLAS libraries to limit: scipy's when it can be told apart, else all."""
+    global _controller, _libs
+    if _libs is None:
         try:
             from threadpoolctl import ThreadpoolController
         except ImportError:  # pragma: no cover - a declared dependency
             return None
         # created lazily: by then the compiled modules have loaded scipy's BLAS
         _controller = ThreadpoolController()
-    return [lib for lib in _controller.lib_controllers if lib.user_api == "blas"]
+        libs = [lib for lib in _controller.lib_controllers if lib.user_api == "blas"]
+        dirs = _scipy_dirs()
+        ours = [lib for lib in libs
+                if os.path.realpath(lib.filepath).startswith(dirs)] if dirs else []
+        _libs = ours or libs
+    return _libs
 
 
 def _apply(n):
-    global _applied
-    if n != _applied:
-        for lib, _ in _saved:
+    for i, (lib, _) in enumerate(_saved):
+        if _current[i] != n:
             lib.set_num_threads(n)
-        _applied = n
+            _current[i] = n
 
 
 @contextlib.contextmanager
 def blas_limit(n):
-    """Context manager limiting every loaded BLAS library to ``n`` threads.
+    """Context manager limiting the kernels' BLAS library to ``n`` threads.
 
     Used around kernels that call BLAS from inside an OpenMP loop, so the two
     thread pools never run at full width at once. Safe to nest and to enter
     from several threads at once (see the module docstring). A no-op when
     threadpoolctl is unavailable.
     """
-    global _saved, _applied
+    global _saved, _current
     token = object()
     with _lock:
         if _saved is None:
             libs = _blas_libraries()
             if libs is None:
-                _saved = None
                 entered = False
             else:
                 _saved = [(lib, lib.num_threads) for lib in libs]
-                _applied = None
+                _current = [count for _, count in _saved]
                 entered = True
         else:
             entered = True
@@ -74,12 +97,13 @@ def blas_limit(n):
                 if _active:
                     _apply(min(_active.values()))
                 else:
-                    for lib, count in _saved:
-                        lib.set_num_threads(count)
-                    _saved, _applied = None, None
+                    for i, (lib, count) in enumerate(_saved):
+                        if _current[i] != count:
+                            lib.set_num_threads(count)
+                    _saved, _current = None, None
 
 
 def blas_threads():
-    """{library path: thread count} of the loaded BLAS libraries (for tests)."""
+    """{library path: thread count} of the BLAS libraries the limiter acts on (for tests)."""
     libs = _blas_libraries() or []
     return {lib.filepath: lib.num_threads for lib in libs}

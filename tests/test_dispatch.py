@@ -328,7 +328,11 @@ def test_calibrate_writes_factors(fakes, monkeypatch, tmp_path):
     factors = _tuning.calibrate(dtypes=("float64",), progress=None)
     ops = fastconv._spec.OPS
     assert set(factors) == ({f"{n}|{op}|1d|float64" for n in fakes for op in ops}
-                            | {f"{n}|{op}|overhead" for n in fakes for op in ops})
+                            | {f"{n}|{op}|overhead" for n in fakes for op in ops}
+                            | {"parallel|overhead"}
+                            | ({f"{n}|parallel" for n in fakes}
+                               if fastconv.get_config().threads > 1 else set()))
+    assert factors["parallel|overhead"] >= 0
     s = make_spec((1, 2, 16), (2, 2, 3), dtype=np.float64)
     opts = fastconv.get_config()
     got = _tuning.calibrated_estimate(fakes["slow"], "forward", s, opts)
@@ -336,6 +340,32 @@ def test_calibrate_writes_factors(fakes, monkeypatch, tmp_path):
     assert got == pytest.approx(want)
     # calibration is a new fact: remembered decisions must not outlive it
     assert not _dispatch._memo
+
+
+def test_calibration_fits_one_thread_then_the_spread_over_threads(fakes, monkeypatch):
+    # one thread: 10 ms per unit of estimate; two threads: 15 ms (fakes' estimates
+    # do not depend on the thread count), so the factor is 0.01 x 1.5
+    monkeypatch.setattr(_tuning, "calibration_grid",
+                        lambda quick=False: [((1, 2, 16), (2, 2, 3), {}),
+                                             ((1, 2, 3, 16), (2, 2, 3, 3), {})])
+    monkeypatch.setattr(_tuning, "measure", lambda op, spec, names, threads, budget_s=None:
+                        {n: 0.0 for n in names})
+    monkeypatch.setattr(_tuning, "_parallel_overhead", lambda make_spec, threads: 0.0)
+    seen = []
+
+    def timed(op, spec, names, threads):
+        seen.append(threads)
+        return {n: (0.01 if threads == 1 else 0.015) * fakes[n].estimate(spec, op, threads)
+                for n in names if n != "direct"}
+
+    monkeypatch.setattr(_tuning, "_timed", timed)
+    monkeypatch.setattr(_tuning, "_strategies", _strategies)
+    with fastconv.config(n_threads=2):
+        factors = _tuning.calibrate(dtypes=("float32",), progress=None)
+    assert sorted(set(seen)) == [1, 2]
+    assert factors["slow|parallel"] == pytest.approx(1.5)
+    for nd in ("1d", "2d"):
+        assert factors[f"slow|grad_input|{nd}|float32"] == pytest.approx(0.015)
 
 
 def test_calibration_grid_problems_are_valid():

@@ -47,7 +47,18 @@ _TAP1 = 4.2e-9      # ... one output channel x TILE (groups with < OBLOCK channe
 _GW_FMA = 0.38e-9   # wide grad_weight: one vector multiply-add (LANES outputs)
 _GW_LOAD = 0.25e-9  # ... one vector load
 _GW_CALL = 50e-9    # ... one register block over one plane (call, lane sums)
-_GW_L2 = 1.3        # ... when a block's grad_output rows outgrow L1 (> 32 KiB)
+# (no extra cost when a block's grad_output rows outgrow L1: with a 1.3x term for
+# that, one-thread timings of 15 layers ran at 0.46-0.50 of the estimate on every
+# plane wider than 2048 and at 0.63-1.2 on the others; the hardware prefetcher
+# streams those rows)
+# Strided ops, fitted on one-thread timings of the calibration grid's strided
+# layers (not the held-out set): per modelled tap, polyphase grad_input ran 1.2-1.3x
+# the forward kernel's rate with 2 components (1-D stride 2) and 2.5x with 4 (2-D),
+# i.e. each component past the first adds ~0.4 of the whole tap work (short
+# component rows, a tile's accumulators loaded and stored per component);
+# grad_weight on phase-split planes ran 1.3-1.4x its stride-1 rate (1-D and 2-D).
+_POLY_COMPONENT = 0.4
+_GW_POLY = 1.35
 _GEN_MAC = {"forward": 0.35e-9, "grad_input": 0.48e-9, "grad_weight": 0.9e-9}
 _GEN_ROW = 5.4e-9   # rows path: per row of outputs and tap
 _COPY = 0.15e-9     # per element copied (buffer fills, outputs out of the wide layout)
@@ -62,12 +73,24 @@ def _plan(spec, op, n_threads, general=False):
                         int(n_threads), spec.itemsize, general)
 
 
+# Plans are pure functions of (problem, op, threads, budget); remembering them
+# keeps the planner out of a repeated call (tens of microseconds on a tiny one).
+_plans = {}
+
+
 def _choose_plan(spec, op, n_threads):
     """The wide (or poly) plan if its buffers fit the memory budget, else the row loops."""
+    budget = get_config().memory_budget
+    key = (spec, op, int(n_threads), budget)
+    info = _plans.get(key)
+    if info is not None:
+        return info
     info = _plan(spec, op, n_threads)
-    if (info["path"] != "rows"
-            and _direct.scratch_bytes(info, spec.itemsize) > get_config().memory_budget):
+    if info["path"] != "rows" and _direct.scratch_bytes(info, spec.itemsize) > budget:
         info = _plan(spec, op, n_threads, general=True)
+    if len(_plans) >= 1024:
+        _plans.clear()
+    _plans[key] = info
     return info
 
 
@@ -90,8 +113,8 @@ def _wide_seconds(spec, op, info):
         for nr, count in ((OBLOCK, nob), (rest, 1 if rest else 0)):
             per_c += count * (vecs * (nr * K * _GW_FMA + (nr * blocks + K) * _GW_LOAD)
                               + blocks * _GW_CALL)
-        if min(cog, OBLOCK) * info["wpad"] * spec.itemsize > 32 * 1024:
-            per_c *= _GW_L2
+        if len(info.get("phq", ())) > 1:   # strided: taps of one block in different phases
+            per_c *= _GW_POLY
         fills = G * (-(-cog // GW_OCH)) * cig * P + spec.out_channels * info["wpad"]
         return N * (G * cig * per_c + fills * _COPY)
     cig, cog = ((spec.out_channels_per_group, spec.in_channels_per_group)
@@ -100,6 +123,7 @@ def _wide_seconds(spec, op, info):
     nob, rest = divmod(cog, OBLOCK)
     if info["path"] == "poly":   # components: their own tiles and taps
         tile_taps = sum(m[12] // TILE * m[0] for m in info["meta"])
+        tile_taps *= 1 + _POLY_COMPONENT * (len(info["meta"]) - 1)
     else:
         tile_taps = info["wpad"] // TILE * K
     t = N * G * tile_taps * cig * (nob * _TAP4 + rest * _TAP1)

@@ -66,8 +66,11 @@ ParallelMode = _im2col.ParallelMode
 _SGEMM_FLOPS_PER_CORE = 8.0e10
 _DGEMM_FACTOR = 0.5
 _COLS_BYTES_PER_S = 1.0e10
-#: seconds per call outside the kernels (threadpoolctl's limit, planning)
-_CALL_S = 1.5e-4
+#: seconds per call outside the kernels: none here, the calibrated per-call
+#: overhead (timed on a tiny problem) covers planning and the BLAS limiter; a
+#: fixed 150 us here counted it twice and kept auto off im2col on tiny problems
+#: where it was fastest (1.3-1.4x regret on a (1, 4, 64) conv1d)
+_CALL_S = 0.0
 
 _DEFAULT_L2 = 1 << 20
 #: one unit's column block is sized to this fraction of L2
