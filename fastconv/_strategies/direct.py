@@ -18,7 +18,8 @@ with the problem's shape:
 * wide grad_weight: register blocks of up to ``OBLOCK`` output channels x
   ``GW_TAPS`` taps over the plane, one vector of ``LANES`` outputs at a time:
   ``_GW_FMA`` per vector multiply-add, ``_GW_LOAD`` per vector load, ``_GW_CALL``
-  per block and plane; each input plane is filled once per ``GW_OCH`` channels;
+  per block and plane; each input plane is filled once per task's block of
+  output channels (``info['och']``, at most ``GW_OCH``);
 * stride s > 1 runs the same wide kernels on polyphase components: of the
   input (forward, grad_weight), of grad_x (grad_input, "poly");
 * over the memory budget, or with non-finite weights in grad_input, row loops:
@@ -115,7 +116,9 @@ def _wide_seconds(spec, op, info):
                               + blocks * _GW_CALL)
         if len(info.get("phq", ())) > 1:   # strided: taps of one block in different phases
             per_c *= _GW_POLY
-        fills = G * (-(-cog // GW_OCH)) * cig * P + spec.out_channels * info["wpad"]
+        # each input plane is filled once per task's block of output channels
+        fills = (G * (-(-cog // info.get("och", GW_OCH))) * cig * P
+                 + spec.out_channels * info["wpad"])
         return N * (G * cig * per_c + fills * _COPY)
     cig, cog = ((spec.out_channels_per_group, spec.in_channels_per_group)
                 if op == "grad_input" else
