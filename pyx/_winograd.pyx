@@ -445,32 +445,35 @@ cdef void _fwd_all(const WG* g, const floating* x, const floating* U, floating* 
     cdef floating* V = yt + g.yt_sz
     cdef floating* M = V + g.v_sz
     cdef floating* tmp0 = M + g.m_sz
-    cdef Py_ssize_t S = g.H * g.W, SO = g.OH * g.OW, ntot = g.N * g.T2
-    cdef Py_ssize_t i, t0, nt, p, tt, t, img, t2, th, tw, tb, grp
+    cdef Py_ssize_t S = g.H * g.W, SO = g.OH * g.OW, nbi = g.tc // g.T2
+    cdef Py_ssize_t i, i0, ni, p, t2, th, tw, grp, img, blk
     cdef Py_ssize_t vstride = g.tc * g.C + PAD, mstride = g.tc * g.CO + PAD
-    for i in prange(g.N, num_threads=nth, schedule="static"):
-        _to_last(x + i * g.C * S, xt + i * g.C * S, g.C, S)
-    for tb in range((ntot + g.tc - 1) // g.tc):
-        t0 = tb * g.tc
-        nt = min(g.tc, ntot - t0)
-        for tt in prange(nt, num_threads=nth, schedule="static"):
-            _in_one(g, xt, t0 + tt, tt, 0, V, tmp0 + threadid() * g.tmp_sz)
-        for p in prange(g.P, num_threads=nth, schedule="static"):
+    # three parallel regions per block of nbi images (each barrier waits for the
+    # slowest thread: few regions and dynamic schedules keep a loaded machine
+    # from stalling them)
+    for blk in range((g.N + nbi - 1) // nbi):
+        i0 = blk * nbi
+        ni = min(nbi, g.N - i0)
+        for i in prange(ni, num_threads=nth, schedule="dynamic"):
+            img = i0 + i
+            _to_last(x + img * g.C * S, xt + img * g.C * S, g.C, S)
+            for t2 in range(g.T2):
+                _in_one(g, xt, img * g.T2 + t2, i * g.T2 + t2, 0, V,
+                        tmp0 + threadid() * g.tmp_sz)
+        for p in prange(g.P, num_threads=nth, schedule="dynamic"):
             for grp in range(g.G):
-                gemm_rm(NoTrans, NoTrans, <int>nt, <int>g.COG, <int>g.CIG, <floating>1,
-                        V + p * vstride + grp * g.CIG, <int>g.C,
+                gemm_rm(NoTrans, NoTrans, <int>(ni * g.T2), <int>g.COG, <int>g.CIG,
+                        <floating>1, V + p * vstride + grp * g.CIG, <int>g.C,
                         U + p * g.ups + grp * g.CIG * g.COG, <int>g.COG, <floating>0,
                         M + p * mstride + grp * g.COG, <int>g.CO)
-        for tt in prange(nt, num_threads=nth, schedule="static"):
-            t = t0 + tt
-            img = t // g.T2
-            t2 = t - img * g.T2
-            th = t2 // g.TW
-            tw = t2 - th * g.TW
-            _out_tile(g, M + tt * g.CO, mstride, yt + img * SO * g.CO,
-                      th * g.mh, tw * g.mw, tmp0 + threadid() * g.tmp_sz)
-    for i in prange(g.N, num_threads=nth, schedule="static"):
-        _to_first(yt + i * g.CO * SO, y + i * g.CO * SO, g.CO, SO)
+        for i in prange(ni, num_threads=nth, schedule="dynamic"):
+            img = i0 + i
+            for t2 in range(g.T2):
+                th = t2 // g.TW
+                tw = t2 - th * g.TW
+                _out_tile(g, M + (i * g.T2 + t2) * g.CO, mstride, yt + img * SO * g.CO,
+                          th * g.mh, tw * g.mw, tmp0 + threadid() * g.tmp_sz)
+            _to_first(yt + img * g.CO * SO, y + img * g.CO * SO, g.CO, SO)
 
 
 cdef void _gw_all(const WG* g, const floating* x, const floating* gy, floating* dU,
@@ -480,30 +483,29 @@ cdef void _gw_all(const WG* g, const floating* x, const floating* gy, floating* 
     cdef floating* V = gyt + g.yt_sz
     cdef floating* M = V + g.v_sz
     cdef floating* tmp0 = M + g.m_sz
-    cdef Py_ssize_t S = g.H * g.W, SO = g.OH * g.OW, ntot = g.N * g.T2
-    cdef Py_ssize_t i, t0, nt, p, tt, t, img, t2, th, tw, tb, grp
+    cdef Py_ssize_t S = g.H * g.W, SO = g.OH * g.OW, nbi = g.tc // g.T2
+    cdef Py_ssize_t i, i0, ni, p, t2, th, tw, grp, img, blk
     cdef Py_ssize_t vstride = g.tc * g.C + PAD, mstride = g.tc * g.CO + PAD
-    for i in prange(g.N, num_threads=nth, schedule="static"):
-        _to_last(x + i * g.C * S, xt + i * g.C * S, g.C, S)
-        _to_last(gy + i * g.CO * SO, gyt + i * g.CO * SO, g.CO, SO)
-    for tb in range((ntot + g.tc - 1) // g.tc):
-        t0 = tb * g.tc
-        nt = min(g.tc, ntot - t0)
-        for tt in prange(nt, num_threads=nth, schedule="static"):
-            t = t0 + tt
-            img = t // g.T2
-            t2 = t - img * g.T2
-            th = t2 // g.TW
-            tw = t2 - th * g.TW
-            _in_one(g, xt, t, tt, 0, V, tmp0 + threadid() * g.tmp_sz)
-            _gy_tile(g, gyt + img * SO * g.CO, th * g.mh, tw * g.mw, M + tt * g.CO,
-                     mstride, tmp0 + threadid() * g.tmp_sz)
-        for p in prange(g.P, num_threads=nth, schedule="static"):
+    for blk in range((g.N + nbi - 1) // nbi):
+        i0 = blk * nbi
+        ni = min(nbi, g.N - i0)
+        for i in prange(ni, num_threads=nth, schedule="dynamic"):
+            img = i0 + i
+            _to_last(x + img * g.C * S, xt + img * g.C * S, g.C, S)
+            _to_last(gy + img * g.CO * SO, gyt + img * g.CO * SO, g.CO, SO)
+            for t2 in range(g.T2):
+                th = t2 // g.TW
+                tw = t2 - th * g.TW
+                _in_one(g, xt, img * g.T2 + t2, i * g.T2 + t2, 0, V,
+                        tmp0 + threadid() * g.tmp_sz)
+                _gy_tile(g, gyt + img * SO * g.CO, th * g.mh, tw * g.mw,
+                         M + (i * g.T2 + t2) * g.CO, mstride, tmp0 + threadid() * g.tmp_sz)
+        for p in prange(g.P, num_threads=nth, schedule="dynamic"):
             for grp in range(g.G):
-                gemm_rm(TransT, NoTrans, <int>g.CIG, <int>g.COG, <int>nt, <floating>1,
+                gemm_rm(TransT, NoTrans, <int>g.CIG, <int>g.COG, <int>(ni * g.T2), <floating>1,
                         V + p * vstride + grp * g.CIG, <int>g.C,
                         M + p * mstride + grp * g.COG, <int>g.CO,
-                        <floating>(1 if tb else 0),
+                        <floating>(1 if i0 else 0),
                         dU + p * g.ups + grp * g.CIG * g.COG, <int>g.COG)
 
 
@@ -519,8 +521,9 @@ cdef int _check_u(Py_ssize_t[8] shape, Py_ssize_t[8] strides, Py_ssize_t item) e
 
 
 cdef int _check_all(const WG* g) except -1:
-    if g.D != 1 or g.KD != 1 or g.OD != 1 or g.nb < g.N:
-        raise ValueError("winograd mode 2 needs a 2-D problem and nb >= N")
+    if g.D != 1 or g.KD != 1 or g.OD != 1 or g.nb < g.N or g.tc % g.T2 or g.tc < g.T2:
+        raise ValueError("winograd mode 2 needs a 2-D problem, nb >= N and whole images "
+                         "per block")
     return 0
 
 
@@ -690,7 +693,7 @@ def kernel_transform(const floating[:, :, :, :, ::1] w,   # (CO, CIG, KD, KH, KW
     cdef double[::1] scratch = np.empty(kt_scratch(KD, KH * KW, n_threads))
     cdef Py_ssize_t pstride = U.strides[0] // sizeof(floating)
     with nogil:
-        for q in prange(groups * nob * ncb, num_threads=n_threads, schedule="static"):
+        for q in prange(groups * nob * ncb, num_threads=n_threads, schedule="dynamic"):
             grp = q // (nob * ncb)
             ob = (q // ncb) % nob
             cb = q % ncb
@@ -723,7 +726,7 @@ def kernel_untransform(const floating[:, :, :, :] dU,  # (P, G, KD*CIG, COG)
     cdef double[::1] scratch = np.empty(kt_scratch(KD, KH * KW, n_threads))
     cdef Py_ssize_t pstride = dU.strides[0] // sizeof(floating)
     with nogil:
-        for q in prange(groups * nob * ncb, num_threads=n_threads, schedule="static"):
+        for q in prange(groups * nob * ncb, num_threads=n_threads, schedule="dynamic"):
             grp = q // (nob * ncb)
             ob = (q // ncb) % nob
             cb = q % ncb

@@ -214,15 +214,16 @@ def _plan(spec, op, m, n_threads, budget):
     u_elems = geo.P * (KD * C * CO // spec.groups + _winograd.U_PAD) + 16
     kt_bytes = 8 * _winograd.kt_scratch(KD, math.prod(spec.kernel3[1:]), threads)
     if _all_images(spec, geo, tc, C, CO):
-        tca = min(N * geo.T2, ALL_MAX_TILES)
-        while tca >= ALL_MIN_TILES:
+        nbi = max(1, min(N, ALL_MAX_TILES // geo.T2))   # whole images per block
+        while nbi * geo.T2 >= ALL_MIN_TILES:
+            tca = nbi * geo.T2
             sizes = _winograd.unit_sizes(C, S, CO, SO, geo.P, geo.ah * max(geo.aw, geo.mw),
                                          N, tca, 1, 1, spec.groups, False)
             per = sum(sizes) + (threads - 1) * sizes[4]
             plan = _Plan(m, False, threads, N, tca, 1, per, 1, u_elems, kt_bytes, True)
             if plan.nbytes(item) <= budget:
                 return plan
-            tca //= 2
+            nbi //= 2
     while True:
         # grad_weight: per-thread partial sums of dU only with several threads
         gw = op == "grad_weight" and omp
