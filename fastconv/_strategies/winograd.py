@@ -32,6 +32,19 @@ with single-threaded BLAS, or one after another with threaded BLAS when there
 are fewer units than threads. Blocks of ``tc`` tiles keep the transformed
 block (V, M) near the L2 cache.
 
+Small maps with wide channels (2-D, per-image units of fewer than
+:data:`ALL_BELOW` tiles, U of at least :data:`ALL_MIN_U` elements per position,
+e.g. (16, 512, 7x7)) run in *mode 2*: one block holds the tiles of many images
+(up to :data:`ALL_MAX_TILES`), the layout changes and tile transforms run in
+parallel over images and the GEMMs in parallel over transform positions. BLAS
+packs each position's U once per block instead of once per few-image unit
+(per-unit 16-row GEMMs spent as long packing U as multiplying), and grad_weight
+needs no per-thread partial sums (each position's dU has one owner).
+
+The kernel transform (``U = G w G^T``, 36 x C_in x C_out elements for F(4x4))
+is computed per call in blocks of 16 x 16 channels; its cost and BLAS's packing
+of U are part of the cost model (they dominate at small maps).
+
 Numerics: the transforms amplify rounding error (more for larger tiles); see
 :func:`error_estimate` and the README's accuracy table.
 """
@@ -81,7 +94,7 @@ MIN_TILES = 32
 MAX_TILES = 256
 #: output planes per block of a 3-D problem (its KD - 1 extra input planes are
 #: transformed once per block)
-PLANES = 4
+PLANES = 8
 
 
 def error_estimate(spec, m=2):
