@@ -641,12 +641,13 @@ cdef extern from "_winograd_kt.h" nogil:
                        Py_ssize_t KH, Py_ssize_t KW, const double* gh, Py_ssize_t ah,
                        const double* gw, Py_ssize_t aw, int adjoint, Py_ssize_t grp,
                        Py_ssize_t o0, Py_ssize_t no, Py_ssize_t c0, Py_ssize_t nc,
-                       float* U, Py_ssize_t pstride, double* scratch)
+                       float* U, Py_ssize_t pstride, double* scratch, int stream)
     void wg_kt_block_d(const double* w, Py_ssize_t CIG, Py_ssize_t COG, Py_ssize_t KD,
                        Py_ssize_t KH, Py_ssize_t KW, const double* gh, Py_ssize_t ah,
                        const double* gw, Py_ssize_t aw, int adjoint, Py_ssize_t grp,
                        Py_ssize_t o0, Py_ssize_t no, Py_ssize_t c0, Py_ssize_t nc,
-                       double* U, Py_ssize_t pstride, double* scratch)
+                       double* U, Py_ssize_t pstride, double* scratch, int stream)
+    void wg_sfence()
     void wg_kut_block_f(const float* dU, Py_ssize_t CIG, Py_ssize_t COG, Py_ssize_t KD,
                         Py_ssize_t KH, Py_ssize_t KW, const double* gh, Py_ssize_t ah,
                         const double* gw, Py_ssize_t aw, Py_ssize_t grp,
@@ -657,6 +658,10 @@ cdef extern from "_winograd_kt.h" nogil:
                         const double* gw, Py_ssize_t aw, Py_ssize_t grp,
                         Py_ssize_t o0, Py_ssize_t no, Py_ssize_t c0, Py_ssize_t nc,
                         double* dw, Py_ssize_t pstride, double* scratch)
+
+
+#: U larger than this is written with non-temporal stores
+STREAM_BYTES = 16 << 20
 
 
 def kt_scratch(Py_ssize_t KD, Py_ssize_t K2, int n_threads):
@@ -692,6 +697,8 @@ def kernel_transform(const floating[:, :, :, :, ::1] w,   # (CO, CIG, KD, KH, KW
     cdef Py_ssize_t per = kt_scratch(KD, KH * KW, 1)
     cdef double[::1] scratch = np.empty(kt_scratch(KD, KH * KW, n_threads))
     cdef Py_ssize_t pstride = U.strides[0] // sizeof(floating)
+    # non-temporal stores when U is far larger than the caches
+    cdef int stream = U.shape[0] * pstride * sizeof(floating) > STREAM_BYTES
     with nogil:
         for q in prange(groups * nob * ncb, num_threads=n_threads, schedule="dynamic"):
             grp = q // (nob * ncb)
@@ -701,12 +708,13 @@ def kernel_transform(const floating[:, :, :, :, ::1] w,   # (CO, CIG, KD, KH, KW
                 wg_kt_block_f(&w[0, 0, 0, 0, 0], CIG, COG, KD, KH, KW, &Gh[0, 0], ah,
                               &Gw[0, 0], aw, adjoint, grp, ob * 16, min(16, COG - ob * 16),
                               cb * 16, min(16, CIG - cb * 16), &U[0, 0, 0, 0], pstride,
-                              &scratch[0] + threadid() * per)
+                              &scratch[0] + threadid() * per, stream)
+                wg_sfence()
             else:
                 wg_kt_block_d(&w[0, 0, 0, 0, 0], CIG, COG, KD, KH, KW, &Gh[0, 0], ah,
                               &Gw[0, 0], aw, adjoint, grp, ob * 16, min(16, COG - ob * 16),
                               cb * 16, min(16, CIG - cb * 16), &U[0, 0, 0, 0], pstride,
-                              &scratch[0] + threadid() * per)
+                              &scratch[0] + threadid() * per, stream)
 
 
 def kernel_untransform(const floating[:, :, :, :] dU,  # (P, G, KD*CIG, COG)

@@ -162,16 +162,44 @@ static inline int wg_kut3(const double *du, ptrdiff_t KH, ptrdiff_t KW, const do
 { return 0; }
 #endif
 
+/* 16 float32 lanes of U from res; ``stream``: non-temporal when aligned (a U far
+ * larger than the caches is written once and read back by BLAS much later: the
+ * read-for-ownership of every line was most of the transform's time). */
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#include <immintrin.h>
+#include <stdint.h>
+static inline void wg_store16_f(float *u, const double *res, int stream)
+{
+    __m512 v = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(_mm512_loadu_pd(res))),
+                                  _mm512_cvtpd_ps(_mm512_loadu_pd(res + 8)), 1);
+    if (stream && ((uintptr_t)u & 63) == 0) _mm512_stream_ps(u, v);
+    else _mm512_storeu_ps(u, v);
+}
+static inline void wg_sfence(void) { _mm_sfence(); }
+#else
+static inline void wg_store16_f(float *u, const double *res, int stream)
+{
+    (void)stream;
+    for (int l = 0; l < 16; l++) u[l] = (float)res[l];
+}
+static inline void wg_sfence(void) {}
+#endif
+static inline void wg_store16_d(double *u, const double *res, int stream)
+{
+    (void)stream;
+    for (int l = 0; l < 16; l++) u[l] = res[l];
+}
+
 /* Block (o0..o0+no) x (c0..c0+nc) of w (CO, CIG, KD, KH, KW); o0 within group grp.
  * Forward: U[p][grp][kd*CIG + c][o - grp*COG], lanes over o.
  * Adjoint: U[p][grp][kd'*COG + o - grp*COG][c], kd' = KD-1-kd, taps reversed,
  * lanes over c. scratch: 16*16*KD*K2 + (MAXP + 3*8) * 16 doubles. */
-#define WG_KT_BLOCK(NAME, T)                                                          \
+#define WG_KT_BLOCK(NAME, T, STORE16)                                                 \
 static void NAME(const T *w, ptrdiff_t CIG, ptrdiff_t COG, ptrdiff_t KD,              \
                  ptrdiff_t KH, ptrdiff_t KW, const double *gh, ptrdiff_t ah,          \
                  const double *gw, ptrdiff_t aw, int adjoint, ptrdiff_t grp,           \
                  ptrdiff_t o0, ptrdiff_t no, ptrdiff_t c0, ptrdiff_t nc,               \
-                 T *U, ptrdiff_t pstride, double *scratch)                             \
+                 T *U, ptrdiff_t pstride, double *scratch, int stream)                 \
 {                                                                                      \
     ptrdiff_t K2 = KH * KW, KK = KD * K2, P = ah * aw, G = pstride;                    \
     double *blk = scratch, *tk = blk + 16 * 16 * KK, *res = tk + 8 * 8 * 16;           \
@@ -197,8 +225,7 @@ static void NAME(const T *w, ptrdiff_t CIG, ptrdiff_t COG, ptrdiff_t KD,        
             T *u = U + (grp * nrows + row) * co + (adjoint ? c0 : o0);                 \
             if (nl == 16) {                                                            \
                 for (ptrdiff_t p = 0; p < P; p++)                                      \
-                    for (int l = 0; l < 16; l++)                                       \
-                        u[p * pstride + l] = (T)res[p * 16 + l];                       \
+                    STORE16(u + p * pstride, res + p * 16, stream);                    \
             } else {                                                                   \
                 for (ptrdiff_t p = 0; p < P; p++)                                      \
                     for (ptrdiff_t l = 0; l < nl; l++)                                 \
@@ -238,8 +265,8 @@ static void NAME(const T *dU, ptrdiff_t CIG, ptrdiff_t COG, ptrdiff_t KD,       
     }                                                                                  \
 }
 
-WG_KT_BLOCK(wg_kt_block_f, float)
-WG_KT_BLOCK(wg_kt_block_d, double)
+WG_KT_BLOCK(wg_kt_block_f, float, wg_store16_f)
+WG_KT_BLOCK(wg_kt_block_d, double, wg_store16_d)
 WG_KUT_BLOCK(wg_kut_block_f, float)
 WG_KUT_BLOCK(wg_kut_block_d, double)
 #endif

@@ -243,3 +243,28 @@ def test_autotune_measures_and_stores_it(tmp_path):
                              dtype="float32")
         assert d.decided_by == "tuning-cache"
         assert "winograd" in {c.name for c in d.candidates if c.measured_s is not None}
+
+
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_kernel_transform_streaming_stores_agree(adjoint, monkeypatch):
+    """Non-temporal stores (used when U is larger than the caches) write the same U."""
+    from fastconv._ext import _winograd
+
+    rng = np.random.default_rng(5)
+    for co, ci in ((32, 48), (26, 20)):
+        w = rng.standard_normal((co, ci, 1, 3, 3)).astype(np.float32)
+        BT, G, AT = matrices(4)
+        rows, cols = (co, ci) if adjoint else (ci, co)
+        outs = []
+        for limit in (1 << 40, 0):
+            monkeypatch.setattr(_winograd, "STREAM_BYTES", limit)
+            U = W._u_buffer(36, 1, rows, cols, np.float32)
+            _winograd.kernel_transform(w, G, G, U, 1, adjoint, 2)
+            outs.append(np.array(U))
+        np.testing.assert_array_equal(outs[0], outs[1])
+        # U[i*6 + j, row, col] = (G k G^T)[i, j] of the effective kernel k
+        k = w[:, :, 0, ::-1, ::-1] if adjoint else w[:, :, 0]
+        want = np.einsum("ia,jb,ocab->ijco", G, G, k.astype(np.float64)).reshape(36, ci, co)
+        if adjoint:
+            want = want.transpose(0, 2, 1)
+        np.testing.assert_allclose(outs[0][:, 0], want, rtol=1e-5, atol=1e-5)
