@@ -68,12 +68,14 @@ DEFAULT_RTOL = 2e-5
 # max |error| / max |output| (worst of the three ops) measured against a float64
 # reference on N(0, 1) data with 64-512 channels, padding 1, per (tile, number of
 # transformed axes) -- ``benchmarks/winograd_accuracy.py``; the README's table.
-# The error grows slowly with the channel count (64 -> 512: about 2x).
+# The error grows slowly with the channel count (64 -> 512: about 2x) and with the
+# number of outputs (16 x 512 x 7x7: F(2x2) float32 7.5e-7, float64 F(4x4) 2.8e-14,
+# F(6x6) 3.9e-14, above the single-image maxima).
 _ERR = {
     "float32": {(2, 1): 6e-7, (4, 1): 3.5e-6, (6, 1): 4e-6,
-                (2, 2): 6e-7, (4, 2): 1.2e-5, (6, 2): 2.6e-5},
+                (2, 2): 8e-7, (4, 2): 1.2e-5, (6, 2): 2.6e-5},
     "float64": {(2, 1): 1.5e-15, (4, 1): 4.2e-15, (6, 1): 1e-14,
-                (2, 2): 1.5e-15, (4, 2): 2.6e-14, (6, 2): 3.3e-14},
+                (2, 2): 1.5e-15, (4, 2): 3e-14, (6, 2): 4e-14},
 }
 
 # Cost model (seconds, float32, one thread; `fastconv tune --calibrate` rescales):
