@@ -163,12 +163,21 @@ def _cost(spec, op, m, n_threads):
     SO = math.prod(spec.output_shape5[2:])
     copy = N * (spec.in_channels * S + spec.out_channels * SO) * _COPY_S
     u = geo.P * KD * C * CO / G
-    pack = _PACK_S_CACHED if u * spec.itemsize <= _L2_BYTES else _PACK_S
-    ukern = u * (_KT_S + pack * -(-tiles // plan.tc))
-    t = gemm + xform + copy + calls * _GEMM_CALL + ukern
+    cached = u * spec.itemsize <= _L2_BYTES
+    ukern = u * (_KT_S + (_PACK_S_CACHED if cached else _PACK_S) * -(-tiles // plan.tc))
+    t = gemm + xform + copy + calls * _GEMM_CALL
+    par = max(1, plan.threads if (plan.omp or plan.allimg) else min(n_threads, 2))
+    if cached:
+        t += ukern
+    else:
+        # a U larger than the caches is written and packed at memory bandwidth, which
+        # a second thread does not add to: (16, 512, 7x7) on 2 threads ran F(2x2)
+        # (16 MB U) in 16.0-16.5 ms and F(4x4) (38 MB) in 19.4-19.8 ms, while on one
+        # thread the two took the same time
+        t += ukern * par
     if spec.dtype == np.float64:
         t *= _F64
-    return t / max(1, plan.threads if plan.omp else min(n_threads, 2))
+    return t / par
 
 
 def plan_tile(spec, op="forward", n_threads=1, opts=None):
