@@ -1,7 +1,8 @@
 """Interleaved timing of winograd against direct, im2col, auto and PyTorch.
 
 The layers of issue 9 (float32, padding 1): resnet3x3-56 (32, 64, 56x56) -> 64,
-resnet3x3-14 (32, 256, 14x14) -> 256, conv3d (4, 16, 32^3) -> 32 3x3x3. Every
+resnet3x3-14 (32, 256, 14x14) -> 256, conv3d (4, 16, 32^3) -> 32 3x3x3, and the
+held-out ho-deep-7x7in (16, 512, 7x7) -> 512. Every
 round runs each contender once, in turn; the table gives each one's minimum
 over the rounds, the ratios, effective GFLOP/s (direct-definition FLOPs / time)
 and numpy's 1024^2 float32 matmul GFLOP/s measured between the rounds. Run:
@@ -21,6 +22,8 @@ LAYERS = {
     "resnet3x3-56": ((32, 64, 56, 56), (64, 64, 3, 3)),
     "resnet3x3-14": ((32, 256, 14, 14), (256, 256, 3, 3)),
     "conv3d": ((4, 16, 32, 32, 32), (32, 16, 3, 3, 3)),
+    # held-out: a small map with wide channels (mode 2)
+    "ho-deep-7x7in": ((16, 512, 7, 7), (512, 512, 3, 3)),
 }
 OPS = ("forward", "grad_input", "grad_weight")
 IMPLS = ("winograd", "direct", "im2col", "auto", "torch")

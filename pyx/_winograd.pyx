@@ -41,6 +41,12 @@ cdef enum:
     # elements between transform positions' blocks beyond their size: a power-of-two
     # stride would put all 36-64 position streams of a tile transform in one cache set
     PAD = 16
+    # the same between the positions of U and dU (C_in*C_out apart: a power of two
+    # for most layers, so a block's 16-64 position writes all fell in one cache set)
+    UPAD = 32
+
+#: elements between transform positions of U beyond C_in*C_out/groups*KD
+U_PAD = UPAD
 
 
 cdef struct WG:
@@ -53,6 +59,7 @@ cdef struct WG:
     Py_ssize_t nb, tc, odc, Pl        # images per unit, tiles per block, planes per block
     Py_ssize_t nunits
     Py_ssize_t xt_sz, yt_sz, v_sz, m_sz, tmp_sz, du_sz, per_thread
+    Py_ssize_t ups                    # position stride of U / dU
     double bth[MAXA * MAXA]
     double btw[MAXA * MAXA]
     double ath[MAXA * MAXA]
@@ -98,13 +105,14 @@ cdef int _setup(WG* g, Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, Py_ssize_t H, P
                        g.nb, tc, g.Pl, KD, groups, gw)
     g.xt_sz, g.yt_sz, g.v_sz, g.m_sz, g.tmp_sz, g.du_sz = sizes
     g.per_thread = sum(sizes)
+    g.ups = KD * g.CIG * CO + UPAD
     return 0
 
 
 def unit_sizes(C, S, CO, SO, P, A2, nb, tc, Pl, KD, groups, gw):
     """Scratch elements of one thread: (xt, yt, V, M, tmp, dU)."""
     return (nb * C * S, nb * CO * SO, P * (tc * Pl * C + 16), P * (tc * CO + 16),
-            A2 * max(C, CO), (P * KD * (C // groups) * CO) if gw else 0)
+            A2 * max(C, CO), (P * (KD * (C // groups) * CO + UPAD)) if gw else 0)
 
 
 cdef extern from "_winograd_xf.h" nogil:
@@ -112,8 +120,6 @@ cdef extern from "_winograd_xf.h" nogil:
     void wg_axpy_d(double* d, const double* s, double a, Py_ssize_t n, int first)
     void wg_transpose_f(const float* src, Py_ssize_t rows, Py_ssize_t cols, float* dst)
     void wg_transpose_d(const double* src, Py_ssize_t rows, Py_ssize_t cols, double* dst)
-    void wg_axpy16_d(double* d, const double* s, double a)
-    void wg_zero_d(double* d, Py_ssize_t n)
 
 
 # ---------------------------------------------------------------------------
@@ -297,24 +303,30 @@ cdef void _gy_tile(const WG* g, const floating* plane, Py_ssize_t h0, Py_ssize_t
 cdef void _in_block(const WG* g, const floating* xt, Py_ssize_t t0, Py_ssize_t nt,
                     Py_ssize_t od0, floating* V, floating* tmp) noexcept nogil:
     """V[p][tt][pl][c] for tiles t0..t0+nt of the unit, planes od0+offd+pl."""
-    cdef Py_ssize_t tt, t, img, t2, th, tw, pl, d, p
+    cdef Py_ssize_t tt
+    for tt in range(nt):
+        _in_one(g, xt, t0 + tt, tt, od0, V, tmp)
+
+
+cdef void _in_one(const WG* g, const floating* xt, Py_ssize_t t, Py_ssize_t tt,
+                  Py_ssize_t od0, floating* V, floating* tmp) noexcept nogil:
+    """Tile t of the unit into row tt of the block V (all its planes)."""
+    cdef Py_ssize_t img, t2, th, tw, pl, d, p
     cdef Py_ssize_t pstride = g.tc * g.Pl * g.C + PAD, S = g.D * g.H * g.W
     cdef floating* v
-    for tt in range(nt):
-        t = t0 + tt
-        img = t // g.T2
-        t2 = t - img * g.T2
-        th = t2 // g.TW
-        tw = t2 - th * g.TW
-        for pl in range(g.Pl):
-            d = od0 + g.offd + pl
-            v = V + (tt * g.Pl + pl) * g.C
-            if 0 <= d < g.D:
-                _in_tile(g, xt + (img * S + d * g.H * g.W) * g.C,
-                         th * g.mh + g.offh, tw * g.mw + g.offw, v, pstride, tmp)
-            else:
-                for p in range(g.P):
-                    memset(v + p * pstride, 0, g.C * sizeof(floating))
+    img = t // g.T2
+    t2 = t - img * g.T2
+    th = t2 // g.TW
+    tw = t2 - th * g.TW
+    for pl in range(g.Pl):
+        d = od0 + g.offd + pl
+        v = V + (tt * g.Pl + pl) * g.C
+        if 0 <= d < g.D:
+            _in_tile(g, xt + (img * S + d * g.H * g.W) * g.C,
+                     th * g.mh + g.offh, tw * g.mw + g.offw, v, pstride, tmp)
+        else:
+            for p in range(g.P):
+                memset(v + p * pstride, 0, g.C * sizeof(floating))
 
 
 # ---------------------------------------------------------------------------
@@ -331,7 +343,7 @@ cdef void _fwd_unit(const WG* g, const floating* x, const floating* U, floating*
     cdef Py_ssize_t S = g.D * g.H * g.W, SO = g.OD * g.OH * g.OW
     cdef Py_ssize_t i, od0, od, t0, nt, p, grp, kd, tt, t, img, t2, th, tw, ob, tb
     cdef Py_ssize_t vstride = g.tc * g.Pl * g.C + PAD, mstride = g.tc * g.CO + PAD
-    cdef Py_ssize_t KC = g.KD * g.CIG, ucs = g.G * KC * g.COG
+    cdef Py_ssize_t KC = g.KD * g.CIG, ucs = g.ups
     for i in range(nimg):
         _to_last(x + (n0 + i) * g.C * S, xt + i * g.C * S, g.C, S)
     for ob in range((g.OD + g.odc - 1) // g.odc):
@@ -380,7 +392,7 @@ cdef void _gw_unit(const WG* g, const floating* x, const floating* gy, floating*
     cdef Py_ssize_t S = g.D * g.H * g.W, SO = g.OD * g.OH * g.OW
     cdef Py_ssize_t i, od0, od, t0, nt, p, grp, kd, tt, t, img, t2, th, tw, ob, tb
     cdef Py_ssize_t vstride = g.tc * g.Pl * g.C + PAD, mstride = g.tc * g.CO + PAD
-    cdef Py_ssize_t KC = g.KD * g.CIG, ucs = g.G * KC * g.COG
+    cdef Py_ssize_t KC = g.KD * g.CIG, ucs = g.ups
     for i in range(nimg):
         _to_last(x + (n0 + i) * g.C * S, xt + i * g.C * S, g.C, S)
         _to_last(gy + (n0 + i) * g.CO * SO, gyt + i * g.CO * SO, g.CO, SO)
@@ -417,8 +429,104 @@ cdef void _gw_unit(const WG* g, const floating* x, const floating* gy, floating*
 
 
 # ---------------------------------------------------------------------------
+# mode 2: every image in one unit, each phase parallel on its own axis
+# ---------------------------------------------------------------------------
+# Small maps (a few tiles per image) with many channels: per-image units gave
+# GEMMs of a few dozen rows, and BLAS re-packs U (C_in x C_out per position) on
+# every call -- as much time as the multiply itself. Here one block holds the
+# tiles of all images (or as many as the budget allows), so each position's U is
+# packed once per block: layout changes in parallel over images, tile transforms
+# over tiles, and the GEMMs over transform positions (single-threaded BLAS).
+# 2-D only (D == KD == 1). Deterministic: each output element has one owner.
+cdef void _fwd_all(const WG* g, const floating* x, const floating* U, floating* y,
+                   floating* wk, int nth) noexcept nogil:
+    cdef floating* xt = wk
+    cdef floating* yt = xt + g.xt_sz
+    cdef floating* V = yt + g.yt_sz
+    cdef floating* M = V + g.v_sz
+    cdef floating* tmp0 = M + g.m_sz
+    cdef Py_ssize_t S = g.H * g.W, SO = g.OH * g.OW, nbi = g.tc // g.T2
+    cdef Py_ssize_t i, i0, ni, p, t2, th, tw, grp, img, blk
+    cdef Py_ssize_t vstride = g.tc * g.C + PAD, mstride = g.tc * g.CO + PAD
+    # three parallel regions per block of nbi images (each barrier waits for the
+    # slowest thread: few regions and dynamic schedules keep a loaded machine
+    # from stalling them)
+    for blk in range((g.N + nbi - 1) // nbi):
+        i0 = blk * nbi
+        ni = min(nbi, g.N - i0)
+        for i in prange(ni, num_threads=nth, schedule="dynamic"):
+            img = i0 + i
+            _to_last(x + img * g.C * S, xt + img * g.C * S, g.C, S)
+            for t2 in range(g.T2):
+                _in_one(g, xt, img * g.T2 + t2, i * g.T2 + t2, 0, V,
+                        tmp0 + threadid() * g.tmp_sz)
+        for p in prange(g.P, num_threads=nth, schedule="dynamic"):
+            for grp in range(g.G):
+                gemm_rm(NoTrans, NoTrans, <int>(ni * g.T2), <int>g.COG, <int>g.CIG,
+                        <floating>1, V + p * vstride + grp * g.CIG, <int>g.C,
+                        U + p * g.ups + grp * g.CIG * g.COG, <int>g.COG, <floating>0,
+                        M + p * mstride + grp * g.COG, <int>g.CO)
+        for i in prange(ni, num_threads=nth, schedule="dynamic"):
+            img = i0 + i
+            for t2 in range(g.T2):
+                th = t2 // g.TW
+                tw = t2 - th * g.TW
+                _out_tile(g, M + (i * g.T2 + t2) * g.CO, mstride, yt + img * SO * g.CO,
+                          th * g.mh, tw * g.mw, tmp0 + threadid() * g.tmp_sz)
+            _to_first(yt + img * g.CO * SO, y + img * g.CO * SO, g.CO, SO)
+
+
+cdef void _gw_all(const WG* g, const floating* x, const floating* gy, floating* dU,
+                  floating* wk, int nth) noexcept nogil:
+    cdef floating* xt = wk
+    cdef floating* gyt = xt + g.xt_sz
+    cdef floating* V = gyt + g.yt_sz
+    cdef floating* M = V + g.v_sz
+    cdef floating* tmp0 = M + g.m_sz
+    cdef Py_ssize_t S = g.H * g.W, SO = g.OH * g.OW, nbi = g.tc // g.T2
+    cdef Py_ssize_t i, i0, ni, p, t2, th, tw, grp, img, blk
+    cdef Py_ssize_t vstride = g.tc * g.C + PAD, mstride = g.tc * g.CO + PAD
+    for blk in range((g.N + nbi - 1) // nbi):
+        i0 = blk * nbi
+        ni = min(nbi, g.N - i0)
+        for i in prange(ni, num_threads=nth, schedule="dynamic"):
+            img = i0 + i
+            _to_last(x + img * g.C * S, xt + img * g.C * S, g.C, S)
+            _to_last(gy + img * g.CO * SO, gyt + img * g.CO * SO, g.CO, SO)
+            for t2 in range(g.T2):
+                th = t2 // g.TW
+                tw = t2 - th * g.TW
+                _in_one(g, xt, img * g.T2 + t2, i * g.T2 + t2, 0, V,
+                        tmp0 + threadid() * g.tmp_sz)
+                _gy_tile(g, gyt + img * SO * g.CO, th * g.mh, tw * g.mw,
+                         M + (i * g.T2 + t2) * g.CO, mstride, tmp0 + threadid() * g.tmp_sz)
+        for p in prange(g.P, num_threads=nth, schedule="dynamic"):
+            for grp in range(g.G):
+                gemm_rm(TransT, NoTrans, <int>g.CIG, <int>g.COG, <int>(ni * g.T2), <floating>1,
+                        V + p * vstride + grp * g.CIG, <int>g.C,
+                        M + p * mstride + grp * g.COG, <int>g.CO,
+                        <floating>(1 if i0 else 0),
+                        dU + p * g.ups + grp * g.CIG * g.COG, <int>g.COG)
+
+
+# ---------------------------------------------------------------------------
 # Python entry points
 # ---------------------------------------------------------------------------
+cdef int _check_u(Py_ssize_t[8] shape, Py_ssize_t[8] strides, Py_ssize_t item) except -1:
+    """U / dU: rows and channels contiguous inside a position, any position stride."""
+    if strides[3] != item or strides[2] != shape[3] * item or strides[1] != shape[2] * strides[2] \
+            or strides[0] < shape[1] * strides[1]:
+        raise ValueError("winograd: U must be contiguous within each transform position")
+    return 0
+
+
+cdef int _check_all(const WG* g) except -1:
+    if g.D != 1 or g.KD != 1 or g.OD != 1 or g.nb < g.N or g.tc % g.T2 or g.tc < g.T2:
+        raise ValueError("winograd mode 2 needs a 2-D problem, nb >= N and whole images "
+                         "per block")
+    return 0
+
+
 cdef int _check(Py_ssize_t have, Py_ssize_t need) except -1:
     if have < need:
         raise ValueError(f"winograd workspace has {have} elements, needs {need}")
@@ -426,7 +534,7 @@ cdef int _check(Py_ssize_t have, Py_ssize_t need) except -1:
 
 
 def forward(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpadded
-            const floating[:, :, :, ::1] U,      # IN  (P, G, KD*CIG, COG) transformed kernel
+            const floating[:, :, :, :] U,        # IN  (P, G, KD*CIG, COG) transformed kernel
             floating[:, :, :, :, ::1] y,         # OUT (N, CO, OD, OH, OW)
             floating[::1] work,
             const double[:, ::1] BTh, const double[:, ::1] BTw,
@@ -437,18 +545,29 @@ def forward(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpadded
 
     ``offsets``: (d, h, w) with input index = output index + tap + offset.
     ``mode`` 1: OpenMP over units on ``n_threads`` threads (BLAS limited to one
-    thread by the caller); 0: units in turn, BLAS threaded.
+    thread by the caller); 0: units in turn, BLAS threaded; 2: all images in one
+    unit (``nb`` = N), phases parallel over images, tiles and positions (2-D only,
+    BLAS limited to one thread by the caller).
     """
     cdef WG g
     _setup(&g, x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4],
            y.shape[1], y.shape[2], y.shape[3], y.shape[4], groups, KD, offsets,
            BTh, BTw, ATh, ATw, nb, tc, odc, False)
     cdef Py_ssize_t u, slots = n_threads if mode == 1 else 1
-    _check(work.shape[0], g.per_thread * slots)
-    if U.shape[0] != g.P or U.shape[2] * U.shape[1] != KD * g.C or U.shape[3] * groups != g.CO:
-        raise ValueError("winograd: transformed kernel has the wrong shape")
+    if mode == 2:
+        _check_all(&g)
+        _check(work.shape[0], g.per_thread + (n_threads - 1) * g.tmp_sz)
+    else:
+        _check(work.shape[0], g.per_thread * slots)
+    _check_u(U.shape, U.strides, sizeof(floating))
+    if U.shape[0] != g.P or U.shape[2] * U.shape[1] != KD * g.C or U.shape[3] * groups != g.CO \
+            or U.strides[0] != g.ups * sizeof(floating) or U.strides[1] != U.shape[2] * U.strides[2]:
+        raise ValueError("winograd: transformed kernel has the wrong shape or strides")
     with nogil:
-        if mode == 1:
+        if mode == 2:
+            _fwd_all(&g, &x[0, 0, 0, 0, 0], &U[0, 0, 0, 0], &y[0, 0, 0, 0, 0], &work[0],
+                     n_threads)
+        elif mode == 1:
             for u in prange(g.nunits, num_threads=n_threads, schedule="dynamic"):
                 _fwd_unit(&g, &x[0, 0, 0, 0, 0], &U[0, 0, 0, 0], &y[0, 0, 0, 0, 0],
                           &work[0] + threadid() * g.per_thread, u)
@@ -460,7 +579,7 @@ def forward(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpadded
 
 def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpadded
                 const floating[:, :, :, :, ::1] gy,  # IN  (N, CO, OD, OH, OW)
-                floating[:, :, :, ::1] dU,           # OUT (P, G, KD*CIG, COG), summed
+                floating[:, :, :, :] dU,             # OUT (P, G, KD*CIG, COG), summed
                 floating[::1] work,
                 const double[:, ::1] BTh, const double[:, ::1] BTw,
                 const double[:, ::1] ATh, const double[:, ::1] ATw,
@@ -480,12 +599,22 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpa
     cdef floating* wk = &work[0]
     cdef floating* out = &dU[0, 0, 0, 0]
     cdef floating s
-    _check(work.shape[0], g.per_thread * slots)
-    if dU.shape[0] * dU.shape[1] * dU.shape[2] * dU.shape[3] != g.P * KD * g.CIG * g.CO:
-        raise ValueError("winograd: dU has the wrong shape")
+    if mode == 2:
+        _check_all(&g)
+        _check(work.shape[0], g.per_thread + (n_threads - 1) * g.tmp_sz)
+    else:
+        _check(work.shape[0], g.per_thread * slots)
+    _check_u(dU.shape, dU.strides, sizeof(floating))
+    if dU.shape[0] * dU.shape[1] * dU.shape[2] * dU.shape[3] != g.P * KD * g.CIG * g.CO \
+            or dU.strides[0] != g.ups * sizeof(floating) \
+            or dU.strides[1] != dU.shape[2] * dU.strides[2]:
+        raise ValueError("winograd: dU has the wrong shape or strides")
     with nogil:
-        if mode != 1:  # one thread: accumulate straight into dU
-            memset(out, 0, g.P * KD * g.CIG * g.CO * sizeof(floating))
+        if mode == 2:  # each position's dU has one owner: no partial sums
+            _gw_all(&g, &x[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0], out, wk, n_threads)
+        elif mode != 1:  # one thread: accumulate straight into dU
+            for i in range(g.P):
+                memset(out + i * g.ups, 0, KD * g.CIG * g.CO * sizeof(floating))
             for u in range(g.nunits):
                 _gw_unit(&g, &x[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0], out, wk, u)
         else:
@@ -497,7 +626,7 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpa
                          wk + threadid() * g.per_thread + g.per_thread - dsz,
                          wk + threadid() * g.per_thread, u)
             # fixed order over threads: the same sum for the same thread count
-            for i in prange(dsz, num_threads=n_threads, schedule="static"):
+            for i in prange(dsz - UPAD, num_threads=n_threads, schedule="static"):
                 s = 0
                 for t in range(slots):
                     s = s + wk[t * g.per_thread + g.per_thread - dsz + i]
@@ -505,144 +634,117 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpa
 
 
 # ---------------------------------------------------------------------------
-# kernel transforms (small: done once per call, in double)
+# kernel transforms (once per call, in double; blocks of 16 x 16 channels)
 # ---------------------------------------------------------------------------
-def kernel_transform(const floating[:, :, :, :, ::1] w,   # (CO, CIG, KD, KH, KW), flipped if flip
+cdef extern from "_winograd_kt.h" nogil:
+    void wg_kt_block_f(const float* w, Py_ssize_t CIG, Py_ssize_t COG, Py_ssize_t KD,
+                       Py_ssize_t KH, Py_ssize_t KW, const double* gh, Py_ssize_t ah,
+                       const double* gw, Py_ssize_t aw, int adjoint, Py_ssize_t grp,
+                       Py_ssize_t o0, Py_ssize_t no, Py_ssize_t c0, Py_ssize_t nc,
+                       float* U, Py_ssize_t pstride, double* scratch, int stream)
+    void wg_kt_block_d(const double* w, Py_ssize_t CIG, Py_ssize_t COG, Py_ssize_t KD,
+                       Py_ssize_t KH, Py_ssize_t KW, const double* gh, Py_ssize_t ah,
+                       const double* gw, Py_ssize_t aw, int adjoint, Py_ssize_t grp,
+                       Py_ssize_t o0, Py_ssize_t no, Py_ssize_t c0, Py_ssize_t nc,
+                       double* U, Py_ssize_t pstride, double* scratch, int stream)
+    void wg_sfence()
+    void wg_kut_block_f(const float* dU, Py_ssize_t CIG, Py_ssize_t COG, Py_ssize_t KD,
+                        Py_ssize_t KH, Py_ssize_t KW, const double* gh, Py_ssize_t ah,
+                        const double* gw, Py_ssize_t aw, Py_ssize_t grp,
+                        Py_ssize_t o0, Py_ssize_t no, Py_ssize_t c0, Py_ssize_t nc,
+                        float* dw, Py_ssize_t pstride, double* scratch)
+    void wg_kut_block_d(const double* dU, Py_ssize_t CIG, Py_ssize_t COG, Py_ssize_t KD,
+                        Py_ssize_t KH, Py_ssize_t KW, const double* gh, Py_ssize_t ah,
+                        const double* gw, Py_ssize_t aw, Py_ssize_t grp,
+                        Py_ssize_t o0, Py_ssize_t no, Py_ssize_t c0, Py_ssize_t nc,
+                        double* dw, Py_ssize_t pstride, double* scratch)
+
+
+#: U larger than this is written with non-temporal stores
+STREAM_BYTES = 16 << 20
+
+
+def kt_scratch(Py_ssize_t KD, Py_ssize_t K2, int n_threads):
+    """Doubles of scratch the (un)transforms use (one block per thread)."""
+    return max(1, n_threads) * (256 * KD * K2 + 2048)
+
+
+def kernel_transform(const floating[:, :, :, :, ::1] w,   # (CO, CIG, KD, KH, KW)
                      const double[:, ::1] Gh, const double[:, ::1] Gw,
-                     floating[:, :, :, ::1] U, int groups, bint adjoint, int n_threads=1):
+                     floating[:, :, :, :] U, int groups, bint adjoint, int n_threads=1):
     """U[i*aw + j, g, kd*ci + c, co] = (Gh w Gw^T)[i, j] of the effective kernel.
 
     Forward: the effective kernel is ``w`` (ci = C_in/g, co = C_out/g).
     ``adjoint`` (grad_input): it is ``w`` with in/out channels swapped and every
     spatial axis reversed (ci = C_out/g, co = C_in/g).
 
-    Works on 16 consecutive columns of U at a time, so that every transform
-    position is written one cache line at a time (positions lie C*C_out apart,
-    often a power of two: writing them one column at a time missed every time).
+    Blocks of 16 output x 16 input channels in parallel: a block reads 16
+    contiguous runs of w and writes 16 channels (one cache line of float32) per
+    transform position and row of U.
     """
     cdef Py_ssize_t CO = w.shape[0], CIG = w.shape[1], KD = w.shape[2]
     cdef Py_ssize_t KH = w.shape[3], KW = w.shape[4], COG = CO // groups
-    cdef Py_ssize_t ah = Gh.shape[0], aw = Gw.shape[0], i, j, a, b, o, c, kd, grp, cog
-    cdef Py_ssize_t row, col0, ci, co, nrows, q, cb, ncb, nblk, K2 = KH * KW
-    cdef double[:, ::1] scratch = np.empty((max(1, n_threads), 9 * 16 + 2 * 24 * 16 + 64 * 16))
-    cdef double* blk
-    cdef double* tk
-    cdef double* res
-    cdef const floating* w0 = &w[0, 0, 0, 0, 0]
-    cdef floating* u0 = &U[0, 0, 0, 0]
-    cdef const double* gh = &Gh[0, 0]
-    cdef const double* gw = &Gw[0, 0]
-    cdef const floating* src
-    if Gh.shape[1] != KH or Gw.shape[1] != KW or U.shape[0] != ah * aw or KH * KW > 9:
+    cdef Py_ssize_t ah = Gh.shape[0], aw = Gw.shape[0], ci, co, q, grp, ob, cb
+    if Gh.shape[1] != KH or Gw.shape[1] != KW or U.shape[0] != ah * aw or KH * KW > 9 \
+            or ah > MAXA or aw > MAXA:
         raise ValueError("winograd: kernel transform shapes do not match")
     ci = COG if adjoint else CIG
     co = CIG if adjoint else COG
     if U.shape[1] != groups or U.shape[2] != KD * ci or U.shape[3] != co:
         raise ValueError("winograd: U has the wrong shape")
-    nrows = KD * ci
-    nblk = (co + 15) // 16
-    cdef Py_ssize_t pstride = groups * nrows * co
+    _check_u(U.shape, U.strides, sizeof(floating))
+    cdef Py_ssize_t nob = (COG + 15) // 16, ncb = (CIG + 15) // 16
+    cdef Py_ssize_t per = kt_scratch(KD, KH * KW, 1)
+    cdef double[::1] scratch = np.empty(kt_scratch(KD, KH * KW, n_threads))
+    cdef Py_ssize_t pstride = U.strides[0] // sizeof(floating)
+    # non-temporal stores when U is far larger than the caches
+    cdef int stream = U.shape[0] * pstride * sizeof(floating) > STREAM_BYTES
     with nogil:
-        for q in prange(groups * nrows * nblk, num_threads=n_threads, schedule="static"):
-            blk = &scratch[threadid(), 0]
-            tk = blk + 9 * 16
-            res = tk + 24 * 16
-            grp = q // (nrows * nblk)
-            row = (q // nblk) % nrows
-            col0 = (q % nblk) * 16
-            ncb = min(16, co - col0)
-            # blk[a*KW + b][cb]: the effective kernel's taps for the 16 columns
-            for cb in range(16):
-                for a in range(K2):
-                    blk[a * 16 + cb] = 0
-            for cb in range(ncb):
-                if adjoint:
-                    kd = KD - 1 - row // COG
-                    cog = row % COG
-                    o = grp * COG + cog
-                    c = col0 + cb
-                    src = w0 + ((o * CIG + c) * KD + kd) * K2
-                    for a in range(K2):
-                        blk[a * 16 + cb] = src[K2 - 1 - a]
-                else:
-                    kd = row // CIG
-                    c = row % CIG
-                    o = grp * COG + col0 + cb
-                    src = w0 + ((o * CIG + c) * KD + kd) * K2
-                    for a in range(K2):
-                        blk[a * 16 + cb] = src[a]
-            # tk[a][j] = sum_b Gw[j, b] blk[a][b]; res[i][j] = sum_a Gh[i, a] tk[a][j]
-            for a in range(KH):
-                for j in range(aw):
-                    wg_zero_d(tk + (a * aw + j) * 16, 16)
-                    for b in range(KW):
-                        wg_axpy16_d(tk + (a * aw + j) * 16, blk + (a * KW + b) * 16, gw[j * KW + b])
-            for i in range(ah):
-                for j in range(aw):
-                    wg_zero_d(res + (i * aw + j) * 16, 16)
-                    for a in range(KH):
-                        wg_axpy16_d(res + (i * aw + j) * 16, tk + (a * aw + j) * 16, gh[i * KH + a])
-            for i in range(ah * aw):
-                for cb in range(ncb):
-                    u0[i * pstride + (grp * nrows + row) * co + col0 + cb] = <floating>res[i * 16 + cb]
+        for q in prange(groups * nob * ncb, num_threads=n_threads, schedule="dynamic"):
+            grp = q // (nob * ncb)
+            ob = (q // ncb) % nob
+            cb = q % ncb
+            if floating is float:
+                wg_kt_block_f(&w[0, 0, 0, 0, 0], CIG, COG, KD, KH, KW, &Gh[0, 0], ah,
+                              &Gw[0, 0], aw, adjoint, grp, ob * 16, min(16, COG - ob * 16),
+                              cb * 16, min(16, CIG - cb * 16), &U[0, 0, 0, 0], pstride,
+                              &scratch[0] + threadid() * per, stream)
+                wg_sfence()
+            else:
+                wg_kt_block_d(&w[0, 0, 0, 0, 0], CIG, COG, KD, KH, KW, &Gh[0, 0], ah,
+                              &Gw[0, 0], aw, adjoint, grp, ob * 16, min(16, COG - ob * 16),
+                              cb * 16, min(16, CIG - cb * 16), &U[0, 0, 0, 0], pstride,
+                              &scratch[0] + threadid() * per, stream)
 
 
-def kernel_untransform(const floating[:, :, :, ::1] dU,  # (P, G, KD*CIG, COG)
+def kernel_untransform(const floating[:, :, :, :] dU,  # (P, G, KD*CIG, COG)
                        const double[:, ::1] Gh, const double[:, ::1] Gw,
                        floating[:, :, :, :, ::1] dw, int groups, int n_threads=1):
     """dw[g*COG + co, c, kd] = Gh^T dU[:, :, g, kd*CIG + c, co] Gw (adjoint of the forward)."""
     cdef Py_ssize_t CO = dw.shape[0], CIG = dw.shape[1], KD = dw.shape[2]
     cdef Py_ssize_t KH = dw.shape[3], KW = dw.shape[4], COG = CO // groups
-    cdef Py_ssize_t ah = Gh.shape[0], aw = Gw.shape[0], i, j, a, b, o, c, kd, grp, cog
-    cdef double s, t
-    cdef double[:, ::1] scratch = np.empty((max(1, n_threads), MAXA * MAXA * 16 + 2 * 24 * 16))
-    cdef double* tk
-    cdef double* blk
-    cdef double* res
+    cdef Py_ssize_t ah = Gh.shape[0], aw = Gw.shape[0], q, grp, ob, cb
     if Gh.shape[1] != KH or Gw.shape[1] != KW or dU.shape[0] != ah * aw \
-            or dU.shape[2] != KD * CIG or dU.shape[3] != COG:
+            or dU.shape[2] != KD * CIG or dU.shape[3] != COG or KH * KW > 9 \
+            or ah > MAXA or aw > MAXA:
         raise ValueError("winograd: kernel untransform shapes do not match")
-    cdef const floating* du0 = &dU[0, 0, 0, 0]
-    cdef floating* dw0 = &dw[0, 0, 0, 0, 0]
-    cdef const floating* src
-    cdef floating* dst
-    cdef const double* gh = &Gh[0, 0]
-    cdef const double* gw = &Gw[0, 0]
-    cdef Py_ssize_t pstride = groups * KD * CIG * COG
-    cdef Py_ssize_t nblk = (COG + 15) // 16, q, cb, cog0, ncb
+    _check_u(dU.shape, dU.strides, sizeof(floating))
+    cdef Py_ssize_t nob = (COG + 15) // 16, ncb = (CIG + 15) // 16
+    cdef Py_ssize_t per = kt_scratch(KD, KH * KW, 1)
+    cdef double[::1] scratch = np.empty(kt_scratch(KD, KH * KW, n_threads))
+    cdef Py_ssize_t pstride = dU.strides[0] // sizeof(floating)
     with nogil:
-        # per block of 16 output channels: read one cache line of each position per
-        # (c, kd), write 16 contiguous streams of dw (positions lie a power of two
-        # apart: reading them one channel at a time missed in cache on every read)
-        for q in prange(groups * nblk, num_threads=n_threads, schedule="static"):
-            blk = &scratch[threadid(), 0]
-            tk = blk + MAXA * MAXA * 16
-            res = tk + 24 * 16
-            grp = q // nblk
-            cog0 = (q - grp * nblk) * 16
-            ncb = min(16, COG - cog0)
-            for c in range(CIG):
-                for kd in range(KD):
-                    src = du0 + ((grp * KD + kd) * CIG + c) * COG + cog0
-                    for i in range(ah * aw):
-                        for b in range(ncb):
-                            blk[i * 16 + b] = src[i * pstride + b]
-                    # tk[i][b] = sum_j Gw[j, b] dU[i, j], then dw[a][b] = sum_i Gh[i, a] tk[i][b],
-                    # 16 output channels at a time (the vectorized inner loops)
-                    for i in range(ah):
-                        for b in range(KW):
-                            wg_zero_d(tk + (i * KW + b) * 16, 16)
-                            for j in range(aw):
-                                wg_axpy16_d(tk + (i * KW + b) * 16, blk + (i * aw + j) * 16,
-                                            gw[j * KW + b])
-                    for a in range(KH):
-                        for b in range(KW):
-                            wg_zero_d(res + (a * KW + b) * 16, 16)
-                            for i in range(ah):
-                                wg_axpy16_d(res + (a * KW + b) * 16, tk + (i * KW + b) * 16,
-                                            gh[i * KH + a])
-                    for cb in range(ncb):
-                        o = grp * COG + cog0 + cb
-                        dst = dw0 + ((o * CIG + c) * KD + kd) * KH * KW
-                        for a in range(KH * KW):
-                            dst[a] = <floating>res[a * 16 + cb]
+        for q in prange(groups * nob * ncb, num_threads=n_threads, schedule="dynamic"):
+            grp = q // (nob * ncb)
+            ob = (q // ncb) % nob
+            cb = q % ncb
+            if floating is float:
+                wg_kut_block_f(&dU[0, 0, 0, 0], CIG, COG, KD, KH, KW, &Gh[0, 0], ah,
+                               &Gw[0, 0], aw, grp, ob * 16, min(16, COG - ob * 16),
+                               cb * 16, min(16, CIG - cb * 16), &dw[0, 0, 0, 0, 0], pstride,
+                               &scratch[0] + threadid() * per)
+            else:
+                wg_kut_block_d(&dU[0, 0, 0, 0], CIG, COG, KD, KH, KW, &Gh[0, 0], ah,
+                               &Gw[0, 0], aw, grp, ob * 16, min(16, COG - ob * 16),
+                               cb * 16, min(16, CIG - cb * 16), &dw[0, 0, 0, 0, 0], pstride,
+                               &scratch[0] + threadid() * per)

@@ -28,16 +28,6 @@ static inline void wg_axpy_d(double *restrict d, const double *restrict s, doubl
     }
 }
 
-/* d[0:16] += a * s[0:16] (kernel transforms, 16 channels at a time) */
-static inline void wg_axpy16_d(double *restrict d, const double *restrict s, double a)
-{
-    for (int i = 0; i < 16; i++) d[i] += a * s[i];
-}
-
-static inline void wg_zero_d(double *d, ptrdiff_t n)
-{
-    for (ptrdiff_t i = 0; i < n; i++) d[i] = 0;
-}
 #endif
 
 /* dst (cols x rows) = transpose of src (rows x cols), both row-major; 8x8 blocks

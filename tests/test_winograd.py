@@ -101,6 +101,47 @@ def test_every_tile_size_and_thread_count(problem, dtype, threads, m, monkeypatc
                          what=f"F({m},3) {nd}d {what}", operands=operands)
 
 
+def _force_mode2(monkeypatch, max_tiles):
+    monkeypatch.setattr(W, "ALL_MIN_U", 1)
+    monkeypatch.setattr(W, "ALL_MIN_TILES", 1)
+    monkeypatch.setattr(W, "ALL_BELOW", 1 << 30)
+    monkeypatch.setattr(W, "ALL_MAX_TILES", max_tiles)
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("problem", [1, 2, 4])
+def test_all_images_mode(problem, dtype, threads, m, monkeypatch):
+    """Mode 2 (all images' tiles in one block, phases parallel over images and
+    positions), with blocks of a few images so that grad_weight accumulates."""
+    monkeypatch.setattr(W, "TILES", (m,))
+    _force_mode2(monkeypatch, 24)
+    xs, ws, kw = PROBLEMS[problem]
+    rng = np.random.default_rng(problem)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    spec = make_spec(xs, ws, dtype=dtype, **{k: v for k, v in kw.items() if k != "flip"},
+                     flip=kw.get("flip", False))
+    gy = rng.standard_normal(spec.output_shape).astype(dtype)
+    with fastconv.config(n_threads=threads, winograd_rtol=1.0):
+        for op in ("forward", "grad_input", "grad_weight"):
+            plan = W._plan(spec, op, m, threads, 1 << 30)
+            assert plan.mode == 2 and plan.tc < spec.batch * W._geo(spec, m, op).T2
+        checks, nd = _ops(x, w, gy, kw)
+        for what, got, want, operands in checks:
+            assert_close(got, want, dtype=dtype, strategy="winograd", spec=spec,
+                         what=f"F({m},3) {nd}d {what} mode 2", operands=operands)
+
+
+def test_all_images_mode_is_chosen_for_small_wide_maps():
+    spec = make_spec((16, 512, 7, 7), (512, 512, 3, 3), padding=1, dtype=np.float32)
+    small = make_spec((16, 96, 40, 40), (96, 96, 3, 3), padding=1, dtype=np.float32)
+    for op in ("forward", "grad_input", "grad_weight"):
+        assert W._plan(spec, op, 4, 2, 1 << 30).mode == 2
+        assert W._plan(small, op, 4, 2, 1 << 30).mode == 1
+
+
 def test_threads_agree_and_grad_weight_is_deterministic():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((6, 8, 13, 11)).astype(np.float32)
@@ -114,8 +155,11 @@ def test_threads_agree_and_grad_weight_is_deterministic():
     np.testing.assert_allclose(runs[0], runs[2], rtol=1e-5, atol=1e-5 * np.abs(runs[2]).max())
 
 
+@pytest.mark.parametrize("mode2", [False, True])
 @pytest.mark.parametrize("op", ["forward", "grad_input", "grad_weight"])
-def test_workspace_is_exact(op):
+def test_workspace_is_exact(op, mode2, monkeypatch):
+    if mode2:
+        _force_mode2(monkeypatch, 64)
     spec = make_spec((4, 16, 20, 20), (24, 16, 3, 3), padding=1, dtype=np.float32)
     strat = _strategies.get("winograd")
     rng = np.random.default_rng(1)
@@ -125,6 +169,7 @@ def test_workspace_is_exact(op):
     a, b = {"forward": (x, w), "grad_input": (gy, w), "grad_weight": (x, gy)}[op]
     for threads in (1, 2):
         with fastconv.config(n_threads=threads):
+            assert strat._plan(spec, op, threads, 1 << 30).allimg == mode2
             need = strat.workspace(spec, op)
             strat.run(op, spec, a, b, threads)  # warm caches (matrices, threadpoolctl)
             tracemalloc.start()
@@ -198,3 +243,28 @@ def test_autotune_measures_and_stores_it(tmp_path):
                              dtype="float32")
         assert d.decided_by == "tuning-cache"
         assert "winograd" in {c.name for c in d.candidates if c.measured_s is not None}
+
+
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_kernel_transform_streaming_stores_agree(adjoint, monkeypatch):
+    """Non-temporal stores (used when U is larger than the caches) write the same U."""
+    from fastconv._ext import _winograd
+
+    rng = np.random.default_rng(5)
+    for co, ci in ((32, 48), (26, 20)):
+        w = rng.standard_normal((co, ci, 1, 3, 3)).astype(np.float32)
+        BT, G, AT = matrices(4)
+        rows, cols = (co, ci) if adjoint else (ci, co)
+        outs = []
+        for limit in (1 << 40, 0):
+            monkeypatch.setattr(_winograd, "STREAM_BYTES", limit)
+            U = W._u_buffer(36, 1, rows, cols, np.float32)
+            _winograd.kernel_transform(w, G, G, U, 1, adjoint, 2)
+            outs.append(np.array(U))
+        np.testing.assert_array_equal(outs[0], outs[1])
+        # U[i*6 + j, row, col] = (G k G^T)[i, j] of the effective kernel k
+        k = w[:, :, 0, ::-1, ::-1] if adjoint else w[:, :, 0]
+        want = np.einsum("ia,jb,ocab->ijco", G, G, k.astype(np.float64)).reshape(36, ci, co)
+        if adjoint:
+            want = want.transpose(0, 2, 1)
+        np.testing.assert_allclose(outs[0][:, 0], want, rtol=1e-5, atol=1e-5)

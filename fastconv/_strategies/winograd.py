@@ -32,6 +32,19 @@ with single-threaded BLAS, or one after another with threaded BLAS when there
 are fewer units than threads. Blocks of ``tc`` tiles keep the transformed
 block (V, M) near the L2 cache.
 
+Small maps with wide channels (2-D, per-image units of fewer than
+:data:`ALL_BELOW` tiles, U of at least :data:`ALL_MIN_U` elements per position,
+e.g. (16, 512, 7x7)) run in *mode 2*: one block holds the tiles of many images
+(up to :data:`ALL_MAX_TILES`), the layout changes and tile transforms run in
+parallel over images and the GEMMs in parallel over transform positions. BLAS
+packs each position's U once per block instead of once per few-image unit
+(per-unit 16-row GEMMs spent as long packing U as multiplying), and grad_weight
+needs no per-thread partial sums (each position's dU has one owner).
+
+The kernel transform (``U = G w G^T``, 36 x C_in x C_out elements for F(4x4))
+is computed per call in blocks of 16 x 16 channels; its cost and BLAS's packing
+of U are part of the cost model (they dominate at small maps).
+
 Numerics: the transforms amplify rounding error (more for larger tiles); see
 :func:`error_estimate` and the README's accuracy table.
 """
@@ -55,12 +68,14 @@ DEFAULT_RTOL = 2e-5
 # max |error| / max |output| (worst of the three ops) measured against a float64
 # reference on N(0, 1) data with 64-512 channels, padding 1, per (tile, number of
 # transformed axes) -- ``benchmarks/winograd_accuracy.py``; the README's table.
-# The error grows slowly with the channel count (64 -> 512: about 2x).
+# The error grows slowly with the channel count (64 -> 512: about 2x) and with the
+# number of outputs (16 x 512 x 7x7: F(2x2) float32 7.5e-7, float64 F(4x4) 2.8e-14,
+# F(6x6) 3.9e-14, above the single-image maxima).
 _ERR = {
     "float32": {(2, 1): 6e-7, (4, 1): 3.5e-6, (6, 1): 4e-6,
-                (2, 2): 6e-7, (4, 2): 1.2e-5, (6, 2): 2.6e-5},
+                (2, 2): 8e-7, (4, 2): 1.2e-5, (6, 2): 2.6e-5},
     "float64": {(2, 1): 1.5e-15, (4, 1): 4.2e-15, (6, 1): 1e-14,
-                (2, 2): 1.5e-15, (4, 2): 2.6e-14, (6, 2): 3.3e-14},
+                (2, 2): 1.5e-15, (4, 2): 3e-14, (6, 2): 4e-14},
 }
 
 # Cost model (seconds, float32, one thread; `fastconv tune --calibrate` rescales):
@@ -69,6 +84,10 @@ _GEMM_HALF = 24          # a GEMM dimension this small runs at half that rate
 _GEMM_CALL = 4.0e-7      # per BLAS call
 _XFORM_S = 0.35e-9       # per transformed element (V written / M read), all passes
 _COPY_S = 0.6e-9         # per element through the channel-last transposes
+_KT_S = 0.6e-9           # per element of U written by the kernel transform
+_PACK_S = 0.6e-9         # per element of U BLAS packs (once per block of tiles) ...
+_PACK_S_CACHED = 0.15e-9  # ... when the whole U fits in the L2 cache
+_L2_BYTES = 1 << 20
 _F64 = 2.0
 
 #: elements of V + M per block the plan aims for (about the L2 cache)
@@ -77,7 +96,7 @@ MIN_TILES = 32
 MAX_TILES = 256
 #: output planes per block of a 3-D problem (its KD - 1 extra input planes are
 #: transformed once per block)
-PLANES = 4
+PLANES = 8
 
 
 def error_estimate(spec, m=2):
@@ -143,10 +162,22 @@ def _cost(spec, op, m, n_threads):
     S = math.prod(spec.input_shape5[2:])
     SO = math.prod(spec.output_shape5[2:])
     copy = N * (spec.in_channels * S + spec.out_channels * SO) * _COPY_S
+    u = geo.P * KD * C * CO / G
+    cached = u * spec.itemsize <= _L2_BYTES
+    ukern = u * (_KT_S + (_PACK_S_CACHED if cached else _PACK_S) * -(-tiles // plan.tc))
     t = gemm + xform + copy + calls * _GEMM_CALL
+    par = max(1, plan.threads if (plan.omp or plan.allimg) else min(n_threads, 2))
+    if cached:
+        t += ukern
+    else:
+        # a U larger than the caches is written and packed at memory bandwidth, which
+        # a second thread does not add to: (16, 512, 7x7) on 2 threads ran F(2x2)
+        # (16 MB U) in 16.0-16.5 ms and F(4x4) (38 MB) in 19.4-19.8 ms, while on one
+        # thread the two took the same time
+        t += ukern * par
     if spec.dtype == np.float64:
         t *= _F64
-    return t / max(1, plan.threads if plan.omp else min(n_threads, 2))
+    return t / par
 
 
 def plan_tile(spec, op="forward", n_threads=1, opts=None):
@@ -169,9 +200,15 @@ class _Plan:
     per_thread: int     # elements
     slots: int
     u_elems: int        # transformed kernel (and dU)
+    kt_bytes: int       # scratch of the kernel (un)transform (float64)
+    allimg: bool = False  # mode 2: all images in one unit, phases parallel inside
+
+    @property
+    def mode(self):
+        return 2 if self.allimg else (1 if self.omp else 0)
 
     def nbytes(self, itemsize):
-        return (self.per_thread * self.slots + self.u_elems) * itemsize
+        return (self.per_thread * self.slots + self.u_elems) * itemsize + self.kt_bytes
 
 
 def _plan(spec, op, m, n_threads, budget):
@@ -197,7 +234,20 @@ def _plan(spec, op, m, n_threads, budget):
     tc = min(tc, nb * geo.T2)
     units = -(-N // nb)
     omp = threads > 1 and units >= threads and bool(_winograd.HAVE_OPENMP)
-    u_elems = geo.P * KD * C * CO // spec.groups
+    # U with padded position strides, aligned to 64 bytes (see _u_buffer)
+    u_elems = geo.P * (KD * C * CO // spec.groups + _winograd.U_PAD) + 16
+    kt_bytes = 8 * _winograd.kt_scratch(KD, math.prod(spec.kernel3[1:]), threads)
+    if _all_images(spec, geo, tc, C, CO):
+        nbi = max(1, min(N, ALL_MAX_TILES // geo.T2))   # whole images per block
+        while nbi * geo.T2 >= ALL_MIN_TILES:
+            tca = nbi * geo.T2
+            sizes = _winograd.unit_sizes(C, S, CO, SO, geo.P, geo.ah * max(geo.aw, geo.mw),
+                                         N, tca, 1, 1, spec.groups, False)
+            per = sum(sizes) + (threads - 1) * sizes[4]
+            plan = _Plan(m, False, threads, N, tca, 1, per, 1, u_elems, kt_bytes, True)
+            if plan.nbytes(item) <= budget:
+                return plan
+            nbi //= 2
     while True:
         # grad_weight: per-thread partial sums of dU only with several threads
         gw = op == "grad_weight" and omp
@@ -206,7 +256,7 @@ def _plan(spec, op, m, n_threads, budget):
         per = sum(sizes)
         slots = min(threads, units) if omp else 1
         plan = _Plan(m, omp, min(threads, units) if omp else threads, nb, tc, odc, per,
-                     slots, u_elems)
+                     slots, u_elems, kt_bytes)
         if plan.nbytes(item) <= budget:
             return plan
         if omp and slots > 1:
@@ -231,6 +281,39 @@ def _plan(spec, op, m, n_threads, budget):
             "fastconv.config(memory_budget=...) or use another strategy")
         err.need = plan.nbytes(item)
         raise err
+
+
+#: mode 2 (all images in one unit) only with blocks of at least this many tiles
+ALL_MIN_TILES = 64
+#: ... and when per-image units would give GEMMs of fewer rows than this (BLAS
+#: re-packs U on every call: (16, 512, 7x7) F(4x4) had 16-row GEMMs)
+ALL_BELOW = 96
+#: ... where U is big (C_in x C_out per position; (32, 64, 56x56) and
+#: (16, 96, 40x40) ran slower in mode 2: their U is small and their V large)
+ALL_MIN_U = 128 * 128
+#: tiles per mode-2 block
+ALL_MAX_TILES = 512
+
+
+def _all_images(spec, geo, tc, C, CO):
+    """Mode 2 for 2-D problems whose per-image units would give short GEMMs."""
+    if spec.input_shape5[2] != 1 or spec.kernel3[0] != 1 or not _winograd.HAVE_OPENMP:
+        return False
+    return (tc < ALL_BELOW and C * CO // spec.groups >= ALL_MIN_U
+            and spec.batch * geo.T2 >= ALL_MIN_TILES)
+
+
+def _u_buffer(P, G, rows, cols, dtype):
+    """U (P, G, rows, cols) on a 64-byte boundary, positions ``U_PAD`` elements
+    further apart than their size (a power-of-two stride puts a kernel-transform
+    block's writes to all positions in one cache set)."""
+    ups = G * rows * cols + _winograd.U_PAD
+    buf = np.empty(P * ups + 16, dtype=dtype)
+    item = buf.itemsize
+    off = (-buf.ctypes.data % 64) // item
+    return np.lib.stride_tricks.as_strided(
+        buf[off:], shape=(P, G, rows, cols),
+        strides=(ups * item, rows * cols * item, cols * item, item))
 
 
 class WinogradStrategy:
@@ -287,22 +370,24 @@ class WinogradStrategy:
         kern = spec.kernel3
         C, CO = _chans(spec, op)
         # the transformed kernel first, then the per-thread buffers
-        U = np.empty((P, G, KD * C // G, CO // G), dtype=spec.dtype)
+        U = _u_buffer(P, G, KD * C // G, CO // G, spec.dtype)
         work = np.empty(plan.per_thread * plan.slots, dtype=spec.dtype)
-        blas_threads = 1 if plan.omp else plan.threads
-        mode = 1 if plan.omp else 0
+        blas_threads = 1 if plan.mode else plan.threads
+        mode = plan.mode
         args = (BTh, BTw, ATh, ATw)
+        # outputs are allocated before the kernel transform: its scratch is part of
+        # the peak that workspace() reports (as during grad_weight's untransform)
         if op == "forward":
-            _winograd.kernel_transform(b, Gh, Gw, U, G, False, n_threads)
             y = np.empty(spec.output_shape5, dtype=spec.dtype)
+            _winograd.kernel_transform(b, Gh, Gw, U, G, False, n_threads)
             offs = tuple(-p for p in pads)
             with _blas_limit(blas_threads):
                 _winograd.forward(a, U, y, work, *args, offs, KD, G, plan.nb, plan.tc,
                                   plan.odc, mode, plan.threads)
             return y
         if op == "grad_input":
-            _winograd.kernel_transform(b, Gh, Gw, U, G, True, n_threads)
             gx = np.empty(spec.input_shape5, dtype=spec.dtype)
+            _winograd.kernel_transform(b, Gh, Gw, U, G, True, n_threads)
             offs = tuple(p - (k - 1) for p, k in zip(pads, kern))
             with _blas_limit(blas_threads):
                 _winograd.forward(a, U, gx, work, *args, offs, KD, G, plan.nb, plan.tc,
