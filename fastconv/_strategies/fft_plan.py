@@ -7,6 +7,7 @@ of a call and the chunking that keeps them within the budget).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -313,6 +314,7 @@ def _group_extra(spec, sub, op):
     return (ins + outs) * spec.itemsize
 
 
+@functools.lru_cache(maxsize=512)   # pure in (problem, op, budget): kept out of repeated calls
 def _chunks(spec, op, budget):
     """(groups per chunk, samples per chunk, workspace bytes) or raise MemoryError."""
     G = spec.groups
