@@ -405,18 +405,8 @@ class FFTStrategy:
             return f"dtype {spec.dtype} is not float32/float64"
         return None
 
-    # Plans are pure functions of (problem, op); remembering them keeps the
-    # plan search (hundreds of microseconds) out of repeated calls.
-    _plans = {}
-
     def plan(self, spec, op):
-        key = (spec, op)
-        plan = self._plans.get(key)
-        if plan is None:
-            if len(self._plans) >= 1024:
-                self._plans.clear()
-            plan = self._plans[key] = _block_plan(spec, op)
-        return plan
+        return _block_plan(spec, op)
 
     def workspace(self, spec, op):
         """Bytes the call allocates beyond its inputs and output: the block

@@ -228,6 +228,9 @@ def _tile_plans(spec):
     return out
 
 
+# A pure function of (problem, op): remembered, so the plan search (hundreds of
+# microseconds) stays out of repeated calls. Returns a list: callers must not mutate it.
+@functools.lru_cache(maxsize=1024)
 def _block_plan(spec, op="forward"):
     """Overlap-add / overlap-save plan: list of (axis, B) with B outputs
     (stride-1 positions, a multiple of the stride) per block.
