@@ -135,6 +135,8 @@ class Options:
         Threads for the kernels; None means :func:`default_threads`
         (``$OMP_NUM_THREADS``, else the CPUs available to the process). At most
         :func:`max_threads` (a ValueError above it: huge counts crash OpenMP).
+        An upper bound: a problem too small for several threads to pay (by the
+        cost model, ``fastconv.explain`` shows it) runs on one.
     allow_fft : bool
         False forbids the FFT strategy (e.g. when NaN/Inf must not spread).
     fft_rtol : float or None
