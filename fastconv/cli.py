@@ -15,7 +15,7 @@ import importlib
 import re
 import sys
 
-from . import _tuning
+from . import _calibrate, _tuning
 from ._api import explain
 from ._config import config, get_config
 from ._info import show_config, strategies
@@ -273,7 +273,7 @@ def run_tune(args):
     if args.calibrate:
         progress = Progress("calibrate")
         try:
-            factors = _tuning.calibrate(quick=args.quick, progress=progress)
+            factors = _calibrate.calibrate(quick=args.quick, progress=progress)
         finally:
             progress.close()
         print(f"wrote {len(factors)} factors to {_tuning.calibration_cache.path(opts)}")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _dispatch, _tuning, cli
+from fastconv import _calibrate, _dispatch, _tuning, cli
 from fastconv.cli import main, parse_param, parse_shape
 
 
@@ -125,7 +125,7 @@ def test_demo_missing_is_one_line(monkeypatch, capsys):
 
 @pytest.fixture
 def tiny_calibration(monkeypatch, tmp_path):
-    monkeypatch.setattr(_tuning, "calibration_grid",
+    monkeypatch.setattr(_calibrate, "calibration_grid",
                         lambda quick=False: [((1, 2, 16), (2, 2, 3), {})])
     monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(_tuning, "_shipped", {})

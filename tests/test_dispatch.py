@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _dispatch, _strategies, _tuning
+from fastconv import _calibrate, _dispatch, _strategies, _tuning
 from fastconv._configfile import ConfigError, read_config_file
 from fastconv._spec import make_spec
 
@@ -323,9 +323,9 @@ def test_explain_cli(capsys):
 
 
 def test_calibrate_writes_factors(fakes, monkeypatch, tmp_path):
-    monkeypatch.setattr(_tuning, "calibration_grid",
+    monkeypatch.setattr(_calibrate, "calibration_grid",
                         lambda quick=False: [((1, 2, 16), (2, 2, 3), {})])
-    factors = _tuning.calibrate(dtypes=("float64",), progress=None)
+    factors = _calibrate.calibrate(dtypes=("float64",), progress=None)
     ops = fastconv._spec.OPS
     assert set(factors) == ({f"{n}|{op}|1d|float64" for n in fakes for op in ops}
                             | {f"{n}|{op}|overhead" for n in fakes for op in ops}
@@ -345,12 +345,12 @@ def test_calibrate_writes_factors(fakes, monkeypatch, tmp_path):
 def test_calibration_fits_one_thread_then_the_spread_over_threads(fakes, monkeypatch):
     # one thread: 10 ms per unit of estimate; two threads: 15 ms (fakes' estimates
     # do not depend on the thread count), so the factor is 0.01 x 1.5
-    monkeypatch.setattr(_tuning, "calibration_grid",
+    monkeypatch.setattr(_calibrate, "calibration_grid",
                         lambda quick=False: [((1, 2, 16), (2, 2, 3), {}),
                                              ((1, 2, 3, 16), (2, 2, 3, 3), {})])
     monkeypatch.setattr(_tuning, "measure", lambda op, spec, names, threads, budget_s=None:
                         {n: 0.0 for n in names})
-    monkeypatch.setattr(_tuning, "_parallel_overhead", lambda make_spec, threads: 0.0)
+    monkeypatch.setattr(_calibrate, "_parallel_overhead", lambda make_spec, threads: 0.0)
     seen = []
 
     def timed(op, spec, names, threads):
@@ -358,10 +358,10 @@ def test_calibration_fits_one_thread_then_the_spread_over_threads(fakes, monkeyp
         return {n: (0.01 if threads == 1 else 0.015) * fakes[n].estimate(spec, op, threads)
                 for n in names if n != "direct"}
 
-    monkeypatch.setattr(_tuning, "_timed", timed)
-    monkeypatch.setattr(_tuning, "_strategies", _strategies)
+    monkeypatch.setattr(_calibrate, "_timed", timed)
+    monkeypatch.setattr(_calibrate, "_strategies", _strategies)
     with fastconv.config(n_threads=2):
-        factors = _tuning.calibrate(dtypes=("float32",), progress=None)
+        factors = _calibrate.calibrate(dtypes=("float32",), progress=None)
     assert sorted(set(seen)) == [1, 2]
     assert factors["slow|parallel"] == pytest.approx(1.5)
     for nd in ("1d", "2d"):
@@ -370,7 +370,7 @@ def test_calibration_fits_one_thread_then_the_spread_over_threads(fakes, monkeyp
 
 def test_calibration_grid_problems_are_valid():
     for quick in (False, True):
-        for ishape, wshape, kw in _tuning.calibration_grid(quick):
+        for ishape, wshape, kw in _calibrate.calibration_grid(quick):
             make_spec(ishape, wshape, **kw)
 
 

@@ -161,7 +161,7 @@ _TABLE = [
 ]
 
 # Held-out shapes, in none of the table's layers nor the calibration grid
-# (fastconv._tuning.calibration_grid): ``fastconv bench --layer held-out``
+# (fastconv._calibrate.calibration_grid): ``fastconv bench --layer held-out``
 # measures the dispatcher's regret on problems its cost model was not fitted
 # to. Not part of the default suite.
 _HELD_OUT = [
