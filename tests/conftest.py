@@ -141,6 +141,38 @@ def upcast(a):
     return np.asarray(a, dtype=np.float64)
 
 
+def traced_direct_call(op, xs, ws, kw, seed=0):
+    """Run ``op`` of the direct strategy (2 threads, float32, 2-D) under tracemalloc.
+
+    Returns (plan info, ``workspace()`` bytes, bytes traced beyond the result):
+    what the workspace tests compare.
+    """
+    import tracemalloc
+
+    from fastconv import _strategies
+    from fastconv._ext import _direct
+
+    spec = fastconv.make_spec(xs, ws, dtype=np.float32, **kw)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    gy = rng.standard_normal(spec.output_shape).astype(np.float32)
+    with fastconv.config(n_threads=2):
+        ws_bytes = _strategies.get("direct").workspace(spec, op)
+        info = _direct.plan(op, spec.input_shape5, spec.weight_shape5, spec.output_shape5,
+                            spec.stride3, spec.dilation3, spec.padding3, 1, 2, 4)
+        tracemalloc.start()
+        if op == "forward":
+            out = fastconv.conv2d(x, w, **kw, strategy="direct")
+        elif op == "grad_input":
+            out = fastconv.grad_input(xs, w, gy, **kw, strategy="direct")
+        else:
+            out = fastconv.grad_weight(x, ws, gy, **kw, strategy="direct")
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return info, ws_bytes, peak - out.nbytes
+
+
 @pytest.fixture
 def rng(request):
     """A generator seeded from the test id, so every test is reproducible."""

@@ -1,15 +1,15 @@
 """The direct kernels: padding done inside (halo cases), both code paths (the
 stride-1 wide kernels and the row loops), shape checks at the kernel entry,
 exact scratch accounting, non-finite values, determinism."""
-import tracemalloc
 
 import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _strategies, reference
+from fastconv import reference
 from fastconv._ext import _direct
 from fastconv._spec import make_spec
+from conftest import traced_direct_call
 
 HALO = [
     ((1, 2, 5, 6), (3, 2, 2, 3), dict(padding=4)),                          # pad > kernel
@@ -146,27 +146,7 @@ def test_kernel_constants_are_exported():
 @pytest.mark.parametrize("op", ["forward", "grad_input", "grad_weight"])
 @pytest.mark.parametrize("kw", [dict(padding=2), dict(padding=(1, 3), stride=2)])
 def test_workspace_is_every_byte_beyond_inputs_and_output(op, kw):
-    direct = _strategies.get("direct")
-    xs, ws = (3, 8, 40, 44), (12, 8, 5, 3)
-    spec = make_spec(xs, ws, dtype=np.float32, **kw)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal(xs).astype(np.float32)
-    w = rng.standard_normal(ws).astype(np.float32)
-    gy = rng.standard_normal(spec.output_shape).astype(np.float32)
-    with fastconv.config(n_threads=2):
-        ws_bytes = direct.workspace(spec, op)
-        info = _direct.plan(op, spec.input_shape5, spec.weight_shape5, spec.output_shape5,
-                            spec.stride3, spec.dilation3, spec.padding3, 1, 2, 4)
-        tracemalloc.start()
-        if op == "forward":
-            out = fastconv.conv2d(x, w, **kw, strategy="direct")
-        elif op == "grad_input":
-            out = fastconv.grad_input(xs, w, gy, **kw, strategy="direct")
-        else:
-            out = fastconv.grad_weight(x, ws, gy, **kw, strategy="direct")
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    extra = peak - out.nbytes
+    info, ws_bytes, extra = traced_direct_call(op, (3, 8, 40, 44), (12, 8, 5, 3), kw)
     assert ws_bytes == _direct.scratch_bytes(info, 4)
     assert ws_bytes > 10_000
     assert abs(extra - ws_bytes) < 16384, (extra, ws_bytes)  # the rest: Python objects
