@@ -79,13 +79,8 @@ PROBLEMS = [  # (x shape, w shape, kwargs): tiles cross image and block boundari
 ]
 
 
-@pytest.mark.parametrize("m", [2, 4, 6])
-@pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("problem", range(len(PROBLEMS)))
-def test_every_tile_size_and_thread_count(problem, dtype, threads, m, monkeypatch):
-    monkeypatch.setattr(W, "TILES", (m,))
-    monkeypatch.setattr(W, "MAX_TILES", 8)   # several blocks per unit
+def _problem(problem, dtype):
+    """(x, w, gy, kwargs, spec) of PROBLEMS[problem], random data seeded by its index."""
     xs, ws, kw = PROBLEMS[problem]
     rng = np.random.default_rng(problem)
     x = rng.standard_normal(xs).astype(dtype)
@@ -93,6 +88,17 @@ def test_every_tile_size_and_thread_count(problem, dtype, threads, m, monkeypatc
     spec = make_spec(xs, ws, dtype=dtype, **{k: v for k, v in kw.items() if k != "flip"},
                      flip=kw.get("flip", False))
     gy = rng.standard_normal(spec.output_shape).astype(dtype)
+    return x, w, gy, kw, spec
+
+
+@pytest.mark.parametrize("m", [2, 4, 6])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("problem", range(len(PROBLEMS)))
+def test_every_tile_size_and_thread_count(problem, dtype, threads, m, monkeypatch):
+    monkeypatch.setattr(W, "TILES", (m,))
+    monkeypatch.setattr(W, "MAX_TILES", 8)   # several blocks per unit
+    x, w, gy, kw, spec = _problem(problem, dtype)
     with fastconv.config(n_threads=threads, winograd_rtol=1.0):
         assert _strategies.get("winograd").tile(spec) == m
         checks, nd = _ops(x, w, gy, kw)
@@ -117,13 +123,7 @@ def test_all_images_mode(problem, dtype, threads, m, monkeypatch):
     positions), with blocks of a few images so that grad_weight accumulates."""
     monkeypatch.setattr(W, "TILES", (m,))
     _force_mode2(monkeypatch, 24)
-    xs, ws, kw = PROBLEMS[problem]
-    rng = np.random.default_rng(problem)
-    x = rng.standard_normal(xs).astype(dtype)
-    w = rng.standard_normal(ws).astype(dtype)
-    spec = make_spec(xs, ws, dtype=dtype, **{k: v for k, v in kw.items() if k != "flip"},
-                     flip=kw.get("flip", False))
-    gy = rng.standard_normal(spec.output_shape).astype(dtype)
+    x, w, gy, kw, spec = _problem(problem, dtype)
     with fastconv.config(n_threads=threads, winograd_rtol=1.0):
         for op in ("forward", "grad_input", "grad_weight"):
             plan = W._plan(spec, op, m, threads, 1 << 30)
