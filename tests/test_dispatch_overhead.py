@@ -1,6 +1,5 @@
 """Per-call overhead cuts: threads for small problems, remembered specs, dtypes,
 direct plans and the BLAS limiter (none may change a result or weaken a check)."""
-import warnings
 
 import numpy as np
 import pytest

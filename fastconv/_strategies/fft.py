@@ -183,7 +183,7 @@ def _core_run(op, spec, a, b, n, nbc):
     pb = tuple(p[0] for p in sp.padding3)  # x sits at this offset in its buffers
     G, N = sp.groups, sp.batch
     C, CO, CIG = sp.in_channels, sp.out_channels, sp.in_channels_per_group
-    dil, st = sp.dilation3, sp.stride3
+    st = sp.stride3
     if op == "forward":
         xp, w = a, b
         Ws = core.kernel(w)
