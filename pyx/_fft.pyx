@@ -71,11 +71,14 @@ cdef int _check_move(tuple step, tuple offset, Py_ssize_t a0, Py_ssize_t nA, Py_
 
 def pack(const floating[:, :, :, :, ::1] src,  # IN  (A, B, Q0, Q1, Q2)
          floating[:, :, :, :, ::1] dst,        # OUT (F0, F1, F2, nA, B), zeroed
-         Py_ssize_t a0, tuple step, tuple offset, int n_threads):
+         Py_ssize_t a0, tuple step, tuple offset, int n_threads, bint zero=False):
     """``dst[o0 + q0*e0, o1 + q1*e1, o2 + q2*e2, a, b] = src[a0 + a, b, q0, q1, q2]``.
 
     ``offset`` (o) puts an unpadded input at its padding offset inside the
     zeroed transform buffer; ``step`` (e) inserts zeros (dilation, stride).
+    ``zero=True`` zeroes ``dst`` first, on all threads (a buffer kept between
+    calls holds the last call's values; a single-threaded memset of several
+    MiB would be a serial phase).
     """
     cdef Py_ssize_t nA = dst.shape[3], B = dst.shape[4]
     cdef Py_ssize_t Q[3]
@@ -90,6 +93,16 @@ def pack(const floating[:, :, :, :, ::1] src,  # IN  (A, B, Q0, Q1, Q2)
     cdef Py_ssize_t U = Q[0] * Q[1] * nab
     cdef const floating* s
     cdef floating* d
+    cdef Py_ssize_t total = Fs[0] * Fs[1] * Fs[2] * lane, zc, z0, z1
+    cdef floating* base = &dst[0, 0, 0, 0, 0] if total else NULL
+    if zero and total:
+        zc = (total + 4 * n_threads - 1) // (4 * n_threads)
+        with nogil:
+            for u in prange(4 * n_threads, num_threads=n_threads, schedule="static"):
+                z0 = u * zc
+                z1 = z0 + zc if z0 + zc < total else total
+                if z1 > z0:
+                    memset(base + z0, 0, (z1 - z0) * sizeof(floating))
     if U == 0 or Q[2] == 0 or B == 0:
         return
     with nogil:
@@ -458,3 +471,53 @@ def dft_axis_sym(const floating[:, :, ::1] src,  # IN  (pre, Q, 2*post) complex
                         d2[2 * j] = A[k * 2 * w + 2 * j] + Bm[k * 2 * w + 2 * j + 1]
                         d2[2 * j + 1] = A[k * 2 * w + 2 * j + 1] - Bm[k * 2 * w + 2 * j]
             free(buf)
+
+
+# --------------------------------------------------------------------------
+# buffers kept between calls (pyx/_fft_pool.h)
+# --------------------------------------------------------------------------
+cdef extern from "_fft_pool.h" nogil:
+    ctypedef struct fc_blk:
+        size_t size
+    int fc_n
+    size_t fc_bytes
+    unsigned long long fc_hits, fc_misses
+    object fc_new_handler(size_t cap) with gil
+    void fc_trim(size_t keep)
+    int fc_pool_import() except -1 with gil
+    int fc_close(object cap) except -1 with gil
+
+cdef extern from "numpy/arrayobject.h":
+    object PyDataMem_SetHandler(object handler)
+
+fc_pool_import()
+
+
+def pool_handler(size_t cap):
+    """A NumPy memory-handler capsule that keeps freed buffers in the pool, with
+    the buffers it has handed out plus the pool bounded by ``cap`` bytes."""
+    return fc_new_handler(cap)
+
+
+def set_mem_handler(handler):
+    """Install ``handler`` (a capsule from :func:`pool_handler`, or one this
+    function returned) in the current context; returns the previous one."""
+    return PyDataMem_SetHandler(handler)
+
+
+def pool_close(handler):
+    """The call ``handler`` served has ended: buffers it handed out and that
+    are freed from now on go back to the C library, not to the pool."""
+    fc_close(handler)
+
+
+def pool_trim(size_t keep):
+    """Give pooled buffers back to the C library (oldest first) until at most
+    ``keep`` bytes stay pooled."""
+    with nogil:
+        fc_trim(keep)
+
+
+def pool_stats():
+    """``(buffers, bytes, hits, misses)`` of the pool (since the process started)."""
+    return fc_n, fc_bytes, fc_hits, fc_misses

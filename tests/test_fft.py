@@ -147,11 +147,12 @@ def test_small_budget_chunks_batch_and_groups(rng, op):
     kw = dict(padding=2, groups=4)
     x, w, gy = _problem(rng, (5, 8, 24, 20), (8, 2, 5, 5), **kw)
     spec = make_spec(x.shape, w.shape, **kw)
-    full = fftmod.FFTStrategy().workspace(spec, op if op != "backward" else "backward")
-    # one sample of one group of the innermost (overlap-add block) problem
+    # one sample of one group of the innermost (overlap-add block) problem; budgets
+    # this small keep only the live buffers between calls (kept=False)
     inner, blocks = fftmod._blocked_geometry(spec, fftmod._block_plan(spec, op))
+    full = fftmod._peak(inner, op, inner.batch, False) + blocks
     one = fftmod._group_spec(inner, 1)
-    smallest = fftmod._peak(one, op, 1) + fftmod._group_extra(inner, one, op) + blocks
+    smallest = fftmod._peak(one, op, 1, False) + fftmod._group_extra(inner, one, op) + blocks
     results = []
     for budget in (1 << 30, smallest + (full - smallest) // 3, smallest + 16):
         with fastconv.config(memory_budget=int(budget)):

@@ -54,12 +54,12 @@ def dft_cmacs(F, axes, Q, inverse=False):
     return total
 
 
-def dft_bytes(F, axes, Q, lanes, itemsize, inverse=False):
+def dft_bytes(F, axes, Q, lanes, itemsize, inverse=False, cached=False):
     """Bytes :func:`kernel_spectrum` (or :func:`kernel_taps`) allocates beyond
     its input and its result: the two stages alive around each step (for the
     inverse, not counting the input spectrum), the real copy of the kernel and
     the DFT matrices with their float64 construction temporaries (an
-    overestimate once a matrix is cached)."""
+    overestimate once a matrix is cached; ``cached=True`` leaves them out)."""
     csz = 2 * itemsize
     last = axes[-1]
     shape = [F[i] // 2 + 1 if i == last else F[i] for i in range(3)] if inverse else list(Q)
@@ -81,7 +81,7 @@ def dft_bytes(F, axes, Q, lanes, itemsize, inverse=False):
     else:
         stages[-1] = 0                      # the result
     pair = max(a + b for a, b in zip(stages, stages[1:])) if len(stages) > 1 else 0
-    return lanes * (pair * csz + math.prod(Q) * itemsize) + mats + tmp
+    return lanes * (pair * csz + math.prod(Q) * itemsize) + (0 if cached else mats + tmp)
 
 
 @functools.lru_cache(maxsize=32)

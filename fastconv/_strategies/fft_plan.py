@@ -251,52 +251,62 @@ def _block_plan(spec, op="forward"):
 # ---------------------------------------------------------------------------
 # memory
 # ---------------------------------------------------------------------------
-def _phases(spec, op):
+def _phases(spec, op, kept=True):
     """[(fixed bytes, bytes per batch sample)] alive at each peak of the unblocked core.
 
     The peak of a chunk of ``nb`` samples is ``max(fixed + nb * per)`` over the
     phases. Per transform lane: ``f`` real elements of the zeroed buffer,
-    ``c`` real elements of its spectrum; pocketfft's multi-axis inverse holds a
-    complex copy of its input (``t``, outside numpy, so tracemalloc does not
-    see it).
+    ``c`` real elements of its spectrum. The last phase is the whole set of
+    buffers: a call keeps the buffers it frees for the next one
+    (:func:`fastconv._strategies.fft.kept_buffers`), so all of them can be
+    held at once; the others are the live arrays of each step. With
+    ``kept=False`` that phase is left out (a budget too small to keep every
+    buffer: the call then keeps only what fits its workspace).
     """
     F, axes, mshape = _fft_geom(spec.padded_shape5[2:])
     isz = spec.itemsize
     f, c = math.prod(F) * isz, 2 * math.prod(mshape) * isz
-    t = c if len(axes) > 1 else 0
     C, CO, wl = spec.in_channels, spec.out_channels, spec.out_channels * spec.in_channels_per_group
     # the kernel's transform (w -> W) and inverse (GW -> gw), beyond W / GW
     kf = (dft_bytes(F, axes, spec.kernel3, wl, isz) if _kernel_by_dft(spec, F, axes)
           else wl * (f + c))
     ki = (dft_bytes(F, axes, spec.kernel3, wl, isz, True)
-          if _kernel_by_dft(spec, F, axes, True) else wl * (f + t))
+          if _kernel_by_dft(spec, F, axes, True) else wl * f)
+    # kept between calls: the same without the DFT matrices (cached once made)
+    kfk = (dft_bytes(F, axes, spec.kernel3, wl, isz, cached=True)
+           if _kernel_by_dft(spec, F, axes) else kf)
+    kik = (dft_bytes(F, axes, spec.kernel3, wl, isz, True, cached=True)
+           if _kernel_by_dft(spec, F, axes, True) else ki)
     if op in ("forward", "grad_input"):
         a, z = (C, CO) if op == "forward" else (CO, C)   # transformed, inverted
         return [(kf, 0),                                # the kernel's transform
                 (c * wl, (f + c) * a),                  # the input's transform
                 (c * wl, c * (a + z)),                  # the contraction
-                (c * wl, (c + f + t) * z)]              # the inverse
+                (c * wl, (c + f) * z),                  # the inverse
+                (c * wl + kfk, (f + c) * (a + z))][:None if kept else -1]   # all kept
     if op == "grad_weight":
         return [(c * wl, (f + c) * C),                  # x's transform
                 (c * wl, c * C + (f + c) * CO),         # grad_output's transform
-                (wl * c + ki, 0)]                       # the inverse of the sum
+                (wl * c + ki, 0),                       # the inverse of the sum
+                (wl * c + kik, (f + c) * (C + CO))][:None if kept else -1]  # all kept
     # backward: W spectrum and the grad_weight sum live throughout
     return [(kf, 0),
             (2 * c * wl, (f + c) * C),
             (2 * c * wl, c * C + (f + c) * CO),
             (2 * c * wl, c * (C + CO)),                 # x's spectrum freed, GX made
-            (2 * c * wl, (c + f + t) * C),              # GX's inverse
-            (wl * c + ki, 0)]                           # the inverse of the sum
+            (2 * c * wl, (c + f) * C),                  # GX's inverse
+            (wl * c + ki, 0),                           # the inverse of the sum
+            (2 * c * wl + kfk + kik, (f + c) * (2 * C + CO))][:None if kept else -1]
 
 
-def _mem(spec, op):
+def _mem(spec, op, kept=True):
     """(fixed bytes, bytes per batch sample): bounds over the phases of the core."""
-    ph = _phases(spec, op)
+    ph = _phases(spec, op, kept)
     return max(p[0] for p in ph), max(p[1] for p in ph)
 
 
-def _peak(spec, op, nb):
-    return max(fx + nb * per for fx, per in _phases(spec, op))
+def _peak(spec, op, nb, kept=True):
+    return max(fx + nb * per for fx, per in _phases(spec, op, kept))
 
 
 def _group_extra(spec, sub, op):
@@ -319,27 +329,40 @@ def _group_extra(spec, sub, op):
 
 @functools.lru_cache(maxsize=512)   # pure in (problem, op, budget): kept out of repeated calls
 def _chunks(spec, op, budget):
-    """(groups per chunk, samples per chunk, workspace bytes) or raise MemoryError."""
+    """(groups per chunk, samples per chunk, workspace bytes) or raise MemoryError.
+
+    Every buffer is kept between calls when that costs no smaller chunks
+    than the live buffers alone would need; otherwise the live buffers set
+    the chunks and the call keeps only what fits that workspace."""
+    live = _chunks_for(spec, op, budget, False)
+    try:
+        kept = _chunks_for(spec, op, budget, True)
+    except MemoryError:
+        return live
+    return kept if kept[:2] == live[:2] else live
+
+
+def _chunks_for(spec, op, budget, kept):
     G = spec.groups
     gc = G
     while True:
         sub = spec if gc == G else _group_spec(spec, gc)
         extra = _group_extra(spec, sub, op)
-        if _peak(sub, op, 1) + extra <= budget or gc == 1:
+        if _peak(sub, op, 1, kept) + extra <= budget or gc == 1:
             break
         gc = max(1, gc // 2)
     room = budget - extra
-    nbc = min([(room - fx) // per for fx, per in _phases(sub, op) if per]
-              + [spec.batch]) if _peak(sub, op, 1) <= room else 0
+    nbc = min([(room - fx) // per for fx, per in _phases(sub, op, kept) if per]
+              + [spec.batch]) if _peak(sub, op, 1, kept) <= room else 0
     if nbc < 1:
         raise MemoryError(
-            f"fft {op}: one sample of one group needs {_peak(sub, op, 1) + extra} bytes of "
-            f"transform buffers (transform size {_fft_geom(spec.padded_shape5[2:])[0]}), more "
-            f"than the memory budget of {budget} bytes; raise "
+            f"fft {op}: one sample of one group needs {_peak(sub, op, 1, kept) + extra} bytes "
+            f"of transform buffers (transform size {_fft_geom(spec.padded_shape5[2:])[0]}), "
+            f"more than the memory budget of {budget} bytes; raise "
             "fastconv.config(memory_budget=...) or use another strategy"
         )
     nbc = int(min(nbc, spec.batch))
-    return gc, nbc, _peak(sub, op, nbc) + extra
+    return gc, nbc, _peak(sub, op, nbc, kept) + extra
 
 
 def _group_spec(spec, gc):
