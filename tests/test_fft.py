@@ -68,12 +68,14 @@ def counter(monkeypatch):
 def test_backward_reuses_transforms(counter, rng):
     kw = dict(stride=2, padding=1, groups=2)
     x, w, gy = _problem(rng, (2, 4, 12, 11), (6, 2, 3, 4), **kw)
-    fgrad.conv2d_input(x.shape, w, gy, strategy="fft", **kw)
-    fgrad.conv2d_weight(x, w.shape, gy, strategy="fft", **kw)
-    separate = len(counter)
-    counter.clear()
-    gx, gw, _ = fastconv.conv_backward(x, w, gy, strategy="fft", **kw)
-    together = len(counter)
+    # one thread: on more, each transform is cut into one call per pipeline
+    with fastconv.config(n_threads=1):
+        fgrad.conv2d_input(x.shape, w, gy, strategy="fft", **kw)
+        fgrad.conv2d_weight(x, w.shape, gy, strategy="fft", **kw)
+        separate = len(counter)
+        counter.clear()
+        gx, gw, _ = fastconv.conv_backward(x, w, gy, strategy="fft", **kw)
+        together = len(counter)
     # grad_input: gy, w; grad_weight: x, gy  ->  backward: x, w, gy (gy once)
     assert separate == 4
     assert together == 3
@@ -157,7 +159,7 @@ def test_small_budget_chunks_batch_and_groups(rng, op):
     for budget in (1 << 30, smallest + (full - smallest) // 3, smallest + 16):
         with fastconv.config(memory_budget=int(budget)):
             if budget < 1 << 30:
-                gc, nbc, ws = fftmod._chunks(inner, op, int(budget) - blocks)
+                gc, nbc, ws, _ = fftmod._chunks(inner, op, int(budget) - blocks, 2)
                 ws += blocks
                 assert (gc, nbc) != (spec.groups, spec.batch)   # really chunked
                 assert ws <= budget
@@ -184,7 +186,7 @@ def test_workspace_within_budget_when_chunked():
     budget = 128 << 20
     with fastconv.config(memory_budget=budget):
         assert fftmod.FFTStrategy().workspace(spec, "forward") <= budget
-    gc, nbc, _ = fftmod._chunks(spec, "forward", budget)
+    gc, nbc, _, _ = fftmod._chunks(spec, "forward", budget)
     assert nbc < spec.batch
 
 

@@ -101,7 +101,10 @@ largest chunk.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.fft
@@ -153,12 +156,14 @@ class _Core:
         self.rdt = spec.dtype
         self.gemm = spec.in_channels_per_group * spec.out_channels_per_group >= GEMM_MIN_CHANNELS
 
-    def transform(self, src, a0, na, step, offset=_ZERO):
+    def transform(self, src, a0, na, step, offset=_ZERO, n=None):
         """Spectrum (mshape..., na, src.shape[1]) of src[a0:a0+na], zero-inserted by
-        step and placed at ``offset`` (the padding before each axis) in the buffer."""
+        step and placed at ``offset`` (the padding before each axis) in the buffer,
+        on ``n`` threads (default: the core's)."""
+        n = self.n if n is None else n
         buf = np.empty(self.F + (na, src.shape[1]), dtype=self.rdt)
-        _fft.pack(src, buf, a0, step, offset, self.n, True)
-        return np.ascontiguousarray(_rfftn(buf, self.axes, self.n))
+        _fft.pack(src, buf, a0, step, offset, n, True)
+        return np.ascontiguousarray(_rfftn(buf, self.axes, n))
 
     def kernel(self, w):
         """Spectrum (mshape..., CO, CIG) of the dilated kernel ``w``."""
@@ -177,9 +182,10 @@ class _Core:
         self.inverse(GW, gw, 0, sp.dilation3)
         return gw
 
-    def inverse(self, spec_arr, dst, a0, step, offset=_ZERO):
-        r = np.ascontiguousarray(_irfftn(spec_arr, self.s_axes, self.axes, self.n))
-        _fft.unpack(r, dst, a0, step, offset, self.n)
+    def inverse(self, spec_arr, dst, a0, step, offset=_ZERO, n=None):
+        n = self.n if n is None else n
+        r = np.ascontiguousarray(_irfftn(spec_arr, self.s_axes, self.axes, n))
+        _fft.unpack(r, dst, a0, step, offset, n)
 
     def rv(self, a):
         """(m, rows, 2*cols) real view of a spectrum, as the kernels take it."""
@@ -189,84 +195,155 @@ class _Core:
         return np.empty(self.mshape + (rows, cols), dtype=np.result_type(self.rdt, 1j))
 
 
-def _core_run(op, spec, a, b, n, nbc):
+def _core_run(op, spec, a, b, n, nbc, pipes):
     sp = spec
     core = _Core(sp, n)
     pb = tuple(p[0] for p in sp.padding3)  # x sits at this offset in its buffers
     G, N = sp.groups, sp.batch
     C, CO, CIG = sp.in_channels, sp.out_channels, sp.in_channels_per_group
     st = sp.stride3
+    k = _lanes_split(pipes, nbc)
+    # one thread's pipeline over samples [s0, s0 + ns); t is its thread count
     if op == "forward":
         xp, w = a, b
         Ws = core.kernel(w)
         y = np.empty(sp.output_shape5, dtype=sp.dtype)
-        for n0 in range(0, N, nbc):
-            na = min(nbc, N - n0)
-            X = core.transform(xp, n0, na, _UNIT, pb)
-            Y = core.empty(na, CO)
-            _fft.contract_forward(core.rv(X), core.rv(Ws), core.rv(Y), G, core.gemm, n)
+
+        def part(s0, ns, t, _):
+            X = core.transform(xp, s0, ns, _UNIT, pb, t)
+            Y = core.empty(ns, CO)
+            _fft.contract_forward(core.rv(X), core.rv(Ws), core.rv(Y), G, core.gemm, t)
             del X
-            core.inverse(Y, y, n0, st)
-            del Y
+            core.inverse(Y, y, s0, st, _ZERO, t)
+        _batched(part, N, nbc, n, k)
         return y
     if op == "grad_input":
         gy, w = a, b
         Ws = core.kernel(w)
         gx = np.empty(sp.input_shape5, dtype=sp.dtype)
-        for n0 in range(0, N, nbc):
-            na = min(nbc, N - n0)
-            GY = core.transform(gy, n0, na, st)
-            GX = core.empty(na, C)
-            _fft.contract_grad_input(core.rv(GY), core.rv(Ws), core.rv(GX), G, core.gemm, n)
+
+        def part(s0, ns, t, _):
+            GY = core.transform(gy, s0, ns, st, _ZERO, t)
+            GX = core.empty(ns, C)
+            _fft.contract_grad_input(core.rv(GY), core.rv(Ws), core.rv(GX), G, core.gemm, t)
             del GY
-            core.inverse(GX, gx, n0, _UNIT, pb)
-            del GX
+            core.inverse(GX, gx, s0, _UNIT, pb, t)
+        _batched(part, N, nbc, n, k)
         return gx
+    # grad_weight and backward: one spectrum sum per pipeline, added in a fixed order
+    GWs = [np.zeros(core.mshape + (CO, CIG), dtype=np.result_type(sp.dtype, 1j))
+           for _ in range(k)]
     if op == "grad_weight":
         xp, gy = a, b
-        GW = np.zeros(core.mshape + (CO, CIG), dtype=np.result_type(sp.dtype, 1j))
-        for n0 in range(0, N, nbc):
-            na = min(nbc, N - n0)
-            X = core.transform(xp, n0, na, _UNIT, pb)
-            GY = core.transform(gy, n0, na, st)
-            _fft.contract_grad_weight(core.rv(X), core.rv(GY), core.rv(GW), G, True,
-                                      core.gemm, n)
-            del X, GY
-        return core.kernel_inverse(GW)
+
+        def part(s0, ns, t, j):
+            X = core.transform(xp, s0, ns, _UNIT, pb, t)
+            GY = core.transform(gy, s0, ns, st, _ZERO, t)
+            _fft.contract_grad_weight(core.rv(X), core.rv(GY), core.rv(GWs[j]), G, True,
+                                      core.gemm, t)
+        _batched(part, N, nbc, n, k)
+        return core.kernel_inverse(_summed(GWs))
     # backward: a = (xp, w), b = gy
     (xp, w), gy = a, b
     Ws = core.kernel(w)
-    GW = np.zeros(core.mshape + (CO, CIG), dtype=np.result_type(sp.dtype, 1j))
     gx = np.empty(sp.input_shape5, dtype=sp.dtype)
+
+    def part(s0, ns, t, j):
+        X = core.transform(xp, s0, ns, _UNIT, pb, t)
+        GY = core.transform(gy, s0, ns, st, _ZERO, t)
+        _fft.contract_grad_weight(core.rv(X), core.rv(GY), core.rv(GWs[j]), G, True,
+                                  core.gemm, t)
+        del X
+        GX = core.empty(ns, C)
+        _fft.contract_grad_input(core.rv(GY), core.rv(Ws), core.rv(GX), G, core.gemm, t)
+        del GY
+        core.inverse(GX, gx, s0, _UNIT, pb, t)
+    _batched(part, N, nbc, n, k)
+    del Ws
+    return gx, core.kernel_inverse(_summed(GWs))
+
+
+# ---------------------------------------------------------------------------
+# one pipeline per thread
+# ---------------------------------------------------------------------------
+# Why: the moves and contractions run in OpenMP loops, the transforms in
+# pocketfft's own thread pool. Alternating the two on the same cores, the
+# OpenMP team spins after each loop (libgomp waits actively for the next one)
+# while pocketfft's workers need those cores: measured on 2 cores, pack and a
+# 2-D rfftn alternated 4 times took 32-68 ms on 2 threads against 6 ms on one
+# (6.2-6.6 ms with GOMP_SPINCOUNT<=10000). Instead, each of ``k`` threads runs
+# the whole chain (move, transform, contraction, inverse, move) single-threaded
+# on its own slice of the chunk's samples; scipy.fft and the Cython kernels
+# release the GIL.
+_executor = None
+_executor_lock = threading.Lock()
+
+
+def _lanes_split(n, nbc):
+    """Pipelines per chunk: one per thread (``n``: as many as the memory model
+    allows, :func:`fft_plan._chunks`) while every pipeline gets a sample."""
+    return max(1, min(int(n), int(nbc)))
+
+
+def _pool(workers):
+    global _executor
+    with _executor_lock:
+        if _executor is None or _executor._max_workers < workers:
+            old, _executor = _executor, ThreadPoolExecutor(workers, "fastconv-fft")
+            if old is not None:
+                old.shutdown(wait=False)
+        return _executor
+
+
+def _batched(part, N, nbc, n, k):
+    """``part(s0, ns, threads, j)`` over the chunks of ``nbc`` samples of ``N``:
+    one call with ``n`` threads when ``k == 1``, else ``k`` single-threaded
+    calls per chunk on slices of it, the ``j``-th in the ``j``-th pipeline (the
+    calling thread runs the last one)."""
     for n0 in range(0, N, nbc):
         na = min(nbc, N - n0)
-        X = core.transform(xp, n0, na, _UNIT, pb)
-        GY = core.transform(gy, n0, na, st)
-        _fft.contract_grad_weight(core.rv(X), core.rv(GY), core.rv(GW), G, True, core.gemm, n)
-        del X
-        GX = core.empty(na, C)
-        _fft.contract_grad_input(core.rv(GY), core.rv(Ws), core.rv(GX), G, core.gemm, n)
-        del GY
-        core.inverse(GX, gx, n0, _UNIT, pb)
-        del GX
-    del Ws
-    return gx, core.kernel_inverse(GW)
+        kk = min(k, na)
+        if kk <= 1:
+            part(n0, na, n, 0)
+            continue
+        cuts = [n0 + na * j // kk for j in range(kk + 1)]
+        ex = _pool(kk - 1)
+        # each task needs its own copy of the context: the memory handler of
+        # kept_buffers is a context variable
+        futs = [ex.submit(contextvars.copy_context().run, part, cuts[j], cuts[j + 1] - cuts[j],
+                          1, j) for j in range(kk - 1)]
+        try:
+            part(cuts[kk - 1], cuts[kk] - cuts[kk - 1], 1, kk - 1)
+        finally:
+            errors = [f.exception() for f in futs]
+        for e in errors:
+            if e is not None:
+                raise e
+
+
+def _summed(parts):
+    """Sum of the pipelines' spectrum sums, in pipeline order (deterministic)."""
+    total = parts[0]
+    for p in parts[1:]:
+        total += p
+    return total
 
 
 # ---------------------------------------------------------------------------
 # group chunking
 # ---------------------------------------------------------------------------
 def _grouped(op, spec, a, b, n, budget):
-    gc, nbc, _ = _chunks(spec, op, budget)
+    gc, nbc, _, pipes = _chunks(spec, op, budget, n)
     G = spec.groups
     if gc >= G:
-        return _core_run(op, spec, a, b, n, nbc)
+        return _core_run(op, spec, a, b, n, nbc, pipes)
     CIG, COG = spec.in_channels_per_group, spec.out_channels_per_group
     outs = []
     for g0 in range(0, G, gc):
         g1 = min(G, g0 + gc)
         sub = _group_spec(spec, g1 - g0)
-        _, nbc, _ = _chunks(sub, op, budget - _group_extra(spec, _group_spec(spec, gc), op))
+        _, nbc, _, pipes = _chunks(sub, op, budget - _group_extra(spec, _group_spec(spec, gc), op),
+                                   n)
         ci, co = slice(g0 * CIG, g1 * CIG), slice(g0 * COG, g1 * COG)
         if op == "forward":
             args = (np.ascontiguousarray(a[:, ci]), np.ascontiguousarray(b[co]))
@@ -278,7 +355,7 @@ def _grouped(op, spec, a, b, n, budget):
             (xp, w) = a
             args = ((np.ascontiguousarray(xp[:, ci]), np.ascontiguousarray(w[co])),
                     np.ascontiguousarray(b[:, co]))
-        outs.append(_core_run(op, sub, *args, n, nbc))
+        outs.append(_core_run(op, sub, *args, n, nbc, pipes))
     if op == "forward":
         return np.concatenate(outs, axis=1)
     if op == "grad_input":
@@ -426,9 +503,9 @@ class FFTStrategy:
         chunked to the rest of the budget (all of them: the call keeps them
         for the next one)."""
         sub, extra = _blocked_geometry(spec, self.plan(spec, op))
-        budget = get_config().memory_budget
+        opts = get_config()
         try:
-            _, _, ws = _chunks(sub, op, budget - extra)
+            ws = _chunks(sub, op, opts.memory_budget - extra, opts.threads)[2]
         except MemoryError:
             ws = _peak(_group_spec(sub, 1), op, 1, False)
         return int(ws + extra)

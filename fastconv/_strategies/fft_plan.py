@@ -251,7 +251,7 @@ def _block_plan(spec, op="forward"):
 # ---------------------------------------------------------------------------
 # memory
 # ---------------------------------------------------------------------------
-def _phases(spec, op, kept=True):
+def _phases(spec, op, kept=True, threads=1):
     """[(fixed bytes, bytes per batch sample)] alive at each peak of the unblocked core.
 
     The peak of a chunk of ``nb`` samples is ``max(fixed + nb * per)`` over the
@@ -261,7 +261,9 @@ def _phases(spec, op, kept=True):
     (:func:`fastconv._strategies.fft.kept_buffers`), so all of them can be
     held at once; the others are the live arrays of each step. With
     ``kept=False`` that phase is left out (a budget too small to keep every
-    buffer: the call then keeps only what fits its workspace).
+    buffer: the call then keeps only what fits its workspace). On ``threads``
+    threads grad_weight keeps one spectrum sum per pipeline
+    (:func:`fastconv._strategies.fft._batched`).
     """
     F, axes, mshape = _fft_geom(spec.padded_shape5[2:])
     isz = spec.itemsize
@@ -284,29 +286,30 @@ def _phases(spec, op, kept=True):
                 (c * wl, c * (a + z)),                  # the contraction
                 (c * wl, (c + f) * z),                  # the inverse
                 (c * wl + kfk, (f + c) * (a + z))][:None if kept else -1]   # all kept
+    gws = (min(threads, spec.batch) - 1) * c * wl    # the other pipelines' sums
     if op == "grad_weight":
-        return [(c * wl, (f + c) * C),                  # x's transform
-                (c * wl, c * C + (f + c) * CO),         # grad_output's transform
+        return [(c * wl + gws, (f + c) * C),                  # x's transform
+                (c * wl + gws, c * C + (f + c) * CO),   # grad_output's transform
                 (wl * c + ki, 0),                       # the inverse of the sum
-                (wl * c + kik, (f + c) * (C + CO))][:None if kept else -1]  # all kept
+                (wl * c + gws + kik, (f + c) * (C + CO))][:None if kept else -1]  # all kept
     # backward: W spectrum and the grad_weight sum live throughout
     return [(kf, 0),
-            (2 * c * wl, (f + c) * C),
-            (2 * c * wl, c * C + (f + c) * CO),
-            (2 * c * wl, c * (C + CO)),                 # x's spectrum freed, GX made
-            (2 * c * wl, (c + f) * C),                  # GX's inverse
+            (2 * c * wl + gws, (f + c) * C),
+            (2 * c * wl + gws, c * C + (f + c) * CO),
+            (2 * c * wl + gws, c * (C + CO)),           # x's spectrum freed, GX made
+            (2 * c * wl + gws, (c + f) * C),            # GX's inverse
             (wl * c + ki, 0),                           # the inverse of the sum
-            (2 * c * wl + kfk + kik, (f + c) * (2 * C + CO))][:None if kept else -1]
+            (2 * c * wl + gws + kfk + kik, (f + c) * (2 * C + CO))][:None if kept else -1]
 
 
-def _mem(spec, op, kept=True):
+def _mem(spec, op, kept=True, threads=1):
     """(fixed bytes, bytes per batch sample): bounds over the phases of the core."""
-    ph = _phases(spec, op, kept)
+    ph = _phases(spec, op, kept, threads)
     return max(p[0] for p in ph), max(p[1] for p in ph)
 
 
-def _peak(spec, op, nb, kept=True):
-    return max(fx + nb * per for fx, per in _phases(spec, op, kept))
+def _peak(spec, op, nb, kept=True, threads=1):
+    return max(fx + nb * per for fx, per in _phases(spec, op, kept, threads))
 
 
 def _group_extra(spec, sub, op):
@@ -328,41 +331,51 @@ def _group_extra(spec, sub, op):
 
 
 @functools.lru_cache(maxsize=512)   # pure in (problem, op, budget): kept out of repeated calls
-def _chunks(spec, op, budget):
-    """(groups per chunk, samples per chunk, workspace bytes) or raise MemoryError.
+def _chunks(spec, op, budget, threads=1):
+    """(groups per chunk, samples per chunk, workspace bytes, pipelines) or
+    raise MemoryError.
 
+    Pipelines (:func:`fastconv._strategies.fft._batched`): one per thread,
+    unless their extra spectrum sums (grad_weight) do not fit, then one.
     Every buffer is kept between calls when that costs no smaller chunks
     than the live buffers alone would need; otherwise the live buffers set
     the chunks and the call keeps only what fits that workspace."""
-    live = _chunks_for(spec, op, budget, False)
-    try:
-        kept = _chunks_for(spec, op, budget, True)
-    except MemoryError:
-        return live
-    return kept if kept[:2] == live[:2] else live
+    for pipes in dict.fromkeys((max(1, int(threads)), 1)):
+        try:
+            live = _chunks_for(spec, op, budget, False, pipes)
+        except MemoryError:
+            if pipes == 1:
+                raise
+            continue
+        try:
+            kept = _chunks_for(spec, op, budget, True, pipes)
+        except MemoryError:
+            return live + (pipes,)
+        return (kept if kept[:2] == live[:2] else live) + (pipes,)
 
 
-def _chunks_for(spec, op, budget, kept):
+def _chunks_for(spec, op, budget, kept, threads):
     G = spec.groups
     gc = G
     while True:
         sub = spec if gc == G else _group_spec(spec, gc)
         extra = _group_extra(spec, sub, op)
-        if _peak(sub, op, 1, kept) + extra <= budget or gc == 1:
+        if _peak(sub, op, 1, kept, threads) + extra <= budget or gc == 1:
             break
         gc = max(1, gc // 2)
     room = budget - extra
-    nbc = min([(room - fx) // per for fx, per in _phases(sub, op, kept) if per]
-              + [spec.batch]) if _peak(sub, op, 1, kept) <= room else 0
+    nbc = min([(room - fx) // per for fx, per in _phases(sub, op, kept, threads) if per]
+              + [spec.batch]) if _peak(sub, op, 1, kept, threads) <= room else 0
     if nbc < 1:
         raise MemoryError(
-            f"fft {op}: one sample of one group needs {_peak(sub, op, 1, kept) + extra} bytes "
+            f"fft {op}: one sample of one group needs {_peak(sub, op, 1, kept, threads) + extra} "
+            "bytes "
             f"of transform buffers (transform size {_fft_geom(spec.padded_shape5[2:])[0]}), "
             f"more than the memory budget of {budget} bytes; raise "
             "fastconv.config(memory_budget=...) or use another strategy"
         )
     nbc = int(min(nbc, spec.batch))
-    return gc, nbc, _peak(sub, op, nbc, kept) + extra
+    return gc, nbc, _peak(sub, op, nbc, kept, threads) + extra
 
 
 def _group_spec(spec, gc):
