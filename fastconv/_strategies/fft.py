@@ -114,7 +114,7 @@ from .._config import get_config
 from .._ext import _fft
 from .._threads import blas_limit as _blas_limit
 from .fft_dft import kernel_spectrum, kernel_taps
-from .fft_plan import (COPY_S, GEMM_MIN_CHANNELS, _block_plan, _blocked_geometry, _chunks,
+from .fft_plan import (BLOCK_COPY_S, GEMM_MIN_CHANNELS, _block_plan, _blocked_geometry, _chunks,
                        _cost, _fft_geom, _group_extra, _group_spec, _kernel_by_dft, _peak,
                        _span3, _with_axis)
 
@@ -513,7 +513,7 @@ class FFTStrategy:
     def estimate(self, spec, op, n_threads=1):
         sub, extra = _blocked_geometry(spec, self.plan(spec, op))
         # the block copies (numpy, one thread) do not divide by the thread count
-        serial = COPY_S * extra / spec.itemsize
+        serial = BLOCK_COPY_S * extra / spec.itemsize
         return _cost(spec, op, sub.padded_shape5[2:], sub.batch, n_threads) + serial
 
     def _inner_budget(self, spec, plan):

@@ -32,23 +32,44 @@ FFT_S_PER_NLOGN = 2.5e-10
 CMAC_GEMM_S = 1.2e-10
 GEMM_SMALL = 5.0
 CMAC_LOOP_S = 1.6e-9
+#: ... and the depthwise loop (one channel per group): 0.72e-9 measured on
+#: (8, 64, 64x64) 31x31 at 96x96 (1 thread, buffers kept)
+CMAC_DW_S = 0.8e-9
 #: seconds per complex multiply-add (as counted by :func:`dft_cmacs`) of a
 #: kernel DFT by matrix products (:mod:`fft_dft`; measured single-thread with
 #: the conjugate-symmetric full axes: 1.6-1.9e-10 on 24x24..40x40 transforms
 #: of 5x5 and 7x7 kernels, 0.7e-10 on 75x75 of 11x11, 3.3e-10 on 90x90 of 5x5)
 CMAC_DFT_S = 2.0e-10
-#: seconds per real element moved by pack / unpack / block copies
-COPY_S = 1.5e-9
+#: ... and of the inverse (grad_weight's taps, :func:`fft_dft.kernel_taps`: no
+#: conjugate-symmetric shortcut, a contiguous copy per step): measured 20.4 ms
+#: where 2.0e-10 said 10.1 (ho-B-5x5, 90x90) and 2.45 where it said 0.98
+#: (ho-3x7, 50x54), one thread
+CMAC_IDFT_S = 4.5e-10
+#: seconds per byte of a kernel spectrum (``CO*CIG`` planes of the spectrum
+#: size) written and read once per call: memory-bound, and grad_weight's
+#: zeroed sum is a one-thread memset, so it is not divided by the threads.
+#: The gap between whole calls and the sum of their parts, one thread, was
+#: 2 ms on ho-5x5 forward (8.9 MB) and ho-3x7 grad_weight (11.5 MB), but
+#: only 1-2 ms on ho-B-5x5 grad_weight (76 MB): a compromise, which keeps the
+#: unblocked plan there (measured 61-69 ms against 86 ms for 24x24 tiles)
+SPECTRUM_S = 1.0e-10
+#: seconds per real element moved by pack (zeroing included) / unpack, Cython
+#: loops on all threads: measured 0.4-1.1e-9 on 32x32..96x96 transforms
+#: (ho-5x5, depthwise-k31, 1 thread, buffers kept; 1.5e-9 before, when the
+#: buffers were page-faulted on every call)
+COPY_S = 0.6e-9
+#: seconds per real element of the overlap-add block copies (numpy, one thread)
+BLOCK_COPY_S = 1.5e-9
 #: fixed seconds per transform lane (per-transform overhead of pocketfft)
 LANE_S = 2.0e-7
 #: float64 costs this much more than float32
 F64_FACTOR = 1.8
 #: a whole call costs this much more than the sum of its parts measured alone
-#: (fresh spectra and kernel spectra streamed through DRAM between phases):
-#: single-thread CPU time of ho-7x7 / ho-5x5 / ho-B-5x5 / large-k11, each op,
-#: measured interleaved with im2col, is 0.9-1.2x of im2col's where the parts'
-#: sum said 0.63-0.79x
-IN_SITU = 1.3
+#: (spectra streamed through memory between phases). 1.3 while every call
+#: page-faulted fresh buffers; with the buffers kept, one thread: ho-5x5
+#: forward 12.5 ms whole against 10.5 ms of parts, depthwise-k31 forward 36-39
+#: against 38
+IN_SITU = 1.1
 #: the GEMM contraction is used when a group's channel product CIG*COG is at least this
 GEMM_MIN_CHANNELS = 64
 #: a block plan must beat the unblocked cost by this factor to be used
@@ -99,12 +120,19 @@ def _lane_cost(ftot):
 def _kernel_by_dft(spec, F, axes, inverse=False):
     """True when the kernel's (inverse) transform is cheaper as DFT-matrix
     products (:mod:`fft_dft`) than as zero-padded transforms."""
-    return CMAC_DFT_S * dft_cmacs(F, axes, spec.kernel3, inverse) < _lane_cost(math.prod(F))
+    return _dft_s(inverse) * dft_cmacs(F, axes, spec.kernel3, inverse) < _lane_cost(math.prod(F))
+
+
+def _dft_s(inverse):
+    return CMAC_IDFT_S if inverse else CMAC_DFT_S
 
 
 def _cmac_s(spec, batch):
-    """Seconds per complex multiply-add of the per-frequency contraction."""
+    """Seconds per complex multiply-add of the per-frequency contraction
+    (``batch``: the samples of one pipeline's GEMM)."""
     CIG, COG = spec.in_channels_per_group, spec.out_channels_per_group
+    if CIG == COG == 1:
+        return CMAC_DW_S
     if CIG * COG < GEMM_MIN_CHANNELS:
         return CMAC_LOOP_S
     return CMAC_GEMM_S * (1.0 + GEMM_SMALL / max(1, min(batch, CIG, COG)))
@@ -125,13 +153,18 @@ def _cost(spec, op, spatial3, batch, n_threads=1):
                     "backward": (False, True)}[op]:
         per = _lane_cost(ftot)
         if _kernel_by_dft(spec, F, axes, inverse):
-            per = CMAC_DFT_S * dft_cmacs(F, axes, spec.kernel3, inverse)
+            per = _dft_s(inverse) * dft_cmacs(F, axes, spec.kernel3, inverse)
         t += CO * CIG * per
     n_contr = 2 if op == "backward" else 1
-    t += n_contr * _cmac_s(spec, batch) * m * batch * CO * CIG
+    # on n threads each pipeline contracts its slice of the batch (fft._batched)
+    per_pipe = max(1, batch // max(1, min(n_threads, batch)))
+    t += n_contr * _cmac_s(spec, per_pipe) * m * batch * CO * CIG
+    # the kernel spectra (W, the grad_weight sum or both) pass through memory
+    spectra = 2 if op == "backward" else 1
+    serial = SPECTRUM_S * spectra * m * CO * CIG * 2 * spec.itemsize
     if spec.dtype == np.float64:
         t *= F64_FACTOR
-    return IN_SITU * t / max(1, n_threads)
+    return IN_SITU * t / max(1, n_threads) + serial
 
 
 def _fast_candidates(lo, hi):
@@ -165,7 +198,7 @@ def _plan_cost(spec, op, plan, n_threads=1):
     on the blocked geometry plus the block copies (numpy, one thread)."""
     sub, extra = _blocked_geometry(spec, plan)
     return (_cost(spec, op, sub.padded_shape5[2:], sub.batch, n_threads)
-            + COPY_S * extra / spec.itemsize)
+            + BLOCK_COPY_S * extra / spec.itemsize)
 
 
 def _greedy_plan(spec, op):
