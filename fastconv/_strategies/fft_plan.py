@@ -46,7 +46,8 @@ CMAC_DFT_S = 2.0e-10
 #: (ho-3x7, 50x54), one thread
 CMAC_IDFT_S = 4.5e-10
 #: seconds per byte of a kernel spectrum (``CO*CIG`` planes of the spectrum
-#: size) written and read once per call: memory-bound, and grad_weight's
+#: size) written and read once per call and pipeline (every pipeline reads
+#: all of W, or has its own grad_weight sum): memory-bound, and grad_weight's
 #: zeroed sum is a one-thread memset, so it is not divided by the threads.
 #: The gap between whole calls and the sum of their parts, one thread, was
 #: 2 ms on ho-5x5 forward (8.9 MB) and ho-3x7 grad_weight (11.5 MB), but
@@ -159,8 +160,9 @@ def _cost(spec, op, spatial3, batch, n_threads=1):
     # on n threads each pipeline contracts its slice of the batch (fft._batched)
     per_pipe = max(1, batch // max(1, min(n_threads, batch)))
     t += n_contr * _cmac_s(spec, per_pipe) * m * batch * CO * CIG
-    # the kernel spectra (W, the grad_weight sum or both) pass through memory
-    spectra = 2 if op == "backward" else 1
+    # the kernel spectra (W, the grad_weight sum or both) pass through memory,
+    # once per pipeline: each reads all of W (or zeroes and fills its own sum)
+    spectra = (2 if op == "backward" else 1) * max(1, min(n_threads, batch))
     serial = SPECTRUM_S * spectra * m * CO * CIG * 2 * spec.itemsize
     if spec.dtype == np.float64:
         t *= F64_FACTOR
