@@ -56,6 +56,14 @@ batched cgemm over all lanes), and grad_weight's inverse computes only the
 ``K`` taps it keeps; otherwise the kernel is packed and transformed like the
 data.
 
+Threads: on ``n`` threads each chunk of the batch is cut into ``n`` slices,
+and each slice runs the whole chain (pack, transform, contraction, inverse,
+unpack) single-threaded in its own thread (:func:`fft_exec._batched`): the
+OpenMP loops and pocketfft's own thread pool, alternated on the same cores,
+fought for them (measured in :mod:`fft_exec`). grad_weight keeps one spectrum
+sum per pipeline and adds them in a fixed order. A batch of one (after
+blocking) runs every step on all threads instead.
+
 Stride: the stride-1 correlation is computed in full and subsampled, so a
 stride ``s`` wastes a factor ``s**ndim`` of the work. FFT is a poor choice for
 large strides; :meth:`FFTStrategy.estimate` charges the full work whatever the
@@ -100,11 +108,7 @@ largest chunk.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.fft
@@ -114,6 +118,7 @@ from .._config import get_config
 from .._ext import _fft
 from .._threads import blas_limit as _blas_limit
 from .fft_dft import kernel_spectrum, kernel_taps
+from .fft_exec import _batched, _lanes_split, _summed, kept_buffers, release_buffers  # noqa: F401
 from .fft_plan import (BLOCK_COPY_S, GEMM_MIN_CHANNELS, _block_plan, _blocked_geometry, _chunks,
                        _cost, _fft_geom, _group_extra, _group_spec, _kernel_by_dft, _peak,
                        _span3, _with_axis)
@@ -261,72 +266,6 @@ def _core_run(op, spec, a, b, n, nbc, pipes):
     _batched(part, N, nbc, n, k)
     del Ws
     return gx, core.kernel_inverse(_summed(GWs))
-
-
-# ---------------------------------------------------------------------------
-# one pipeline per thread
-# ---------------------------------------------------------------------------
-# Why: the moves and contractions run in OpenMP loops, the transforms in
-# pocketfft's own thread pool. Alternating the two on the same cores, the
-# OpenMP team spins after each loop (libgomp waits actively for the next one)
-# while pocketfft's workers need those cores: measured on 2 cores, pack and a
-# 2-D rfftn alternated 4 times took 32-68 ms on 2 threads against 6 ms on one
-# (6.2-6.6 ms with GOMP_SPINCOUNT<=10000). Instead, each of ``k`` threads runs
-# the whole chain (move, transform, contraction, inverse, move) single-threaded
-# on its own slice of the chunk's samples; scipy.fft and the Cython kernels
-# release the GIL.
-_executor = None
-_executor_lock = threading.Lock()
-
-
-def _lanes_split(n, nbc):
-    """Pipelines per chunk: one per thread (``n``: as many as the memory model
-    allows, :func:`fft_plan._chunks`) while every pipeline gets a sample."""
-    return max(1, min(int(n), int(nbc)))
-
-
-def _pool(workers):
-    global _executor
-    with _executor_lock:
-        if _executor is None or _executor._max_workers < workers:
-            old, _executor = _executor, ThreadPoolExecutor(workers, "fastconv-fft")
-            if old is not None:
-                old.shutdown(wait=False)
-        return _executor
-
-
-def _batched(part, N, nbc, n, k):
-    """``part(s0, ns, threads, j)`` over the chunks of ``nbc`` samples of ``N``:
-    one call with ``n`` threads when ``k == 1``, else ``k`` single-threaded
-    calls per chunk on slices of it, the ``j``-th in the ``j``-th pipeline (the
-    calling thread runs the last one)."""
-    for n0 in range(0, N, nbc):
-        na = min(nbc, N - n0)
-        kk = min(k, na)
-        if kk <= 1:
-            part(n0, na, n, 0)
-            continue
-        cuts = [n0 + na * j // kk for j in range(kk + 1)]
-        ex = _pool(kk - 1)
-        # each task needs its own copy of the context: the memory handler of
-        # kept_buffers is a context variable
-        futs = [ex.submit(contextvars.copy_context().run, part, cuts[j], cuts[j + 1] - cuts[j],
-                          1, j) for j in range(kk - 1)]
-        try:
-            part(cuts[kk - 1], cuts[kk] - cuts[kk - 1], 1, kk - 1)
-        finally:
-            errors = [f.exception() for f in futs]
-        for e in errors:
-            if e is not None:
-                raise e
-
-
-def _summed(parts):
-    """Sum of the pipelines' spectrum sums, in pipeline order (deterministic)."""
-    total = parts[0]
-    for p in parts[1:]:
-        total += p
-    return total
 
 
 # ---------------------------------------------------------------------------
@@ -540,35 +479,3 @@ class FFTStrategy:
         n_out = (math.prod(spec.input_shape5) + math.prod(spec.weight_shape5)
                  if op == "backward" else math.prod(outs[op]))
         return self.workspace(spec, op) + n_out * spec.itemsize
-
-
-# ---------------------------------------------------------------------------
-# buffers kept between calls
-# ---------------------------------------------------------------------------
-@contextlib.contextmanager
-def kept_buffers(cap):
-    """Within the block, NumPy buffers allocated by this thread and freed again
-    are kept in a pool and reused by later allocations of the same size
-    (``pyx/_fft_pool.h``), instead of being mapped and page-faulted afresh on
-    every call: scipy.fft allocates every transform's output itself.
-
-    The buffers handed out inside the block plus the pool never exceed ``cap``
-    bytes; on leaving, the pool is trimmed to ``cap`` (a later call with a
-    smaller budget trims it further). NumPy's allocator setting is
-    context-local, so other threads are unaffected; the pool itself is shared
-    under a lock. Kept buffers stay visible to ``tracemalloc``.
-    """
-    _fft.pool_trim(cap)
-    handler = _fft.pool_handler(cap)
-    old = _fft.set_mem_handler(handler)
-    try:
-        yield
-    finally:
-        _fft.set_mem_handler(old)
-        _fft.pool_close(handler)
-        _fft.pool_trim(cap)
-
-
-def release_buffers():
-    """Give every buffer kept between FFT calls back to the C library."""
-    _fft.pool_trim(0)
