@@ -70,9 +70,9 @@ def _pool(workers):
     global _executor
     with _executor_lock:
         if _executor is None or _executor._max_workers < workers:
-            old, _executor = _executor, ThreadPoolExecutor(workers, "fastconv-fft")
-            if old is not None:
-                old.shutdown(wait=False)
+            # a smaller one is not shut down: another thread may be submitting
+            # to it; its idle workers exit once it is garbage-collected
+            _executor = ThreadPoolExecutor(workers, "fastconv-fft")
         return _executor
 
 
