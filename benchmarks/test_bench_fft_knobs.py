@@ -64,3 +64,36 @@ def test_fft_knobs(benchmark, monkeypatch, bench_size, layer, op, plan, kernel):
         benchmark(fn)
     benchmark.extra_info.update(layer=layer, op=op, plan=str(chosen), kernel=kernel,
                                 estimate_s=fft_plan._plan_cost(spec, op, chosen, 2))
+
+
+@pytest.mark.parametrize("threads", ["pipelines", "steps"])
+@pytest.mark.parametrize("buffers", ["kept", "released"])
+@pytest.mark.parametrize("op", ["forward", "grad_weight"])
+@pytest.mark.parametrize("layer", ["ho-5x5", "k11"])
+def test_fft_buffers_and_threads(benchmark, monkeypatch, bench_size, layer, op, buffers,
+                                 threads):
+    """Buffers kept between calls against given back after each call (fresh
+    ones page-faulted), and one pipeline per thread against every step on all
+    threads (OpenMP loops alternating with pocketfft's pool), on 2 threads."""
+    x_shape, w_shape, pad = LAYERS[bench_size][layer]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    if threads == "steps":
+        monkeypatch.setattr(fftmod, "_lanes_split", lambda n, nbc: 1)
+    if op == "forward":
+        call = lambda: fastconv.conv(x, w, padding=pad, strategy="fft")  # noqa: E731
+    else:
+        gy = fastconv.conv(x, w, padding=pad, strategy="direct")
+        call = lambda: fgrad.conv2d_weight(x, w.shape, gy, padding=pad,  # noqa: E731
+                                           strategy="fft")
+
+    def fn():
+        call()
+        if buffers == "released":
+            fftmod.release_buffers()
+
+    with fastconv.config(n_threads=2):
+        fn()
+        benchmark(fn)
+    benchmark.extra_info.update(layer=layer, op=op, buffers=buffers, threads=threads)
