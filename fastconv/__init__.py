@@ -23,6 +23,7 @@ from ._info import show_config, strategies
 from ._configfile import ConfigError, load_config
 from ._configfile import load_env_config as _load_env_config
 from ._tuning import clear_cache
+from ._strategies import release_buffers
 
 _load_env_config()
 
@@ -30,6 +31,7 @@ __all__ = [
     "__version__", "conv", "conv1d", "conv2d", "conv3d", "conv_backward", "grad",
     "grad_input", "grad_weight", "output_shape", "explain", "strategies", "config",
     "set_config", "get_config", "load_config", "ConfigError", "clear_cache", "show_config",
+    "release_buffers",
     "params", "ConvSpec", "make_spec",
     "conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
     "conv_transpose_grad_input", "conv_transpose_grad_weight", "conv_transpose_backward",

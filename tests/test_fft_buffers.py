@@ -184,3 +184,17 @@ def test_threads_calling_at_once_get_correct_results():
     r = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_public_release_buffers_frees_fft_pool_and_im2col_workspace(rng):
+    from fastconv._strategies import im2col as im2colmod
+    x, w, _ = _operands(rng, (2, 4, 20, 18), (6, 4, 5, 5), padding=2)
+    fastconv.conv2d(x, w, padding=2, strategy="fft")
+    fastconv.conv2d(x, w, padding=2, strategy="im2col")
+    assert _fft.pool_stats()[1] > 0 and im2colmod._kept.buf is not None
+    fastconv.release_buffers()
+    assert _fft.pool_stats()[:2] == (0, 0)
+    assert im2colmod._kept.buf is None
+    # and the next calls allocate afresh and stay correct
+    np.testing.assert_allclose(fastconv.conv2d(x, w, padding=2, strategy="fft"),
+                               ref.conv_forward(x, w, padding=2), rtol=1e-4, atol=1e-4)

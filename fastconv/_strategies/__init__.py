@@ -35,7 +35,9 @@ from __future__ import annotations
 from .. import _config
 from .direct import DirectStrategy
 from .fft import FFTStrategy
+from .fft_exec import release_buffers as _release_fft
 from .im2col import Im2colStrategy
+from .im2col import release_workspace as _release_im2col
 from .winograd import WinogradStrategy
 
 _REGISTRY = {s.name: s for s in (DirectStrategy(), Im2colStrategy(), FFTStrategy(),
@@ -58,6 +60,23 @@ def get(name):
 
 def all_strategies():
     return tuple(_REGISTRY.values())
+
+
+def release_buffers():
+    """Free the scratch memory fastconv keeps between calls.
+
+    im2col keeps its column buffer per Python thread and FFT keeps the transform
+    buffers a call freed (both at most the memory budget of the call that made
+    them), so the next call of a similar size does not page-fault fresh memory.
+    This gives FFT's buffers and the calling thread's im2col buffer back; they
+    are allocated again on demand. Call it after a burst of large convolutions
+    when the memory matters more than the next call's speed.
+
+    >>> import fastconv
+    >>> fastconv.release_buffers()
+    """
+    _release_im2col()
+    _release_fft()
 
 
 # fastconv._config checks ``strategy=`` against these names without importing
