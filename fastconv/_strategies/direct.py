@@ -14,7 +14,9 @@ with the problem's shape:
   pitch, the last one full over slack; each tap of an input channel costs
   ``_TAP4`` for a block of ``OBLOCK`` output channels, ``_TAP1`` per channel
   when a group has fewer (depthwise); plus filling the buffers and copying the
-  outputs out of the wide layout;
+  outputs out of the wide layout. With few (image, group, block) tasks the
+  outputs are cut into slabs (``info['nsl']``), which the tasks count, each
+  slab's buffer filled with its halo;
 * wide grad_weight: register blocks of up to ``OBLOCK`` output channels x
   ``GW_TAPS`` taps over the plane, one vector of ``LANES`` outputs at a time:
   ``_GW_FMA`` per vector multiply-add, ``_GW_LOAD`` per vector load, ``_GW_CALL``
@@ -127,12 +129,15 @@ def _wide_seconds(spec, op, info):
     if info["path"] == "poly":   # components: their own tiles and taps
         tile_taps = sum(m[12] // TILE * m[0] for m in info["meta"])
         tile_taps *= 1 + _POLY_COMPONENT * (len(info["meta"]) - 1)
+        fills = N * G * cig * P * min(info["threads"], -(-cog // OBLOCK))
     else:
-        tile_taps = info["wpad"] // TILE * K
+        # the vectors run over all slabs (each a multiple of the call's 2 or 4)
+        tile_taps = info["vrun"] * LANES[spec.itemsize] / TILE * K
+        # static schedule, tasks in (n, group, slab) order: each thread fills each
+        # of its slab buffers once, a buffer split between two threads twice
+        fills = (N * G * info["nsl"] + info["threads"] - 1) * cig * P
     t = N * G * tile_taps * cig * (nob * _TAP4 + rest * _TAP1)
     outs = math.prod(spec.input_shape5 if op == "grad_input" else spec.output_shape5)
-    # each thread fills a (n, group)'s buffer once; neighbours may share one
-    fills = N * G * cig * P * min(info["threads"], -(-cog // OBLOCK))
     return t + (outs + fills) * _COPY
 
 
