@@ -78,6 +78,17 @@ cdef extern from "_direct_tile.h" nogil:
                    Py_ssize_t gstride, Py_ssize_t n, double* out, Py_ssize_t ostride,
                    int nr, int nk)
 
+cdef extern from "_direct_rows.h" nogil:
+    enum: FC_ROWS_KMAX  # kernel rows the row blocks are compiled for (2..FC_ROWS_KMAX)
+    void fc_rows4_f32(const float* x, const float* w, const Py_ssize_t* offr, Py_ssize_t cig,
+                      Py_ssize_t plane, Py_ssize_t ksz, Py_ssize_t KD, Py_ssize_t KH,
+                      Py_ssize_t KW, Py_ssize_t pitch, float* out, Py_ssize_t orow, int nrow,
+                      int nv)
+    void fc_rows4_f64(const double* x, const double* w, const Py_ssize_t* offr,
+                      Py_ssize_t cig, Py_ssize_t plane, Py_ssize_t ksz, Py_ssize_t KD,
+                      Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t pitch, double* out,
+                      Py_ssize_t orow, int nrow, int nv)
+
 # The kernels' constants, for the cost model (fastconv/_strategies/direct.py).
 TILE = FC_TILE
 OBLOCK = FC_OBLOCK
@@ -188,6 +199,9 @@ cdef struct Wide:
     Py_ssize_t YD, YH                  # the whole output's depth and height
     Py_ssize_t sax, dsl, nsl           # slabs: dsl outputs along axis sax (0: D, 1: H) each
     Py_ssize_t BP1, BP2                # slab buffer pitch: B[1]*B[2], B[2]
+    bint rows4                         # one channel at a time: row blocks (_direct_rows.h)
+    const Py_ssize_t* offr             # ... offset of each tap column (kd, kh=0, kw)
+    Py_ssize_t KD, KH, KW, nseg
 
 
 cdef void _wide_task(const floating* src, const floating* w, floating* y, Wide* s,
@@ -225,7 +239,9 @@ cdef void _wide_task(const floating* src, const floating* w, floating* y, Wide* 
                          s.nph, s.P1, s.phq, s.sax, s0)
         memset(xbuf + s.CIG * s.P, 0, FC_TILE * sizeof(floating))
         key[0] = nsg
-    if nout == FC_OBLOCK:
+    if s.rows4 and nout < FC_OBLOCK:
+        _rows_blocks(xbuf, w, s, o0, nout, od_n, oh_n, wide)
+    elif nout == FC_OBLOCK:
         for b in range(npair):
             if floating is float:
                 fc_pair4_f32(xbuf, w + o0 * wstride, off, s.CIG, s.P, s.ksz, wstride,
@@ -251,6 +267,31 @@ cdef void _wide_task(const floating* src, const floating* w, floating* y, Wide* 
             for oh in range(oh_n):
                 memcpy(y + (((n * s.CO + o0 + r) * s.YD + yd0 + od) * s.YH + yh0 + oh) * s.OW,
                        wide + r * s.wpad + od * s.srd + oh * s.srh, s.OW * sizeof(floating))
+
+
+cdef void _rows_blocks(const floating* xbuf, const floating* w, Wide* s, Py_ssize_t o0,
+                       Py_ssize_t nout, Py_ssize_t od_n, Py_ssize_t oh_n,
+                       floating* wide) noexcept nogil:
+    """The "seg" vectors of one slab, four output rows and two vectors of a row at
+    a time, for each of ``nout`` (< FC_OBLOCK) output channels."""
+    cdef Py_ssize_t wstride = s.CIG * s.ksz, od, oh, sg, r, v
+    cdef int nrow
+    for r in range(nout):
+        for od in range(od_n):
+            for oh in range(0, oh_n, 4):
+                nrow = <int>min(4, oh_n - oh)
+                for sg in range(0, s.nseg, 2):
+                    v = (od * s.OH + oh) * s.nseg + sg
+                    if floating is float:
+                        fc_rows4_f32(xbuf + s.vb[v], w + (o0 + r) * wstride, s.offr, s.CIG,
+                                     s.P, s.ksz, s.KD, s.KH, s.KW, s.BP2,
+                                     wide + r * s.wpad + v * s.VL, s.nseg * s.VL, nrow,
+                                     2 if sg + 1 < s.nseg else 1)
+                    else:
+                        fc_rows4_f64(xbuf + s.vb[v], w + (o0 + r) * wstride, s.offr, s.CIG,
+                                     s.P, s.ksz, s.KD, s.KH, s.KW, s.BP2,
+                                     wide + r * s.wpad + v * s.VL, s.nseg * s.VL, nrow,
+                                     2 if sg + 1 < s.nseg else 1)
 
 
 cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geom* g,
@@ -683,6 +724,14 @@ def plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tup
     elif wide:
         vl = LANES[itemsize]
         sax, dsl, nsl = _slabs(op, xs, ws, ys, groups, n_threads)
+        # depthwise-like (one channel in per group, fewer than FC_OBLOCK out) at
+        # unit stride: row blocks on the seg layout. Measured against the vector
+        # quads, one thread: 5x5 depthwise 0.70x the time; 3x3 depthwise 1.1x and
+        # a 5x5x5 grad_input from 8 channels into 1 1.04x (so not those)
+        rows4 = (op != "grad_weight" and unit and dilation[1] == 1 and not _NO_ROWS4
+                 and _ROWS_KMIN <= ws[3] <= FC_ROWS_KMAX
+                 and (CIG if op == "grad_input" else COG) < FC_OBLOCK
+                 and (COG if op == "grad_input" else CIG) == 1)
         outs, B, phases, phq, wlen = _layout(op, xs, ws, ys, stride, dilation, padding, False,
                                              sax, dsl)
         info["wshift"] = False
@@ -697,7 +746,9 @@ def plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tup
                 nvbest = min(nvbest, outs[0] * outs[1] * ((outs[2] + vl - 1) // vl))
             # (unit stride only, and 10% fewer vectors: its fill costs KW times
             # more, and measured, 5% fewer did not pay)
-            if (all(st == 1 for st in stride) and nvh < 0.9 * nvbest
+            # (not under row blocks: measured, their KW component planes ran
+            # 2-3x slower than the plain buffer)
+            if (not rows4 and all(st == 1 for st in stride) and nvh < 0.9 * nvbest
                     and cigb * len(sh[3]) * P1h * itemsize <= _SHIFT_BYTES):
                 outs, B, phases, phq, wlen = sh
                 info["wshift"] = True
@@ -741,6 +792,8 @@ def plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tup
             nvs = outs[0] * outs[1] * nseg
             # (one channel at a time, the calls are short: seg must save 10%)
             seg = _rup(nvs, unit) * (1.0 if unit == 2 else 1.1) < _rup(nvf, unit)
+            if rows4:
+                seg = True
             nv = nvs if seg else nvf
             wpad = _rup(nv, 4) * vl   # staging: a channel's vectors
             # vectors run per channel over all slabs (a short last slab runs a prefix)
@@ -751,10 +804,13 @@ def plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tup
                    (((lo[0] - 1) * B[1] + lo[1] - 1) * B[2] + lo[2] + vl - 1) // vl)
             vrun = (nsl - 1) * _rup(nv, unit) + _rup(nvl, unit)
             info.update(vmode="seg" if seg else "flat", nv=nv, nseg=nseg, vrun=vrun)
-            per["xbuf"] = (cig * P + FC_TILE, "x")
+            # (row blocks read up to 3 rows below a plane: slack)
+            per["xbuf"] = (cig * P + FC_TILE + (3 * B[2] if rows4 else 0), "x")
             per["wide"] = (FC_OBLOCK * wpad, "x")
             per["key"] = (1, "intp")
             once["vb"] = (_rup(nv, 4), "intp")
+            once["offr"] = (ws[2] * ws[4], "intp")
+            info["rows4"] = rows4
             if op == "grad_input":
                 once["wt"] = (CO * CIG * ksz, "x")  # the transposed, flipped kernel
         info.update(wlen=wlen, wpad=wpad, sax=sax, dsl=dsl, nsl=nsl, souts=tuple(outs))
@@ -772,6 +828,11 @@ def _slab_len(str op, tuple xs, tuple ys, int sax):
     """The whole output's length along the slab axis."""
     return (xs if op == "grad_input" else ys)[2 + sax]
 
+
+# tests: turn the row blocks off (the quad tiles run instead)
+_NO_ROWS4 = False
+# row blocks from this many kernel rows (fewer rows share fewer loads)
+_ROWS_KMIN = 4
 
 # forward / grad_input: slabs while there are fewer (n, group, channel block)
 # tasks than this many per thread
@@ -927,6 +988,9 @@ cdef Wide _wide(info, Py_ssize_t G, Py_ssize_t CI, Py_ssize_t CO, Py_ssize_t ksz
     s.YD, s.YH = outs[0], outs[1]
     s.sax, s.dsl, s.nsl = info["sax"], info["dsl"], info["nsl"]
     s.BP1, s.BP2 = B[1] * B[2], B[2]
+    s.rows4 = info.get("rows4", False)
+    s.offr = NULL
+    s.nseg = info.get("nseg", 0)
     s.pad = _pad_of(B[0], B[1], B[2], src3[0], src3[1], src3[2], 0, 0, 0)
     s.pad.sd, s.pad.sh, s.pad.sw = steps
     return s
@@ -950,6 +1014,11 @@ cdef void _run_wide(const floating* src, const floating* w, floating* y, info, P
     cdef int tid, nthr = info["threads"]
     cdef Wide s = _wide(info, G, CI, CO, k3[0] * k3[1] * k3[2], outs, src3,
                         s3, &phq[0], &vb[0])
+    # row blocks: each tap column's offset (its first kernel row)
+    cdef Py_ssize_t[::1] offr = np.ascontiguousarray(
+        np.asarray(off).reshape(k3)[:, 0, :].reshape(-1))
+    s.offr = &offr[0]
+    s.KD, s.KH, s.KW = k3
     with nogil:
         # static: each thread's tasks are consecutive, so it pads each (n, group,
         # slab) once

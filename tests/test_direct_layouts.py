@@ -74,6 +74,14 @@ def _run(op, spec, x5, w5, gy5, n_threads):
     return out
 
 
+@pytest.fixture
+def no_row_blocks(monkeypatch):
+    """The vector layouts as they run without the row blocks (those force "seg"
+    for one-channel groups; tests/test_direct_rows.py covers them)."""
+    monkeypatch.setattr(_direct, "_NO_ROWS4", True)
+
+
+@pytest.mark.usefixtures("no_row_blocks")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("xs, ws, kw, layouts", CASES)
 def test_each_layout_matches_the_reference(xs, ws, kw, layouts, dtype):
