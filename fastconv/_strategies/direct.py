@@ -16,7 +16,8 @@ with the problem's shape:
   when a group has fewer (depthwise); plus filling the buffers and copying the
   outputs out of the wide layout. With few (image, group, block) tasks the
   outputs are cut into slabs (``info['nsl']``), which the tasks count, each
-  slab's buffer filled with its halo;
+  slab's buffer filled with its halo; depthwise-like groups with 4-7 kernel
+  rows run row blocks (``info['rows4']``), ``_ROWS4`` of the quads' tap cost;
 * wide grad_weight: register blocks of nr (up to ``OBLOCK``) output channels x
   nk (up to ``GW_TAPS``) taps over the plane, one vector of ``LANES`` outputs at
   a time: nr*nk multiply-adds against nr aligned grad_output loads and nk
@@ -70,6 +71,10 @@ _GW_CALL = 44e-9    # one register block over one plane (call, lane sums)
 # with the additive model; fitted with the overlapping one, 1.23x.
 _POLY_COMPONENT = 0.4
 _GW_POLY = 1.23
+# row blocks (one channel in and out per group, 4-7 kernel rows: 0.4 loads per
+# multiply-add at 5x5 instead of 1): measured, whole calls of a 5x5 depthwise
+# layer ran 0.70x the quads' time, fills and copies included
+_ROWS4 = 0.65
 _GEN_MAC = {"forward": 0.35e-9, "grad_input": 0.48e-9, "grad_weight": 0.9e-9}
 _GEN_ROW = 5.4e-9   # rows path: per row of outputs and tap
 _COPY = 0.15e-9     # per element copied (buffer fills, outputs out of the wide layout)
@@ -150,7 +155,8 @@ def _wide_seconds(spec, op, info):
         # static schedule, tasks in (n, group, slab) order: each thread fills each
         # of its slab buffers once, a buffer split between two threads twice
         fills = (N * G * info["nsl"] + info["threads"] - 1) * cig * P
-    t = N * G * tile_taps * cig * (nob * _TAP4 + rest * _TAP1)
+    one = _TAP1 * (_ROWS4 if info.get("rows4") else 1.0)
+    t = N * G * tile_taps * cig * (nob * _TAP4 + rest * one)
     outs = math.prod(spec.input_shape5 if op == "grad_input" else spec.output_shape5)
     return t + (outs + fills) * _COPY
 
