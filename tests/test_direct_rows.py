@@ -94,7 +94,7 @@ def test_no_row_blocks_off_their_ground(ws, kw):
 
 def test_workspace_of_row_blocks_is_exact():
     """tracemalloc: the slack rows below the buffer are counted."""
-    xs, ws, kw = (2, 1, 90, 44), (2, 1, 5, 5), dict(padding=2)   # (groups=1: the helper)
+    xs, ws, kw = (4, 1, 120, 64), (2, 1, 5, 5), dict(padding=2)   # (groups=1: the helper)
     info, ws_bytes, extra = traced_direct_call("forward", xs, ws, kw, seed=2)
     assert info["rows4"]
     assert ws_bytes == _direct.scratch_bytes(info, 4) > 4_000
