@@ -837,6 +837,7 @@ _ROWS_KMIN = 4
 # forward / grad_input: slabs while there are fewer (n, group, channel block)
 # tasks than this many per thread
 _SLAB_TASKS = 2
+_SLAB_OUTS = 256
 
 
 def _slabs(str op, tuple xs, tuple ws, tuple ys, int groups, int n_threads):
@@ -850,14 +851,21 @@ def _slabs(str op, tuple xs, tuple ws, tuple ys, int groups, int n_threads):
     """
     outs = (xs if op == "grad_input" else ys)[2:]
     sax = 0 if outs[0] > 1 else 1
-    if op == "grad_weight" or n_threads <= 1 or outs[sax] < 2:
+    # one thread cuts the slabs of two: the dispatcher runs small problems on one
+    # thread, and its buffers must stay within what workspace() counts for more
+    n_threads = max(2, n_threads)
+    if op == "grad_weight" or outs[sax] < 2:
         return 0, outs[0], 1
     cog = ws[1] * groups if op == "grad_input" else ws[0]
     base = xs[0] * groups * ((cog // groups + FC_OBLOCK - 1) // FC_OBLOCK)
     if base >= _SLAB_TASKS * n_threads:
         return 0, outs[0], 1
-    # twice the tasks per thread (balance), each slab then about equal
-    nsl = min(outs[sax], -(-2 * _SLAB_TASKS * n_threads // base))
+    # twice the tasks per thread (balance), each slab then about equal, none
+    # under _SLAB_OUTS outputs (a tiny call would mostly fill halos)
+    nsl = min(outs[sax], -(-2 * _SLAB_TASKS * n_threads // base),
+              outs[0] * outs[1] * outs[2] // _SLAB_OUTS)
+    if nsl <= 1:
+        return 0, outs[0], 1
     dsl = -(-outs[sax] // nsl)
     return sax, dsl, -(-outs[sax] // dsl)
 

@@ -19,8 +19,8 @@ CASES = [
     ((1, 1, 13, 9, 11), (3, 1, 5, 3, 3), dict(padding=((2, 1), 1, (0, 2)))),
     ((5, 11, 10, 9), (6, 5, 3, 3, 5), dict(padding=(1, 2, 2), dilation=(2, 1, 1))),
     # 2-D, one image: slabs of rows; stride 2 (forward on phase components)
-    ((1, 3, 23, 17), (4, 3, 3, 5), dict(padding=((1, 2), 2), stride=2)),
-    ((2, 19, 21), (5, 2, 5, 3), dict(padding=(2, (0, 1)), dilation=(1, 2))),
+    ((1, 3, 61, 41), (4, 3, 3, 5), dict(padding=((1, 2), 2), stride=2)),
+    ((2, 41, 23), (5, 2, 5, 3), dict(padding=(2, (0, 1)), dilation=(1, 2))),
     # groups, one channel each (quads of vectors), a wide row (flat layout)
     ((1, 2, 15, 70), (2, 1, 3, 3), dict(padding=1, groups=2)),
     # 1-D stays one slab per task (its outputs have no row to cut)
@@ -80,12 +80,15 @@ def test_a_short_last_slab_is_covered():
     assert short >= 4
 
 
-def test_one_thread_and_many_tasks_run_one_slab():
+def test_one_thread_cuts_two_threads_slabs_and_many_tasks_one():
+    """One thread plans the slabs of two (so its buffers stay within two
+    threads' workspace when the dispatcher runs a call on one)."""
     spec = make_spec((1, 1, 20, 20, 20), (8, 1, 3, 3, 3), padding=1, dtype=np.float32)
     args = (spec.input_shape5, spec.weight_shape5, spec.output_shape5, spec.stride3,
             spec.dilation3, spec.padding3, 1)
-    assert _direct.plan("grad_input", *args, 1, 4)["nsl"] == 1
-    assert _direct.plan("grad_input", *args, 2, 4)["nsl"] > 1
+    one, two = (_direct.plan("grad_input", *args, n, 4) for n in (1, 2))
+    assert one["nsl"] == two["nsl"] > 1
+    assert _direct.scratch_bytes(one, 4) < _direct.scratch_bytes(two, 4)
     spec = make_spec((4, 8, 20, 20), (8, 8, 3, 3), padding=1, dtype=np.float32)
     info = _direct.plan("forward", spec.input_shape5, spec.weight_shape5, spec.output_shape5,
                         spec.stride3, spec.dilation3, spec.padding3, 1, 2, 4)
@@ -102,6 +105,10 @@ def test_workspace_of_slabs_is_exact(op):
     assert ws_bytes == _direct.scratch_bytes(info, 4) > 10_000
     assert abs(extra - ws_bytes) < 16384, (extra, ws_bytes)
     spec = make_spec(xs, ws, dtype=np.float32, **kw)
-    one = _direct.plan(op, spec.input_shape5, spec.weight_shape5, spec.output_shape5,
-                       spec.stride3, spec.dilation3, spec.padding3, 1, 1, 4)
-    assert _direct.scratch_bytes(info, 4) < 2 * _direct.scratch_bytes(one, 4)
+    kw1 = dict(padding=2)
+    whole = make_spec((8, 2, 90, 40), ws, dtype=np.float32, **kw1)   # 8 images: no slabs
+    one = _direct.plan(op, whole.input_shape5, whole.weight_shape5, whole.output_shape5,
+                       whole.stride3, whole.dilation3, whole.padding3, 1, 2, 4)
+    assert one["nsl"] == 1
+    # two threads' slab buffers: under one whole-plane buffer
+    assert _direct.scratch_bytes(info, 4) < _direct.scratch_bytes(dict(one, threads=1), 4)
