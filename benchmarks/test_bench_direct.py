@@ -5,7 +5,9 @@ matmul, and records both rates and their ratio (``matmul_fraction``) in
 ``extra_info``. The yardstick: direct grad_weight on resnet3x3-56 at
 >= 50% of the matmul's rate. The layers cover the direct kernels' paths: 3x3
 (register tiles of 4 output channels), depthwise (1 channel per tile), 3-D, a
-strided stem (polyphase components) and 1-D.
+strided stem (polyphase components) and 1-D, plus a 3-D volume of one image and
+one input channel (its grad_input cut into depth slabs so both threads work) and
+a held-out 5x5 depthwise layer (row blocks).
 """
 import numpy as np
 import pytest
@@ -14,7 +16,8 @@ from fastconv.bench import calls as _calls
 from fastconv._tuning import time_call
 from layers import get_layer
 
-LAYERS = ("resnet3x3-56", "depthwise", "conv3d", "resnet-stem", "conv1d")
+LAYERS = ("resnet3x3-56", "depthwise", "conv3d", "resnet-stem", "conv1d", "conv3d-volume",
+          "ho-dw5x5")
 
 
 @pytest.mark.parametrize("op", ("forward", "grad_input", "grad_weight"))

@@ -78,6 +78,17 @@ cdef extern from "_direct_tile.h" nogil:
                    Py_ssize_t gstride, Py_ssize_t n, double* out, Py_ssize_t ostride,
                    int nr, int nk)
 
+cdef extern from "_direct_rows.h" nogil:
+    enum: FC_ROWS_KMAX  # kernel rows the row blocks are compiled for (2..FC_ROWS_KMAX)
+    void fc_rows4_f32(const float* x, const float* w, const Py_ssize_t* offr, Py_ssize_t cig,
+                      Py_ssize_t plane, Py_ssize_t ksz, Py_ssize_t KD, Py_ssize_t KH,
+                      Py_ssize_t KW, Py_ssize_t pitch, float* out, Py_ssize_t orow, int nrow,
+                      int nv)
+    void fc_rows4_f64(const double* x, const double* w, const Py_ssize_t* offr,
+                      Py_ssize_t cig, Py_ssize_t plane, Py_ssize_t ksz, Py_ssize_t KD,
+                      Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t pitch, double* out,
+                      Py_ssize_t orow, int nrow, int nv)
+
 # The kernels' constants, for the cost model (fastconv/_strategies/direct.py).
 TILE = FC_TILE
 OBLOCK = FC_OBLOCK
@@ -131,12 +142,19 @@ cdef void _fill(floating* dst, const floating* src, Pad* p) noexcept nogil:
 
 
 cdef void _fill_phases(floating* dst, const floating* src, Pad* p, Py_ssize_t nph,
-                       Py_ssize_t P1, const Py_ssize_t* phq) noexcept nogil:
-    """The nph polyphase components of one source plane, P1 apart (q from ``phq``)."""
+                       Py_ssize_t P1, const Py_ssize_t* phq, Py_ssize_t sax=0,
+                       Py_ssize_t o0=0) noexcept nogil:
+    """The nph polyphase components of one source plane, P1 apart (q from ``phq``).
+
+    ``o0``: the buffer starts at output ``o0`` along axis ``sax`` (a slab)."""
     cdef Pad lp = p[0]
     cdef Py_ssize_t f
     for f in range(nph):
         lp.qd, lp.qh, lp.qw = phq[3 * f], phq[3 * f + 1], phq[3 * f + 2]
+        if sax == 0:
+            lp.qd -= o0 * lp.sd
+        else:
+            lp.qh -= o0 * lp.sh
         _fill(dst + f * P1, src, &lp)
 
 
@@ -178,27 +196,53 @@ cdef struct Wide:
     Py_ssize_t nv4, npair, VL          # vectors (a multiple of 4), pairs to run, lanes
     bint flat                          # vmode "flat" (else "seg")
     Py_ssize_t srd, srh                # staging index of output (od, oh, 0) = od*srd + oh*srh
+    Py_ssize_t YD, YH                  # the whole output's depth and height
+    Py_ssize_t sax, dsl, nsl           # slabs: dsl outputs along axis sax (0: D, 1: H) each
+    Py_ssize_t BP1, BP2                # slab buffer pitch: B[1]*B[2], B[2]
+    bint rows4                         # one channel at a time: row blocks (_direct_rows.h)
+    const Py_ssize_t* offr             # ... offset of each tap column (kd, kh=0, kw)
+    Py_ssize_t KD, KH, KW, nseg
 
 
 cdef void _wide_task(const floating* src, const floating* w, floating* y, Wide* s,
                      const Py_ssize_t* off, Py_ssize_t task, floating* xbuf, floating* wide,
                      Py_ssize_t* key) noexcept nogil:
-    """y[n, block of output channels] for task (n, group, block); ``key``: what xbuf holds."""
+    """y[n, block of output channels, slab] for task (n, group, slab, block);
+    ``key``: what xbuf holds."""
     cdef Py_ssize_t nob = (s.COG + FC_OBLOCK - 1) // FC_OBLOCK
-    cdef Py_ssize_t n = task // (s.G * nob), grp = (task // nob) % s.G
+    cdef Py_ssize_t nsg = task // nob                   # (n, group, slab)
+    cdef Py_ssize_t sl = nsg % s.nsl, n = nsg // (s.nsl * s.G), grp = (nsg // s.nsl) % s.G
     cdef Py_ssize_t o0 = grp * s.COG + (task % nob) * FC_OBLOCK
     cdef Py_ssize_t nout = min(FC_OBLOCK, (grp + 1) * s.COG - o0)
     cdef Py_ssize_t wstride = s.CIG * s.ksz, splane = s.pad.SD * s.pad.SH * s.pad.SW
-    cdef Py_ssize_t b, q, r, c, od, oh
-    if key[0] != n * s.G + grp:
-        # tasks of one thread are consecutive (static schedule): pad each (n, group) once
+    cdef Py_ssize_t b, q, r, c, od, oh, npair = s.npair, nq = s.nv4 // 4, nv
+    # this slab's outputs along the slab axis: [s0, s0 + ns)
+    cdef Py_ssize_t s0 = sl * s.dsl
+    cdef Py_ssize_t ns = min(s.dsl, (s.YD if s.sax == 0 else s.YH) - s0)
+    cdef Py_ssize_t od_n = s.OD, oh_n = s.OH, yd0 = 0, yh0 = 0
+    if s.sax == 0:
+        od_n, yd0 = ns, s0
+    else:
+        oh_n, yh0 = ns, s0
+    if ns < s.dsl:   # a short last slab: a prefix of the vectors covers it
+        if s.flat:
+            nv = (((od_n - 1) * s.BP1 + (oh_n - 1) * s.BP2 + s.OW) + s.VL - 1) // s.VL
+        else:
+            nv = od_n * oh_n * ((s.OW + s.VL - 1) // s.VL)
+        npair = (nv + 1) // 2
+        nq = (nv + 3) // 4
+    if key[0] != nsg:
+        # tasks of one thread are consecutive (static schedule): pad each (n, group,
+        # slab) once
         for c in range(s.CIG):
             _fill_phases(xbuf + c * s.P, src + (n * s.CI + grp * s.CIG + c) * splane, &s.pad,
-                         s.nph, s.P1, s.phq)
+                         s.nph, s.P1, s.phq, s.sax, s0)
         memset(xbuf + s.CIG * s.P, 0, FC_TILE * sizeof(floating))
-        key[0] = n * s.G + grp
-    if nout == FC_OBLOCK:
-        for b in range(s.npair):
+        key[0] = nsg
+    if s.rows4 and nout < FC_OBLOCK:
+        _rows_blocks(xbuf, w, s, o0, nout, od_n, oh_n, wide)
+    elif nout == FC_OBLOCK:
+        for b in range(npair):
             if floating is float:
                 fc_pair4_f32(xbuf, w + o0 * wstride, off, s.CIG, s.P, s.ksz, wstride,
                              s.vb[2 * b], s.vb[2 * b + 1], wide + 2 * b * s.VL, s.wpad)
@@ -206,7 +250,7 @@ cdef void _wide_task(const floating* src, const floating* w, floating* y, Wide* 
                 fc_pair4_f64(xbuf, w + o0 * wstride, off, s.CIG, s.P, s.ksz, wstride,
                              s.vb[2 * b], s.vb[2 * b + 1], wide + 2 * b * s.VL, s.wpad)
     else:
-        for q in range(s.nv4 // 4):
+        for q in range(nq):
             for r in range(nout):
                 if floating is float:
                     if s.flat:   # four consecutive vectors: one float tile, one base
@@ -219,10 +263,35 @@ cdef void _wide_task(const floating* src, const floating* w, floating* y, Wide* 
                     fc_quad1_f64(xbuf, w + (o0 + r) * wstride, off, s.CIG, s.P, s.ksz,
                                  s.vb + 4 * q, wide + r * s.wpad + 4 * q * s.VL)
     for r in range(nout):
-        for od in range(s.OD):
-            for oh in range(s.OH):
-                memcpy(y + (((n * s.CO + o0 + r) * s.OD + od) * s.OH + oh) * s.OW,
+        for od in range(od_n):
+            for oh in range(oh_n):
+                memcpy(y + (((n * s.CO + o0 + r) * s.YD + yd0 + od) * s.YH + yh0 + oh) * s.OW,
                        wide + r * s.wpad + od * s.srd + oh * s.srh, s.OW * sizeof(floating))
+
+
+cdef void _rows_blocks(const floating* xbuf, const floating* w, Wide* s, Py_ssize_t o0,
+                       Py_ssize_t nout, Py_ssize_t od_n, Py_ssize_t oh_n,
+                       floating* wide) noexcept nogil:
+    """The "seg" vectors of one slab, four output rows and two vectors of a row at
+    a time, for each of ``nout`` (< FC_OBLOCK) output channels."""
+    cdef Py_ssize_t wstride = s.CIG * s.ksz, od, oh, sg, r, v
+    cdef int nrow
+    for r in range(nout):
+        for od in range(od_n):
+            for oh in range(0, oh_n, 4):
+                nrow = <int>min(4, oh_n - oh)
+                for sg in range(0, s.nseg, 2):
+                    v = (od * s.OH + oh) * s.nseg + sg
+                    if floating is float:
+                        fc_rows4_f32(xbuf + s.vb[v], w + (o0 + r) * wstride, s.offr, s.CIG,
+                                     s.P, s.ksz, s.KD, s.KH, s.KW, s.BP2,
+                                     wide + r * s.wpad + v * s.VL, s.nseg * s.VL, nrow,
+                                     2 if sg + 1 < s.nseg else 1)
+                    else:
+                        fc_rows4_f64(xbuf + s.vb[v], w + (o0 + r) * wstride, s.offr, s.CIG,
+                                     s.P, s.ksz, s.KD, s.KH, s.KW, s.BP2,
+                                     wide + r * s.wpad + v * s.VL, s.nseg * s.VL, nrow,
+                                     2 if sg + 1 < s.nseg else 1)
 
 
 cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geom* g,
@@ -617,8 +686,31 @@ def _poly_plan(tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tuple
     return {"B": B, "wmax": wmax, "meta": meta, "amax": amax}
 
 
+# plans by their arguments: a repeated call (a training loop) skips the planner
+# and, on the wide path, rebuilding its tap offsets and vector bases (measured
+# 0.1-0.2 ms of a 1 ms depthwise call); a few small index arrays per entry
+_PLANS = {}
+_PLANS_MAX = 64
+
+
 def plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tuple padding,
          int groups, int n_threads, int itemsize, bint general=False, bint finite=True):
+    """How a kernel call runs and every scratch buffer it allocates (a cached
+    dict: treat it as read-only). See :func:`_plan`."""
+    key = (op, xs, ws, ys, stride, dilation, padding, groups, n_threads, itemsize, general,
+           finite, _NO_ROWS4, _SLAB_TASKS, _SLAB_OUTS)
+    info = _PLANS.get(key)
+    if info is None:
+        info = _plan(op, xs, ws, ys, stride, dilation, padding, groups, n_threads, itemsize,
+                     general, finite)
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()
+        _PLANS[key] = info
+    return info
+
+
+def _plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tuple padding,
+          int groups, int n_threads, int itemsize, bint general=False, bint finite=True):
     """How a kernel call runs and every scratch buffer it allocates.
 
     Parameters are the call's: ``xs`` the unpadded input shape, ``ws`` the weight's,
@@ -654,11 +746,21 @@ def plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tup
         info.update(poly)
     elif wide:
         vl = LANES[itemsize]
-        outs, B, phases, phq, wlen = _layout(op, xs, ws, ys, stride, dilation, padding, False)
+        sax, dsl, nsl = _slabs(op, xs, ws, ys, groups, n_threads)
+        # depthwise-like (one channel in per group, fewer than FC_OBLOCK out) at
+        # unit stride: row blocks on the seg layout. Measured against the vector
+        # quads, one thread: 5x5 depthwise 0.70x the time; 3x3 depthwise 1.1x and
+        # a 5x5x5 grad_input from 8 channels into 1 1.04x (so not those)
+        rows4 = (op != "grad_weight" and unit and dilation[1] == 1 and not _NO_ROWS4
+                 and _ROWS_KMIN <= ws[3] <= FC_ROWS_KMAX
+                 and (CIG if op == "grad_input" else COG) < FC_OBLOCK
+                 and (COG if op == "grad_input" else CIG) == 1)
+        outs, B, phases, phq, wlen = _layout(op, xs, ws, ys, stride, dilation, padding, False,
+                                             sax, dsl)
         info["wshift"] = False
         if ws[4] > 1:
             # the kw-shifted layout: no padding columns, KW times the buffer
-            sh = _layout(op, xs, ws, ys, stride, dilation, padding, True)
+            sh = _layout(op, xs, ws, ys, stride, dilation, padding, True, sax, dsl)
             nvh = (sh[4] + vl - 1) // vl
             P1h = sh[1][0] * sh[1][1] * sh[1][2]
             cigb = 1 if op == "grad_weight" else (COG if op == "grad_input" else CIG)
@@ -667,7 +769,9 @@ def plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tup
                 nvbest = min(nvbest, outs[0] * outs[1] * ((outs[2] + vl - 1) // vl))
             # (unit stride only, and 10% fewer vectors: its fill costs KW times
             # more, and measured, 5% fewer did not pay)
-            if (all(st == 1 for st in stride) and nvh < 0.9 * nvbest
+            # (not under row blocks: measured, their KW component planes ran
+            # 2-3x slower than the plain buffer)
+            if (not rows4 and all(st == 1 for st in stride) and nvh < 0.9 * nvbest
                     and cigb * len(sh[3]) * P1h * itemsize <= _SHIFT_BYTES):
                 outs, B, phases, phq, wlen = sh
                 info["wshift"] = True
@@ -702,7 +806,7 @@ def plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tup
             info["och"] = och
         else:
             cig, cog = (COG, CIG) if op == "grad_input" else (CIG, COG)
-            tasks = N * G * ((cog + FC_OBLOCK - 1) // FC_OBLOCK)
+            tasks = N * G * nsl * ((cog + FC_OBLOCK - 1) // FC_OBLOCK)
             # the vector layout with less work: pairs of vectors (4 channels at a
             # time), or quads (one channel at a time, groups with fewer channels)
             unit = 2 if cog >= FC_OBLOCK else 4
@@ -711,16 +815,28 @@ def plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tup
             nvs = outs[0] * outs[1] * nseg
             # (one channel at a time, the calls are short: seg must save 10%)
             seg = _rup(nvs, unit) * (1.0 if unit == 2 else 1.1) < _rup(nvf, unit)
+            if rows4:
+                seg = True
             nv = nvs if seg else nvf
             wpad = _rup(nv, 4) * vl   # staging: a channel's vectors
-            info.update(vmode="seg" if seg else "flat", nv=nv, nseg=nseg)
-            per["xbuf"] = (cig * P + FC_TILE, "x")
+            # vectors run per channel over all slabs (a short last slab runs a prefix)
+            last = _slab_len(op, xs, ys, sax) - (nsl - 1) * dsl
+            lo = list(outs)
+            lo[sax] = last
+            nvl = (lo[0] * lo[1] * nseg if seg else
+                   (((lo[0] - 1) * B[1] + lo[1] - 1) * B[2] + lo[2] + vl - 1) // vl)
+            vrun = (nsl - 1) * _rup(nv, unit) + _rup(nvl, unit)
+            info.update(vmode="seg" if seg else "flat", nv=nv, nseg=nseg, vrun=vrun)
+            # (row blocks read up to 3 rows below a plane: slack)
+            per["xbuf"] = (cig * P + FC_TILE + (3 * B[2] if rows4 else 0), "x")
             per["wide"] = (FC_OBLOCK * wpad, "x")
             per["key"] = (1, "intp")
             once["vb"] = (_rup(nv, 4), "intp")
+            once["offr"] = (ws[2] * ws[4], "intp")
+            info["rows4"] = rows4
             if op == "grad_input":
                 once["wt"] = (CO * CIG * ksz, "x")  # the transposed, flipped kernel
-        info.update(wlen=wlen, wpad=wpad)
+        info.update(wlen=wlen, wpad=wpad, sax=sax, dsl=dsl, nsl=nsl, souts=tuple(outs))
     else:
         B = ys[2:]
         tasks = {"forward": N * CO, "grad_input": N * C, "grad_weight": CO * CIG}[op]
@@ -731,6 +847,52 @@ def plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tup
     return info
 
 
+def _slab_len(str op, tuple xs, tuple ys, int sax):
+    """The whole output's length along the slab axis."""
+    return (xs if op == "grad_input" else ys)[2 + sax]
+
+
+# tests: turn the row blocks off (the quad tiles run instead)
+_NO_ROWS4 = False
+# row blocks from this many kernel rows (fewer rows share fewer loads)
+_ROWS_KMIN = 4
+
+# forward / grad_input: slabs while there are fewer (n, group, channel block)
+# tasks than this many per thread
+_SLAB_TASKS = 2
+_SLAB_OUTS = 256
+
+
+def _slabs(str op, tuple xs, tuple ws, tuple ys, int groups, int n_threads):
+    """``(axis, length, count)`` of the output slabs of the wide forward/grad_input.
+
+    With fewer (image, group, block of output channels) tasks than
+    ``_SLAB_TASKS`` per thread (e.g. one image into one channel: a 3-D volume's
+    grad_input), the outputs are cut into slabs along depth (height for 2-D),
+    each with its own zero-bordered buffer (its outputs plus the kernel's
+    span), so every thread gets work. One slab: ``(0, the output's depth, 1)``.
+    """
+    outs = (xs if op == "grad_input" else ys)[2:]
+    sax = 0 if outs[0] > 1 else 1
+    # one thread cuts the slabs of two: the dispatcher runs small problems on one
+    # thread, and its buffers must stay within what workspace() counts for more
+    n_threads = max(2, n_threads)
+    if op == "grad_weight" or outs[sax] < 2:
+        return 0, outs[0], 1
+    cog = ws[1] * groups if op == "grad_input" else ws[0]
+    base = xs[0] * groups * ((cog // groups + FC_OBLOCK - 1) // FC_OBLOCK)
+    if base >= _SLAB_TASKS * n_threads:
+        return 0, outs[0], 1
+    # twice the tasks per thread (balance), each slab then about equal, none
+    # under _SLAB_OUTS outputs (a tiny call would mostly fill halos)
+    nsl = min(outs[sax], -(-2 * _SLAB_TASKS * n_threads // base),
+              outs[0] * outs[1] * outs[2] // _SLAB_OUTS)
+    if nsl <= 1:
+        return 0, outs[0], 1
+    dsl = -(-outs[sax] // nsl)
+    return sax, dsl, -(-outs[sax] // dsl)
+
+
 # the kw-shifted layout only while a thread's buffer stays this small (cache)
 _SHIFT_BYTES = 4 << 20
 # grad_weight: a task's grad_output rows and its double accumulators at most
@@ -739,7 +901,7 @@ _GW_ACC_BYTES = 4 << 20
 
 
 def _layout(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation,
-            tuple padding, bint shift):
+            tuple padding, bint shift, int sax=0, Py_ssize_t dsl=0):
     """The buffer of the wide path: (outs, B, phases, phq, wlen).
 
     Each channel's buffer holds components, one per entry of ``phq``: component
@@ -749,6 +911,8 @@ def _layout(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation,
     polyphase components k*d mod s; with ``shift`` the last axis has one
     component per tap column instead (f = kw*dw, B = the output width), so
     every tap reads its column at offset 0 and no padding column is computed.
+    ``dsl`` > 0: the buffer of one slab of ``dsl`` outputs along axis ``sax``
+    (``outs`` is then the slab's).
     """
     span = [d * (k - 1) for k, d in zip(ws[2:], dilation)]
     if op == "grad_input":
@@ -757,6 +921,8 @@ def _layout(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation,
     else:
         outs, steps = tuple(ys[2:]), tuple(stride)
         pb = [p[0] for p in padding]
+    if dsl > 0:
+        outs = outs[:sax] + (dsl,) + outs[sax + 1:]
     B = [o + e // s for o, e, s in zip(outs, span, steps)]
     phases = [sorted({k * d % s for k in range(kk)})
               for kk, d, s in zip(ws[2:], dilation, steps)]
@@ -849,7 +1015,13 @@ cdef Wide _wide(info, Py_ssize_t G, Py_ssize_t CI, Py_ssize_t CO, Py_ssize_t ksz
     s.nph = len(info["phq"])
     s.P = s.nph * s.P1
     s.phq = phq
-    s.OD, s.OH, s.OW = outs
+    s.OD, s.OH, s.OW = info["souts"]   # one slab's
+    s.YD, s.YH = outs[0], outs[1]
+    s.sax, s.dsl, s.nsl = info["sax"], info["dsl"], info["nsl"]
+    s.BP1, s.BP2 = B[1] * B[2], B[2]
+    s.rows4 = info.get("rows4", False)
+    s.offr = NULL
+    s.nseg = info.get("nseg", 0)
     s.pad = _pad_of(B[0], B[1], B[2], src3[0], src3[1], src3[2], 0, 0, 0)
     s.pad.sd, s.pad.sh, s.pad.sw = steps
     return s
@@ -862,9 +1034,16 @@ def _phq(info):
 cdef void _run_wide(const floating* src, const floating* w, floating* y, info, Py_ssize_t G,
                     Py_ssize_t CI, Py_ssize_t CO, tuple outs, tuple src3, tuple k3, tuple d3,
                     tuple s3) except *:
-    cdef Py_ssize_t[::1] off = _offsets(info, k3, d3, s3)
-    cdef Py_ssize_t[::1] phq = _phq(info)
-    cdef Py_ssize_t[::1] vb = _vbases(info, outs)
+    arrays = info.get("arrays")
+    if arrays is None:   # kept in the (cached) plan for the next call
+        o = _offsets(info, k3, d3, s3)
+        arrays = (o, _phq(info), _vbases(info, info["souts"]),
+                  np.ascontiguousarray(o.reshape(k3)[:, 0, :].reshape(-1)))
+        info["arrays"] = arrays
+    cdef Py_ssize_t[::1] off = arrays[0]
+    cdef Py_ssize_t[::1] phq = arrays[1]
+    cdef Py_ssize_t[::1] vb = arrays[2]
+    cdef Py_ssize_t[::1] offr = arrays[3]
     bufs = _buffers(info, np.float32 if floating is float else np.float64)
     cdef floating[:, ::1] xbuf = bufs["xbuf"]
     cdef floating[:, ::1] wide = bufs["wide"]
@@ -873,8 +1052,11 @@ cdef void _run_wide(const floating* src, const floating* w, floating* y, info, P
     cdef int tid, nthr = info["threads"]
     cdef Wide s = _wide(info, G, CI, CO, k3[0] * k3[1] * k3[2], outs, src3,
                         s3, &phq[0], &vb[0])
+    s.offr = &offr[0]   # row blocks: each tap column's offset (its first kernel row)
+    s.KD, s.KH, s.KW = k3
     with nogil:
-        # static: each thread's tasks are consecutive, so it pads each (n, group) once
+        # static: each thread's tasks are consecutive, so it pads each (n, group,
+        # slab) once
         for t in prange(tasks, num_threads=nthr, schedule="static"):
             tid = omp_get_thread_num()
             _wide_task(src, w, y, &s, &off[0], t, &xbuf[tid, 0], &wide[tid, 0], &key[tid, 0])

@@ -77,12 +77,16 @@ def test_direct_reports_and_bounds_its_scratch():
         out = 8 * 40 ** 3 * 4
         assert ws > 0 and peak <= out + ws + (1 << 16)  # padding is done inside
         peaks[threads] = ws
-    # two tasks (8 output channels in blocks of 4): extra threads get no scratch
+    # two blocks of 4 output channels, cut into depth slabs for 8 threads: each
+    # thread has one slab's buffers, smaller than those of one thread (which cuts
+    # the slabs of two)
     from fastconv._ext import _direct
     info = _direct.plan("forward", spec.input_shape5, spec.weight_shape5, spec.output_shape5,
                         spec.stride3, spec.dilation3, spec.padding3, 1, 8, 4)
     once = _direct.scratch_bytes(dict(info, threads=0), 4)  # tap offsets: not per thread
-    assert info["threads"] == 2 and peaks[8] - once == 2 * (peaks[1] - once)
+    per = _direct.scratch_bytes(dict(info, threads=1), 4) - once
+    assert info["threads"] == 8 and info["tasks"] >= 16 and peaks[8] - once == 8 * per
+    assert per < (peaks[1] - once) / 1.5
     with fastconv.config(memory_budget=peaks[1] // 2):
         # over the budget, direct runs its row loops, which need no scratch
         assert direct.workspace(spec, "forward") == 0

@@ -14,12 +14,17 @@ with the problem's shape:
   pitch, the last one full over slack; each tap of an input channel costs
   ``_TAP4`` for a block of ``OBLOCK`` output channels, ``_TAP1`` per channel
   when a group has fewer (depthwise); plus filling the buffers and copying the
-  outputs out of the wide layout;
-* wide grad_weight: register blocks of up to ``OBLOCK`` output channels x
-  ``GW_TAPS`` taps over the plane, one vector of ``LANES`` outputs at a time:
-  ``_GW_FMA`` per vector multiply-add, ``_GW_LOAD`` per vector load, ``_GW_CALL``
-  per block and plane; each input plane is filled once per task's block of
-  output channels (``info['och']``, at most ``GW_OCH``);
+  outputs out of the wide layout. With few (image, group, block) tasks the
+  outputs are cut into slabs (``info['nsl']``), which the tasks count, each
+  slab's buffer filled with its halo; depthwise-like groups with 4-7 kernel
+  rows run row blocks (``info['rows4']``), ``_ROWS4`` of the quads' tap cost;
+* wide grad_weight: register blocks of nr (up to ``OBLOCK``) output channels x
+  nk (up to ``GW_TAPS``) taps over the plane, one vector of ``LANES`` outputs at
+  a time: nr*nk multiply-adds against nr aligned grad_output loads and nk
+  unaligned input loads (two load slots each), which overlap: ``_GW_SLOT`` per
+  step of the larger count; ``_GW_CALL`` per block and plane; each input plane
+  is filled once per task's block of output channels (``info['och']``, at most
+  ``GW_OCH``);
 * stride s > 1 runs the same wide kernels on polyphase components: of the
   input (forward, grad_weight), of grad_x (grad_input, "poly");
 * over the memory budget, or with non-finite weights in grad_input, row loops:
@@ -45,9 +50,17 @@ GW_TAPS, GW_OCH = _direct.GW_TAPS, _direct.GW_OCH
 
 _TAP4 = 4.9e-9      # wide: one tap of one input channel, OBLOCK output channels x TILE
 _TAP1 = 4.2e-9      # ... one output channel x TILE (groups with < OBLOCK channels)
-_GW_FMA = 0.38e-9   # wide grad_weight: one vector multiply-add (LANES outputs)
-_GW_LOAD = 0.25e-9  # ... one vector load
-_GW_CALL = 50e-9    # ... one register block over one plane (call, lane sums)
+# wide grad_weight, fitted on one-thread CPU times of 22 layers (the 2-D and 1-D
+# calibration grid and six held-out-like ones, load 2-3): the multiply-adds and
+# loads of a step overlap, so a step costs the larger count, not the sum (the
+# sum, 0.38 ns per multiply-add plus 0.25 ns per load, put large kernels at
+# 0.50-0.57 of the estimate and 3x3 ones at 0.75-0.83: a 4x6 block is bound by
+# its 24 multiply-adds, its 16 load slots hide behind them). Fitted: 0.33 ns per
+# slot and 44 ns per call; both are scaled here by 1/0.647 so that the estimates
+# keep the old model's level on those layers (geometric mean), which the shipped
+# calibration factors were fitted to.
+_GW_SLOT = 0.51e-9  # one step slot (a vector multiply-add, or a load slot)
+_GW_CALL = 68e-9    # one register block over one plane (call, lane sums)
 # (no extra cost when a block's grad_output rows outgrow L1: with a 1.3x term for
 # that, one-thread timings of 15 layers ran at 0.46-0.50 of the estimate on every
 # plane wider than 2048 and at 0.63-1.2 on the others; the hardware prefetcher
@@ -57,9 +70,14 @@ _GW_CALL = 50e-9    # ... one register block over one plane (call, lane sums)
 # the forward kernel's rate with 2 components (1-D stride 2) and 2.5x with 4 (2-D),
 # i.e. each component past the first adds ~0.4 of the whole tap work (short
 # component rows, a tile's accumulators loaded and stored per component);
-# grad_weight on phase-split planes ran 1.3-1.4x its stride-1 rate (1-D and 2-D).
+# grad_weight on phase-split planes ran 1.3-1.4x its stride-1 rate (1-D and 2-D)
+# with the additive model; fitted with the overlapping one, 1.23x.
 _POLY_COMPONENT = 0.4
-_GW_POLY = 1.35
+_GW_POLY = 1.23
+# row blocks (one channel in and out per group, 4-7 kernel rows: 0.4 loads per
+# multiply-add at 5x5 instead of 1): measured, whole calls of a 5x5 depthwise
+# layer ran 0.70x the quads' time, fills and copies included
+_ROWS4 = 0.65
 _GEN_MAC = {"forward": 0.35e-9, "grad_input": 0.48e-9, "grad_weight": 0.9e-9}
 _GEN_ROW = 5.4e-9   # rows path: per row of outputs and tap
 _COPY = 0.15e-9     # per element copied (buffer fills, outputs out of the wide layout)
@@ -108,13 +126,19 @@ def _wide_seconds(spec, op, info):
     if op == "grad_weight":
         cig, cog = spec.in_channels_per_group, spec.out_channels_per_group
         vecs = info["wpad"] // LANES[spec.itemsize]
-        blocks = -(-K // GW_TAPS)
+        # taps per block as the kernel splits them: up to GW_TAPS, 3 when a task
+        # has fewer than OBLOCK output channels (depthwise), split evenly
+        tpb = GW_TAPS if min(info.get("och", GW_OCH), cog) >= OBLOCK else 3
+        blocks = -(-K // tpb)
+        nks = [(b + 1) * K // blocks - b * K // blocks for b in range(blocks)]
         nob, rest = divmod(cog, OBLOCK)
         per_c = 0.0   # one input channel of one image, all output channels of a group
         for nr, count in ((OBLOCK, nob), (rest, 1 if rest else 0)):
-            per_c += count * (vecs * (nr * K * _GW_FMA + (nr * blocks + K) * _GW_LOAD)
-                              + blocks * _GW_CALL)
-        if len(info.get("phq", ())) > 1:   # strided: taps of one block in different phases
+            slots = sum(max(nr * nk, nr + 2 * nk) for nk in nks)
+            per_c += count * (vecs * slots * _GW_SLOT + blocks * _GW_CALL)
+        # strided: taps of one block in different phases (not the kw-shifted
+        # layout, whose components are per tap column at stride 1)
+        if spec.stride3 != (1, 1, 1):
             per_c *= _GW_POLY
         # each input plane is filled once per task's block of output channels
         fills = (G * (-(-cog // info.get("och", GW_OCH))) * cig * P
@@ -127,12 +151,16 @@ def _wide_seconds(spec, op, info):
     if info["path"] == "poly":   # components: their own tiles and taps
         tile_taps = sum(m[12] // TILE * m[0] for m in info["meta"])
         tile_taps *= 1 + _POLY_COMPONENT * (len(info["meta"]) - 1)
+        fills = N * G * cig * P * min(info["threads"], -(-cog // OBLOCK))
     else:
-        tile_taps = info["wpad"] // TILE * K
-    t = N * G * tile_taps * cig * (nob * _TAP4 + rest * _TAP1)
+        # the vectors run over all slabs (each a multiple of the call's 2 or 4)
+        tile_taps = info["vrun"] * LANES[spec.itemsize] / TILE * K
+        # static schedule, tasks in (n, group, slab) order: each thread fills each
+        # of its slab buffers once, a buffer split between two threads twice
+        fills = (N * G * info["nsl"] + info["threads"] - 1) * cig * P
+    one = _TAP1 * (_ROWS4 if info.get("rows4") else 1.0)
+    t = N * G * tile_taps * cig * (nob * _TAP4 + rest * one)
     outs = math.prod(spec.input_shape5 if op == "grad_input" else spec.output_shape5)
-    # each thread fills a (n, group)'s buffer once; neighbours may share one
-    fills = N * G * cig * P * min(info["threads"], -(-cog // OBLOCK))
     return t + (outs + fills) * _COPY
 
 

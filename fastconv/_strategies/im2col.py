@@ -66,6 +66,17 @@ ParallelMode = _im2col.ParallelMode
 _SGEMM_FLOPS_PER_CORE = 8.0e10
 _DGEMM_FACTOR = 0.5
 _COLS_BYTES_PER_S = 1.0e10
+# At a horizontal stride s > 1 the unfold gathers (and grad_input's fold
+# scatters) one element at a time instead of copying rows: seconds per column
+# element on top of the passes. Fitted beside the two terms above on one-thread
+# CPU times of 19 2-D and 1-D layers per op (the calibration grid's and six
+# held-out-like ones, load 2-3): 0.50 ns forward, 0.60 grad_weight, 0.9
+# grad_input; without it strided layers ran at 1.2-1.3x the others'
+# measured/estimated ratio (e.g. the ResNet stem's 7x7 stride-2 grad_weight,
+# which auto gave to im2col at 1.3x direct's time). (Refitting the passes too
+# halved their weight on those layers, but put the 3-D volume's grad_input,
+# 125 taps into one channel, at a third of its time: not done.)
+_GATHER_S = 0.6e-9
 #: seconds per call outside the kernels: none here, the calibrated per-call
 #: overhead (timed on a tiny problem) covers planning and the BLAS limiter; a
 #: fixed 150 us here counted it twice and kept auto off im2col on tiny problems
@@ -297,7 +308,10 @@ class Im2colStrategy:
         # The column block stays in L2, so these passes run at cache bandwidth and,
         # in OMP mode, on every thread.
         passes = 3 if op == "grad_input" else 2
-        return gemm + passes * cols * spec.itemsize / (_COLS_BYTES_PER_S * threads) + _CALL_S
+        t = passes * cols * spec.itemsize / _COLS_BYTES_PER_S
+        if spec.stride3[2] > 1:   # element-wise gather / scatter along rows
+            t += cols * _GATHER_S
+        return gemm + t / threads + _CALL_S
 
     def run(self, op, spec, a, b, n_threads):
         budget = get_config().memory_budget
