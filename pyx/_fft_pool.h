@@ -235,8 +235,20 @@ static void fc_trim(size_t keep) {
     fc_release(victims, k);
 }
 
+/* fork: the mutex is held across fork() so that the child gets it unlocked
+ * and the pool consistent, whichever thread was inside a critical section
+ * (they are short and never wait on anything else, so this cannot deadlock) */
+static void fc_atfork_prepare(void) { pthread_mutex_lock(&fc_mu); }
+static void fc_atfork_release(void) { pthread_mutex_unlock(&fc_mu); }
+
 static int fc_pool_import(void) {
     import_array1(-1);
+#ifndef _WIN32
+    if (pthread_atfork(fc_atfork_prepare, fc_atfork_release, fc_atfork_release) != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "fastconv: pthread_atfork failed");
+        return -1;
+    }
+#endif
     return 0;
 }
 

@@ -184,3 +184,56 @@ def test_threads_calling_at_once_get_correct_results():
     r = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+_FORK_SCRIPT = textwrap.dedent("""
+    import faulthandler, os, sys, threading
+    import numpy as np
+    from fastconv._ext import _fft
+    from fastconv._strategies import fft_exec
+
+    seen = []
+
+    def part(s0, ns, t, j):
+        seen.append((s0, ns))
+        with fft_exec.kept_buffers(1 << 20):
+            np.ones(1000).sum()
+
+    fft_exec._batched(part, 4, 4, 2, 2)      # the executor's worker exists, then idles
+    stop = False
+
+    def churn():                              # holds the pool's mutex often, GIL released
+        while not stop:
+            _fft.pool_trim(0)
+
+    t = threading.Thread(target=churn)
+    t.start()
+    bad = 0
+    for _ in range(30):
+        pid = os.fork()
+        if pid == 0:
+            faulthandler.dump_traceback_later(10, exit=True)
+            seen.clear()
+            fft_exec._batched(part, 4, 4, 2, 2)
+            with fft_exec.kept_buffers(1 << 20):
+                a = np.ones(5000)
+                del a
+                b = np.ones(5000)
+            os._exit(0 if sorted(seen) == [(0, 2), (2, 2)] and b.sum() == 5000 else 3)
+        bad += os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0
+        if bad:
+            break
+    stop = True
+    t.join()
+    print("BAD", bad)
+    sys.exit(1 if bad else 0)
+""")
+
+
+def test_forked_child_runs_pipelines_and_pool():
+    """A child forked after a threaded call (idle pipeline workers, the pool's
+    mutex possibly held by another thread) must not wait forever: the executor
+    is dropped in the child and the mutex is held across fork()."""
+    r = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
