@@ -133,7 +133,9 @@ static void *fc_fresh(size_t sz) {
     if (posix_memalign(&p, FC_HUGE_ALIGN, sz) != 0) return NULL;
 #endif
 #ifdef MADV_HUGEPAGE
-    madvise(p, (sz + FC_HUGE_ALIGN - 1) & ~(FC_HUGE_ALIGN - 1), MADV_HUGEPAGE);
+    /* only the block's own whole huge pages: rounding up would advise the
+     * memory after it, which belongs to other allocations or mappings */
+    madvise(p, sz & ~(FC_HUGE_ALIGN - 1), MADV_HUGEPAGE);
 #endif
     return p;
 }

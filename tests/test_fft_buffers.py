@@ -237,3 +237,33 @@ def test_forked_child_runs_pipelines_and_pool():
     r = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def _huge_advised_ranges():
+    """(start, end) of the mappings advised MADV_HUGEPAGE ('hg' in VmFlags)."""
+    out, cur = [], None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if not fields[0].endswith(":"):
+                cur = tuple(int(v, 16) for v in fields[0].split("-"))
+            elif fields[0] == "VmFlags:" and "hg" in fields[1:]:
+                out.append(cur)
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_huge_page_advice_stays_inside_the_block():
+    """A fresh block of 4 MiB and more is advised as huge pages, but never past
+    its end (that memory belongs to someone else)."""
+    fftmod.release_buffers()
+    with fftmod.kept_buffers(64 << 20):
+        a = np.empty((4 << 20) + 3 * 4096, np.uint8)
+        p, n = a.ctypes.data, a.nbytes
+        advised = [r for r in _huge_advised_ranges() if r[0] <= p < r[1]]
+        del a
+    fftmod.release_buffers()
+    if not advised:
+        pytest.skip("no MADV_HUGEPAGE advice visible (transparent huge pages unavailable)")
+    (lo, hi), = advised
+    assert p + (4 << 20) <= hi <= p + n, (hex(p), n, hex(lo), hex(hi))
