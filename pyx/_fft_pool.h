@@ -244,11 +244,17 @@ static void fc_atfork_prepare(void) { pthread_mutex_lock(&fc_mu); }
 static void fc_atfork_release(void) { pthread_mutex_unlock(&fc_mu); }
 
 static int fc_pool_import(void) {
+    /* registered once per process: a second prepare handler would lock the
+     * (non-recursive) mutex twice and deadlock fork() */
+    static int atfork_done = 0;
     import_array1(-1);
 #ifndef _WIN32
-    if (pthread_atfork(fc_atfork_prepare, fc_atfork_release, fc_atfork_release) != 0) {
-        PyErr_SetString(PyExc_RuntimeError, "fastconv: pthread_atfork failed");
-        return -1;
+    if (!atfork_done) {
+        if (pthread_atfork(fc_atfork_prepare, fc_atfork_release, fc_atfork_release) != 0) {
+            PyErr_SetString(PyExc_RuntimeError, "fastconv: pthread_atfork failed");
+            return -1;
+        }
+        atfork_done = 1;
     }
 #endif
     return 0;
