@@ -133,7 +133,9 @@ static void *fc_fresh(size_t sz) {
     if (posix_memalign(&p, FC_HUGE_ALIGN, sz) != 0) return NULL;
 #endif
 #ifdef MADV_HUGEPAGE
-    madvise(p, (sz + FC_HUGE_ALIGN - 1) & ~(FC_HUGE_ALIGN - 1), MADV_HUGEPAGE);
+    /* only the block's own whole huge pages: rounding up would advise the
+     * memory after it, which belongs to other allocations or mappings */
+    madvise(p, sz & ~(FC_HUGE_ALIGN - 1), MADV_HUGEPAGE);
 #endif
     return p;
 }
@@ -235,8 +237,26 @@ static void fc_trim(size_t keep) {
     fc_release(victims, k);
 }
 
+/* fork: the mutex is held across fork() so that the child gets it unlocked
+ * and the pool consistent, whichever thread was inside a critical section
+ * (they are short and never wait on anything else, so this cannot deadlock) */
+static void fc_atfork_prepare(void) { pthread_mutex_lock(&fc_mu); }
+static void fc_atfork_release(void) { pthread_mutex_unlock(&fc_mu); }
+
 static int fc_pool_import(void) {
+    /* registered once per process: a second prepare handler would lock the
+     * (non-recursive) mutex twice and deadlock fork() */
+    static int atfork_done = 0;
     import_array1(-1);
+#ifndef _WIN32
+    if (!atfork_done) {
+        if (pthread_atfork(fc_atfork_prepare, fc_atfork_release, fc_atfork_release) != 0) {
+            PyErr_SetString(PyExc_RuntimeError, "fastconv: pthread_atfork failed");
+            return -1;
+        }
+        atfork_done = 1;
+    }
+#endif
     return 0;
 }
 

@@ -198,3 +198,86 @@ def test_public_release_buffers_frees_fft_pool_and_im2col_workspace(rng):
     # and the next calls allocate afresh and stay correct
     np.testing.assert_allclose(fastconv.conv2d(x, w, padding=2, strategy="fft"),
                                ref.conv_forward(x, w, padding=2), rtol=1e-4, atol=1e-4)
+
+
+_FORK_SCRIPT = textwrap.dedent("""
+    import faulthandler, os, sys, threading
+    import numpy as np
+    from fastconv._ext import _fft
+    from fastconv._strategies import fft_exec
+
+    seen = []
+
+    def part(s0, ns, t, j):
+        seen.append((s0, ns))
+        with fft_exec.kept_buffers(1 << 20):
+            np.ones(1000).sum()
+
+    fft_exec._batched(part, 4, 4, 2, 2)      # the executor's worker exists, then idles
+    stop = False
+
+    def churn():                              # holds the pool's mutex often, GIL released
+        while not stop:
+            _fft.pool_trim(0)
+
+    t = threading.Thread(target=churn)
+    t.start()
+    bad = 0
+    for _ in range(30):
+        pid = os.fork()
+        if pid == 0:
+            faulthandler.dump_traceback_later(10, exit=True)
+            seen.clear()
+            fft_exec._batched(part, 4, 4, 2, 2)
+            with fft_exec.kept_buffers(1 << 20):
+                a = np.ones(5000)
+                del a
+                b = np.ones(5000)
+            os._exit(0 if sorted(seen) == [(0, 2), (2, 2)] and b.sum() == 5000 else 3)
+        bad += os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0
+        if bad:
+            break
+    stop = True
+    t.join()
+    print("BAD", bad)
+    sys.exit(1 if bad else 0)
+""")
+
+
+def test_forked_child_runs_pipelines_and_pool():
+    """A child forked after a threaded call (idle pipeline workers, the pool's
+    mutex possibly held by another thread) must not wait forever: the executor
+    is dropped in the child and the mutex is held across fork()."""
+    r = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def _huge_advised_ranges():
+    """(start, end) of the mappings advised MADV_HUGEPAGE ('hg' in VmFlags)."""
+    out, cur = [], None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if not fields[0].endswith(":"):
+                cur = tuple(int(v, 16) for v in fields[0].split("-"))
+            elif fields[0] == "VmFlags:" and "hg" in fields[1:]:
+                out.append(cur)
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_huge_page_advice_stays_inside_the_block():
+    """A fresh block of 4 MiB and more is advised as huge pages, but never past
+    its end (that memory belongs to someone else)."""
+    fftmod.release_buffers()
+    with fftmod.kept_buffers(64 << 20):
+        a = np.empty((4 << 20) + 3 * 4096, np.uint8)
+        p, n = a.ctypes.data, a.nbytes
+        advised = [r for r in _huge_advised_ranges() if r[0] <= p < r[1]]
+        del a
+    fftmod.release_buffers()
+    if not advised:
+        pytest.skip("no MADV_HUGEPAGE advice visible (transparent huge pages unavailable)")
+    (lo, hi), = advised
+    assert p + (4 << 20) <= hi <= p + n, (hex(p), n, hex(lo), hex(hi))

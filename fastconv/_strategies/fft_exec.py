@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -58,6 +59,19 @@ def release_buffers():
 # release the GIL.
 _executor = None
 _executor_lock = threading.Lock()
+
+
+def _forget_executor_in_child():
+    # a forked child has none of the parent's worker threads, but the executor
+    # believes its idle workers still exist and queues tasks nobody runs (the
+    # call then waits forever); its lock may have been held by another thread
+    global _executor, _executor_lock
+    _executor = None
+    _executor_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_executor_in_child)
 
 
 def _lanes_split(n, nbc):
