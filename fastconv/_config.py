@@ -136,7 +136,10 @@ class Options:
         (``$OMP_NUM_THREADS``, else the CPUs available to the process). At most
         :func:`max_threads` (a ValueError above it: huge counts crash OpenMP).
         An upper bound: a problem too small for several threads to pay (by the
-        cost model, ``fastconv.explain`` shows it) runs on one.
+        cost model, ``fastconv.explain`` shows it) runs on one. In a process
+        forked from one that imported fastconv, calls run on one thread (OpenMP
+        cannot start threads after ``fork``; a RuntimeWarning says so once if
+        more were asked for).
     allow_fft : bool
         False forbids the FFT strategy (e.g. when NaN/Inf must not spread).
     fft_rtol : float or None
@@ -167,7 +170,38 @@ class Options:
 
     @property
     def threads(self):
+        if _forked_child:
+            return _forked_threads(self.n_threads)
         return self.n_threads or default_threads()
+
+
+# GNU OpenMP (libgomp) cannot start threads in a child forked after the parent ran
+# a parallel region: the child's first parallel loop hangs for ever (measured: every
+# strategy, in a child forked by os.fork or multiprocessing's "fork" start method).
+# A forked child therefore runs fastconv on one thread; one thread per worker is
+# also what a pool of forked workers wants (no oversubscription of the cores).
+_forked_child = False
+_fork_warned = False
+
+
+def _after_fork_in_child():
+    global _forked_child
+    _forked_child = True
+
+
+def _forked_threads(requested):
+    global _fork_warned
+    if requested is not None and requested > 1 and not _fork_warned:
+        _fork_warned = True
+        warnings.warn(f"fastconv: n_threads={requested} in a forked child process: OpenMP "
+                      "cannot start threads after fork, running on 1 thread (start "
+                      "processes with the 'spawn' or 'forkserver' method for threads)",
+                      RuntimeWarning, stacklevel=3)
+    return 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 MODES = ("heuristic", "autotune", "cache-only")

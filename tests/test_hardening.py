@@ -85,6 +85,47 @@ def test_huge_thread_counts_never_reach_a_kernel(tmp_path):
     assert out.count("refused") == 7 and "ran all" in out, out
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_runs_every_strategy_on_one_thread():
+    """A child forked after a multi-threaded call hung in its first OpenMP loop
+    (libgomp cannot start threads after fork): it now runs on one thread, warns
+    once when more were asked for, and computes the same values."""
+    code = """
+    import os, warnings, numpy as np, fastconv
+    from fastconv import reference as ref
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 16, 20, 20)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    want = ref.conv_forward(x, w, padding=1)
+    with fastconv.config(n_threads=2):
+        for s in fastconv.strategies():                 # the parent's OpenMP team exists
+            fastconv.conv2d(x, w, padding=1, strategy=s)
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                for n in (None, 2):
+                    with fastconv.config(n_threads=n):
+                        assert fastconv.get_config().threads == 1
+                        for s in fastconv.strategies():
+                            y = fastconv.conv2d(x, w, padding=1, strategy=s)
+                            assert np.abs(y - want).max() <= 1e-3 * np.abs(want).max(), s
+            msgs = [str(c.message) for c in caught if "forked" in str(c.message)]
+            assert len(msgs) == 1, msgs
+        except BaseException as e:
+            print("child failed:", repr(e), flush=True)
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    print("child status", status)
+    """
+    rc, out, err = _child(code, timeout=90)
+    assert rc == 0, err[-2000:]
+    assert "child status 0" in out, out + err[-2000:]
+
+
 def test_env_threads_and_bad_config_files_at_import(tmp_path):
     """OMP_NUM_THREADS huge is clamped; FASTCONV_CONFIG problems warn, never break import."""
     fifo = tmp_path / "fifo.toml"
