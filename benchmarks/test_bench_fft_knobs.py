@@ -40,6 +40,15 @@ def _plan(kind, spec, op):
     return min(tiles, key=lambda p: fft_plan._plan_cost(spec, op, p))
 
 
+def _fft_call(op, x, w, pad):
+    """A no-argument call of the forced FFT strategy: forward, or grad_weight
+    (its grad_output computed once, here)."""
+    if op == "forward":
+        return lambda: fastconv.conv(x, w, padding=pad, strategy="fft")
+    gy = fastconv.conv(x, w, padding=pad, strategy="direct")
+    return lambda: fgrad.conv2d_weight(x, w.shape, gy, padding=pad, strategy="fft")
+
+
 @pytest.mark.parametrize("kernel", ["dft", "transform"])
 @pytest.mark.parametrize("plan", ["auto", "none", "tiles"])
 @pytest.mark.parametrize("op", ["forward", "grad_weight"])
@@ -53,12 +62,7 @@ def test_fft_knobs(benchmark, monkeypatch, bench_size, layer, op, plan, kernel):
     chosen = _plan(plan, spec, op)
     monkeypatch.setattr(fftmod, "_block_plan", lambda spec, op="forward": chosen)
     monkeypatch.setattr(fftmod, "_kernel_by_dft", lambda *a, **k: kernel == "dft")
-    if op == "forward":
-        fn = lambda: fastconv.conv(x, w, padding=pad, strategy="fft")  # noqa: E731
-    else:
-        gy = fastconv.conv(x, w, padding=pad, strategy="direct")
-        fn = lambda: fgrad.conv2d_weight(x, w.shape, gy, padding=pad,  # noqa: E731
-                                         strategy="fft")
+    fn = _fft_call(op, x, w, pad)
     with fastconv.config(n_threads=2, memory_budget=1 << 30):
         fn()
         benchmark(fn)
@@ -81,12 +85,7 @@ def test_fft_buffers_and_threads(benchmark, monkeypatch, bench_size, layer, op, 
     w = rng.standard_normal(w_shape).astype(np.float32)
     if threads == "steps":
         monkeypatch.setattr(fftmod, "_lanes_split", lambda n, nbc: 1)
-    if op == "forward":
-        call = lambda: fastconv.conv(x, w, padding=pad, strategy="fft")  # noqa: E731
-    else:
-        gy = fastconv.conv(x, w, padding=pad, strategy="direct")
-        call = lambda: fgrad.conv2d_weight(x, w.shape, gy, padding=pad,  # noqa: E731
-                                           strategy="fft")
+    call = _fft_call(op, x, w, pad)
 
     def fn():
         call()

@@ -159,6 +159,46 @@ def upcast(a):
     return np.asarray(a, dtype=np.float64)
 
 
+def direct_plan(op, spec, n_threads=1):
+    """The direct kernel's plan (layout, slabs, row blocks) for ``op`` on ``spec``."""
+    from fastconv._ext import _direct
+
+    return _direct.plan(op, spec.input_shape5, spec.weight_shape5, spec.output_shape5,
+                        spec.stride3, spec.dilation3, spec.padding3, spec.groups,
+                        n_threads, spec.itemsize)
+
+
+def direct_checker(op, xs, ws, kw, dtype, seed):
+    """``(spec, check)``: ``check(n_threads)`` runs ``op`` ("forward" or "grad_input")
+    with the direct strategy forced on float64 operands drawn with ``seed``, cast to
+    ``dtype``, and compares it with the reference (float64 1e-10; float32 rtol 1e-4,
+    atol 1e-5 x max|reference|)."""
+    from fastconv import reference
+
+    rng = np.random.default_rng(seed)
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    gy = rng.standard_normal(fastconv.output_shape(xs, ws, **kw))
+    spec = fastconv.make_spec(xs, ws, dtype=dtype, **kw)
+    if op == "forward":
+        want = reference.conv_forward(x, w, **kw)
+    else:
+        want = reference.conv_grad_input(xs, w, gy, **kw)
+    tol = (dict(rtol=1e-10, atol=1e-10) if dtype == np.float64
+           else dict(rtol=1e-4, atol=1e-5 * np.abs(want).max()))
+
+    def check(n_threads):
+        with fastconv.config(n_threads=n_threads):
+            if op == "forward":
+                got = fastconv.conv(x.astype(dtype), w.astype(dtype), strategy="direct", **kw)
+            else:
+                got = fastconv.grad_input(xs, w.astype(dtype), gy.astype(dtype),
+                                          strategy="direct", **kw)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, err_msg=f"{n_threads} threads", **tol)
+
+    return spec, check
+
+
 def traced_direct_call(op, xs, ws, kw, seed=0):
     """Run ``op`` of the direct strategy (2 threads, float32, 2-D) under tracemalloc.
 

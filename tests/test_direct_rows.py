@@ -9,11 +9,9 @@ dilation, stride, 3 kernel rows, several input channels) that it did not."""
 import numpy as np
 import pytest
 
-import fastconv
-from fastconv import reference
 from fastconv._ext import _direct
 from fastconv._spec import make_spec
-from conftest import traced_direct_call
+from conftest import direct_checker, direct_plan, traced_direct_call
 
 CASES = [
     # depthwise 5x5, 28 wide: two vectors per row, 7 rows (a block of 3)
@@ -41,9 +39,7 @@ def _expected(op, spec):
 
 
 def _uses_rows(op, spec, n_threads=1):
-    info = _direct.plan(op, spec.input_shape5, spec.weight_shape5, spec.output_shape5,
-                        spec.stride3, spec.dilation3, spec.padding3, spec.groups,
-                        n_threads, spec.itemsize)
+    info = direct_plan(op, spec, n_threads)
     return info["path"] == "wide" and info.get("rows4", False)
 
 
@@ -51,26 +47,10 @@ def _uses_rows(op, spec, n_threads=1):
 @pytest.mark.parametrize("xs, ws, kw", CASES)
 @pytest.mark.parametrize("op", ["forward", "grad_input"])
 def test_row_blocks_match_the_reference(op, xs, ws, kw, dtype):
-    rng = np.random.default_rng(len(xs) + sum(ws))
-    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
-    gy = rng.standard_normal(fastconv.output_shape(xs, ws, **kw))
-    spec = make_spec(xs, ws, dtype=dtype, **kw)
+    spec, check = direct_checker(op, xs, ws, kw, dtype, seed=len(xs) + sum(ws))
     assert _uses_rows(op, spec) == _expected(op, spec)
-    if op == "forward":
-        want = reference.conv_forward(x, w, **kw)
-    else:
-        want = reference.conv_grad_input(xs, w, gy, **kw)
-    tol = (dict(rtol=1e-10, atol=1e-10) if dtype == np.float64
-           else dict(rtol=1e-4, atol=1e-5 * np.abs(want).max()))
     for n_threads in (1, 2):
-        with fastconv.config(n_threads=n_threads):
-            if op == "forward":
-                got = fastconv.conv(x.astype(dtype), w.astype(dtype), strategy="direct", **kw)
-            else:
-                got = fastconv.grad_input(xs, w.astype(dtype), gy.astype(dtype),
-                                          strategy="direct", **kw)
-        assert got.dtype == dtype
-        np.testing.assert_allclose(got, want, err_msg=f"{n_threads} threads", **tol)
+        check(n_threads)
 
 
 def test_every_case_runs_row_blocks_somewhere():

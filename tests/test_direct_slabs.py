@@ -8,11 +8,9 @@ that slabs ran."""
 import numpy as np
 import pytest
 
-import fastconv
-from fastconv import reference
 from fastconv._ext import _direct
 from fastconv._spec import make_spec
-from conftest import traced_direct_call
+from conftest import direct_checker, direct_plan, traced_direct_call
 
 CASES = [
     # a 3-D volume into few channels: the grad_input of conv3d-volume in small
@@ -31,34 +29,16 @@ CASES = [
 @pytest.mark.parametrize("xs, ws, kw", CASES)
 @pytest.mark.parametrize("op", ["forward", "grad_input"])
 def test_slabs_match_the_reference(op, xs, ws, kw, dtype):
-    rng = np.random.default_rng(sum(xs) + len(ws))
-    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
-    gy = rng.standard_normal(fastconv.output_shape(xs, ws, **kw))
-    spec = make_spec(xs, ws, dtype=dtype, **kw)
-    if op == "forward":
-        want = reference.conv_forward(x, w, **kw)
-    else:
-        want = reference.conv_grad_input(xs, w, gy, **kw)
-    tol = (dict(rtol=1e-10, atol=1e-10) if dtype == np.float64
-           else dict(rtol=1e-4, atol=1e-5 * np.abs(want).max()))
+    spec, check = direct_checker(op, xs, ws, kw, dtype, seed=sum(xs) + len(ws))
     slabbed = 0
     for n_threads in (2, 3):
-        info = _direct.plan(op, spec.input_shape5, spec.weight_shape5, spec.output_shape5,
-                            spec.stride3, spec.dilation3, spec.padding3, spec.groups,
-                            n_threads, spec.itemsize)
+        info = direct_plan(op, spec, n_threads)
         if info["path"] == "wide" and info["nsl"] > 1:
             slabbed += 1
             outs = (spec.input_shape5 if op == "grad_input" else spec.output_shape5)[2:]
             assert info["dsl"] * (info["nsl"] - 1) < outs[info["sax"]] <= \
                 info["dsl"] * info["nsl"]
-        with fastconv.config(n_threads=n_threads):
-            if op == "forward":
-                got = fastconv.conv(x.astype(dtype), w.astype(dtype), strategy="direct", **kw)
-            else:
-                got = fastconv.grad_input(xs, w.astype(dtype), gy.astype(dtype),
-                                          strategy="direct", **kw)
-        assert got.dtype == dtype
-        np.testing.assert_allclose(got, want, err_msg=f"{n_threads} threads", **tol)
+        check(n_threads)
     if not (op == "grad_input" and spec.stride3 != (1, 1, 1)):   # (poly: no slabs)
         assert slabbed == 2
 
@@ -90,9 +70,7 @@ def test_one_thread_cuts_two_threads_slabs_and_many_tasks_one():
     assert one["nsl"] == two["nsl"] > 1
     assert _direct.scratch_bytes(one, 4) < _direct.scratch_bytes(two, 4)
     spec = make_spec((4, 8, 20, 20), (8, 8, 3, 3), padding=1, dtype=np.float32)
-    info = _direct.plan("forward", spec.input_shape5, spec.weight_shape5, spec.output_shape5,
-                        spec.stride3, spec.dilation3, spec.padding3, 1, 2, 4)
-    assert info["nsl"] == 1   # 8 tasks for 2 threads
+    assert direct_plan("forward", spec, 2)["nsl"] == 1   # 8 tasks for 2 threads
 
 
 @pytest.mark.parametrize("op", ["forward", "grad_input"])
@@ -104,11 +82,8 @@ def test_workspace_of_slabs_is_exact(op):
     assert info["nsl"] > 1
     assert ws_bytes == _direct.scratch_bytes(info, 4) > 10_000
     assert abs(extra - ws_bytes) < 16384, (extra, ws_bytes)
-    spec = make_spec(xs, ws, dtype=np.float32, **kw)
-    kw1 = dict(padding=2)
-    whole = make_spec((8, 2, 90, 40), ws, dtype=np.float32, **kw1)   # 8 images: no slabs
-    one = _direct.plan(op, whole.input_shape5, whole.weight_shape5, whole.output_shape5,
-                       whole.stride3, whole.dilation3, whole.padding3, 1, 2, 4)
+    whole = make_spec((8, 2, 90, 40), ws, dtype=np.float32, **kw)   # 8 images: no slabs
+    one = direct_plan(op, whole, 2)
     assert one["nsl"] == 1
     # two threads' slab buffers: under one whole-plane buffer
     assert _direct.scratch_bytes(info, 4) < _direct.scratch_bytes(dict(one, threads=1), 4)
