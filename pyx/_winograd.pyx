@@ -60,6 +60,7 @@ cdef struct WG:
     Py_ssize_t nunits
     Py_ssize_t xt_sz, yt_sz, v_sz, m_sz, tmp_sz, du_sz, per_thread
     Py_ssize_t ups                    # position stride of U / dU
+    bint fast_in, fast_out            # register-resident tile transforms (_winograd_tf.h)
     double bth[MAXA * MAXA]
     double btw[MAXA * MAXA]
     double ath[MAXA * MAXA]
@@ -71,7 +72,8 @@ cdef int _setup(WG* g, Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, Py_ssize_t H, P
                 int groups, int KD, tuple offsets,
                 const double[:, ::1] BTh, const double[:, ::1] BTw,
                 const double[:, ::1] ATh, const double[:, ::1] ATw,
-                Py_ssize_t nb, Py_ssize_t tc, Py_ssize_t odc, bint gw) except -1:
+                Py_ssize_t nb, Py_ssize_t tc, Py_ssize_t odc, bint gw,
+                int lanes) except -1:
     cdef Py_ssize_t i, j
     g.N, g.C, g.D, g.H, g.W = N, C, D, H, W
     g.CO, g.OD, g.OH, g.OW = CO, OD, OH, OW
@@ -106,13 +108,80 @@ cdef int _setup(WG* g, Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, Py_ssize_t H, P
     g.xt_sz, g.yt_sz, g.v_sz, g.m_sz, g.tmp_sz, g.du_sz = sizes
     g.per_thread = sum(sizes)
     g.ups = KD * g.CIG * CO + UPAD
+    g.fast_in, g.fast_out = _fast_sides(g, lanes)
     return 0
+
+
+cdef (bint, bint) _fast_sides(const WG* g, int lanes):
+    """(input, output) side of the tile transforms in _winograd_tf.h: square tiles
+    with this module's matrices and whole vectors of channels on that side."""
+    cdef bint sq = (_fast_tf and lanes > 0 and g.ah == g.aw and g.mh == g.mw
+                    and wg_tf_match(<int>g.ah, g.bth, g.ath) and wg_tf_match(<int>g.aw, g.btw, g.atw))
+    return sq and g.C % lanes == 0, sq and g.CO % lanes == 0
+
+
+def fast_sides(const double[:, ::1] BTh, const double[:, ::1] BTw,
+               const double[:, ::1] ATh, const double[:, ::1] ATw,
+               Py_ssize_t C, Py_ssize_t CO, dtype):
+    """(input, output): which tile transforms of a pass from C to CO channels run
+    in registers (tests check the fast path is taken where it should be)."""
+    cdef WG g
+    cdef Py_ssize_t i, j
+    g.ah, g.aw, g.mh, g.mw, g.C, g.CO = BTh.shape[0], BTw.shape[0], ATh.shape[0], ATw.shape[0], C, CO
+    if g.ah > MAXA or g.aw > MAXA:
+        return False, False
+    for i in range(g.ah):
+        for j in range(g.ah):
+            g.bth[i * g.ah + j] = BTh[i, j]
+        for j in range(g.mh):
+            g.ath[j * g.ah + i] = ATh[j, i]
+    for i in range(g.aw):
+        for j in range(g.aw):
+            g.btw[i * g.aw + j] = BTw[i, j]
+        for j in range(g.mw):
+            g.atw[j * g.aw + i] = ATw[j, i]
+    lanes = wg_tf_lanes_f() if np.dtype(dtype) == np.float32 else wg_tf_lanes_d()
+    return _fast_sides(&g, lanes)
+
+
+cdef bint _fast_tf = True
+
+
+def tf_tables_match(const double[:, ::1] BT, const double[:, ::1] AT):
+    """Whether (BT, AT) are the constant tables of _winograd_tf.h (for tests)."""
+    if BT.shape[0] != BT.shape[1] or AT.shape[1] != BT.shape[0] or BT.shape[0] > MAXA:
+        return False
+    return bool(wg_tf_match(<int>BT.shape[0], &BT[0, 0], &AT[0, 0]))
+
+
+def fast_transforms(enable=None):
+    """Whether the register-resident tile transforms run where they apply (the
+    previous setting; ``enable`` sets it: tests compare both paths)."""
+    global _fast_tf
+    old = bool(_fast_tf)
+    if enable is not None:
+        _fast_tf = bool(enable)
+    return old
 
 
 def unit_sizes(C, S, CO, SO, P, A2, nb, tc, Pl, KD, groups, gw):
     """Scratch elements of one thread: (xt, yt, V, M, tmp, dU)."""
     return (nb * C * S, nb * CO * SO, P * (tc * Pl * C + 16), P * (tc * CO + 16),
             A2 * max(C, CO), (P * (KD * (C // groups) * CO + UPAD)) if gw else 0)
+
+
+cdef extern from "_winograd_tf.h" nogil:
+    int wg_tf_match(int alpha, const double* bt, const double* at)
+    int wg_tf_lanes_f()
+    int wg_tf_lanes_d()
+    void wg_in_tile_f(int A, const float* plane, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
+                      Py_ssize_t h0, Py_ssize_t w0, float* v, Py_ssize_t ps)
+    void wg_in_tile_d(int A, const double* plane, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
+                      Py_ssize_t h0, Py_ssize_t w0, double* v, Py_ssize_t ps)
+    void wg_out_tile_f(int A, const float* m, Py_ssize_t ps, float* plane, Py_ssize_t OH,
+                       Py_ssize_t OW, Py_ssize_t CO, Py_ssize_t h0, Py_ssize_t w0)
+    void wg_out_tile_d(int A, const double* m, Py_ssize_t ps, double* plane, Py_ssize_t OH,
+                       Py_ssize_t OW, Py_ssize_t CO, Py_ssize_t h0, Py_ssize_t w0)
 
 
 cdef extern from "_winograd_xf.h" nogil:
@@ -162,6 +231,12 @@ cdef void _in_tile(const WG* g, const floating* plane, Py_ssize_t h0, Py_ssize_t
     cdef double b
     cdef bint first
     cdef floating* t
+    if g.fast_in:
+        if floating is float:
+            wg_in_tile_f(<int>ah, plane, g.H, g.W, C, h0, w0, v, pstride)
+        else:
+            wg_in_tile_d(<int>ah, plane, g.H, g.W, C, h0, w0, v, pstride)
+        return
     # pass 1 over H: tmp[i][s] = sum_r BTh[i][r] d[r][s]  (zeros outside the image);
     # a tile inside the image in W reads whole row segments (aw*C contiguous)
     if w0 >= 0 and w0 + aw <= g.W:
@@ -222,6 +297,12 @@ cdef void _out_tile(const WG* g, const floating* m, Py_ssize_t pstride, floating
     cdef double a
     cdef bint first
     cdef floating* t
+    if g.fast_out:
+        if floating is float:
+            wg_out_tile_f(<int>ah, m, pstride, plane, g.OH, g.OW, CO, h0, w0)
+        else:
+            wg_out_tile_d(<int>ah, m, pstride, plane, g.OH, g.OW, CO, h0, w0)
+        return
     for i in range(ah):
         for r in range(mw):
             if w0 + r >= g.OW:
@@ -552,7 +633,8 @@ def forward(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpadded
     cdef WG g
     _setup(&g, x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4],
            y.shape[1], y.shape[2], y.shape[3], y.shape[4], groups, KD, offsets,
-           BTh, BTw, ATh, ATw, nb, tc, odc, False)
+           BTh, BTw, ATh, ATw, nb, tc, odc, False,
+           wg_tf_lanes_f() if floating is float else wg_tf_lanes_d())
     cdef Py_ssize_t u, slots = n_threads if mode == 1 else 1
     if mode == 2:
         _check_all(&g)
@@ -593,7 +675,8 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpa
     cdef WG g
     _setup(&g, x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4],
            gy.shape[1], gy.shape[2], gy.shape[3], gy.shape[4], groups, KD, offsets,
-           BTh, BTw, ATh, ATw, nb, tc, odc, mode == 1)
+           BTh, BTw, ATh, ATw, nb, tc, odc, mode == 1,
+           wg_tf_lanes_f() if floating is float else wg_tf_lanes_d())
     cdef Py_ssize_t u, i, t, slots = n_threads if mode == 1 else 1
     cdef Py_ssize_t dsz = g.du_sz
     cdef floating* wk = &work[0]

@@ -76,6 +76,13 @@ PROBLEMS = [  # (x shape, w shape, kwargs): tiles cross image and block boundari
     ((2, 3, 5, 9, 6), (4, 3, 3, 3, 3), dict(padding=((1, 2), (0, 0), (3, 1)))),
     # enough channels and positions for the 8x8 vector transposes, with tails
     ((3, 20, 13, 11), (26, 20, 3, 3), dict(padding=1)),
+    # whole vectors of channels (16 float32 / 8 float64): the register-resident tile
+    # transforms, on both sides of forward and grad_input, with odd sizes and edges
+    ((2, 16, 5, 11, 9), (32, 16, 3, 3, 3), dict(padding=((2, 0), (1, 2), (0, 3)))),
+    ((3, 32, 13, 11), (16, 16, 3, 3), dict(padding=((2, 1), (0, 3)), groups=2, flip=True)),
+    # float32: only the output side is whole vectors (forward), the input side
+    # (grad_input); float64: both
+    ((2, 8, 10, 13), (16, 8, 3, 3), dict(padding=1)),
 ]
 
 
@@ -117,7 +124,7 @@ def _force_mode2(monkeypatch, max_tiles):
 @pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("problem", [1, 2, 4])
+@pytest.mark.parametrize("problem", [1, 2, 4, 6])
 def test_all_images_mode(problem, dtype, threads, m, monkeypatch):
     """Mode 2 (all images' tiles in one block, phases parallel over images and
     positions), with blocks of a few images so that grad_weight accumulates."""
@@ -243,6 +250,55 @@ def test_autotune_measures_and_stores_it(tmp_path):
                              dtype="float32")
         assert d.decided_by == "tuning-cache"
         assert "winograd" in {c.name for c in d.candidates if c.measured_s is not None}
+
+
+@pytest.mark.parametrize("m", [2, 4, 6])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("problem", [5, 6, 7])
+def test_fast_transforms_match_the_generic_ones(problem, dtype, m, monkeypatch):
+    """The register-resident tile transforms compute what the generic ones do (same
+    coefficients, same order: equal up to FMA contraction), on every op, and are
+    used where the channels are whole vectors."""
+    from fastconv._ext import _winograd
+
+    monkeypatch.setattr(W, "TILES", (m,))
+    monkeypatch.setattr(W, "MAX_TILES", 8)
+    x, w, gy, kw, spec = _problem(problem, dtype)
+    outs = []
+    old = _winograd.fast_transforms()
+    try:
+        for fast in (False, True):
+            _winograd.fast_transforms(fast)
+            with fastconv.config(winograd_rtol=1.0, n_threads=2):
+                outs.append([got for _, got, _, _ in _ops(x, w, gy, kw)[0]])
+    finally:
+        _winograd.fast_transforms(old)
+    assert old
+    # which sides are whole vectors (problem 7 in float32: one side of each pass)
+    BT, _, AT = matrices(m)
+    for op in ("forward", "grad_input"):
+        c, co = W._chans(spec, op)
+        want = (True, True) if problem != 7 or dtype == np.float64 else \
+            ((False, True) if op == "forward" else (True, False))
+        assert _winograd.fast_sides(BT, BT, AT, AT, c, co, dtype) == want
+    # the same sums; FMA contraction may differ (float32: a few ulps of the
+    # transformed values, well inside the tile's error estimate)
+    tol = 0.3 * W.error_estimate(spec, m) if dtype == np.float32 else 1e-13
+    for slow, fast in zip(*outs):
+        np.testing.assert_allclose(fast, slow, rtol=0, atol=tol * np.abs(slow).max())
+
+
+def test_fast_transforms_check_the_matrices():
+    """The header's constant tables are _wino_matrices' (else the generic code runs)."""
+    from fastconv._ext import _winograd
+
+    for m in (2, 4, 6):
+        BT, _, AT = matrices(m)
+        assert _winograd.tf_tables_match(BT, AT)
+        bad = BT.copy()
+        bad[1, 2] += 0.5
+        assert not _winograd.tf_tables_match(bad, AT)
+    assert not _winograd.tf_tables_match(*matrices(1)[::2])
 
 
 @pytest.mark.parametrize("adjoint", [False, True])
