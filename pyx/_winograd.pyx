@@ -182,6 +182,10 @@ cdef extern from "_winograd_tf.h" nogil:
                        Py_ssize_t OW, Py_ssize_t CO, Py_ssize_t h0, Py_ssize_t w0)
     void wg_out_tile_d(int A, const double* m, Py_ssize_t ps, double* plane, Py_ssize_t OH,
                        Py_ssize_t OW, Py_ssize_t CO, Py_ssize_t h0, Py_ssize_t w0)
+    void wg_gy_tile_f(int A, const float* plane, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t CO,
+                      Py_ssize_t h0, Py_ssize_t w0, float* m, Py_ssize_t ps)
+    void wg_gy_tile_d(int A, const double* plane, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t CO,
+                      Py_ssize_t h0, Py_ssize_t w0, double* m, Py_ssize_t ps)
 
 
 cdef extern from "_winograd_xf.h" nogil:
@@ -355,6 +359,12 @@ cdef void _gy_tile(const WG* g, const floating* plane, Py_ssize_t h0, Py_ssize_t
     cdef double a
     cdef bint first
     cdef floating* t
+    if g.fast_out:
+        if floating is float:
+            wg_gy_tile_f(<int>ah, plane, g.OH, g.OW, CO, h0, w0, m, pstride)
+        else:
+            wg_gy_tile_d(<int>ah, plane, g.OH, g.OW, CO, h0, w0, m, pstride)
+        return
     # pass 1 over H: tmp[i][r] = sum_q ATh[q][i] gy[h0 + q][w0 + r] (row segments of
     # the nr columns inside the output; the rest are zero)
     for i in range(ah):

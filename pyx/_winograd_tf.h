@@ -17,6 +17,9 @@
  * arithmetic is that of the generic code: the same coefficients rounded to the
  * data type, summed in the same order.
  *
+ * grad_weight's transform of grad_output (WG_GY_TILE) is the adjoint of the
+ * output transform, on the same terms.
+ *
  * Channel count must be a multiple of the vector length (the caller checks). */
 #ifndef FASTCONV_WINOGRAD_TF_H
 #define FASTCONV_WINOGRAD_TF_H
@@ -161,6 +164,59 @@ void NAME(const T *m, ptrdiff_t ps, T *plane, ptrdiff_t OH, ptrdiff_t OW,       
     }                                                                                  \
 }
 
+/* adjoint of WG_OUT_TILE: M[(i*A + j)*ps] = (A gy A^T)[i][j] for the tile at (h0, w0)
+ * of plane (OH, OW, CO), gy zero outside the plane */
+#define WG_GY_TILE(NAME, T, VT, A, AT)                                                 \
+static inline __attribute__((always_inline))                                          \
+void NAME(const T *plane, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t CO, ptrdiff_t h0,      \
+          ptrdiff_t w0, T *m, ptrdiff_t ps)                                            \
+{                                                                                      \
+    const int VL = sizeof(VT) / sizeof(T), MM = A - 2;                                 \
+    VT t[A][A - 2];                                                                    \
+    for (ptrdiff_t c0 = 0; c0 < CO; c0 += VL) {                                        \
+        WG_UNROLL for (int r = 0; r < MM; r++) {                                       \
+            VT x[A - 2];                                                               \
+            WG_UNROLL for (int q = 0; q < MM; q++) {                                   \
+                if (h0 + q < OH && w0 + r < OW)                                        \
+                    memcpy(&x[q], plane + ((h0 + q) * OW + w0 + r) * CO + c0, sizeof(VT)); \
+                else                                                                   \
+                    x[q] = (VT){0};                                                    \
+            }                                                                          \
+            WG_UNROLL for (int i = 0; i < A; i++) {                                    \
+                VT acc = {0};                                                          \
+                int first = 1;                                                         \
+                WG_UNROLL for (int q = 0; q < MM; q++) {                               \
+                    if (AT[q][i] != 0) {                                               \
+                        if (first) acc = (T)AT[q][i] * x[q];                           \
+                        else acc += (T)AT[q][i] * x[q];                                \
+                        first = 0;                                                     \
+                    }                                                                  \
+                }                                                                      \
+                t[i][r] = acc;                                                         \
+            }                                                                          \
+        }                                                                              \
+        WG_UNROLL for (int i = 0; i < A; i++)                                          \
+            WG_UNROLL for (int j = 0; j < A; j++) {                                    \
+                VT acc = {0};                                                          \
+                int first = 1;                                                         \
+                WG_UNROLL for (int r = 0; r < MM; r++) {                               \
+                    if (AT[r][j] != 0) {                                               \
+                        if (first) acc = (T)AT[r][j] * t[i][r];                        \
+                        else acc += (T)AT[r][j] * t[i][r];                             \
+                        first = 0;                                                     \
+                    }                                                                  \
+                }                                                                      \
+                memcpy(m + (i * A + j) * ps + c0, &acc, sizeof(VT));                   \
+            }                                                                          \
+    }                                                                                  \
+}
+
+WG_GY_TILE(wg_gy4_f, float, wg_vf, 4, WG_AT4)
+WG_GY_TILE(wg_gy6_f, float, wg_vf, 6, WG_AT6)
+WG_GY_TILE(wg_gy8_f, float, wg_vf, 8, WG_AT8)
+WG_GY_TILE(wg_gy4_d, double, wg_vd, 4, WG_AT4)
+WG_GY_TILE(wg_gy6_d, double, wg_vd, 6, WG_AT6)
+WG_GY_TILE(wg_gy8_d, double, wg_vd, 8, WG_AT8)
 WG_IN_TILE(wg_in4_f, float, wg_vf, 4, WG_BT4)
 WG_IN_TILE(wg_in6_f, float, wg_vf, 6, WG_BT6)
 WG_IN_TILE(wg_in8_f, float, wg_vf, 8, WG_BT8)
@@ -214,7 +270,29 @@ static void wg_out_tile_d(int A, const double *m, ptrdiff_t ps, double *plane, p
     default: wg_out8_d(m, ps, plane, OH, OW, CO, h0, w0); break;
     }
 }
+static void wg_gy_tile_f(int A, const float *plane, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t CO,
+                         ptrdiff_t h0, ptrdiff_t w0, float *m, ptrdiff_t ps)
+{
+    switch (A) {
+    case 4: wg_gy4_f(plane, OH, OW, CO, h0, w0, m, ps); break;
+    case 6: wg_gy6_f(plane, OH, OW, CO, h0, w0, m, ps); break;
+    default: wg_gy8_f(plane, OH, OW, CO, h0, w0, m, ps); break;
+    }
+}
+static void wg_gy_tile_d(int A, const double *plane, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t CO,
+                         ptrdiff_t h0, ptrdiff_t w0, double *m, ptrdiff_t ps)
+{
+    switch (A) {
+    case 4: wg_gy4_d(plane, OH, OW, CO, h0, w0, m, ps); break;
+    case 6: wg_gy6_d(plane, OH, OW, CO, h0, w0, m, ps); break;
+    default: wg_gy8_d(plane, OH, OW, CO, h0, w0, m, ps); break;
+    }
+}
 #else
+static void wg_gy_tile_f(int A, const float *plane, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t CO,
+                         ptrdiff_t h0, ptrdiff_t w0, float *m, ptrdiff_t ps) {}
+static void wg_gy_tile_d(int A, const double *plane, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t CO,
+                         ptrdiff_t h0, ptrdiff_t w0, double *m, ptrdiff_t ps) {}
 static inline int wg_tf_lanes_f(void) { return 0; }
 static inline int wg_tf_lanes_d(void) { return 0; }
 static void wg_in_tile_f(int A, const float *plane, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C,

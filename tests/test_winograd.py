@@ -276,10 +276,10 @@ def test_fast_transforms_match_the_generic_ones(problem, dtype, m, monkeypatch):
     assert old
     # which sides are whole vectors (problem 7 in float32: one side of each pass)
     BT, _, AT = matrices(m)
-    for op in ("forward", "grad_input"):
+    for op in ("forward", "grad_input", "grad_weight"):
         c, co = W._chans(spec, op)
         want = (True, True) if problem != 7 or dtype == np.float64 else \
-            ((False, True) if op == "forward" else (True, False))
+            ((True, False) if op == "grad_input" else (False, True))
         assert _winograd.fast_sides(BT, BT, AT, AT, c, co, dtype) == want
     # the same sums; FMA contraction may differ (float32: a few ulps of the
     # transformed values, well inside the tile's error estimate)
