@@ -288,6 +288,31 @@ def test_fast_transforms_match_the_generic_ones(problem, dtype, m, monkeypatch):
         np.testing.assert_allclose(fast, slow, rtol=0, atol=tol * np.abs(slow).max())
 
 
+def test_plans_are_remembered_per_tuning_constants(monkeypatch):
+    """The plan memos return the same plan for the same problem and settings, and a
+    replaced module constant (as tests and benchmarks do) gets a plan of its own."""
+    from fastconv._ext import _winograd
+
+    spec = make_spec((2, 16, 12, 12, 12), (32, 16, 3, 3, 3), padding=1, dtype=np.float32)
+    plan = W._plan(spec, "forward", 4, 2, 1 << 30)
+    assert W._plan(spec, "forward", 4, 2, 1 << 30) is plan and plan.odc == W.PLANES
+    monkeypatch.setattr(W, "PLANES", 2)
+    assert W._plan(spec, "forward", 4, 2, 1 << 30).odc == 2
+    monkeypatch.setattr(W, "TILES", (2,))
+    assert W.plan_tile(spec, "forward", 2) == 2
+    monkeypatch.setattr(W, "TILES", (4,))
+    assert W.plan_tile(spec, "forward", 2) == 4
+    # the transform path enters the cost: a memo must not hide the switch
+    est, knobs = W._cost(spec, "forward", 4, 1), W._knobs()
+    old = _winograd.fast_transforms(False)
+    try:
+        assert W._fast_sides(spec, "forward", 4) == (False, False)
+        assert W._cost(spec, "forward", 4, 1) > est and W._knobs() != knobs
+    finally:
+        _winograd.fast_transforms(old)
+    assert W._fast_sides(spec, "forward", 4) == (True, True)
+
+
 def test_fast_transforms_check_the_matrices():
     """The header's constant tables are _wino_matrices' (else the generic code runs)."""
     from fastconv._ext import _winograd
