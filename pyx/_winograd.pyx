@@ -61,6 +61,7 @@ cdef struct WG:
     Py_ssize_t xt_sz, yt_sz, v_sz, m_sz, tmp_sz, du_sz, per_thread
     Py_ssize_t ups                    # position stride of U / dU
     bint fast_in, fast_out            # register-resident tile transforms (_winograd_tf.h)
+    bint bp                           # 3-D forward pass: channel-last planes per block
     double bth[MAXA * MAXA]
     double btw[MAXA * MAXA]
     double ath[MAXA * MAXA]
@@ -73,7 +74,7 @@ cdef int _setup(WG* g, Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, Py_ssize_t H, P
                 const double[:, ::1] BTh, const double[:, ::1] BTw,
                 const double[:, ::1] ATh, const double[:, ::1] ATw,
                 Py_ssize_t nb, Py_ssize_t tc, Py_ssize_t odc, bint gw,
-                int lanes) except -1:
+                int lanes, bint fwd) except -1:
     cdef Py_ssize_t i, j
     g.N, g.C, g.D, g.H, g.W = N, C, D, H, W
     g.CO, g.OD, g.OH, g.OW = CO, OD, OH, OW
@@ -103,8 +104,9 @@ cdef int _setup(WG* g, Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, Py_ssize_t H, P
     g.Pl = g.odc + KD - 1
     g.tc = tc
     g.nunits = (N + g.nb - 1) // g.nb
+    g.bp = D > 1 and fwd
     sizes = unit_sizes(C, D * H * W, CO, OD * OH * OW, g.P, g.ah * max(g.aw, g.mw),
-                       g.nb, tc, g.Pl, KD, groups, gw)
+                       g.nb, tc, g.Pl, KD, groups, gw, H * W if g.bp else 0, OH * OW)
     g.xt_sz, g.yt_sz, g.v_sz, g.m_sz, g.tmp_sz, g.du_sz = sizes
     g.per_thread = sum(sizes)
     g.ups = KD * g.CIG * CO + UPAD
@@ -164,8 +166,14 @@ def fast_transforms(enable=None):
     return old
 
 
-def unit_sizes(C, S, CO, SO, P, A2, nb, tc, Pl, KD, groups, gw):
-    """Scratch elements of one thread: (xt, yt, V, M, tmp, dU)."""
+def unit_sizes(C, S, CO, SO, P, A2, nb, tc, Pl, KD, groups, gw, S1=0, SO1=0):
+    """Scratch elements of one thread: (xt, yt, V, M, tmp, dU).
+
+    ``S1`` (elements per input plane) when a 3-D forward pass keeps only a block's
+    planes channel-last (``Pl`` input, ``Pl - KD + 1`` output planes of ``SO1``)."""
+    if S1:
+        return (Pl * C * S1, (Pl - KD + 1) * CO * SO1) + unit_sizes(
+            C, S, CO, SO, P, A2, nb, tc, Pl, KD, groups, gw)[2:]
     return (nb * C * S, nb * CO * SO, P * (tc * Pl * C + 16), P * (tc * CO + 16),
             A2 * max(C, CO), (P * (KD * (C // groups) * CO + UPAD)) if gw else 0)
 
@@ -189,6 +197,10 @@ cdef extern from "_winograd_tf.h" nogil:
 
 
 cdef extern from "_winograd_xf.h" nogil:
+    void wg_transpose_ld_f(const float* src, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t lds,
+                           float* dst, Py_ssize_t ldd)
+    void wg_transpose_ld_d(const double* src, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t lds,
+                           double* dst, Py_ssize_t ldd)
     void wg_axpy_f(float* d, const float* s, float a, Py_ssize_t n, int first)
     void wg_axpy_d(double* d, const double* s, double a, Py_ssize_t n, int first)
     void wg_transpose_f(const float* src, Py_ssize_t rows, Py_ssize_t cols, float* dst)
@@ -205,6 +217,15 @@ cdef inline void _to_last(const floating* src, floating* dst, Py_ssize_t C,
         wg_transpose_f(src, C, S, dst)
     else:
         wg_transpose_d(src, C, S, dst)
+
+
+cdef inline void _tr_ld(const floating* src, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t lds,
+                        floating* dst, Py_ssize_t ldd) noexcept nogil:
+    """dst[j*ldd + i] = src[i*lds + j] (i < rows, j < cols)."""
+    if floating is float:
+        wg_transpose_ld_f(src, rows, cols, lds, dst, ldd)
+    else:
+        wg_transpose_ld_d(src, rows, cols, lds, dst, ldd)
 
 
 cdef inline void _to_first(const floating* src, floating* dst, Py_ssize_t C,
@@ -392,15 +413,16 @@ cdef void _gy_tile(const WG* g, const floating* plane, Py_ssize_t h0, Py_ssize_t
 
 
 cdef void _in_block(const WG* g, const floating* xt, Py_ssize_t t0, Py_ssize_t nt,
-                    Py_ssize_t od0, floating* V, floating* tmp) noexcept nogil:
-    """V[p][tt][pl][c] for tiles t0..t0+nt of the unit, planes od0+offd+pl."""
+                    Py_ssize_t od0, floating* V, floating* tmp, Py_ssize_t d0) noexcept nogil:
+    """V[p][tt][pl][c] for tiles t0..t0+nt of the unit, planes od0+offd+pl (``xt``
+    starts at plane ``d0``)."""
     cdef Py_ssize_t tt
     for tt in range(nt):
-        _in_one(g, xt, t0 + tt, tt, od0, V, tmp)
+        _in_one(g, xt, t0 + tt, tt, od0, V, tmp, d0)
 
 
 cdef void _in_one(const WG* g, const floating* xt, Py_ssize_t t, Py_ssize_t tt,
-                  Py_ssize_t od0, floating* V, floating* tmp) noexcept nogil:
+                  Py_ssize_t od0, floating* V, floating* tmp, Py_ssize_t d0) noexcept nogil:
     """Tile t of the unit into row tt of the block V (all its planes)."""
     cdef Py_ssize_t img, t2, th, tw, pl, d, p
     cdef Py_ssize_t pstride = g.tc * g.Pl * g.C + PAD, S = g.D * g.H * g.W
@@ -413,7 +435,7 @@ cdef void _in_one(const WG* g, const floating* xt, Py_ssize_t t, Py_ssize_t tt,
         d = od0 + g.offd + pl
         v = V + (tt * g.Pl + pl) * g.C
         if 0 <= d < g.D:
-            _in_tile(g, xt + (img * S + d * g.H * g.W) * g.C,
+            _in_tile(g, xt + (img * S + (d - d0) * g.H * g.W) * g.C,
                      th * g.mh + g.offh, tw * g.mw + g.offw, v, pstride, tmp)
         else:
             for p in range(g.P):
@@ -435,14 +457,26 @@ cdef void _fwd_unit(const WG* g, const floating* x, const floating* U, floating*
     cdef Py_ssize_t i, od0, od, t0, nt, p, grp, kd, tt, t, img, t2, th, tw, ob, tb
     cdef Py_ssize_t vstride = g.tc * g.Pl * g.C + PAD, mstride = g.tc * g.CO + PAD
     cdef Py_ssize_t KC = g.KD * g.CIG, ucs = g.ups
-    for i in range(nimg):
-        _to_last(x + (n0 + i) * g.C * S, xt + i * g.C * S, g.C, S)
+    cdef Py_ssize_t d0 = 0, d1, y0 = 0, HW = g.H * g.W, OHW = g.OH * g.OW
+    if not g.bp:
+        for i in range(nimg):
+            _to_last(x + (n0 + i) * g.C * S, xt + i * g.C * S, g.C, S)
     for ob in range((g.OD + g.odc - 1) // g.odc):
         od0 = ob * g.odc
+        if g.bp:
+            # one 3-D image (nb = 1): only this block's input planes channel-last,
+            # its output planes transposed back as soon as they are done (both stay
+            # in the caches; whole-image buffers went through memory: 2 + 4 MB per
+            # image of conv3d (16, 32^3) -> 32)
+            d0 = max(0, od0 + g.offd)
+            d1 = min(g.D, od0 + g.offd + g.Pl)
+            y0 = od0
+            if d1 > d0:
+                _tr_ld(x + n0 * g.C * S + d0 * HW, g.C, (d1 - d0) * HW, S, xt, g.C)
         for tb in range((nimg * g.T2 + g.tc - 1) // g.tc):
             t0 = tb * g.tc
             nt = min(g.tc, nimg * g.T2 - t0)
-            _in_block(g, xt, t0, nt, od0, V, tmp)
+            _in_block(g, xt, t0, nt, od0, V, tmp, d0)
             for od in range(od0, min(od0 + g.odc, g.OD)):
                 for p in range(g.P):
                     if g.G == 1:
@@ -466,10 +500,14 @@ cdef void _fwd_unit(const WG* g, const floating* x, const floating* U, floating*
                     th = t2 // g.TW
                     tw = t2 - th * g.TW
                     _out_tile(g, M + tt * g.CO, mstride,
-                              yt + (img * SO + od * g.OH * g.OW) * g.CO,
+                              yt + (img * SO + (od - y0) * OHW) * g.CO,
                               th * g.mh, tw * g.mw, tmp)
-    for i in range(nimg):
-        _to_first(yt + i * g.CO * SO, y + (n0 + i) * g.CO * SO, g.CO, SO)
+        if g.bp:
+            _tr_ld(yt, (min(od0 + g.odc, g.OD) - od0) * OHW, g.CO, g.CO,
+                   y + n0 * g.CO * SO + od0 * OHW, SO)
+    if not g.bp:
+        for i in range(nimg):
+            _to_first(yt + i * g.CO * SO, y + (n0 + i) * g.CO * SO, g.CO, SO)
 
 
 cdef void _gw_unit(const WG* g, const floating* x, const floating* gy, floating* dU,
@@ -492,7 +530,7 @@ cdef void _gw_unit(const WG* g, const floating* x, const floating* gy, floating*
         for tb in range((nimg * g.T2 + g.tc - 1) // g.tc):
             t0 = tb * g.tc
             nt = min(g.tc, nimg * g.T2 - t0)
-            _in_block(g, xt, t0, nt, od0, V, tmp)
+            _in_block(g, xt, t0, nt, od0, V, tmp, 0)
             for od in range(od0, min(od0 + g.odc, g.OD)):
                 for tt in range(nt):
                     t = t0 + tt
@@ -550,7 +588,7 @@ cdef void _fwd_all(const WG* g, const floating* x, const floating* U, floating* 
             _to_last(x + img * g.C * S, xt + img * g.C * S, g.C, S)
             for t2 in range(g.T2):
                 _in_one(g, xt, img * g.T2 + t2, i * g.T2 + t2, 0, V,
-                        tmp0 + threadid() * g.tmp_sz)
+                        tmp0 + threadid() * g.tmp_sz, 0)
         for p in prange(g.P, num_threads=nth, schedule="dynamic"):
             for grp in range(g.G):
                 gemm_rm(NoTrans, NoTrans, <int>(ni * g.T2), <int>g.COG, <int>g.CIG,
@@ -588,7 +626,7 @@ cdef void _gw_all(const WG* g, const floating* x, const floating* gy, floating* 
                 th = t2 // g.TW
                 tw = t2 - th * g.TW
                 _in_one(g, xt, img * g.T2 + t2, i * g.T2 + t2, 0, V,
-                        tmp0 + threadid() * g.tmp_sz)
+                        tmp0 + threadid() * g.tmp_sz, 0)
                 _gy_tile(g, gyt + img * SO * g.CO, th * g.mh, tw * g.mw,
                          M + (i * g.T2 + t2) * g.CO, mstride, tmp0 + threadid() * g.tmp_sz)
         for p in prange(g.P, num_threads=nth, schedule="dynamic"):
@@ -644,7 +682,7 @@ def forward(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpadded
     _setup(&g, x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4],
            y.shape[1], y.shape[2], y.shape[3], y.shape[4], groups, KD, offsets,
            BTh, BTw, ATh, ATw, nb, tc, odc, False,
-           wg_tf_lanes_f() if floating is float else wg_tf_lanes_d())
+           wg_tf_lanes_f() if floating is float else wg_tf_lanes_d(), True)
     cdef Py_ssize_t u, slots = n_threads if mode == 1 else 1
     if mode == 2:
         _check_all(&g)
@@ -686,7 +724,7 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpa
     _setup(&g, x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4],
            gy.shape[1], gy.shape[2], gy.shape[3], gy.shape[4], groups, KD, offsets,
            BTh, BTw, ATh, ATw, nb, tc, odc, mode == 1,
-           wg_tf_lanes_f() if floating is float else wg_tf_lanes_d())
+           wg_tf_lanes_f() if floating is float else wg_tf_lanes_d(), False)
     cdef Py_ssize_t u, i, t, slots = n_threads if mode == 1 else 1
     cdef Py_ssize_t dsz = g.du_sz
     cdef floating* wk = &work[0]

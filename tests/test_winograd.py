@@ -162,12 +162,16 @@ def test_threads_agree_and_grad_weight_is_deterministic():
     np.testing.assert_allclose(runs[0], runs[2], rtol=1e-5, atol=1e-5 * np.abs(runs[2]).max())
 
 
-@pytest.mark.parametrize("mode2", [False, True])
+@pytest.mark.parametrize("case", ["2d", "2d-mode2", "3d"])
 @pytest.mark.parametrize("op", ["forward", "grad_input", "grad_weight"])
-def test_workspace_is_exact(op, mode2, monkeypatch):
+def test_workspace_is_exact(op, case, monkeypatch):
+    mode2 = case == "2d-mode2"
     if mode2:
         _force_mode2(monkeypatch, 64)
-    spec = make_spec((4, 16, 20, 20), (24, 16, 3, 3), padding=1, dtype=np.float32)
+    if case == "3d":  # forward passes keep a block of planes channel-last, not the image
+        spec = make_spec((2, 16, 19, 12, 12), (32, 16, 3, 3, 3), padding=1, dtype=np.float32)
+    else:
+        spec = make_spec((4, 16, 20, 20), (24, 16, 3, 3), padding=1, dtype=np.float32)
     strat = _strategies.get("winograd")
     rng = np.random.default_rng(1)
     x = rng.standard_normal(spec.input_shape5).astype(np.float32)

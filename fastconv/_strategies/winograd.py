@@ -289,11 +289,15 @@ def _plan_memo(spec, op, m, n_threads, budget, knobs):
             if plan.nbytes(item) <= budget:
                 return plan
             nbi //= 2
+    # a 3-D forward pass keeps only a block's planes channel-last (pyx: g.bp)
+    s1 = math.prod(spec.input_shape5[3:] if op != "grad_input" else spec.output_shape5[3:])
+    so1 = math.prod(spec.output_shape5[3:] if op != "grad_input" else spec.input_shape5[3:])
+    bp = D > 1 and op != "grad_weight"
     while True:
         # grad_weight: per-thread partial sums of dU only with several threads
         gw = op == "grad_weight" and omp
         sizes = _winograd.unit_sizes(C, S, CO, SO, geo.P, geo.ah * max(geo.aw, geo.mw),
-                                     nb, tc, pl, KD, spec.groups, gw)
+                                     nb, tc, pl, KD, spec.groups, gw, s1 if bp else 0, so1)
         per = sum(sizes)
         slots = min(threads, units) if omp else 1
         plan = _Plan(m, omp, min(threads, units) if omp else threads, nb, tc, odc, per,
