@@ -11,13 +11,15 @@ instead of 8x (F(2x2x2)) the input in buffers.
 
 Per unit of work (``nb`` images, or one image when D > 1), one thread:
 
-1. transposes its images to channel-last (``xt``, (D, H, W, C) per image), so
-   every transform below is a loop over channels that the compiler vectorizes;
+1. transposes its images to channel-last (``xt``, (D, H, W, C) per image; a
+   3-D forward pass only the planes of the current block), so every transform
+   below is a loop over channels that the compiler vectorizes (whole vectors
+   of channels: the register-resident transforms of ``_winograd_tf.h``);
 2. per block of ``tc`` tiles and ``odc`` output planes, transforms the input
    tiles (V[p][tile][plane][c], p = i*aw + j a transform position), runs one
    GEMM per transform position (and output plane) through scipy's BLAS, and
    transforms the result straight into a channel-last output (``yt``);
-3. transposes ``yt`` back to (C_out, OD, OH, OW).
+3. transposes ``yt`` back to (C_out, OD, OH, OW) (3-D forward: per block).
 
 The transformed block (V, M) is sized by the caller to stay in cache: the
 transforms never round-trip through memory. grad_input is this forward pass
