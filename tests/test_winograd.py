@@ -292,6 +292,30 @@ def test_fast_transforms_match_the_generic_ones(problem, dtype, m, monkeypatch):
         np.testing.assert_allclose(fast, slow, rtol=0, atol=tol * np.abs(slow).max())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("cin,cout", [(16, 32), (5, 3)])
+def test_3d_plane_blocks(cin, cout, dtype, monkeypatch):
+    """3-D passes in several blocks of output planes (the last one partial), depth
+    padding larger than the kernel's reach on one side: forward and grad_input keep
+    only a block's planes channel-last; whole vectors of channels or not."""
+    monkeypatch.setattr(W, "PLANES", 3)
+    monkeypatch.setattr(W, "MAX_TILES", 8)
+    xs, ws, kw = (2, cin, 9, 6, 7), (cout, cin, 3, 3, 3), dict(padding=((3, 0), (1, 1), (2, 0)))
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    spec = make_spec(xs, ws, dtype=dtype, **kw)
+    gy = rng.standard_normal(spec.output_shape).astype(dtype)
+    assert spec.output_shape[2] == 10   # blocks of 3, 3, 3, 1 planes
+    for threads in (1, 2):
+        with fastconv.config(n_threads=threads, winograd_rtol=1.0):
+            assert W.WinogradStrategy()._plan(spec, "forward", threads, 1 << 30).odc == 3
+            checks, nd = _ops(x, w, gy, kw)
+            for what, got, want, operands in checks:
+                assert_close(got, want, dtype=dtype, strategy="winograd", spec=spec,
+                             what=f"3d {what} blocks of 3 planes", operands=operands)
+
+
 def test_plans_are_remembered_per_tuning_constants(monkeypatch):
     """The plan memos return the same plan for the same problem and settings, and a
     replaced module constant (as tests and benchmarks do) gets a plan of its own."""
