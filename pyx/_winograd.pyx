@@ -62,7 +62,8 @@ cdef struct WG:
     Py_ssize_t nunits
     Py_ssize_t xt_sz, yt_sz, v_sz, m_sz, tmp_sz, du_sz, per_thread
     Py_ssize_t ups                    # position stride of U / dU
-    bint fast_in, fast_out            # register-resident tile transforms (_winograd_tf.h)
+    int fast_in, fast_out             # vector lanes of the register-resident tile
+    #                                   transforms (_winograd_tf.h); 0: generic
     bint bp                           # 3-D forward pass: channel-last planes per block
     double bth[MAXA * MAXA]
     double btw[MAXA * MAXA]
@@ -76,7 +77,7 @@ cdef int _setup(WG* g, Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, Py_ssize_t H, P
                 const double[:, ::1] BTh, const double[:, ::1] BTw,
                 const double[:, ::1] ATh, const double[:, ::1] ATw,
                 Py_ssize_t nb, Py_ssize_t tc, Py_ssize_t odc, bint gw,
-                int lanes, bint fwd) except -1:
+                bint dbl, bint fwd) except -1:
     cdef Py_ssize_t i, j
     g.N, g.C, g.D, g.H, g.W = N, C, D, H, W
     g.CO, g.OD, g.OH, g.OW = CO, OD, OH, OW
@@ -112,23 +113,29 @@ cdef int _setup(WG* g, Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, Py_ssize_t H, P
     g.xt_sz, g.yt_sz, g.v_sz, g.m_sz, g.tmp_sz, g.du_sz = sizes
     g.per_thread = sum(sizes)
     g.ups = KD * g.CIG * CO + UPAD
-    g.fast_in, g.fast_out = _fast_sides(g, lanes)
+    g.fast_in, g.fast_out = _fast_sides(g, dbl)
     return 0
 
 
-cdef (bint, bint) _fast_sides(const WG* g, int lanes):
-    """(input, output) side of the tile transforms in _winograd_tf.h: square tiles
-    with this module's matrices and whole vectors of channels on that side."""
-    cdef bint sq = (_fast_tf and lanes > 0 and g.ah == g.aw and g.mh == g.mw
+cdef (int, int) _fast_sides(const WG* g, bint dbl):
+    """Vector lanes of the (input, output) side's tile transforms in _winograd_tf.h
+    (0: generic): square tiles with this module's matrices and whole vectors of
+    channels on that side."""
+    cdef bint sq = (_fast_tf and g.ah == g.aw and g.mh == g.mw
                     and wg_tf_match(<int>g.ah, g.bth, g.ath) and wg_tf_match(<int>g.aw, g.btw, g.atw))
-    return sq and g.C % lanes == 0, sq and g.CO % lanes == 0
+    if not sq:
+        return 0, 0
+    if dbl:
+        return wg_tf_lanes_d(g.C), wg_tf_lanes_d(g.CO)
+    return wg_tf_lanes_f(g.C), wg_tf_lanes_f(g.CO)
 
 
 def fast_sides(const double[:, ::1] BTh, const double[:, ::1] BTw,
                const double[:, ::1] ATh, const double[:, ::1] ATw,
                Py_ssize_t C, Py_ssize_t CO, dtype):
-    """(input, output): which tile transforms of a pass from C to CO channels run
-    in registers (tests check the fast path is taken where it should be)."""
+    """(input, output): vector lanes of the register-resident tile transforms of a
+    pass from C to CO channels, 0 where the generic ones run (tests check the fast
+    path is taken where it should be)."""
     cdef WG g
     cdef Py_ssize_t i, j
     g.ah, g.aw, g.mh, g.mw, g.C, g.CO = BTh.shape[0], BTw.shape[0], ATh.shape[0], ATw.shape[0], C, CO
@@ -144,8 +151,7 @@ def fast_sides(const double[:, ::1] BTh, const double[:, ::1] BTw,
             g.btw[i * g.aw + j] = BTw[i, j]
         for j in range(g.mw):
             g.atw[j * g.aw + i] = ATw[j, i]
-    lanes = wg_tf_lanes_f() if np.dtype(dtype) == np.float32 else wg_tf_lanes_d()
-    return _fast_sides(&g, lanes)
+    return _fast_sides(&g, np.dtype(dtype) == np.float64)
 
 
 cdef bint _fast_tf = True
@@ -182,8 +188,14 @@ def unit_sizes(C, S, CO, SO, P, A2, nb, tc, Pl, KD, groups, gw, S1=0, SO1=0):
 
 cdef extern from "_winograd_tf.h" nogil:
     int wg_tf_match(int alpha, const double* bt, const double* at)
-    int wg_tf_lanes_f()
-    int wg_tf_lanes_d()
+    void wg_in_tile_f8(int A, const float* plane, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
+                       Py_ssize_t h0, Py_ssize_t w0, float* v, Py_ssize_t ps)
+    void wg_out_tile_f8(int A, const float* m, Py_ssize_t ps, float* plane, Py_ssize_t OH,
+                        Py_ssize_t OW, Py_ssize_t CO, Py_ssize_t h0, Py_ssize_t w0)
+    void wg_gy_tile_f8(int A, const float* plane, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t CO,
+                       Py_ssize_t h0, Py_ssize_t w0, float* m, Py_ssize_t ps)
+    int wg_tf_lanes_f(Py_ssize_t n)
+    int wg_tf_lanes_d(Py_ssize_t n)
     void wg_in_tile_f(int A, const float* plane, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
                       Py_ssize_t h0, Py_ssize_t w0, float* v, Py_ssize_t ps)
     void wg_in_tile_d(int A, const double* plane, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
@@ -260,7 +272,10 @@ cdef void _in_tile(const WG* g, const floating* plane, Py_ssize_t h0, Py_ssize_t
     cdef floating* t
     if g.fast_in:
         if floating is float:
-            wg_in_tile_f(<int>ah, plane, g.H, g.W, C, h0, w0, v, pstride)
+            if g.fast_in == 16:
+                wg_in_tile_f(<int>ah, plane, g.H, g.W, C, h0, w0, v, pstride)
+            else:
+                wg_in_tile_f8(<int>ah, plane, g.H, g.W, C, h0, w0, v, pstride)
         else:
             wg_in_tile_d(<int>ah, plane, g.H, g.W, C, h0, w0, v, pstride)
         return
@@ -326,7 +341,10 @@ cdef void _out_tile(const WG* g, const floating* m, Py_ssize_t pstride, floating
     cdef floating* t
     if g.fast_out:
         if floating is float:
-            wg_out_tile_f(<int>ah, m, pstride, plane, g.OH, g.OW, CO, h0, w0)
+            if g.fast_out == 16:
+                wg_out_tile_f(<int>ah, m, pstride, plane, g.OH, g.OW, CO, h0, w0)
+            else:
+                wg_out_tile_f8(<int>ah, m, pstride, plane, g.OH, g.OW, CO, h0, w0)
         else:
             wg_out_tile_d(<int>ah, m, pstride, plane, g.OH, g.OW, CO, h0, w0)
         return
@@ -384,7 +402,10 @@ cdef void _gy_tile(const WG* g, const floating* plane, Py_ssize_t h0, Py_ssize_t
     cdef floating* t
     if g.fast_out:
         if floating is float:
-            wg_gy_tile_f(<int>ah, plane, g.OH, g.OW, CO, h0, w0, m, pstride)
+            if g.fast_out == 16:
+                wg_gy_tile_f(<int>ah, plane, g.OH, g.OW, CO, h0, w0, m, pstride)
+            else:
+                wg_gy_tile_f8(<int>ah, plane, g.OH, g.OW, CO, h0, w0, m, pstride)
         else:
             wg_gy_tile_d(<int>ah, plane, g.OH, g.OW, CO, h0, w0, m, pstride)
         return
@@ -684,7 +705,7 @@ def forward(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpadded
     _setup(&g, x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4],
            y.shape[1], y.shape[2], y.shape[3], y.shape[4], groups, KD, offsets,
            BTh, BTw, ATh, ATw, nb, tc, odc, False,
-           wg_tf_lanes_f() if floating is float else wg_tf_lanes_d(), True)
+           floating is double, True)
     cdef Py_ssize_t u, slots = n_threads if mode == 1 else 1
     if mode == 2:
         _check_all(&g)
@@ -726,7 +747,7 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpa
     _setup(&g, x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4],
            gy.shape[1], gy.shape[2], gy.shape[3], gy.shape[4], groups, KD, offsets,
            BTh, BTw, ATh, ATw, nb, tc, odc, mode == 1,
-           wg_tf_lanes_f() if floating is float else wg_tf_lanes_d(), False)
+           floating is double, False)
     cdef Py_ssize_t u, i, t, slots = n_threads if mode == 1 else 1
     cdef Py_ssize_t dsz = g.du_sz
     cdef floating* wk = &work[0]

@@ -1,6 +1,7 @@
 /* Register-resident tile transforms of the Winograd strategy (pyx/_winograd.pyx)
  * for square tiles, alpha = 4, 6, 8 (F(2x2), F(4x4), F(6x6)), a vector of
- * 16 float / 8 double channels at a time.
+ * 16 float (8 when the channels are a multiple of 8 only) / 8 double channels at
+ * a time.
  *
  * Why: the generic transforms (_in_tile/_out_tile) are chains of scaled vector
  * adds of C elements through a tmp buffer in memory, one call per nonzero
@@ -211,97 +212,67 @@ void NAME(const T *plane, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t CO, ptrdiff_t h0
     }                                                                                  \
 }
 
-WG_GY_TILE(wg_gy4_f, float, wg_vf, 4, WG_AT4)
-WG_GY_TILE(wg_gy6_f, float, wg_vf, 6, WG_AT6)
-WG_GY_TILE(wg_gy8_f, float, wg_vf, 8, WG_AT8)
-WG_GY_TILE(wg_gy4_d, double, wg_vd, 4, WG_AT4)
-WG_GY_TILE(wg_gy6_d, double, wg_vd, 6, WG_AT6)
-WG_GY_TILE(wg_gy8_d, double, wg_vd, 8, WG_AT8)
-WG_IN_TILE(wg_in4_f, float, wg_vf, 4, WG_BT4)
-WG_IN_TILE(wg_in6_f, float, wg_vf, 6, WG_BT6)
-WG_IN_TILE(wg_in8_f, float, wg_vf, 8, WG_BT8)
-WG_IN_TILE(wg_in4_d, double, wg_vd, 4, WG_BT4)
-WG_IN_TILE(wg_in6_d, double, wg_vd, 6, WG_BT6)
-WG_IN_TILE(wg_in8_d, double, wg_vd, 8, WG_BT8)
-WG_OUT_TILE(wg_out4_f, float, wg_vf, 4, WG_AT4)
-WG_OUT_TILE(wg_out6_f, float, wg_vf, 6, WG_AT6)
-WG_OUT_TILE(wg_out8_f, float, wg_vf, 8, WG_AT8)
-WG_OUT_TILE(wg_out4_d, double, wg_vd, 4, WG_AT4)
-WG_OUT_TILE(wg_out6_d, double, wg_vd, 6, WG_AT6)
-WG_OUT_TILE(wg_out8_d, double, wg_vd, 8, WG_AT8)
+/* every tile size of one (data type, vector) pair, and dispatchers on alpha */
+#define WG_TF_SET(SFX, T, VT)                                                          \
+WG_IN_TILE(wg_in4_##SFX, T, VT, 4, WG_BT4)                                             \
+WG_IN_TILE(wg_in6_##SFX, T, VT, 6, WG_BT6)                                             \
+WG_IN_TILE(wg_in8_##SFX, T, VT, 8, WG_BT8)                                             \
+WG_OUT_TILE(wg_out4_##SFX, T, VT, 4, WG_AT4)                                           \
+WG_OUT_TILE(wg_out6_##SFX, T, VT, 6, WG_AT6)                                           \
+WG_OUT_TILE(wg_out8_##SFX, T, VT, 8, WG_AT8)                                           \
+WG_GY_TILE(wg_gy4_##SFX, T, VT, 4, WG_AT4)                                             \
+WG_GY_TILE(wg_gy6_##SFX, T, VT, 6, WG_AT6)                                             \
+WG_GY_TILE(wg_gy8_##SFX, T, VT, 8, WG_AT8)                                             \
+static void wg_in_tile_##SFX(int A, const T *plane, ptrdiff_t H, ptrdiff_t W,          \
+                             ptrdiff_t C, ptrdiff_t h0, ptrdiff_t w0, T *v, ptrdiff_t ps) \
+{                                                                                      \
+    switch (A) {                                                                       \
+    case 4: wg_in4_##SFX(plane, H, W, C, h0, w0, v, ps); break;                        \
+    case 6: wg_in6_##SFX(plane, H, W, C, h0, w0, v, ps); break;                        \
+    default: wg_in8_##SFX(plane, H, W, C, h0, w0, v, ps); break;                       \
+    }                                                                                  \
+}                                                                                      \
+static void wg_out_tile_##SFX(int A, const T *m, ptrdiff_t ps, T *plane, ptrdiff_t OH, \
+                              ptrdiff_t OW, ptrdiff_t CO, ptrdiff_t h0, ptrdiff_t w0)  \
+{                                                                                      \
+    switch (A) {                                                                       \
+    case 4: wg_out4_##SFX(m, ps, plane, OH, OW, CO, h0, w0); break;                    \
+    case 6: wg_out6_##SFX(m, ps, plane, OH, OW, CO, h0, w0); break;                    \
+    default: wg_out8_##SFX(m, ps, plane, OH, OW, CO, h0, w0); break;                   \
+    }                                                                                  \
+}                                                                                      \
+static void wg_gy_tile_##SFX(int A, const T *plane, ptrdiff_t OH, ptrdiff_t OW,        \
+                             ptrdiff_t CO, ptrdiff_t h0, ptrdiff_t w0, T *m, ptrdiff_t ps) \
+{                                                                                      \
+    switch (A) {                                                                       \
+    case 4: wg_gy4_##SFX(plane, OH, OW, CO, h0, w0, m, ps); break;                     \
+    case 6: wg_gy6_##SFX(plane, OH, OW, CO, h0, w0, m, ps); break;                     \
+    default: wg_gy8_##SFX(plane, OH, OW, CO, h0, w0, m, ps); break;                    \
+    }                                                                                  \
+}
 
-/* lanes per vector; 0 when the fast transforms are not compiled */
-static inline int wg_tf_lanes_f(void) { return 16; }
-static inline int wg_tf_lanes_d(void) { return 8; }
+/* float32: 16 lanes (one zmm), or 8 (one ymm) when the channels are a multiple of
+ * 8 but not of 16 (8, 24, 40, ...); float64: 8 lanes */
+typedef float wg_vf8 __attribute__((vector_size(32)));
+WG_TF_SET(f, float, wg_vf)
+WG_TF_SET(f8, float, wg_vf8)
+WG_TF_SET(d, double, wg_vd)
 
-static void wg_in_tile_f(int A, const float *plane, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C,
-                         ptrdiff_t h0, ptrdiff_t w0, float *v, ptrdiff_t ps)
-{
-    switch (A) {
-    case 4: wg_in4_f(plane, H, W, C, h0, w0, v, ps); break;
-    case 6: wg_in6_f(plane, H, W, C, h0, w0, v, ps); break;
-    default: wg_in8_f(plane, H, W, C, h0, w0, v, ps); break;
-    }
-}
-static void wg_in_tile_d(int A, const double *plane, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C,
-                         ptrdiff_t h0, ptrdiff_t w0, double *v, ptrdiff_t ps)
-{
-    switch (A) {
-    case 4: wg_in4_d(plane, H, W, C, h0, w0, v, ps); break;
-    case 6: wg_in6_d(plane, H, W, C, h0, w0, v, ps); break;
-    default: wg_in8_d(plane, H, W, C, h0, w0, v, ps); break;
-    }
-}
-static void wg_out_tile_f(int A, const float *m, ptrdiff_t ps, float *plane, ptrdiff_t OH,
-                          ptrdiff_t OW, ptrdiff_t CO, ptrdiff_t h0, ptrdiff_t w0)
-{
-    switch (A) {
-    case 4: wg_out4_f(m, ps, plane, OH, OW, CO, h0, w0); break;
-    case 6: wg_out6_f(m, ps, plane, OH, OW, CO, h0, w0); break;
-    default: wg_out8_f(m, ps, plane, OH, OW, CO, h0, w0); break;
-    }
-}
-static void wg_out_tile_d(int A, const double *m, ptrdiff_t ps, double *plane, ptrdiff_t OH,
-                          ptrdiff_t OW, ptrdiff_t CO, ptrdiff_t h0, ptrdiff_t w0)
-{
-    switch (A) {
-    case 4: wg_out4_d(m, ps, plane, OH, OW, CO, h0, w0); break;
-    case 6: wg_out6_d(m, ps, plane, OH, OW, CO, h0, w0); break;
-    default: wg_out8_d(m, ps, plane, OH, OW, CO, h0, w0); break;
-    }
-}
-static void wg_gy_tile_f(int A, const float *plane, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t CO,
-                         ptrdiff_t h0, ptrdiff_t w0, float *m, ptrdiff_t ps)
-{
-    switch (A) {
-    case 4: wg_gy4_f(plane, OH, OW, CO, h0, w0, m, ps); break;
-    case 6: wg_gy6_f(plane, OH, OW, CO, h0, w0, m, ps); break;
-    default: wg_gy8_f(plane, OH, OW, CO, h0, w0, m, ps); break;
-    }
-}
-static void wg_gy_tile_d(int A, const double *plane, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t CO,
-                         ptrdiff_t h0, ptrdiff_t w0, double *m, ptrdiff_t ps)
-{
-    switch (A) {
-    case 4: wg_gy4_d(plane, OH, OW, CO, h0, w0, m, ps); break;
-    case 6: wg_gy6_d(plane, OH, OW, CO, h0, w0, m, ps); break;
-    default: wg_gy8_d(plane, OH, OW, CO, h0, w0, m, ps); break;
-    }
-}
+/* vector lanes for a side of ``n`` channels; 0: the generic transforms */
+static inline int wg_tf_lanes_f(ptrdiff_t n) { return n % 16 == 0 ? 16 : (n % 8 == 0 ? 8 : 0); }
+static inline int wg_tf_lanes_d(ptrdiff_t n) { return n % 8 == 0 ? 8 : 0; }
 #else
-static void wg_gy_tile_f(int A, const float *plane, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t CO,
-                         ptrdiff_t h0, ptrdiff_t w0, float *m, ptrdiff_t ps) {}
-static void wg_gy_tile_d(int A, const double *plane, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t CO,
-                         ptrdiff_t h0, ptrdiff_t w0, double *m, ptrdiff_t ps) {}
-static inline int wg_tf_lanes_f(void) { return 0; }
-static inline int wg_tf_lanes_d(void) { return 0; }
-static void wg_in_tile_f(int A, const float *plane, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C,
-                         ptrdiff_t h0, ptrdiff_t w0, float *v, ptrdiff_t ps) {}
-static void wg_in_tile_d(int A, const double *plane, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C,
-                         ptrdiff_t h0, ptrdiff_t w0, double *v, ptrdiff_t ps) {}
-static void wg_out_tile_f(int A, const float *m, ptrdiff_t ps, float *plane, ptrdiff_t OH,
-                          ptrdiff_t OW, ptrdiff_t CO, ptrdiff_t h0, ptrdiff_t w0) {}
-static void wg_out_tile_d(int A, const double *m, ptrdiff_t ps, double *plane, ptrdiff_t OH,
-                          ptrdiff_t OW, ptrdiff_t CO, ptrdiff_t h0, ptrdiff_t w0) {}
+#define WG_TF_STUBS(SFX, T)                                                            \
+static void wg_in_tile_##SFX(int A, const T *plane, ptrdiff_t H, ptrdiff_t W,          \
+                             ptrdiff_t C, ptrdiff_t h0, ptrdiff_t w0, T *v, ptrdiff_t ps) {} \
+static void wg_out_tile_##SFX(int A, const T *m, ptrdiff_t ps, T *plane, ptrdiff_t OH, \
+                              ptrdiff_t OW, ptrdiff_t CO, ptrdiff_t h0, ptrdiff_t w0) {} \
+static void wg_gy_tile_##SFX(int A, const T *plane, ptrdiff_t OH, ptrdiff_t OW,        \
+                             ptrdiff_t CO, ptrdiff_t h0, ptrdiff_t w0, T *m, ptrdiff_t ps) {}
+WG_TF_STUBS(f, float)
+WG_TF_STUBS(f8, float)
+WG_TF_STUBS(d, double)
+static inline int wg_tf_lanes_f(ptrdiff_t n) { return 0; }
+static inline int wg_tf_lanes_d(ptrdiff_t n) { return 0; }
 #endif
 #endif

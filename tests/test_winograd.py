@@ -80,9 +80,10 @@ PROBLEMS = [  # (x shape, w shape, kwargs): tiles cross image and block boundari
     # transforms, on both sides of forward and grad_input, with odd sizes and edges
     ((2, 16, 5, 11, 9), (32, 16, 3, 3, 3), dict(padding=((2, 0), (1, 2), (0, 3)))),
     ((3, 32, 13, 11), (16, 16, 3, 3), dict(padding=((2, 1), (0, 3)), groups=2, flip=True)),
-    # float32: only the output side is whole vectors (forward), the input side
-    # (grad_input); float64: both
+    # float32: 8 channels on one side (8-lane vectors), 16 on the other
     ((2, 8, 10, 13), (16, 8, 3, 3), dict(padding=1)),
+    # 12 channels: the generic transforms on that side, vectors on the other
+    ((2, 12, 9, 10), (16, 12, 3, 3), dict(padding=((0, 2), (1, 0)))),
 ]
 
 
@@ -258,7 +259,7 @@ def test_autotune_measures_and_stores_it(tmp_path):
 
 @pytest.mark.parametrize("m", [2, 4, 6])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("problem", [5, 6, 7])
+@pytest.mark.parametrize("problem", [5, 6, 7, 8])
 def test_fast_transforms_match_the_generic_ones(problem, dtype, m, monkeypatch):
     """The register-resident tile transforms compute what the generic ones do (same
     coefficients, same order: equal up to FMA contraction), on every op, and are
@@ -278,12 +279,15 @@ def test_fast_transforms_match_the_generic_ones(problem, dtype, m, monkeypatch):
     finally:
         _winograd.fast_transforms(old)
     assert old
-    # which sides are whole vectors (problem 7 in float32: one side of each pass)
+    # the vector on each side: 16 float32 lanes, else 8 (float32 and float64), else
+    # none (the generic transforms)
     BT, _, AT = matrices(m)
+    widths = (16, 8) if dtype == np.float32 else (8,)
+    lanes = [next((v for v in widths if n % v == 0), 0) for n in (8, 12, 16, 32)]
+    assert lanes == ([8, 0, 16, 16] if dtype == np.float32 else [8, 0, 8, 8])
     for op in ("forward", "grad_input", "grad_weight"):
         c, co = W._chans(spec, op)
-        want = (True, True) if problem != 7 or dtype == np.float64 else \
-            ((True, False) if op == "grad_input" else (False, True))
+        want = tuple(next((v for v in widths if n % v == 0), 0) for n in (c, co))
         assert _winograd.fast_sides(BT, BT, AT, AT, c, co, dtype) == want
     # the same sums; FMA contraction may differ (float32: a few ulps of the
     # transformed values, well inside the tile's error estimate)
@@ -334,11 +338,11 @@ def test_plans_are_remembered_per_tuning_constants(monkeypatch):
     est, knobs = W._cost(spec, "forward", 4, 1), W._knobs()
     old = _winograd.fast_transforms(False)
     try:
-        assert W._fast_sides(spec, "forward", 4) == (False, False)
+        assert W._fast_sides(spec, "forward", 4) == (0, 0)
         assert W._cost(spec, "forward", 4, 1) > est and W._knobs() != knobs
     finally:
         _winograd.fast_transforms(old)
-    assert W._fast_sides(spec, "forward", 4) == (True, True)
+    assert W._fast_sides(spec, "forward", 4) == (16, 16)
 
 
 def test_fast_transforms_check_the_matrices():
