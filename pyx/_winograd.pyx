@@ -11,13 +11,15 @@ instead of 8x (F(2x2x2)) the input in buffers.
 
 Per unit of work (``nb`` images, or one image when D > 1), one thread:
 
-1. transposes its images to channel-last (``xt``, (D, H, W, C) per image), so
-   every transform below is a loop over channels that the compiler vectorizes;
+1. transposes its images to channel-last (``xt``, (D, H, W, C) per image; a
+   3-D forward pass only the planes of the current block), so every transform
+   below is a loop over channels that the compiler vectorizes (whole vectors
+   of channels: the register-resident transforms of ``_winograd_tf.h``);
 2. per block of ``tc`` tiles and ``odc`` output planes, transforms the input
    tiles (V[p][tile][plane][c], p = i*aw + j a transform position), runs one
    GEMM per transform position (and output plane) through scipy's BLAS, and
    transforms the result straight into a channel-last output (``yt``);
-3. transposes ``yt`` back to (C_out, OD, OH, OW).
+3. transposes ``yt`` back to (C_out, OD, OH, OW) (3-D forward: per block).
 
 The transformed block (V, M) is sized by the caller to stay in cache: the
 transforms never round-trip through memory. grad_input is this forward pass
@@ -60,6 +62,9 @@ cdef struct WG:
     Py_ssize_t nunits
     Py_ssize_t xt_sz, yt_sz, v_sz, m_sz, tmp_sz, du_sz, per_thread
     Py_ssize_t ups                    # position stride of U / dU
+    int fast_in, fast_out             # vector lanes of the register-resident tile
+    #                                   transforms (_winograd_tf.h); 0: generic
+    bint bp                           # 3-D forward pass: channel-last planes per block
     double bth[MAXA * MAXA]
     double btw[MAXA * MAXA]
     double ath[MAXA * MAXA]
@@ -71,7 +76,8 @@ cdef int _setup(WG* g, Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, Py_ssize_t H, P
                 int groups, int KD, tuple offsets,
                 const double[:, ::1] BTh, const double[:, ::1] BTw,
                 const double[:, ::1] ATh, const double[:, ::1] ATw,
-                Py_ssize_t nb, Py_ssize_t tc, Py_ssize_t odc, bint gw) except -1:
+                Py_ssize_t nb, Py_ssize_t tc, Py_ssize_t odc, bint gw,
+                bint dbl, bint fwd) except -1:
     cdef Py_ssize_t i, j
     g.N, g.C, g.D, g.H, g.W = N, C, D, H, W
     g.CO, g.OD, g.OH, g.OW = CO, OD, OH, OW
@@ -101,21 +107,114 @@ cdef int _setup(WG* g, Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, Py_ssize_t H, P
     g.Pl = g.odc + KD - 1
     g.tc = tc
     g.nunits = (N + g.nb - 1) // g.nb
+    g.bp = D > 1 and fwd
     sizes = unit_sizes(C, D * H * W, CO, OD * OH * OW, g.P, g.ah * max(g.aw, g.mw),
-                       g.nb, tc, g.Pl, KD, groups, gw)
+                       g.nb, tc, g.Pl, KD, groups, gw, H * W if g.bp else 0, OH * OW)
     g.xt_sz, g.yt_sz, g.v_sz, g.m_sz, g.tmp_sz, g.du_sz = sizes
     g.per_thread = sum(sizes)
     g.ups = KD * g.CIG * CO + UPAD
+    g.fast_in, g.fast_out = _fast_sides(g, dbl)
     return 0
 
 
-def unit_sizes(C, S, CO, SO, P, A2, nb, tc, Pl, KD, groups, gw):
-    """Scratch elements of one thread: (xt, yt, V, M, tmp, dU)."""
+cdef (int, int) _fast_sides(const WG* g, bint dbl):
+    """Vector lanes of the (input, output) side's tile transforms in _winograd_tf.h
+    (0: generic): square tiles with this module's matrices and whole vectors of
+    channels on that side."""
+    cdef bint sq = (_fast_tf and g.ah == g.aw and g.mh == g.mw
+                    and wg_tf_match(<int>g.ah, g.bth, g.ath) and wg_tf_match(<int>g.aw, g.btw, g.atw))
+    if not sq:
+        return 0, 0
+    if dbl:
+        return wg_tf_lanes_d(g.C), wg_tf_lanes_d(g.CO)
+    return wg_tf_lanes_f(g.C), wg_tf_lanes_f(g.CO)
+
+
+def fast_sides(const double[:, ::1] BTh, const double[:, ::1] BTw,
+               const double[:, ::1] ATh, const double[:, ::1] ATw,
+               Py_ssize_t C, Py_ssize_t CO, dtype):
+    """(input, output): vector lanes of the register-resident tile transforms of a
+    pass from C to CO channels, 0 where the generic ones run (tests check the fast
+    path is taken where it should be)."""
+    cdef WG g
+    cdef Py_ssize_t i, j
+    g.ah, g.aw, g.mh, g.mw, g.C, g.CO = BTh.shape[0], BTw.shape[0], ATh.shape[0], ATw.shape[0], C, CO
+    if g.ah > MAXA or g.aw > MAXA:
+        return False, False
+    for i in range(g.ah):
+        for j in range(g.ah):
+            g.bth[i * g.ah + j] = BTh[i, j]
+        for j in range(g.mh):
+            g.ath[j * g.ah + i] = ATh[j, i]
+    for i in range(g.aw):
+        for j in range(g.aw):
+            g.btw[i * g.aw + j] = BTw[i, j]
+        for j in range(g.mw):
+            g.atw[j * g.aw + i] = ATw[j, i]
+    return _fast_sides(&g, np.dtype(dtype) == np.float64)
+
+
+cdef bint _fast_tf = True
+
+
+def tf_tables_match(const double[:, ::1] BT, const double[:, ::1] AT):
+    """Whether (BT, AT) are the constant tables of _winograd_tf.h (for tests)."""
+    if BT.shape[0] != BT.shape[1] or AT.shape[1] != BT.shape[0] or BT.shape[0] > MAXA:
+        return False
+    return bool(wg_tf_match(<int>BT.shape[0], &BT[0, 0], &AT[0, 0]))
+
+
+def fast_transforms(enable=None):
+    """Whether the register-resident tile transforms run where they apply (the
+    previous setting; ``enable`` sets it: tests compare both paths)."""
+    global _fast_tf
+    old = bool(_fast_tf)
+    if enable is not None:
+        _fast_tf = bool(enable)
+    return old
+
+
+def unit_sizes(C, S, CO, SO, P, A2, nb, tc, Pl, KD, groups, gw, S1=0, SO1=0):
+    """Scratch elements of one thread: (xt, yt, V, M, tmp, dU).
+
+    ``S1`` (elements per input plane) when a 3-D forward pass keeps only a block's
+    planes channel-last (``Pl`` input, ``Pl - KD + 1`` output planes of ``SO1``)."""
+    if S1:
+        return (Pl * C * S1, (Pl - KD + 1) * CO * SO1) + unit_sizes(
+            C, S, CO, SO, P, A2, nb, tc, Pl, KD, groups, gw)[2:]
     return (nb * C * S, nb * CO * SO, P * (tc * Pl * C + 16), P * (tc * CO + 16),
             A2 * max(C, CO), (P * (KD * (C // groups) * CO + UPAD)) if gw else 0)
 
 
+cdef extern from "_winograd_tf.h" nogil:
+    int wg_tf_match(int alpha, const double* bt, const double* at)
+    void wg_in_tile_f8(int A, const float* plane, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
+                       Py_ssize_t h0, Py_ssize_t w0, float* v, Py_ssize_t ps)
+    void wg_out_tile_f8(int A, const float* m, Py_ssize_t ps, float* plane, Py_ssize_t OH,
+                        Py_ssize_t OW, Py_ssize_t CO, Py_ssize_t h0, Py_ssize_t w0)
+    void wg_gy_tile_f8(int A, const float* plane, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t CO,
+                       Py_ssize_t h0, Py_ssize_t w0, float* m, Py_ssize_t ps)
+    int wg_tf_lanes_f(Py_ssize_t n)
+    int wg_tf_lanes_d(Py_ssize_t n)
+    void wg_in_tile_f(int A, const float* plane, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
+                      Py_ssize_t h0, Py_ssize_t w0, float* v, Py_ssize_t ps)
+    void wg_in_tile_d(int A, const double* plane, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
+                      Py_ssize_t h0, Py_ssize_t w0, double* v, Py_ssize_t ps)
+    void wg_out_tile_f(int A, const float* m, Py_ssize_t ps, float* plane, Py_ssize_t OH,
+                       Py_ssize_t OW, Py_ssize_t CO, Py_ssize_t h0, Py_ssize_t w0)
+    void wg_out_tile_d(int A, const double* m, Py_ssize_t ps, double* plane, Py_ssize_t OH,
+                       Py_ssize_t OW, Py_ssize_t CO, Py_ssize_t h0, Py_ssize_t w0)
+    void wg_gy_tile_f(int A, const float* plane, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t CO,
+                      Py_ssize_t h0, Py_ssize_t w0, float* m, Py_ssize_t ps)
+    void wg_gy_tile_d(int A, const double* plane, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t CO,
+                      Py_ssize_t h0, Py_ssize_t w0, double* m, Py_ssize_t ps)
+
+
 cdef extern from "_winograd_xf.h" nogil:
+    void wg_transpose_ld_f(const float* src, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t lds,
+                           float* dst, Py_ssize_t ldd)
+    void wg_transpose_ld_d(const double* src, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t lds,
+                           double* dst, Py_ssize_t ldd)
     void wg_axpy_f(float* d, const float* s, float a, Py_ssize_t n, int first)
     void wg_axpy_d(double* d, const double* s, double a, Py_ssize_t n, int first)
     void wg_transpose_f(const float* src, Py_ssize_t rows, Py_ssize_t cols, float* dst)
@@ -132,6 +231,15 @@ cdef inline void _to_last(const floating* src, floating* dst, Py_ssize_t C,
         wg_transpose_f(src, C, S, dst)
     else:
         wg_transpose_d(src, C, S, dst)
+
+
+cdef inline void _tr_ld(const floating* src, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t lds,
+                        floating* dst, Py_ssize_t ldd) noexcept nogil:
+    """dst[j*ldd + i] = src[i*lds + j] (i < rows, j < cols)."""
+    if floating is float:
+        wg_transpose_ld_f(src, rows, cols, lds, dst, ldd)
+    else:
+        wg_transpose_ld_d(src, rows, cols, lds, dst, ldd)
 
 
 cdef inline void _to_first(const floating* src, floating* dst, Py_ssize_t C,
@@ -162,6 +270,15 @@ cdef void _in_tile(const WG* g, const floating* plane, Py_ssize_t h0, Py_ssize_t
     cdef double b
     cdef bint first
     cdef floating* t
+    if g.fast_in:
+        if floating is float:
+            if g.fast_in == 16:
+                wg_in_tile_f(<int>ah, plane, g.H, g.W, C, h0, w0, v, pstride)
+            else:
+                wg_in_tile_f8(<int>ah, plane, g.H, g.W, C, h0, w0, v, pstride)
+        else:
+            wg_in_tile_d(<int>ah, plane, g.H, g.W, C, h0, w0, v, pstride)
+        return
     # pass 1 over H: tmp[i][s] = sum_r BTh[i][r] d[r][s]  (zeros outside the image);
     # a tile inside the image in W reads whole row segments (aw*C contiguous)
     if w0 >= 0 and w0 + aw <= g.W:
@@ -222,6 +339,15 @@ cdef void _out_tile(const WG* g, const floating* m, Py_ssize_t pstride, floating
     cdef double a
     cdef bint first
     cdef floating* t
+    if g.fast_out:
+        if floating is float:
+            if g.fast_out == 16:
+                wg_out_tile_f(<int>ah, m, pstride, plane, g.OH, g.OW, CO, h0, w0)
+            else:
+                wg_out_tile_f8(<int>ah, m, pstride, plane, g.OH, g.OW, CO, h0, w0)
+        else:
+            wg_out_tile_d(<int>ah, m, pstride, plane, g.OH, g.OW, CO, h0, w0)
+        return
     for i in range(ah):
         for r in range(mw):
             if w0 + r >= g.OW:
@@ -274,6 +400,15 @@ cdef void _gy_tile(const WG* g, const floating* plane, Py_ssize_t h0, Py_ssize_t
     cdef double a
     cdef bint first
     cdef floating* t
+    if g.fast_out:
+        if floating is float:
+            if g.fast_out == 16:
+                wg_gy_tile_f(<int>ah, plane, g.OH, g.OW, CO, h0, w0, m, pstride)
+            else:
+                wg_gy_tile_f8(<int>ah, plane, g.OH, g.OW, CO, h0, w0, m, pstride)
+        else:
+            wg_gy_tile_d(<int>ah, plane, g.OH, g.OW, CO, h0, w0, m, pstride)
+        return
     # pass 1 over H: tmp[i][r] = sum_q ATh[q][i] gy[h0 + q][w0 + r] (row segments of
     # the nr columns inside the output; the rest are zero)
     for i in range(ah):
@@ -301,15 +436,16 @@ cdef void _gy_tile(const WG* g, const floating* plane, Py_ssize_t h0, Py_ssize_t
 
 
 cdef void _in_block(const WG* g, const floating* xt, Py_ssize_t t0, Py_ssize_t nt,
-                    Py_ssize_t od0, floating* V, floating* tmp) noexcept nogil:
-    """V[p][tt][pl][c] for tiles t0..t0+nt of the unit, planes od0+offd+pl."""
+                    Py_ssize_t od0, floating* V, floating* tmp, Py_ssize_t d0) noexcept nogil:
+    """V[p][tt][pl][c] for tiles t0..t0+nt of the unit, planes od0+offd+pl (``xt``
+    starts at plane ``d0``)."""
     cdef Py_ssize_t tt
     for tt in range(nt):
-        _in_one(g, xt, t0 + tt, tt, od0, V, tmp)
+        _in_one(g, xt, t0 + tt, tt, od0, V, tmp, d0)
 
 
 cdef void _in_one(const WG* g, const floating* xt, Py_ssize_t t, Py_ssize_t tt,
-                  Py_ssize_t od0, floating* V, floating* tmp) noexcept nogil:
+                  Py_ssize_t od0, floating* V, floating* tmp, Py_ssize_t d0) noexcept nogil:
     """Tile t of the unit into row tt of the block V (all its planes)."""
     cdef Py_ssize_t img, t2, th, tw, pl, d, p
     cdef Py_ssize_t pstride = g.tc * g.Pl * g.C + PAD, S = g.D * g.H * g.W
@@ -322,7 +458,7 @@ cdef void _in_one(const WG* g, const floating* xt, Py_ssize_t t, Py_ssize_t tt,
         d = od0 + g.offd + pl
         v = V + (tt * g.Pl + pl) * g.C
         if 0 <= d < g.D:
-            _in_tile(g, xt + (img * S + d * g.H * g.W) * g.C,
+            _in_tile(g, xt + (img * S + (d - d0) * g.H * g.W) * g.C,
                      th * g.mh + g.offh, tw * g.mw + g.offw, v, pstride, tmp)
         else:
             for p in range(g.P):
@@ -344,14 +480,26 @@ cdef void _fwd_unit(const WG* g, const floating* x, const floating* U, floating*
     cdef Py_ssize_t i, od0, od, t0, nt, p, grp, kd, tt, t, img, t2, th, tw, ob, tb
     cdef Py_ssize_t vstride = g.tc * g.Pl * g.C + PAD, mstride = g.tc * g.CO + PAD
     cdef Py_ssize_t KC = g.KD * g.CIG, ucs = g.ups
-    for i in range(nimg):
-        _to_last(x + (n0 + i) * g.C * S, xt + i * g.C * S, g.C, S)
+    cdef Py_ssize_t d0 = 0, d1, y0 = 0, HW = g.H * g.W, OHW = g.OH * g.OW
+    if not g.bp:
+        for i in range(nimg):
+            _to_last(x + (n0 + i) * g.C * S, xt + i * g.C * S, g.C, S)
     for ob in range((g.OD + g.odc - 1) // g.odc):
         od0 = ob * g.odc
+        if g.bp:
+            # one 3-D image (nb = 1): only this block's input planes channel-last,
+            # its output planes transposed back as soon as they are done (both stay
+            # in the caches; whole-image buffers went through memory: 2 + 4 MB per
+            # image of conv3d (16, 32^3) -> 32)
+            d0 = max(0, od0 + g.offd)
+            d1 = min(g.D, od0 + g.offd + g.Pl)
+            y0 = od0
+            if d1 > d0:
+                _tr_ld(x + n0 * g.C * S + d0 * HW, g.C, (d1 - d0) * HW, S, xt, g.C)
         for tb in range((nimg * g.T2 + g.tc - 1) // g.tc):
             t0 = tb * g.tc
             nt = min(g.tc, nimg * g.T2 - t0)
-            _in_block(g, xt, t0, nt, od0, V, tmp)
+            _in_block(g, xt, t0, nt, od0, V, tmp, d0)
             for od in range(od0, min(od0 + g.odc, g.OD)):
                 for p in range(g.P):
                     if g.G == 1:
@@ -375,10 +523,14 @@ cdef void _fwd_unit(const WG* g, const floating* x, const floating* U, floating*
                     th = t2 // g.TW
                     tw = t2 - th * g.TW
                     _out_tile(g, M + tt * g.CO, mstride,
-                              yt + (img * SO + od * g.OH * g.OW) * g.CO,
+                              yt + (img * SO + (od - y0) * OHW) * g.CO,
                               th * g.mh, tw * g.mw, tmp)
-    for i in range(nimg):
-        _to_first(yt + i * g.CO * SO, y + (n0 + i) * g.CO * SO, g.CO, SO)
+        if g.bp:
+            _tr_ld(yt, (min(od0 + g.odc, g.OD) - od0) * OHW, g.CO, g.CO,
+                   y + n0 * g.CO * SO + od0 * OHW, SO)
+    if not g.bp:
+        for i in range(nimg):
+            _to_first(yt + i * g.CO * SO, y + (n0 + i) * g.CO * SO, g.CO, SO)
 
 
 cdef void _gw_unit(const WG* g, const floating* x, const floating* gy, floating* dU,
@@ -401,7 +553,7 @@ cdef void _gw_unit(const WG* g, const floating* x, const floating* gy, floating*
         for tb in range((nimg * g.T2 + g.tc - 1) // g.tc):
             t0 = tb * g.tc
             nt = min(g.tc, nimg * g.T2 - t0)
-            _in_block(g, xt, t0, nt, od0, V, tmp)
+            _in_block(g, xt, t0, nt, od0, V, tmp, 0)
             for od in range(od0, min(od0 + g.odc, g.OD)):
                 for tt in range(nt):
                     t = t0 + tt
@@ -459,7 +611,7 @@ cdef void _fwd_all(const WG* g, const floating* x, const floating* U, floating* 
             _to_last(x + img * g.C * S, xt + img * g.C * S, g.C, S)
             for t2 in range(g.T2):
                 _in_one(g, xt, img * g.T2 + t2, i * g.T2 + t2, 0, V,
-                        tmp0 + threadid() * g.tmp_sz)
+                        tmp0 + threadid() * g.tmp_sz, 0)
         for p in prange(g.P, num_threads=nth, schedule="dynamic"):
             for grp in range(g.G):
                 gemm_rm(NoTrans, NoTrans, <int>(ni * g.T2), <int>g.COG, <int>g.CIG,
@@ -497,7 +649,7 @@ cdef void _gw_all(const WG* g, const floating* x, const floating* gy, floating* 
                 th = t2 // g.TW
                 tw = t2 - th * g.TW
                 _in_one(g, xt, img * g.T2 + t2, i * g.T2 + t2, 0, V,
-                        tmp0 + threadid() * g.tmp_sz)
+                        tmp0 + threadid() * g.tmp_sz, 0)
                 _gy_tile(g, gyt + img * SO * g.CO, th * g.mh, tw * g.mw,
                          M + (i * g.T2 + t2) * g.CO, mstride, tmp0 + threadid() * g.tmp_sz)
         for p in prange(g.P, num_threads=nth, schedule="dynamic"):
@@ -552,7 +704,8 @@ def forward(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpadded
     cdef WG g
     _setup(&g, x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4],
            y.shape[1], y.shape[2], y.shape[3], y.shape[4], groups, KD, offsets,
-           BTh, BTw, ATh, ATw, nb, tc, odc, False)
+           BTh, BTw, ATh, ATw, nb, tc, odc, False,
+           floating is double, True)
     cdef Py_ssize_t u, slots = n_threads if mode == 1 else 1
     if mode == 2:
         _check_all(&g)
@@ -593,7 +746,8 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpa
     cdef WG g
     _setup(&g, x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4],
            gy.shape[1], gy.shape[2], gy.shape[3], gy.shape[4], groups, KD, offsets,
-           BTh, BTw, ATh, ATw, nb, tc, odc, mode == 1)
+           BTh, BTw, ATh, ATw, nb, tc, odc, mode == 1,
+           floating is double, False)
     cdef Py_ssize_t u, i, t, slots = n_threads if mode == 1 else 1
     cdef Py_ssize_t dsz = g.du_sz
     cdef floating* wk = &work[0]

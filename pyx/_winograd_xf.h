@@ -60,7 +60,9 @@ static inline void wg_tr8x8(const float *s, ptrdiff_t ls, float *d, ptrdiff_t ld
 }
 #endif
 
-static void wg_transpose_f(const float *src, ptrdiff_t rows, ptrdiff_t cols, float *dst)
+/* dst[j*ldd + i] = src[i*lds + j], i < rows, j < cols */
+static void wg_transpose_ld_f(const float *src, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t lds,
+                              float *dst, ptrdiff_t ldd)
 {
     ptrdiff_t i0, j0, i, j, i1, j1;
     for (i0 = 0; i0 < rows; i0 += 32) {
@@ -71,20 +73,26 @@ static void wg_transpose_f(const float *src, ptrdiff_t rows, ptrdiff_t cols, flo
 #ifdef __AVX__
             for (; i + 8 <= i1; i += 8) {
                 for (j = j0; j + 8 <= j1; j += 8)
-                    wg_tr8x8(src + i * cols + j, cols, dst + j * rows + i, rows);
+                    wg_tr8x8(src + i * lds + j, lds, dst + j * ldd + i, ldd);
                 for (; j < j1; j++)
                     for (ptrdiff_t k = i; k < i + 8; k++)
-                        dst[j * rows + k] = src[k * cols + j];
+                        dst[j * ldd + k] = src[k * lds + j];
             }
 #endif
             for (; i < i1; i++)
                 for (j = j0; j < j1; j++)
-                    dst[j * rows + i] = src[i * cols + j];
+                    dst[j * ldd + i] = src[i * lds + j];
         }
     }
 }
 
-static void wg_transpose_d(const double *src, ptrdiff_t rows, ptrdiff_t cols, double *dst)
+static void wg_transpose_f(const float *src, ptrdiff_t rows, ptrdiff_t cols, float *dst)
+{
+    wg_transpose_ld_f(src, rows, cols, cols, dst, rows);
+}
+
+static void wg_transpose_ld_d(const double *src, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t lds,
+                              double *dst, ptrdiff_t ldd)
 {
     ptrdiff_t i0, j0, i, j, i1, j1;
     for (i0 = 0; i0 < rows; i0 += 16) {
@@ -93,7 +101,12 @@ static void wg_transpose_d(const double *src, ptrdiff_t rows, ptrdiff_t cols, do
             j1 = j0 + 16 < cols ? j0 + 16 : cols;
             for (i = i0; i < i1; i++)
                 for (j = j0; j < j1; j++)
-                    dst[j * rows + i] = src[i * cols + j];
+                    dst[j * ldd + i] = src[i * lds + j];
         }
     }
+}
+
+static void wg_transpose_d(const double *src, ptrdiff_t rows, ptrdiff_t cols, double *dst)
+{
+    wg_transpose_ld_d(src, rows, cols, cols, dst, rows);
 }

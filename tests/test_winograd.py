@@ -76,6 +76,14 @@ PROBLEMS = [  # (x shape, w shape, kwargs): tiles cross image and block boundari
     ((2, 3, 5, 9, 6), (4, 3, 3, 3, 3), dict(padding=((1, 2), (0, 0), (3, 1)))),
     # enough channels and positions for the 8x8 vector transposes, with tails
     ((3, 20, 13, 11), (26, 20, 3, 3), dict(padding=1)),
+    # whole vectors of channels (16 float32 / 8 float64): the register-resident tile
+    # transforms, on both sides of forward and grad_input, with odd sizes and edges
+    ((2, 16, 5, 11, 9), (32, 16, 3, 3, 3), dict(padding=((2, 0), (1, 2), (0, 3)))),
+    ((3, 32, 13, 11), (16, 16, 3, 3), dict(padding=((2, 1), (0, 3)), groups=2, flip=True)),
+    # float32: 8 channels on one side (8-lane vectors), 16 on the other
+    ((2, 8, 10, 13), (16, 8, 3, 3), dict(padding=1)),
+    # 12 channels: the generic transforms on that side, vectors on the other
+    ((2, 12, 9, 10), (16, 12, 3, 3), dict(padding=((0, 2), (1, 0)))),
 ]
 
 
@@ -117,7 +125,7 @@ def _force_mode2(monkeypatch, max_tiles):
 @pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("problem", [1, 2, 4])
+@pytest.mark.parametrize("problem", [1, 2, 4, 6])
 def test_all_images_mode(problem, dtype, threads, m, monkeypatch):
     """Mode 2 (all images' tiles in one block, phases parallel over images and
     positions), with blocks of a few images so that grad_weight accumulates."""
@@ -155,12 +163,16 @@ def test_threads_agree_and_grad_weight_is_deterministic():
     np.testing.assert_allclose(runs[0], runs[2], rtol=1e-5, atol=1e-5 * np.abs(runs[2]).max())
 
 
-@pytest.mark.parametrize("mode2", [False, True])
+@pytest.mark.parametrize("case", ["2d", "2d-mode2", "3d"])
 @pytest.mark.parametrize("op", ["forward", "grad_input", "grad_weight"])
-def test_workspace_is_exact(op, mode2, monkeypatch):
+def test_workspace_is_exact(op, case, monkeypatch):
+    mode2 = case == "2d-mode2"
     if mode2:
         _force_mode2(monkeypatch, 64)
-    spec = make_spec((4, 16, 20, 20), (24, 16, 3, 3), padding=1, dtype=np.float32)
+    if case == "3d":  # forward passes keep a block of planes channel-last, not the image
+        spec = make_spec((2, 16, 19, 12, 12), (32, 16, 3, 3, 3), padding=1, dtype=np.float32)
+    else:
+        spec = make_spec((4, 16, 20, 20), (24, 16, 3, 3), padding=1, dtype=np.float32)
     strat = _strategies.get("winograd")
     rng = np.random.default_rng(1)
     x = rng.standard_normal(spec.input_shape5).astype(np.float32)
@@ -243,6 +255,107 @@ def test_autotune_measures_and_stores_it(tmp_path):
                              dtype="float32")
         assert d.decided_by == "tuning-cache"
         assert "winograd" in {c.name for c in d.candidates if c.measured_s is not None}
+
+
+@pytest.mark.parametrize("m", [2, 4, 6])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("problem", [5, 6, 7, 8])
+def test_fast_transforms_match_the_generic_ones(problem, dtype, m, monkeypatch):
+    """The register-resident tile transforms compute what the generic ones do (same
+    coefficients, same order: equal up to FMA contraction), on every op, and are
+    used where the channels are whole vectors."""
+    from fastconv._ext import _winograd
+
+    monkeypatch.setattr(W, "TILES", (m,))
+    monkeypatch.setattr(W, "MAX_TILES", 8)
+    x, w, gy, kw, spec = _problem(problem, dtype)
+    outs = []
+    old = _winograd.fast_transforms()
+    try:
+        for fast in (False, True):
+            _winograd.fast_transforms(fast)
+            with fastconv.config(winograd_rtol=1.0, n_threads=2):
+                outs.append([got for _, got, _, _ in _ops(x, w, gy, kw)[0]])
+    finally:
+        _winograd.fast_transforms(old)
+    assert old
+    # the vector on each side: 16 float32 lanes, else 8 (float32 and float64), else
+    # none (the generic transforms)
+    BT, _, AT = matrices(m)
+    widths = (16, 8) if dtype == np.float32 else (8,)
+    lanes = [next((v for v in widths if n % v == 0), 0) for n in (8, 12, 16, 32)]
+    assert lanes == ([8, 0, 16, 16] if dtype == np.float32 else [8, 0, 8, 8])
+    for op in ("forward", "grad_input", "grad_weight"):
+        c, co = W._chans(spec, op)
+        want = tuple(next((v for v in widths if n % v == 0), 0) for n in (c, co))
+        assert _winograd.fast_sides(BT, BT, AT, AT, c, co, dtype) == want
+    # the same sums; FMA contraction may differ (float32: a few ulps of the
+    # transformed values, well inside the tile's error estimate)
+    tol = 0.3 * W.error_estimate(spec, m) if dtype == np.float32 else 1e-13
+    for slow, fast in zip(*outs):
+        np.testing.assert_allclose(fast, slow, rtol=0, atol=tol * np.abs(slow).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("cin,cout", [(16, 32), (5, 3)])
+def test_3d_plane_blocks(cin, cout, dtype, monkeypatch):
+    """3-D passes in several blocks of output planes (the last one partial), depth
+    padding larger than the kernel's reach on one side: forward and grad_input keep
+    only a block's planes channel-last; whole vectors of channels or not."""
+    monkeypatch.setattr(W, "PLANES", 3)
+    monkeypatch.setattr(W, "MAX_TILES", 8)
+    xs, ws, kw = (2, cin, 9, 6, 7), (cout, cin, 3, 3, 3), dict(padding=((3, 0), (1, 1), (2, 0)))
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    spec = make_spec(xs, ws, dtype=dtype, **kw)
+    gy = rng.standard_normal(spec.output_shape).astype(dtype)
+    assert spec.output_shape[2] == 10   # blocks of 3, 3, 3, 1 planes
+    for threads in (1, 2):
+        with fastconv.config(n_threads=threads, winograd_rtol=1.0):
+            assert W.WinogradStrategy()._plan(spec, "forward", threads, 1 << 30).odc == 3
+            checks, nd = _ops(x, w, gy, kw)
+            for what, got, want, operands in checks:
+                assert_close(got, want, dtype=dtype, strategy="winograd", spec=spec,
+                             what=f"3d {what} blocks of 3 planes", operands=operands)
+
+
+def test_plans_are_remembered_per_tuning_constants(monkeypatch):
+    """The plan memos return the same plan for the same problem and settings, and a
+    replaced module constant (as tests and benchmarks do) gets a plan of its own."""
+    from fastconv._ext import _winograd
+
+    spec = make_spec((2, 16, 12, 12, 12), (32, 16, 3, 3, 3), padding=1, dtype=np.float32)
+    plan = W._plan(spec, "forward", 4, 2, 1 << 30)
+    assert W._plan(spec, "forward", 4, 2, 1 << 30) is plan and plan.odc == W.PLANES
+    monkeypatch.setattr(W, "PLANES", 2)
+    assert W._plan(spec, "forward", 4, 2, 1 << 30).odc == 2
+    monkeypatch.setattr(W, "TILES", (2,))
+    assert W.plan_tile(spec, "forward", 2) == 2
+    monkeypatch.setattr(W, "TILES", (4,))
+    assert W.plan_tile(spec, "forward", 2) == 4
+    # the transform path enters the cost: a memo must not hide the switch
+    est, knobs = W._cost(spec, "forward", 4, 1), W._knobs()
+    old = _winograd.fast_transforms(False)
+    try:
+        assert W._fast_sides(spec, "forward", 4) == (0, 0)
+        assert W._cost(spec, "forward", 4, 1) > est and W._knobs() != knobs
+    finally:
+        _winograd.fast_transforms(old)
+    assert W._fast_sides(spec, "forward", 4) == (16, 16)
+
+
+def test_fast_transforms_check_the_matrices():
+    """The header's constant tables are _wino_matrices' (else the generic code runs)."""
+    from fastconv._ext import _winograd
+
+    for m in (2, 4, 6):
+        BT, _, AT = matrices(m)
+        assert _winograd.tf_tables_match(BT, AT)
+        bad = BT.copy()
+        bad[1, 2] += 0.5
+        assert not _winograd.tf_tables_match(bad, AT)
+    assert not _winograd.tf_tables_match(*matrices(1)[::2])
 
 
 @pytest.mark.parametrize("adjoint", [False, True])

@@ -25,6 +25,16 @@ it needs 64 products per 8 outputs (8 per output) and 8x the input in
 buffers, while F(4x4) per depth tap needs 3*36/16 = 6.75 per output and 2.25x
 -- fewer multiplies and less memory.
 
+The tile transforms run over channels (channel-last data). When a side of the
+pass has whole vectors of channels (16 float32 / 8 float64) and the tile is
+square, that side uses the register-resident transforms of
+``pyx/_winograd_tf.h`` (constant matrices, loops unrolled, each tile loaded and
+stored once); otherwise chains of scaled vector adds. On conv3d (4, 16, 32^3)
+-> 32 the chains took ~60% of a forward call at 16-32 channels; in registers
+the transforms take ~15% and the GEMMs ~50%. A 3-D forward pass (forward,
+grad_input) keeps only the current block's input and output planes
+channel-last, not the whole image.
+
 Padding is done inside the tile gather (``pads_inside``): the strategy takes
 the unpadded input and returns grad_input of the input's shape. Work is in
 units of images (several images when a plane has few tiles) on OpenMP threads
@@ -50,6 +60,7 @@ Numerics: the transforms amplify rounding error (more for larger tiles); see
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -83,6 +94,8 @@ _GEMM_FLOPS = 8.0e10     # single-thread sgemm rate on large blocks
 _GEMM_HALF = 24          # a GEMM dimension this small runs at half that rate
 _GEMM_CALL = 4.0e-7      # per BLAS call
 _XFORM_S = 0.35e-9       # per transformed element (V written / M read), all passes
+_XFORM_FAST_S = 0.25e-9  # ... on a side whose transform runs in registers (_fast_sides);
+#                          conv3d (4, 16, 32^3) -> 32: 0.17-0.31 ns there, 1-2 ns generic
 _COPY_S = 0.6e-9         # per element through the channel-last transposes
 _KT_S = 0.6e-9           # per element of U written by the kernel transform
 _PACK_S = 0.6e-9         # per element of U BLAS packs (once per block of tiles) ...
@@ -158,7 +171,9 @@ def _cost(spec, op, m, n_threads):
     gemm = 2.0 * tiles * geo.P * KD * C * CO / G / (_GEMM_FLOPS * eff)
     calls = tiles / plan.tc * geo.P * (G * KD if G > 1 else 1)
     planes = (plan.odc + KD - 1) / plan.odc
-    xform = tiles * geo.P * (C * planes + CO) * _XFORM_S
+    fin, fout = _fast_sides(spec, op, m)
+    xform = tiles * geo.P * (C * planes * (_XFORM_FAST_S if fin else _XFORM_S)
+                             + CO * (_XFORM_FAST_S if fout else _XFORM_S))
     S = math.prod(spec.input_shape5[2:])
     SO = math.prod(spec.output_shape5[2:])
     copy = N * (spec.in_channels * S + spec.out_channels * SO) * _COPY_S
@@ -180,11 +195,40 @@ def _cost(spec, op, m, n_threads):
     return t / par
 
 
+def _fast_sides(spec, op, m):
+    """(input side, output side): whether the pass's tile transforms run in
+    registers (square tiles, channels in whole vectors; ``pyx/_winograd_tf.h``)."""
+    mh, mw = _tile_ms(spec, m)
+    BTh, _, ATh = matrices(mh)
+    BTw, _, ATw = matrices(mw)
+    C, CO = _chans(spec, op)
+    return _winograd.fast_sides(BTh, BTw, ATh, ATw, C, CO, spec.dtype)
+
+
 def plan_tile(spec, op="forward", n_threads=1, opts=None):
     """The output tile m: the cheapest (cost model) whose estimated error is
     within ``winograd_rtol`` (default :data:`DEFAULT_RTOL`); F(2, 3) if none is."""
     opts = opts or get_config()
-    tol = _rtol(opts)
+    return _plan_tile(spec, op, int(n_threads), _rtol(opts), _knobs())
+
+
+# Plans are pure in (problem, op, threads, budget or rtol) and this module's tuning
+# constants, which tests and benchmarks replace (monkeypatch): the memos key on
+# their current values (_knobs), so a replaced constant gets its own plan. The
+# search cost ~30-50 us per call (a few _cost/_plan evaluations).
+_KNOBS = ("TILES", "PLANES", "BLOCK_ELEMS", "MIN_TILES", "MAX_TILES", "ALL_MIN_TILES",
+          "ALL_BELOW", "ALL_MIN_U", "ALL_MAX_TILES", "_GEMM_FLOPS", "_GEMM_HALF",
+          "_GEMM_CALL", "_XFORM_S", "_XFORM_FAST_S", "_COPY_S", "_KT_S", "_PACK_S",
+          "_PACK_S_CACHED", "_L2_BYTES", "_F64")   # not _ERR (a dict): replace, don't edit
+
+
+def _knobs():
+    g = globals()
+    return tuple([g[k] for k in _KNOBS] + [_winograd.fast_transforms(), id(_ERR)])
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan_tile(spec, op, n_threads, tol, knobs):
     ok = [m for m in TILES if error_estimate(spec, m) <= tol] or [min(TILES)]
     return min(ok, key=lambda m: _cost(spec, op, m, n_threads))
 
@@ -212,6 +256,13 @@ class _Plan:
 
 
 def _plan(spec, op, m, n_threads, budget):
+    """The work plan (:class:`_Plan`) of tile ``m`` within ``budget`` bytes, or
+    MemoryError (not remembered) when even the smallest plan exceeds it."""
+    return _plan_memo(spec, op, m, int(n_threads), budget, _knobs())
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan_memo(spec, op, m, n_threads, budget, knobs):
     geo = _geo(spec, m, op)
     C, CO = _chans(spec, op)
     KD = spec.kernel3[0]
@@ -248,11 +299,15 @@ def _plan(spec, op, m, n_threads, budget):
             if plan.nbytes(item) <= budget:
                 return plan
             nbi //= 2
+    # a 3-D forward pass keeps only a block's planes channel-last (pyx: g.bp)
+    s1 = math.prod(spec.input_shape5[3:] if op != "grad_input" else spec.output_shape5[3:])
+    so1 = math.prod(spec.output_shape5[3:] if op != "grad_input" else spec.input_shape5[3:])
+    bp = D > 1 and op != "grad_weight"
     while True:
         # grad_weight: per-thread partial sums of dU only with several threads
         gw = op == "grad_weight" and omp
         sizes = _winograd.unit_sizes(C, S, CO, SO, geo.P, geo.ah * max(geo.aw, geo.mw),
-                                     nb, tc, pl, KD, spec.groups, gw)
+                                     nb, tc, pl, KD, spec.groups, gw, s1 if bp else 0, so1)
         per = sum(sizes)
         slots = min(threads, units) if omp else 1
         plan = _Plan(m, omp, min(threads, units) if omp else threads, nb, tc, odc, per,
