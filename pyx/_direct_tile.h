@@ -197,8 +197,11 @@ FC_QUAD1(float, fc_f32x16, 16, fc_quad1_f32)
 FC_QUAD1(double, fc_f64x8, 8, fc_quad1_f64)
 
 /* Load once, use from a register: without this GCC folds the loads into every
- * multiply-add as memory operands (NR*NK loads instead of NR + NK per step). */
-#if defined(__x86_64__) || defined(__i386__)
+ * multiply-add as memory operands (NR*NK loads instead of NR + NK per step).
+ * Only with AVX-512: the hint is applied to 64-byte vectors, which no register
+ * of a narrower instruction set holds ("impossible constraint": a portable or
+ * AVX2 build failed to compile). */
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__AVX512F__)
 #define FC_IN_REGISTER(v) __asm__("" : "+x"(v))
 #else
 #define FC_IN_REGISTER(v) ((void)0)
