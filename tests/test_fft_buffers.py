@@ -178,12 +178,18 @@ _THREADS_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_threads_calling_at_once_get_correct_results():
+def _run_child(script, cwd):
+    """Run ``script`` in a fresh interpreter started in ``cwd`` (outside the source
+    tree, so it imports the installed fastconv, not the uncompiled sources)."""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=300, cwd=cwd)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_threads_calling_at_once_get_correct_results(tmp_path):
     """Several Python threads share the pool of kept buffers and the pipeline
     threads: every result stays right (in a child process: a race could crash)."""
-    r = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    _run_child(_THREADS_SCRIPT, tmp_path)
 
 
 def test_public_release_buffers_frees_fft_pool_and_im2col_workspace(rng):
@@ -244,13 +250,11 @@ _FORK_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_forked_child_runs_pipelines_and_pool():
+def test_forked_child_runs_pipelines_and_pool(tmp_path):
     """A child forked after a threaded call (idle pipeline workers, the pool's
     mutex possibly held by another thread) must not wait forever: the executor
     is dropped in the child and the mutex is held across fork()."""
-    r = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    _run_child(_FORK_SCRIPT, tmp_path)
 
 
 def _huge_advised_ranges():
