@@ -78,7 +78,6 @@ cdef int _setup(WG* g, Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, Py_ssize_t H, P
                 const double[:, ::1] ATh, const double[:, ::1] ATw,
                 Py_ssize_t nb, Py_ssize_t tc, Py_ssize_t odc, bint gw,
                 bint dbl, bint fwd) except -1:
-    cdef Py_ssize_t i, j
     g.N, g.C, g.D, g.H, g.W = N, C, D, H, W
     g.CO, g.OD, g.OH, g.OW = CO, OD, OH, OW
     g.G, g.KD = groups, KD
@@ -89,16 +88,7 @@ cdef int _setup(WG* g, Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, Py_ssize_t H, P
     if g.ah > MAXA or g.aw > MAXA or ATh.shape[1] != g.ah or ATw.shape[1] != g.aw:
         raise ValueError("winograd: bad transform matrices")
     g.P = g.ah * g.aw
-    for i in range(g.ah):
-        for j in range(g.ah):
-            g.bth[i * g.ah + j] = BTh[i, j]
-        for j in range(g.mh):
-            g.ath[j * g.ah + i] = ATh[j, i]
-    for i in range(g.aw):
-        for j in range(g.aw):
-            g.btw[i * g.aw + j] = BTw[i, j]
-        for j in range(g.mw):
-            g.atw[j * g.aw + i] = ATw[j, i]
+    _copy_matrices(g, BTh, BTw, ATh, ATw)
     g.TH = (OH + g.mh - 1) // g.mh
     g.TW = (OW + g.mw - 1) // g.mw
     g.T2 = g.TH * g.TW
@@ -115,6 +105,23 @@ cdef int _setup(WG* g, Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, Py_ssize_t H, P
     g.ups = KD * g.CIG * CO + UPAD
     g.fast_in, g.fast_out = _fast_sides(g, dbl)
     return 0
+
+
+cdef void _copy_matrices(WG* g, const double[:, ::1] BTh, const double[:, ::1] BTw,
+                         const double[:, ::1] ATh, const double[:, ::1] ATw):
+    """B^T row-major and A^T transposed (column i of A^T contiguous) per axis into
+    ``g`` (its ah, aw, mh, mw set, at most MAXA)."""
+    cdef Py_ssize_t i, j
+    for i in range(g.ah):
+        for j in range(g.ah):
+            g.bth[i * g.ah + j] = BTh[i, j]
+        for j in range(g.mh):
+            g.ath[j * g.ah + i] = ATh[j, i]
+    for i in range(g.aw):
+        for j in range(g.aw):
+            g.btw[i * g.aw + j] = BTw[i, j]
+        for j in range(g.mw):
+            g.atw[j * g.aw + i] = ATw[j, i]
 
 
 cdef (int, int) _fast_sides(const WG* g, bint dbl):
@@ -137,20 +144,10 @@ def fast_sides(const double[:, ::1] BTh, const double[:, ::1] BTw,
     pass from C to CO channels, 0 where the generic ones run (tests check the fast
     path is taken where it should be)."""
     cdef WG g
-    cdef Py_ssize_t i, j
     g.ah, g.aw, g.mh, g.mw, g.C, g.CO = BTh.shape[0], BTw.shape[0], ATh.shape[0], ATw.shape[0], C, CO
     if g.ah > MAXA or g.aw > MAXA:
         return False, False
-    for i in range(g.ah):
-        for j in range(g.ah):
-            g.bth[i * g.ah + j] = BTh[i, j]
-        for j in range(g.mh):
-            g.ath[j * g.ah + i] = ATh[j, i]
-    for i in range(g.aw):
-        for j in range(g.aw):
-            g.btw[i * g.aw + j] = BTw[i, j]
-        for j in range(g.mw):
-            g.atw[j * g.aw + i] = ATw[j, i]
+    _copy_matrices(&g, BTh, BTw, ATh, ATw)
     return _fast_sides(&g, np.dtype(dtype) == np.float64)
 
 

@@ -70,6 +70,21 @@ typedef float wg_vf __attribute__((vector_size(64)));
 typedef double wg_vd __attribute__((vector_size(64)));
 #define WG_UNROLL _Pragma("GCC unroll 8")
 
+/* acc = sum over k_ < N of COEF * X (both written in terms of k_), skipping the
+ * zero coefficients: the matrices are compile-time constants, so after unrolling
+ * only the nonzero terms are emitted, the first one without an addition. */
+#define WG_COMBINE(acc, T, N, COEF, X)                                                 \
+    do {                                                                               \
+        int first_ = 1;                                                                \
+        WG_UNROLL for (int k_ = 0; k_ < (N); k_++) {                                   \
+            if ((COEF) != 0) {                                                         \
+                if (first_) acc = (T)(COEF) * (X);                                     \
+                else acc += (T)(COEF) * (X);                                           \
+                first_ = 0;                                                            \
+            }                                                                          \
+        }                                                                              \
+    } while (0)
+
 /* V[(i*A + j)*ps] = (B^T d B)[i][j] for the tile at (h0, w0) of plane (H, W, C),
  * zero outside the plane; lanes c0..c0+VL of every position. */
 #define WG_IN_TILE(NAME, T, VT, A, BT)                                                 \
@@ -92,29 +107,13 @@ void NAME(const T *plane, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C, ptrdiff_t h0,  
                     x[r] = (VT){0};                                                    \
             }                                                                          \
             WG_UNROLL for (int i = 0; i < A; i++) {                                    \
-                VT acc = {0};                                                          \
-                int first = 1;                                                         \
-                WG_UNROLL for (int r = 0; r < A; r++) {                                \
-                    if (BT[i][r] != 0) {                                               \
-                        if (first) acc = (T)BT[i][r] * x[r];                           \
-                        else acc += (T)BT[i][r] * x[r];                                \
-                        first = 0;                                                     \
-                    }                                                                  \
-                }                                                                      \
+                VT acc = {0}; WG_COMBINE(acc, T, A, BT[i][k_], x[k_]);                 \
                 t[i][s] = acc;                                                         \
             }                                                                          \
         }                                                                              \
         WG_UNROLL for (int i = 0; i < A; i++)                                          \
             WG_UNROLL for (int j = 0; j < A; j++) {                                    \
-                VT acc = {0};                                                          \
-                int first = 1;                                                         \
-                WG_UNROLL for (int s = 0; s < A; s++) {                                \
-                    if (BT[j][s] != 0) {                                               \
-                        if (first) acc = (T)BT[j][s] * t[i][s];                        \
-                        else acc += (T)BT[j][s] * t[i][s];                             \
-                        first = 0;                                                     \
-                    }                                                                  \
-                }                                                                      \
+                VT acc = {0}; WG_COMBINE(acc, T, A, BT[j][k_], t[i][k_]);              \
                 memcpy(v + (i * A + j) * ps + c0, &acc, sizeof(VT));                   \
             }                                                                          \
     }                                                                                  \
@@ -134,15 +133,7 @@ void NAME(const T *m, ptrdiff_t ps, T *plane, ptrdiff_t OH, ptrdiff_t OW,       
             WG_UNROLL for (int j = 0; j < A; j++)                                      \
                 memcpy(&x[j], m + (i * A + j) * ps + c0, sizeof(VT));                  \
             WG_UNROLL for (int r = 0; r < MM; r++) {                                   \
-                VT acc = {0};                                                          \
-                int first = 1;                                                         \
-                WG_UNROLL for (int j = 0; j < A; j++) {                                \
-                    if (AT[r][j] != 0) {                                               \
-                        if (first) acc = (T)AT[r][j] * x[j];                           \
-                        else acc += (T)AT[r][j] * x[j];                                \
-                        first = 0;                                                     \
-                    }                                                                  \
-                }                                                                      \
+                VT acc = {0}; WG_COMBINE(acc, T, A, AT[r][k_], x[k_]);                 \
                 u[i][r] = acc;                                                         \
             }                                                                          \
         }                                                                              \
@@ -150,15 +141,7 @@ void NAME(const T *m, ptrdiff_t ps, T *plane, ptrdiff_t OH, ptrdiff_t OW,       
             if (h0 + q >= OH) break;                                                   \
             WG_UNROLL for (int r = 0; r < MM; r++) {                                   \
                 if (w0 + r >= OW) break;                                               \
-                VT acc = {0};                                                          \
-                int first = 1;                                                         \
-                WG_UNROLL for (int i = 0; i < A; i++) {                                \
-                    if (AT[q][i] != 0) {                                               \
-                        if (first) acc = (T)AT[q][i] * u[i][r];                        \
-                        else acc += (T)AT[q][i] * u[i][r];                             \
-                        first = 0;                                                     \
-                    }                                                                  \
-                }                                                                      \
+                VT acc = {0}; WG_COMBINE(acc, T, A, AT[q][k_], u[k_][r]);              \
                 memcpy(plane + ((h0 + q) * OW + w0 + r) * CO + c0, &acc, sizeof(VT)); \
             }                                                                          \
         }                                                                              \
@@ -184,29 +167,13 @@ void NAME(const T *plane, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t CO, ptrdiff_t h0
                     x[q] = (VT){0};                                                    \
             }                                                                          \
             WG_UNROLL for (int i = 0; i < A; i++) {                                    \
-                VT acc = {0};                                                          \
-                int first = 1;                                                         \
-                WG_UNROLL for (int q = 0; q < MM; q++) {                               \
-                    if (AT[q][i] != 0) {                                               \
-                        if (first) acc = (T)AT[q][i] * x[q];                           \
-                        else acc += (T)AT[q][i] * x[q];                                \
-                        first = 0;                                                     \
-                    }                                                                  \
-                }                                                                      \
+                VT acc = {0}; WG_COMBINE(acc, T, MM, AT[k_][i], x[k_]);                \
                 t[i][r] = acc;                                                         \
             }                                                                          \
         }                                                                              \
         WG_UNROLL for (int i = 0; i < A; i++)                                          \
             WG_UNROLL for (int j = 0; j < A; j++) {                                    \
-                VT acc = {0};                                                          \
-                int first = 1;                                                         \
-                WG_UNROLL for (int r = 0; r < MM; r++) {                               \
-                    if (AT[r][j] != 0) {                                               \
-                        if (first) acc = (T)AT[r][j] * t[i][r];                        \
-                        else acc += (T)AT[r][j] * t[i][r];                             \
-                        first = 0;                                                     \
-                    }                                                                  \
-                }                                                                      \
+                VT acc = {0}; WG_COMBINE(acc, T, MM, AT[k_][j], t[i][k_]);             \
                 memcpy(m + (i * A + j) * ps + c0, &acc, sizeof(VT));                   \
             }                                                                          \
     }                                                                                  \
