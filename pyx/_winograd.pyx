@@ -183,6 +183,17 @@ def unit_sizes(C, S, CO, SO, P, A2, nb, tc, Pl, KD, groups, gw, S1=0, SO1=0):
             A2 * max(C, CO), (P * (KD * (C // groups) * CO + UPAD)) if gw else 0)
 
 
+cdef inline void _parts(const WG* g, floating* wk, floating** xt, floating** yt,
+                        floating** V, floating** M, floating** tmp) noexcept nogil:
+    """One thread's scratch ``wk`` cut into the parts of :func:`unit_sizes`, in its
+    order: channel-last input and output (or grad_output), V, M, the tile temporary."""
+    xt[0] = wk
+    yt[0] = xt[0] + g.xt_sz
+    V[0] = yt[0] + g.yt_sz
+    M[0] = V[0] + g.v_sz
+    tmp[0] = M[0] + g.m_sz
+
+
 cdef extern from "_winograd_tf.h" nogil:
     int wg_tf_match(int alpha, const double* bt, const double* at)
     void wg_in_tile_f8(int A, const float* plane, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
@@ -467,11 +478,8 @@ cdef void _in_one(const WG* g, const floating* xt, Py_ssize_t t, Py_ssize_t tt,
 # ---------------------------------------------------------------------------
 cdef void _fwd_unit(const WG* g, const floating* x, const floating* U, floating* y,
                     floating* wk, Py_ssize_t u) noexcept nogil:
-    cdef floating* xt = wk
-    cdef floating* yt = xt + g.xt_sz
-    cdef floating* V = yt + g.yt_sz
-    cdef floating* M = V + g.v_sz
-    cdef floating* tmp = M + g.m_sz
+    cdef floating *xt, *yt, *V, *M, *tmp
+    _parts(g, wk, &xt, &yt, &V, &M, &tmp)
     cdef Py_ssize_t n0 = u * g.nb, nimg = min(g.nb, g.N - u * g.nb)
     cdef Py_ssize_t S = g.D * g.H * g.W, SO = g.OD * g.OH * g.OW
     cdef Py_ssize_t i, od0, od, t0, nt, p, grp, kd, tt, t, img, t2, th, tw, ob, tb
@@ -532,11 +540,8 @@ cdef void _fwd_unit(const WG* g, const floating* x, const floating* U, floating*
 
 cdef void _gw_unit(const WG* g, const floating* x, const floating* gy, floating* dU,
                    floating* wk, Py_ssize_t u) noexcept nogil:
-    cdef floating* xt = wk
-    cdef floating* gyt = xt + g.xt_sz
-    cdef floating* V = gyt + g.yt_sz
-    cdef floating* M = V + g.v_sz
-    cdef floating* tmp = M + g.m_sz
+    cdef floating *xt, *gyt, *V, *M, *tmp
+    _parts(g, wk, &xt, &gyt, &V, &M, &tmp)
     cdef Py_ssize_t n0 = u * g.nb, nimg = min(g.nb, g.N - u * g.nb)
     cdef Py_ssize_t S = g.D * g.H * g.W, SO = g.OD * g.OH * g.OW
     cdef Py_ssize_t i, od0, od, t0, nt, p, grp, kd, tt, t, img, t2, th, tw, ob, tb
@@ -589,11 +594,8 @@ cdef void _gw_unit(const WG* g, const floating* x, const floating* gy, floating*
 # 2-D only (D == KD == 1). Deterministic: each output element has one owner.
 cdef void _fwd_all(const WG* g, const floating* x, const floating* U, floating* y,
                    floating* wk, int nth) noexcept nogil:
-    cdef floating* xt = wk
-    cdef floating* yt = xt + g.xt_sz
-    cdef floating* V = yt + g.yt_sz
-    cdef floating* M = V + g.v_sz
-    cdef floating* tmp0 = M + g.m_sz
+    cdef floating *xt, *yt, *V, *M, *tmp0
+    _parts(g, wk, &xt, &yt, &V, &M, &tmp0)
     cdef Py_ssize_t S = g.H * g.W, SO = g.OH * g.OW, nbi = g.tc // g.T2
     cdef Py_ssize_t i, i0, ni, p, t2, th, tw, grp, img, blk
     cdef Py_ssize_t vstride = g.tc * g.C + PAD, mstride = g.tc * g.CO + PAD
@@ -627,11 +629,8 @@ cdef void _fwd_all(const WG* g, const floating* x, const floating* U, floating* 
 
 cdef void _gw_all(const WG* g, const floating* x, const floating* gy, floating* dU,
                   floating* wk, int nth) noexcept nogil:
-    cdef floating* xt = wk
-    cdef floating* gyt = xt + g.xt_sz
-    cdef floating* V = gyt + g.yt_sz
-    cdef floating* M = V + g.v_sz
-    cdef floating* tmp0 = M + g.m_sz
+    cdef floating *xt, *gyt, *V, *M, *tmp0
+    _parts(g, wk, &xt, &gyt, &V, &M, &tmp0)
     cdef Py_ssize_t S = g.H * g.W, SO = g.OH * g.OW, nbi = g.tc // g.T2
     cdef Py_ssize_t i, i0, ni, p, t2, th, tw, grp, img, blk
     cdef Py_ssize_t vstride = g.tc * g.C + PAD, mstride = g.tc * g.CO + PAD
