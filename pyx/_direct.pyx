@@ -43,13 +43,15 @@ from _geom cimport Geom, make_geom
 
 HAVE_OPENMP = bool(FASTCONV_HAVE_OPENMP)
 
-cdef extern from "_direct_tile.h" nogil:
+cdef extern from "_kernels.h" nogil:
     enum: FC_TILE       # outputs per forward register tile
-    enum: FC_OBLOCK     # output channels per forward tile / grad_weight block
-    enum: FC_GW_TAPS    # taps per grad_weight register block
+    enum: FC_OBLOCK     # output channels per forward tile
+    enum: FC_GW_NR      # grad_weight register block: output channels (the level's)
+    enum: FC_GW_NK      # ... taps, and taps with fewer than FC_GW_NR channels
+    enum: FC_GW_NK_FEW
     enum: FC_GW_OCH     # output channels per grad_weight task
     enum: FC_GW_ACC     # double lanes per weight in grad_weight's accumulators
-    enum: FC_VL_F32     # lanes of a grad_weight accumulator, float32
+    enum: FC_VL_F32     # lanes of a planned vector (64 bytes), float32
     enum: FC_VL_F64     # ... float64
     void fc_tile_f32(const float* x, const float* w, const Py_ssize_t* off, Py_ssize_t cig,
                      Py_ssize_t plane, Py_ssize_t ksz, float* out)
@@ -77,8 +79,6 @@ cdef extern from "_direct_tile.h" nogil:
     void fc_gw_f64(const double* x, const Py_ssize_t* off, const double* gy,
                    Py_ssize_t gstride, Py_ssize_t n, double* out, Py_ssize_t ostride,
                    int nr, int nk)
-
-cdef extern from "_direct_rows.h" nogil:
     enum: FC_ROWS_KMAX  # kernel rows the row blocks are compiled for (2..FC_ROWS_KMAX)
     void fc_rows4_f32(const float* x, const float* w, const Py_ssize_t* offr, Py_ssize_t cig,
                       Py_ssize_t plane, Py_ssize_t ksz, Py_ssize_t KD, Py_ssize_t KH,
@@ -88,13 +88,49 @@ cdef extern from "_direct_rows.h" nogil:
                       Py_ssize_t cig, Py_ssize_t plane, Py_ssize_t ksz, Py_ssize_t KD,
                       Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t pitch, double* out,
                       Py_ssize_t orow, int nrow, int nv)
+    ctypedef struct fc_kern:
+        const char* name
+    const fc_kern* fc_k
+    const fc_kern* fc_table(int level)
+    int fc_cpu_level()
+    int fc_select(int level)
+
 
 # The kernels' constants, for the cost model (fastconv/_strategies/direct.py).
 TILE = FC_TILE
 OBLOCK = FC_OBLOCK
-GW_TAPS = FC_GW_TAPS
 GW_OCH = FC_GW_OCH
 LANES = {4: FC_VL_F32, 8: FC_VL_F64}
+LEVELS = ("baseline", "avx2", "avx512")
+
+
+def compiled_levels():
+    """Names of the instruction-set levels this build holds kernels for."""
+    return tuple(name for i, name in enumerate(LEVELS) if fc_table(i) != NULL)
+
+
+def cpu_level():
+    """Name of the highest level this CPU supports (compiled or not)."""
+    return LEVELS[fc_cpu_level()]
+
+
+def select_level(int level_id):
+    """Run this module's register kernels at level ``LEVELS[level_id]``
+    (fastconv._cpu chooses); ValueError if it was not compiled or the CPU cannot
+    run it."""
+    if fc_select(level_id) != 0:
+        raise ValueError(f"instruction-set level {level_id} is not available here "
+                         f"(compiled: {compiled_levels()}, CPU: {cpu_level()})")
+
+
+def level():
+    """Name of the level whose kernels run now."""
+    return fc_k.name.decode()
+
+
+def gw_block():
+    """The level's grad_weight register block: (channels, taps, taps with fewer channels)."""
+    return FC_GW_NR, FC_GW_NK, FC_GW_NK_FEW
 
 # ---------------------------------------------------------------------------
 # zero-bordered buffers
@@ -302,8 +338,8 @@ cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geo
 
     For each image: grad_output rows of the block in the wide layout (zeros where
     ow >= OW), then per input channel its padded plane (filled once for all the
-    block's output channels), then register blocks of FC_OBLOCK channels x
-    up to FC_GW_TAPS taps (the taps split evenly into blocks) over the whole
+    block's output channels), then the level's register blocks of FC_GW_NR
+    channels x up to FC_GW_NK taps (the taps split evenly into blocks) over the whole
     plane (fc_gw_*), added into ``acc`` (FC_GW_ACC doubles per weight) once per
     image; the lanes are summed once per weight at the end.
     """
@@ -315,9 +351,9 @@ cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geo
     cdef Py_ssize_t c0 = (task % ncb) * cb, c1 = min(g.CIG, (task % ncb + 1) * cb)
     cdef Py_ssize_t P1 = pad.BD * pad.BH * pad.BW, ksz = g.K, xplane = g.D * g.H * g.W
     cdef Py_ssize_t vl = FC_VL_F32 if floating is float else FC_VL_F64
-    # taps per block: up to FC_GW_TAPS with FC_OBLOCK channels; with fewer
-    # channels (depthwise) blocks of 3 measured faster (fewer loads per block)
-    cdef Py_ssize_t tpb = FC_GW_TAPS if nout >= FC_OBLOCK else 3
+    # taps per block: the level's block with FC_GW_NR channels; with fewer
+    # channels (depthwise) fewer taps (fewer loads per block)
+    cdef Py_ssize_t tpb = FC_GW_NK if nout >= FC_GW_NR else FC_GW_NK_FEW
     cdef Py_ssize_t nblk = (ksz + tpb - 1) // tpb
     cdef Py_ssize_t n, r, r0, c, k, kb, ke, b, od, oh
     cdef double* a
@@ -343,11 +379,11 @@ cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geo
                     a = acc + (((c - c0) * och + r0) * ksz + kb) * FC_GW_ACC
                     if floating is float:
                         fc_gw_f32(xbuf, off + kb, gyw + r0 * wpad, wpad, wpad, a, ksz,
-                                  min(FC_OBLOCK, nout - r0), ke - kb)
+                                  min(FC_GW_NR, nout - r0), ke - kb)
                     else:
                         fc_gw_f64(xbuf, off + kb, gyw + r0 * wpad, wpad, wpad, a, ksz,
-                                  min(FC_OBLOCK, nout - r0), ke - kb)
-                r0 += FC_OBLOCK
+                                  min(FC_GW_NR, nout - r0), ke - kb)
+                r0 += FC_GW_NR
     for c in range(c0, c1):
         for r in range(nout):
             for k in range(ksz):

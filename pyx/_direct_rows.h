@@ -21,12 +21,10 @@
 #include <string.h>
 #include <stddef.h>
 
-#define FC_ROWS_KMAX 7   /* kernel rows the row blocks are compiled for (2..7) */
+#include "_simd.h"
+#include "_kconst.h"
 
-#if defined(__GNUC__) || defined(__clang__)
-#ifndef FASTCONV_DIRECT_TILE_H
-#error "include _direct_tile.h first (vector types)"
-#endif
+#ifdef FC_HAVE_VEC
 /* KHC (the kernel's rows) is a compile-time constant, so the row loop unrolls,
  * the tests on kh vanish and the column's KHC weights stay in registers. */
 #define FC_PRAGMA(x) _Pragma(#x)
@@ -71,35 +69,41 @@ static void NAME(const T *x, const T *w, const ptrdiff_t *offr, ptrdiff_t cig,  
     FC_ROWS4(T, VT, VL, NV, 5, fc_rows4_##T##_##NV##_5)                                  \
     FC_ROWS4(T, VT, VL, NV, 6, fc_rows4_##T##_##NV##_6)                                  \
     FC_ROWS4(T, VT, VL, NV, 7, fc_rows4_##T##_##NV##_7)
-FC_ROWS4_KH(float, fc_f32x16, 16, 1)
-FC_ROWS4_KH(float, fc_f32x16, 16, 2)
-FC_ROWS4_KH(double, fc_f64x8, 8, 1)
-FC_ROWS4_KH(double, fc_f64x8, 8, 2)
+FC_ROWS4_KH(float, fc_vf, FC_LF, 1)
+FC_ROWS4_KH(float, fc_vf, FC_LF, 2)
+FC_ROWS4_KH(double, fc_vd, FC_LD, 1)
+FC_ROWS4_KH(double, fc_vd, FC_LD, 2)
 
 #define FC_ROWS4_CASE(T, NV, K)                                                          \
-    case (K) * 4 + (NV): fc_rows4_##T##_##NV##_##K(x, w, offr, cig, plane, ksz, KD, KW,  \
-                                                   pitch, out, orow, nrow); break;
-#define FC_ROWS4_DISPATCH(T, NAME)                                                       \
-static inline void NAME(const T *x, const T *w, const ptrdiff_t *offr, ptrdiff_t cig,    \
-                        ptrdiff_t plane, ptrdiff_t ksz, ptrdiff_t KD, ptrdiff_t KH,        \
-                        ptrdiff_t KW, ptrdiff_t pitch, T *out, ptrdiff_t orow, int nrow,   \
-                        int nv)                                                           \
+    case (K) * 4 + (NV): fc_rows4_##T##_##NV##_##K(xq, w, offr, cig, plane, ksz, KD, KW, \
+                                                   pitch, oq, orow, nrow); break;
+/* nv granules (1 or 2) of each row = nv*FC_G registers, in passes of at most
+ * two registers per row (8 accumulators: they and the loads fit 16 registers) */
+#define FC_ROWS4_DISPATCH(T, L, NAME)                                                    \
+static void NAME(const T *x, const T *w, const ptrdiff_t *offr, ptrdiff_t cig,           \
+                 ptrdiff_t plane, ptrdiff_t ksz, ptrdiff_t KD, ptrdiff_t KH,               \
+                 ptrdiff_t KW, ptrdiff_t pitch, T *out, ptrdiff_t orow, int nrow, int nv)  \
 {                                                                                        \
-    switch (KH * 4 + nv) {                                                               \
+    for (int q = 0; q < nv * FC_G; q += 2) {                                             \
+    const T *xq = x + q * (L);                                                           \
+    T *oq = out + q * (L);                                                               \
+    int np = nv * FC_G - q < 2 ? 1 : 2;                                                  \
+    switch (KH * 4 + np) {                                                               \
     FC_ROWS4_CASE(T, 1, 2) FC_ROWS4_CASE(T, 2, 2) FC_ROWS4_CASE(T, 1, 3)                 \
     FC_ROWS4_CASE(T, 2, 3) FC_ROWS4_CASE(T, 1, 4) FC_ROWS4_CASE(T, 2, 4)                 \
     FC_ROWS4_CASE(T, 1, 5) FC_ROWS4_CASE(T, 2, 5) FC_ROWS4_CASE(T, 1, 6)                 \
     FC_ROWS4_CASE(T, 2, 6) FC_ROWS4_CASE(T, 1, 7) FC_ROWS4_CASE(T, 2, 7)                 \
     default: break;                                                                      \
     }                                                                                    \
+    }                                                                                    \
 }
-FC_ROWS4_DISPATCH(float, fc_rows4_f32)
-FC_ROWS4_DISPATCH(double, fc_rows4_f64)
+FC_ROWS4_DISPATCH(float, FC_LF, fc_rows4_f32)
+FC_ROWS4_DISPATCH(double, FC_LD, fc_rows4_f64)
 
 #else  /* plain loops, the same contract */
 
 #define FC_ROWS4_GENERIC(T, NAME)                                                        \
-static inline void NAME(const T *x, const T *w, const ptrdiff_t *offr, ptrdiff_t cig,    \
+static void NAME(const T *x, const T *w, const ptrdiff_t *offr, ptrdiff_t cig,    \
                         ptrdiff_t plane, ptrdiff_t ksz, ptrdiff_t KD, ptrdiff_t KH,        \
                         ptrdiff_t KW, ptrdiff_t pitch, T *out, ptrdiff_t orow, int nrow,   \
                         int nv)                                                           \

@@ -154,6 +154,17 @@ def fast_sides(const double[:, ::1] BTh, const double[:, ::1] BTw,
 cdef bint _fast_tf = True
 
 
+cdef extern from "_kernels.h" nogil:
+    int fc_select(int level)
+
+
+def select_level(int level_id):
+    """Run this module's register kernels at level ``level_id`` (0 baseline, 1
+    avx2, 2 avx512; fastconv._cpu chooses); ValueError if not available."""
+    if fc_select(level_id) != 0:
+        raise ValueError(f"instruction-set level {level_id} is not available here")
+
+
 def tf_tables_match(const double[:, ::1] BT, const double[:, ::1] AT):
     """Whether (BT, AT) are the constant tables of _winograd_tf.h (for tests)."""
     if BT.shape[0] != BT.shape[1] or AT.shape[1] != BT.shape[0] or BT.shape[0] > MAXA:
@@ -194,7 +205,7 @@ cdef inline void _parts(const WG* g, floating* wk, floating** xt, floating** yt,
     tmp[0] = M[0] + g.m_sz
 
 
-cdef extern from "_winograd_tf.h" nogil:
+cdef extern from "_kernels.h" nogil:
     int wg_tf_match(int alpha, const double* bt, const double* at)
     void wg_in_tile_f8(int A, const float* plane, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
                        Py_ssize_t h0, Py_ssize_t w0, float* v, Py_ssize_t ps)
@@ -218,7 +229,7 @@ cdef extern from "_winograd_tf.h" nogil:
                       Py_ssize_t h0, Py_ssize_t w0, double* m, Py_ssize_t ps)
 
 
-cdef extern from "_winograd_xf.h" nogil:
+cdef extern from "_kernels.h" nogil:
     void wg_transpose_ld_f(const float* src, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t lds,
                            float* dst, Py_ssize_t ldd)
     void wg_transpose_ld_d(const double* src, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t lds,
@@ -786,7 +797,7 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C, D, H, W), unpa
 # ---------------------------------------------------------------------------
 # kernel transforms (once per call, in double; blocks of 16 x 16 channels)
 # ---------------------------------------------------------------------------
-cdef extern from "_winograd_kt.h" nogil:
+cdef extern from "_kernels.h" nogil:
     void wg_kt_block_f(const float* w, Py_ssize_t CIG, Py_ssize_t COG, Py_ssize_t KD,
                        Py_ssize_t KH, Py_ssize_t KW, const double* gh, Py_ssize_t ah,
                        const double* gw, Py_ssize_t aw, int adjoint, Py_ssize_t grp,

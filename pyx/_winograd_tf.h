@@ -1,7 +1,8 @@
 /* Register-resident tile transforms of the Winograd strategy (pyx/_winograd.pyx)
- * for square tiles, alpha = 4, 6, 8 (F(2x2), F(4x4), F(6x6)), a vector of
- * 16 float (8 when the channels are a multiple of 8 only) / 8 double channels at
- * a time.
+ * for square tiles, alpha = 4, 6, 8 (F(2x2), F(4x4), F(6x6)), one vector
+ * register of channels at a time (compiled once per instruction-set level, see
+ * pyx/_kern.c: a vector wider than the level's registers would live in memory,
+ * and GCC takes minutes to lower the unrolled transforms written in one).
  *
  * Why: the generic transforms (_in_tile/_out_tile) are chains of scaled vector
  * adds of C elements through a tmp buffer in memory, one call per nonzero
@@ -26,6 +27,7 @@
 #define FASTCONV_WINOGRAD_TF_H
 #include <stddef.h>
 #include <string.h>
+#include "_simd.h"
 
 static const double WG_BT4[4][4] = {
     {-1, 0, 1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, -1, 0, 1}};
@@ -64,10 +66,11 @@ static int wg_tf_match(int alpha, const double *bt, const double *at)
     return 1;
 }
 
-#if defined(__GNUC__)
+#ifdef FC_HAVE_VEC
 #define WG_HAVE_TF 1
-typedef float wg_vf __attribute__((vector_size(64)));
-typedef double wg_vd __attribute__((vector_size(64)));
+/* one register of the level (pyx/_simd.h) */
+typedef float wg_vf __attribute__((vector_size(FC_RB)));
+typedef double wg_vd __attribute__((vector_size(FC_RB)));
 #define WG_UNROLL _Pragma("GCC unroll 8")
 
 /* acc = sum over k_ < N of COEF * X (both written in terms of k_), skipping the
@@ -218,16 +221,21 @@ static void wg_gy_tile_##SFX(int A, const T *plane, ptrdiff_t OH, ptrdiff_t OW, 
     }                                                                                  \
 }
 
-/* float32: 16 lanes (one zmm), or 8 (one ymm) when the channels are a multiple of
- * 8 but not of 16 (8, 24, 40, ...); float64: 8 lanes */
+/* Vectors of one register: float32 16 lanes with AVX-512 (8, one ymm, when the
+ * channels are a multiple of 8 but not of 16), 8 with AVX2, 4 with SSE2; float64
+ * half as many. The "f8" variant is the one the caller takes for float lanes
+ * other than 16; below AVX-512 it is the only one (pyx/_kern.c). */
+#if FC_RB == 64
 typedef float wg_vf8 __attribute__((vector_size(32)));
 WG_TF_SET(f, float, wg_vf)
 WG_TF_SET(f8, float, wg_vf8)
+static int wg_tf_lanes_f(ptrdiff_t n) { return n % 16 == 0 ? 16 : (n % 8 == 0 ? 8 : 0); }
+#else
+WG_TF_SET(f8, float, wg_vf)
+static int wg_tf_lanes_f(ptrdiff_t n) { return n % FC_LF == 0 ? FC_LF : 0; }
+#endif
 WG_TF_SET(d, double, wg_vd)
-
-/* vector lanes for a side of ``n`` channels; 0: the generic transforms */
-static inline int wg_tf_lanes_f(ptrdiff_t n) { return n % 16 == 0 ? 16 : (n % 8 == 0 ? 8 : 0); }
-static inline int wg_tf_lanes_d(ptrdiff_t n) { return n % 8 == 0 ? 8 : 0; }
+static int wg_tf_lanes_d(ptrdiff_t n) { return n % FC_LD == 0 ? FC_LD : 0; }
 #else
 #define WG_TF_STUBS(SFX, T)                                                            \
 static void wg_in_tile_##SFX(int A, const T *plane, ptrdiff_t H, ptrdiff_t W,          \
@@ -239,7 +247,7 @@ static void wg_gy_tile_##SFX(int A, const T *plane, ptrdiff_t OH, ptrdiff_t OW, 
 WG_TF_STUBS(f, float)
 WG_TF_STUBS(f8, float)
 WG_TF_STUBS(d, double)
-static inline int wg_tf_lanes_f(ptrdiff_t n) { return 0; }
-static inline int wg_tf_lanes_d(ptrdiff_t n) { return 0; }
+static int wg_tf_lanes_f(ptrdiff_t n) { return 0; }
+static int wg_tf_lanes_d(ptrdiff_t n) { return 0; }
 #endif
 #endif

@@ -9,7 +9,7 @@ how to fix it, as NumPy does for its source tree.
 import importlib.util as _util
 import os as _os
 
-_MODULES = ("_direct", "_im2col", "_fft")
+_MODULES = ("_direct", "_im2col", "_fft", "_winograd")
 _missing = [m for m in _MODULES if _util.find_spec(f"{__name__}.{m}") is None]
 if _missing:
     _src = _os.path.dirname(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))))

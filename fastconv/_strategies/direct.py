@@ -46,7 +46,7 @@ from .._config import get_config
 from .._ext import _direct
 
 TILE, OBLOCK, LANES = _direct.TILE, _direct.OBLOCK, _direct.LANES
-GW_TAPS, GW_OCH = _direct.GW_TAPS, _direct.GW_OCH
+GW_OCH = _direct.GW_OCH
 
 _TAP4 = 4.9e-9      # wide: one tap of one input channel, OBLOCK output channels x TILE
 _TAP1 = 4.2e-9      # ... one output channel x TILE (groups with < OBLOCK channels)
@@ -133,14 +133,15 @@ def _wide_seconds(spec, op, info):
     if op == "grad_weight":
         cig, cog = spec.in_channels_per_group, spec.out_channels_per_group
         vecs = info["wpad"] // LANES[spec.itemsize]
-        # taps per block as the kernel splits them: up to GW_TAPS, 3 when a task
-        # has fewer than OBLOCK output channels (depthwise), split evenly
-        tpb = GW_TAPS if min(info.get("och", GW_OCH), cog) >= OBLOCK else 3
+        # the level's register block (gw_nr channels x up to gw_nk taps, fewer
+        # taps when a task has fewer channels), taps split evenly as the kernel does
+        gw_nr, gw_nk, gw_nk_few = _direct.gw_block()
+        tpb = gw_nk if min(info.get("och", GW_OCH), cog) >= gw_nr else gw_nk_few
         blocks = -(-K // tpb)
         nks = [(b + 1) * K // blocks - b * K // blocks for b in range(blocks)]
-        nob, rest = divmod(cog, OBLOCK)
+        nob, rest = divmod(cog, gw_nr)
         per_c = 0.0   # one input channel of one image, all output channels of a group
-        for nr, count in ((OBLOCK, nob), (rest, 1 if rest else 0)):
+        for nr, count in ((gw_nr, nob), (rest, 1 if rest else 0)):
             slots = sum(max(nr * nk, nr + 2 * nk) for nk in nks)
             per_c += count * (vecs * slots * _GW_SLOT + blocks * _GW_CALL)
         # strided: taps of one block in different phases (not the kw-shifted
