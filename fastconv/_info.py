@@ -49,10 +49,20 @@ def config_info():
     }
 
 
+def format_bytes(n):
+    """``268435456`` -> ``"256 MiB"``; exact units keep no decimals (``1.5 GiB``, ``900 B``)."""
+    for unit, k in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= k:
+            return f"{n / k:.{0 if n % k == 0 else 1}f} {unit}"
+    return f"{n} B"
+
+
 def show_config():
     """Print version, compiled modules, OpenMP, threads, memory budget and BLAS."""
     for k, v in config_info().items():
-        if isinstance(v, dict):
+        if k == "memory budget (bytes)":
+            print(f"memory budget: {format_bytes(v)} ({v} bytes)")
+        elif isinstance(v, dict):
             print(f"{k}:")
             for kk, vv in v.items():
                 print(f"  {kk}: {vv}")

@@ -14,6 +14,7 @@ import ast
 import importlib
 import re
 import sys
+import time
 
 from . import _calibrate, _tuning
 from ._api import explain
@@ -52,10 +53,16 @@ def parse_shape(text):
     parts = [p.strip() for p in re.split(r"[,x]", body)]
     if parts and parts[-1] == "":  # a trailing comma, as in "(8,)"
         parts.pop()
-    if not parts or not all(re.fullmatch(r"\d+", p) for p in parts):
+    if not parts or not all(re.fullmatch(r"-?\d+", p) for p in parts):
         raise argparse.ArgumentTypeError(
             f"expected a shape such as 8,32,64,64 or (8, 32, 64, 64), got {text!r}")
-    return tuple(int(p) for p in parts)
+    shape = tuple(int(p) for p in parts)
+    negative = [v for v in shape if v < 0]
+    if negative:
+        raise argparse.ArgumentTypeError(
+            f"negative size {negative[0]} in {text!r}: every size must be 0 or more "
+            "(expected a shape such as 8,32,64,64)")
+    return shape
 
 
 def parse_param(text):
@@ -85,32 +92,66 @@ def _positive_int(text):
 # ---------------------------------------------------------------------------
 # progress
 # ---------------------------------------------------------------------------
+def _stderr_is_tty():
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
+
+
+def _clock(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
 class Progress:
-    """A ``progress(message, done=None, total=None)`` callback drawn as a tqdm bar (with
-    ETA) on stderr, each message printed above it; plain lines when tqdm is missing.
+    """A ``progress(message, done=None, total=None)`` callback: a tqdm bar (with ETA)
+    on stderr with each message printed above it when stderr is a terminal and
+    tqdm is installed; otherwise one plain line per message, ``[done/total, ETA]``
+    first, so a log file gets whole lines and no bar redraws between them.
 
     The bar closes itself when ``done`` reaches ``total``, so lines printed after
-    the last step are not interleaved with it.
+    the last step are not interleaved with it. ``total`` may change between
+    calls (a time budget that cuts a run short).
     """
 
     def __init__(self, desc, stream=None):
         self.desc, self.stream, self.bar = desc, stream, None
-        try:
-            import tqdm
-        except ImportError:
-            tqdm = None
+        tqdm = None
+        if _stderr_is_tty():
+            try:
+                import tqdm
+            except ImportError:
+                tqdm = None
         self._tqdm = tqdm
+        self._t0 = time.perf_counter()
+
+    def _eta(self, done, total):
+        elapsed = time.perf_counter() - self._t0
+        if done >= total:
+            return f", {_clock(elapsed)} elapsed"
+        return f", ETA {_clock(elapsed / done * (total - done))}" if done else ""
 
     def __call__(self, message, done=None, total=None):
         out = self.stream or sys.stdout
-        if self._tqdm is None or done is None or not total:
-            head = f"[{done}/{total}] " if done is not None and total else ""
-            print(head + message, file=out, flush=True)
+        if done is None or not total:
+            if self.bar is not None:
+                self.bar.write(message, file=out)
+            else:
+                print(message, file=out, flush=True)
+            return
+        width = len(str(total))
+        if self._tqdm is None:
+            print(f"[{done:{width}d}/{total}{self._eta(done, total)}] {message}", file=out,
+                  flush=True)
             return
         if self.bar is None:
-            self.bar = self._tqdm.tqdm(total=total, desc=self.desc, unit="case",
+            self.bar = self._tqdm.tqdm(total=total, desc=self.desc, unit="step",
                                        dynamic_ncols=True, file=sys.stderr)
-        self.bar.write(f"[{done:{len(str(total))}d}/{total}] {message}", file=out)
+        if self.bar.total != total:
+            self.bar.total = total
+            self.bar.refresh()
+        self.bar.write(f"[{done:{width}d}/{total}] {message}", file=out)
         self.bar.update(done - self.bar.n)
         if done >= total:
             self.close()
@@ -251,32 +292,135 @@ def add_explain_arguments(p):
     p.add_argument("--flip", action="store_true", help="true convolution (kernel flipped)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"),
                    help="element type (default float32)")
+    p.add_argument("--strategy", default="auto", metavar="NAME",
+                   help="force this strategy and show its estimate beside what auto picks "
+                        f"(one of {', '.join(strategies())}; default auto)")
+
+
+def _shape_text(shape):
+    return ",".join(map(str, shape))
+
+
+def _check_reading(args):
+    """Refuse an input whose rank reads as unbatched but whose channels do not fit.
+
+    An input with one axis fewer than the weight is one unbatched example
+    ``(C_in, *spatial)``; with a 2-D kernel a 3-D input ``8,3,32`` is then
+    C_in=8, H=3, W=32, although the user more likely meant a batch of 8 signals
+    of 3 channels (which needs a 1-D kernel). Name both readings.
+    """
+    x, w, groups = args.input, args.weight, args.groups
+    if len(w) < 3 or len(x) != len(w) - 1:
+        return
+    k = len(w) - 2
+    want = w[1] * groups
+    if x[0] == want:
+        return
+    axes = ("L",) if k == 1 else ("H", "W") if k == 2 else ("D", "H", "W")
+    read = ", ".join(f"{a}={v}" for a, v in zip(("C_in",) + axes, x))
+    msg = (f"explain: --input {_shape_text(x)} has {len(x)} axes and --weight "
+           f"{_shape_text(w)} a {k}-D kernel, so the input reads as one unbatched {k}-D example "
+           f"({read}), but the weight expects C_in={want}")
+    if len(x) >= 3:
+        lower = {1: "1-D", 2: "2-D"}[len(x) - 2]
+        kernel = _shape_text(w[:2] + w[2:][-(len(x) - 2):])
+        msg += (f". For a batch of {x[0]} {lower} inputs of {x[1]} channels (N={x[0]}, "
+                f"C_in={x[1]}) the kernel must be {lower} too, e.g. --weight {kernel}")
+    if len(x) >= 3 and x[1] == want:  # most likely a batch whose last axis was left out
+        guess = _shape_text(x + (x[-1],) * (k + 2 - len(x)))
+    else:
+        guess = f"N,{want}," + ",".join(axes)
+    msg += (f"; for a batch of {k}-D inputs give {k + 2} axes (N, C_in, {', '.join(axes)}), "
+            f"e.g. --input {guess}")
+    raise UsageError(msg)
+
+
+def _forced_estimate(args):
+    """The forced strategy's candidate line: calibrated estimate, threads, workspace."""
+    from . import _dispatch, _strategies, _tuning
+    from ._spec import make_spec, result_dtype
+
+    spec = make_spec(args.input, args.weight, args.stride, args.padding, args.dilation,
+                     args.groups, flip=args.flip, dtype=result_dtype(args.dtype))
+    strat, opts = _strategies.get(args.strategy), get_config()
+    threads, est = _tuning.run_threads(strat, args.op, spec, opts)
+    ws = _dispatch.total_workspace(strat, spec, args.op, opts)
+    return _dispatch.Candidate(args.strategy, estimate_s=est, workspace_bytes=ws, threads=threads)
 
 
 def run_explain(args):
-    print(explain(args.op, args.input, args.weight, args.stride, args.padding, args.dilation,
-                  args.groups, flip=args.flip, dtype=args.dtype))
+    _check_reading(args)
+    call = (args.op, args.input, args.weight, args.stride, args.padding, args.dilation,
+            args.groups)
+    if len(args.input) == len(args.weight) - 1:
+        print(f"input {_shape_text(args.input)} read as one unbatched example (C_in="
+              f"{args.input[0]}); a batch needs {len(args.weight)} axes")
+    if args.strategy == "auto":
+        print(explain(*call, flip=args.flip, dtype=args.dtype))
+        return 0
+    # raises ValueError (unknown or unsuitable strategy) or MemoryError (over the budget)
+    forced = explain(*call, flip=args.flip, dtype=args.dtype, strategy=args.strategy)
+    auto = explain(*call, flip=args.flip, dtype=args.dtype)
+    forced.candidates = [_forced_estimate(args)]
+    print(forced)
+    mine = next((c for c in auto.candidates if c.name == args.strategy), None)
+    if auto.strategy is None:
+        print(f"auto finds no strategy that fits: {auto.detail}")
+    elif auto.strategy == args.strategy:
+        print(f"auto picks {args.strategy} too ({auto.decided_by})")
+    else:
+        line = f"auto would pick {auto.strategy} ({auto.decided_by}"
+        best = next((c for c in auto.candidates if c.name == auto.strategy), None)
+        if best is not None and best.estimate_s is not None:
+            line += f": {best.estimate_s * 1e3:.3f} ms est"
+        print(line + ")")
+    if mine is not None and mine.excluded:
+        print(f"auto would not consider {args.strategy}: {mine.excluded}")
     return 0
 
 
 def add_tune_arguments(p):
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--calibrate", action="store_true",
-                   help="refit the cost model on this machine (15-60 s)")
+                   help="refit the cost model on this machine: times every strategy on a grid "
+                        "of problems, most informative first, within a time budget of "
+                        f"{_calibrate.TIME_BUDGETS['default']:.0f} s (see --quick, --full, "
+                        "--time-budget). Measured once: 80 s on 2 cores shared with other "
+                        "jobs (load average 3.9-4.2), where only the steps that give each "
+                        "strategy, op, dimensionality and dtype its first measurement ran; "
+                        "a quieter machine fits more of the grid in the budget")
     g.add_argument("--show", action="store_true", help="print the cache files and their entries")
     g.add_argument("--clear", action="store_true", help="delete this machine's tuning cache")
-    p.add_argument("--quick", action="store_true", help="with --calibrate: a smaller grid")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true",
+                      help="with --calibrate: a smaller grid, fewer repeats and a "
+                           f"{_calibrate.TIME_BUDGETS['quick']:.0f} s budget")
+    size.add_argument("--full", action="store_true",
+                      help="with --calibrate: the whole grid with more repeats, no time budget "
+                           "(minutes; much longer on a loaded machine)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="with --calibrate: seconds to spend instead of the mode's budget; the "
+                        "steps that give each strategy, op, dimensionality and dtype its first "
+                        "measurement always run")
 
 
 def run_tune(args):
     opts = get_config()
+    if (args.quick or args.full or args.time_budget is not None) and not args.calibrate:
+        raise UsageError("tune: --quick, --full and --time-budget go with --calibrate")
+    if args.time_budget is not None and not args.time_budget > 0:
+        raise UsageError(f"tune: --time-budget must be a positive number of seconds, "
+                         f"got {args.time_budget}")
     if args.calibrate:
-        progress = Progress("calibrate")
+        progress = Progress("calibrate", stream=sys.stderr)
+        t0 = time.perf_counter()
         try:
-            factors = _calibrate.calibrate(quick=args.quick, progress=progress)
+            factors = _calibrate.calibrate(quick=args.quick, full=args.full,
+                                           time_budget=args.time_budget, progress=progress)
         finally:
             progress.close()
-        print(f"wrote {len(factors)} factors to {_tuning.calibration_cache.path(opts)}")
+        print(f"wrote {len(factors)} factors to {_tuning.calibration_cache.path(opts)} "
+              f"in {time.perf_counter() - t0:.0f} s")
     elif args.show:
         for cache in (_tuning.calibration_cache, _tuning.tuning_cache):
             entries = cache.entries(opts)
@@ -322,7 +466,9 @@ def build_parser():
     parser = _Parser(prog="fastconv",
                      description="Convolution for NumPy: benchmark the strategies, explain the "
                                  "dispatcher's choice, tune the cost model.",
-                     epilog="Architecture and policies: docs/architecture.md; usage: README.md.")
+                     epilog="Each command's options: fastconv COMMAND --help. The Python "
+                            "API: python -m pydoc fastconv (and fastconv.grad, fastconv.nn, fastconv.torch, "
+                            "fastconv.dask).")
     parser.add_argument("--version", action="version", version=f"fastconv {__version__}",
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -339,23 +485,68 @@ def build_parser():
     return parser
 
 
+def _value_options(parser):
+    """Option strings (of every subcommand) that take one value, such as ``--input``."""
+    out = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                out |= _value_options(sub)
+        elif action.option_strings and action.nargs is None and isinstance(
+                action, (argparse._StoreAction, argparse._AppendAction)):
+            out.update(action.option_strings)
+    return out
+
+
+# A value such as "-8,3,32,32" or "(-1, 2)": argparse would take it for an option
+_NEGATIVE_VALUE = re.compile(r"-\s*[\d(\[]|[(\[]\s*-")
+
+
+def _attach_negative_values(parser, argv):
+    """``--input -8,3,32,32`` -> ``--input=-8,3,32,32``.
+
+    argparse reads a value that starts with ``-`` (other than a plain negative
+    number) as an option and reports "expected one argument"; attached, the
+    value reaches its type check, which says what is wrong with it.
+    """
+    if argv[:1] == ["demo"]:  # the demo parses its own arguments
+        return argv
+    takes_value = _value_options(parser)
+    out, i = [], 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            return out + argv[i:]
+        if token in takes_value and i + 1 < len(argv) and _NEGATIVE_VALUE.match(argv[i + 1]):
+            out.append(f"{token}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(token)
+        i += 1
+    return out
+
+
 def main(argv=None):
     """Run the command line; returns the exit status (0 ok, 2 usage or input error)."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    command = None
     try:
         if not argv:
             parser.print_help()
             return 0
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_attach_negative_values(parser, argv))
         if args.command is None:  # no command given
             parser.print_help()
             return 0
+        command = args.command
         return args._run(args) or 0
     except (UsageError, ValueError, TypeError, MemoryError, OSError) as e:
         # user errors (bad shapes, unreadable files, nothing fits) are one line,
         # not a traceback; ConfigError is a ValueError
         msg = " ".join(str(e).split()) or type(e).__name__
+        if command and command != "demo" and "--help" not in msg:
+            msg += f" (see fastconv {command} --help)"
         print(f"fastconv: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

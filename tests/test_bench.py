@@ -311,3 +311,160 @@ def test_report_names_layers_by_their_shapes(tmp_path):
         assert f"### {info['name']}: in {shape}, w " in report  # layer heading
     assert "groups 2" in report  # long1d-causal is depthwise in its tiny size
     assert report.index("## In short") < report.index("## This run")
+
+
+# --- honest under load: spread, load, noisy cases, re-runs, a disturbed ceiling -------
+def test_each_case_has_its_spread_and_load(tmp_path, capsys):
+    obj = _run.run(size="tiny", names=["conv1d"], ops=("forward",), impls=["direct", "auto"],
+                   peers=(), out=str(tmp_path), repeat=3, sweep=False, plots=False)
+    _valid(obj)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert len(lines) == 2 and all(" spread " in line for line in lines)
+    for r in obj["results"]:
+        assert r["spread"] == pytest.approx(r["median_s"] / r["best_s"])
+        assert r["noisy"] == (r["spread"] > 1.25) and r["rerun"] is False  # tiny: no re-run
+        if obj["machine"]["loadavg_start"] is not None:
+            assert r["loadavg"] is not None and f"load {r['loadavg']:.1f}" in lines[0] + lines[1]
+    c = obj["ceiling"]
+    assert len(c["times_s"]) >= 3 and c["spread"] >= 1 and c["recheck_gflops"] > 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| spread | load |" in report and "**Noise:**" in report
+
+
+def _fake_timings(monkeypatch, rounds):
+    """time_interleaved returning, call after call, the given {index: times} rounds."""
+    calls = []
+
+    def fake(fns, repeat=5, max_time=None, min_time=0.0):
+        for fn in fns.values():
+            fn()
+        times = rounds[min(len(calls), len(rounds) - 1)]
+        calls.append(times)
+        return ({i: list(times(i)) for i in fns}, {i: 1e-3 for i in fns}, {})
+
+    monkeypatch.setattr(_run, "time_interleaved", fake)
+    return calls
+
+
+QUIET = lambda i: [1e-3 * (i + 1)] * 3  # noqa: E731  (auto is index 1: as fast as... )
+NOISY = lambda i: [1e-3 * (i + 1), 2e-3 * (i + 1), 2e-3 * (i + 1)]  # noqa: E731
+
+
+def test_a_noisy_group_is_timed_again_and_the_quieter_timing_kept(tmp_path, monkeypatch):
+    calls = _fake_timings(monkeypatch, [NOISY, QUIET])
+    obj = _run.run(size="tiny", names=["conv1d"], ops=("forward",), impls=["direct", "auto"],
+                   peers=(), out=str(tmp_path), repeat=3, sweep=False, plots=False,
+                   stream=io.StringIO(), rerun=True)
+    assert len(calls) == 2
+    assert all(r["rerun"] and not r["noisy"] and r["spread"] == 1.0 for r in obj["results"])
+    assert obj["summary"][0]["noisy"] is False
+
+
+def test_noisy_cases_are_marked_and_left_out_of_the_summary(tmp_path, monkeypatch):
+    calls = _fake_timings(monkeypatch, [NOISY])
+    obj = _run.run(size="tiny", names=["conv1d", "pointwise"], ops=("forward",),
+                   impls=["direct", "auto"], peers=(), out=str(tmp_path), repeat=3,
+                   sweep=False, plots=False, stream=io.StringIO(), rerun=True)
+    assert len(calls) == 4  # each of the two groups timed twice
+    assert all(r["noisy"] and r["rerun"] for r in obj["results"])
+    assert all(s["noisy"] for s in obj["summary"])
+    _valid(obj)
+    opening = (tmp_path / "report.md").read_text().split("## This run")[0]
+    assert "Every case was noisy" in opening and "within 10%" not in opening
+    assert "| noisy |" in (tmp_path / "report.md").read_text()
+
+
+def test_recommendation_counts_only_quiet_cases():
+    from fastconv.bench.report import recommendation
+
+    rows = [_summary_row("a", "forward", "fft", "fft", 1.0, 0.5),
+            _summary_row("a", "grad_input", "fft", "direct", 1.5, 0.8),
+            _summary_row("b", "forward", "winograd", "direct", 1.6, 2.0)]
+    rows[2]["noisy"] = True  # its mis-pick rests on noise
+    obj = {"machine": {"threads": 2, "torch": "2.13.0"}, "ceiling": {"gflops": 100.0},
+           "summary": rows}
+    text = "\n".join(recommendation(obj))
+    assert "**fft** in 2 (a)" in text and "winograd" not in text.split("noisy case")[0]
+    assert "within 10% of it in 1 of 2 quiet cases (1 noisy cases not counted)" in text
+    assert "faster in 2 of 2 quiet cases" in text
+    assert "1 noisy case(s) not counted above** (b forward)" in text
+    assert "ceiling" not in text.lower()
+
+
+def test_a_disturbed_ceiling_is_said(tmp_path, monkeypatch):
+    from fastconv.bench import timing
+
+    seen = []
+
+    def ceiling(n=1024, repeat=5):
+        seen.append(n)
+        g = 40.0 if len(seen) == 1 else 199.0  # a transient at the start
+        best = 2.0 * n ** 3 / g / 1e9
+        return {"n": n, "gflops": g, "best_s": best, "times_s": [best] * 3, "spread": 1.0}
+
+    monkeypatch.setattr(_run, "matmul_ceiling", ceiling)
+    out = io.StringIO()
+    obj = _run.run(size="tiny", names=["conv1d"], ops=("forward",), impls=["direct"], peers=(),
+                   out=str(tmp_path), repeat=1, sweep=False, plots=False, stream=out)
+    c = obj["ceiling"]
+    assert len(seen) == 2 and c["gflops"] == 199.0 and c["recheck_gflops"] == 199.0
+    assert "differ 4.97x" in c["disturbed"]
+    r = obj["results"][0]
+    assert r["ceiling_fraction"] == pytest.approx(r["gflops"] / 199.0)
+    assert "DISTURBED" in out.getvalue()
+    opening = (tmp_path / "report.md").read_text().split("## This run")[0]
+    assert "The ceiling measurement was disturbed" in opening and "199.0 GFLOP/s" in opening
+    assert timing.spread([1.0, 1.3, 1.5]) == pytest.approx(1.3)
+    assert timing.spread([1.0]) is None
+
+
+def test_sweep_tables_name_the_sweep_layer(tmp_path):
+    obj = _run.run(size="tiny", names=["conv1d"], ops=("forward",), impls=["direct"], peers=(),
+                   out=str(tmp_path), repeat=1, plots=False, stream=io.StringIO())
+    lay = _layers.sweep_layers("tiny")["kernel"][0][1]
+    want = f"batch {lay.batch}, {lay.in_channels} -> {lay.out_channels} channels"
+    assert [sw["layer"][:len(want)] for sw in obj["sweeps"]] == [want, want]
+    assert "input " in obj["sweeps"][0]["layer"] and "kernel " in obj["sweeps"][1]["layer"]
+    _valid(obj)
+    report = (tmp_path / "report.md").read_text()
+    assert report.count(f"({want}") == 2
+
+
+def test_sweep_plot_titles_name_the_sweep_layer(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.axes
+
+    from fastconv.bench.plots import write_plots
+
+    titles = []
+    real = matplotlib.axes.Axes.set_title
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title",
+                        lambda self, t, *a, **kw: titles.append(t) or real(self, t, *a, **kw))
+    point = {"x": 3, "layer": "sweep-k3", "impl": "direct", "status": "ok", "best_s": 1e-3}
+    obj = {"suite": "tiny", "layers": [], "sweeps": [
+        {"name": "kernel", "x_label": "kernel size", "op": "forward", "points": [point],
+         "layer": "batch 2, 8 -> 8 channels, input 16x16, stride 1, same padding"}]}
+    write_plots(obj, str(tmp_path))
+    assert titles and "batch 2, 8 -> 8 channels, input 16x16" in titles[0]
+
+
+def test_progress_to_a_file_is_whole_lines(tmp_path):
+    """`fastconv bench > log 2>&1`: no bar redraws between the per-case lines."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastconv.__file__)))
+    log = tmp_path / "log"
+    with open(log, "w") as f:
+        r = subprocess.run([sys.executable, "-m", "fastconv", "bench", "--size", "tiny",
+                            "--layer", "conv1d", "--op", "forward", "--no-peers", "--no-sweep",
+                            "--no-plots", "--repeat", "2", "--out", str(tmp_path / "r")],
+                           stdout=f, stderr=subprocess.STDOUT, cwd=tmp_path, env=env,
+                           timeout=300)
+    text = log.read_text()
+    assert r.returncode == 0, text
+    assert "\r" not in text and "%|" not in text
+    cases = [line for line in text.splitlines() if line.startswith("[")]
+    n = len(fastconv.strategies()) + 1
+    assert len(cases) == n and cases[-1].startswith(f"[{n}/{n}, ")
+    assert all(" ms " in line or "skipped" in line for line in cases)

@@ -40,7 +40,10 @@ def write_plots(obj, out):
         ax.set_yscale("log")
         ax.set_xlabel(sw["x_label"])
         ax.set_ylabel("time per call (ms, best)")
-        ax.set_title(f"2-D {sw['op']}: time per strategy vs {sw['name']} size ({obj['suite']})")
+        title = f"2-D {sw['op']}: time per strategy vs {sw['name']} size ({obj['suite']})"
+        if sw.get("layer"):  # what the sweep holds fixed: batch, channels, the other size
+            title += "\n" + sw["layer"]
+        ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
         fig.tight_layout()

@@ -13,6 +13,7 @@ import math
 import os
 
 from .machine import PEER_INSTALL
+from .timing import NOISY_SPREAD
 
 __all__ = ["render_report", "recommendation", "layer_shape"]
 
@@ -80,12 +81,42 @@ def _case(s):
     return f"{s['layer']} {s['op']}"
 
 
+def _noisy_line(noisy):
+    names = ", ".join(_case(s) for s in noisy[:8]) + (", ..." if len(noisy) > 8 else "")
+    return (f"- **{len(noisy)} noisy case(s) not counted above** ({names}): other processes "
+            f"disturbed their timings (median more than {NOISY_SPREAD:.2f}x the best, still "
+            "after a re-run), so the comparisons in them rest on noise; see the *spread* "
+            "columns below.")
+
+
+def _ceiling_line(obj):
+    c = obj.get("ceiling") or {}
+    if not c.get("disturbed"):
+        return None
+    return (f"- **The ceiling measurement was disturbed**: {c['disturbed']}. *% of ceiling* "
+            f"uses the higher, {c['gflops']:.1f} GFLOP/s, and may still overstate how close "
+            "an implementation comes to the machine's GEMM speed.")
+
+
 def recommendation(obj):
-    """The report's opening lines (a list of Markdown lines), derived from the summary."""
-    summ = [s for s in obj["summary"] if s.get("best")]
-    if not summ:
+    """The report's opening lines (a list of Markdown lines), derived from the summary.
+
+    Only quiet cases count: a (layer, op) whose fastest strategy, chosen strategy,
+    auto or torch timing was noisy (see :data:`NOISY_SPREAD`) is named as such
+    and left out of the counts and means.
+    """
+    every = [s for s in obj["summary"] if s.get("best")]
+    if not every:
         return ["No strategy ran successfully in this run; see the tables below for why."]
+    summ = [s for s in every if not s.get("noisy")]
+    noisy = [s for s in every if s.get("noisy")]
     out = []
+    if not summ:
+        out.append(f"- **Every case was noisy** ({len(noisy)}): other processes disturbed the "
+                   "timings throughout, so this run supports no comparison; run it again on "
+                   "a quieter machine.")
+        line = _ceiling_line(obj)
+        return out + ([line] if line else [])
     wins = {}
     for s in summ:
         wins.setdefault(s["best"], []).append(s)
@@ -93,14 +124,17 @@ def recommendation(obj):
     for name in sorted(wins, key=lambda n: -len(wins[n])):
         names = list(dict.fromkeys(s["layer"] for s in wins[name]))
         parts.append(f"**{name}** in {len(wins[name])} ({', '.join(names)})")
-    out.append(f"- **Fastest strategy** per (layer, op), {len(summ)} cases: " + "; ".join(parts)
-               + ".")
+    quiet = " quiet" if noisy else ""
+    out.append(f"- **Fastest strategy** per (layer, op), {len(summ)}{quiet} cases: "
+               + "; ".join(parts) + ".")
     choices = [s for s in summ if s.get("choice_regret") is not None]
     if choices:
         good = [s for s in choices if s["choice_regret"] <= GOOD_CHOICE]
         worst = max(choices, key=lambda s: s["choice_regret"])
         line = (f"- **auto** (the dispatcher) chose the fastest strategy or one within "
-                f"{GOOD_CHOICE - 1:.0%} of it in {len(good)} of {len(choices)} cases")
+                f"{GOOD_CHOICE - 1:.0%} of it in {len(good)} of {len(choices)}{quiet} cases")
+        if noisy:
+            line += f" ({len(noisy)} noisy cases not counted)"
         if worst["choice_regret"] > GOOD_CHOICE:
             line += (f"; its worst choice: {_case(worst)}, {worst['auto']} "
                      f"{worst['choice_regret']:.2f}x the time of {worst['best']}")
@@ -113,7 +147,8 @@ def recommendation(obj):
         worst = max(torch, key=lambda s: s["torch_ratio"])
         out.append(
             f"- **Against PyTorch** ({obj['machine']['threads']} threads each): fastconv's "
-            f"fastest strategy is faster in {len(faster)} of {len(torch)} cases; geometric mean "
+            f"fastest strategy is faster in {len(faster)} of {len(torch)}{quiet} cases; "
+            "geometric mean "
             f"of time(fastconv) / time(torch) {_ratio(r)} (below 1: fastconv faster). Best: "
             f"{_case(best)} ({_ratio(best['torch_ratio'])}); worst: {_case(worst)} "
             f"({_ratio(worst['torch_ratio'])}).")
@@ -122,12 +157,34 @@ def recommendation(obj):
                    f"(`{PEER_INSTALL['torch'][1]}` adds it, the CPU build).")
     else:
         out.append("- **PyTorch** was not timed in this run (`--no-peers` or `--strategy`).")
+    if noisy:
+        out.append(_noisy_line(noisy))
+    line = _ceiling_line(obj)
+    if line:
+        out.append(line)
     out.append("- A *regret* below 1 (auto timed faster than the fastest strategy) is timing "
                "noise: auto runs exactly the strategy it chose plus microseconds of dispatch, "
                "so the two timings of one kernel differ only by the load of other processes. "
                "The *choice* column compares the chosen strategy timed as itself, free of that "
                "noise.")
     return out
+
+
+def _ceiling_detail(c):
+    parts = []
+    if c.get("spread") is not None:
+        parts.append(f"spread {c['spread']:.2f}")
+    if c.get("recheck_gflops") is not None:
+        parts.append(f"{c['recheck_gflops']:.1f} GFLOP/s when measured again at the end")
+    if c.get("disturbed"):
+        parts.append(f"**disturbed**: {c['disturbed']}; the higher is used")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _spread(r):
+    if r.get("spread") is None:
+        return "—"
+    return f"{r['spread']:.2f}" + (" noisy" if r.get("noisy") else "")
 
 
 def render_report(obj):
@@ -154,8 +211,14 @@ def render_report(obj):
         f"torch {m.get('torch') or 'not installed'}, Python {m['python']}",
         f"- **BLAS:** {'; '.join(m['blas']) or 'unknown'}",
         f"- **Ceiling:** numpy float32 matmul {c['n']}x{c['n']}: **{c['gflops']:.1f} GFLOP/s**, "
-        "measured in this run. GFLOP/s below count 2 x the multiply-adds of the direct "
-        "definition for every implementation (FFT too), so they are comparable effective rates.",
+        "measured in this run" + _ceiling_detail(c) + ". GFLOP/s below count 2 x the "
+        "multiply-adds of the direct definition for every implementation (FFT too), so they "
+        "are comparable effective rates.",
+        f"- **Noise:** *spread* = median / best of a case's timed calls, with the 1-minute "
+        f"load average when its group finished; a case above {NOISY_SPREAD:.2f} is "
+        + ("timed once more (its whole group, interleaved again) and, if still above, "
+           if obj.get("rerun_noisy", True) else "")
+        + "marked *noisy* and left out of the conclusions",
         "",
     ]
     # summary
@@ -164,19 +227,21 @@ def render_report(obj):
           "chose, timed as itself) / time(fastest strategy), the decision's cost free of timing "
           "noise; *best / torch* > 1 means PyTorch is faster.",
           "", "| layer | shape | op | fastest strategy | ms | auto chose | regret | choice "
-          "| torch ms | best / torch |",
-          "|---|---|---|---|--:|---|--:|--:|--:|--:|"]
+          "| torch ms | best / torch | timing |",
+          "|---|---|---|---|--:|---|--:|--:|--:|--:|---|"]
     shapes = {info["name"]: layer_shape(info) for info in obj["layers"]}
     for s in obj["summary"]:
         L.append(f"| {s['layer']} | {shapes.get(s['layer'], '')} | {s['op']} | "
                  f"{s['best'] or '—'} | {_ms(s['best_s'])} | {s['auto'] or '—'} | "
                  f"{_num(s['regret'])} | {_num(s.get('choice_regret'))} | "
-                 f"{_ms(s['torch_s'])} | {_num(s['torch_ratio'])} |")
-    regrets = [s["regret"] for s in obj["summary"] if s.get("regret")]
-    choices = [s["choice_regret"] for s in obj["summary"] if s.get("choice_regret")]
+                 f"{_ms(s['torch_s'])} | {_num(s['torch_ratio'])} | "
+                 f"{'noisy' if s.get('noisy') else 'quiet'} |")
+    quiet = [s for s in obj["summary"] if not s.get("noisy")]
+    regrets = [s["regret"] for s in quiet if s.get("regret")]
+    choices = [s["choice_regret"] for s in quiet if s.get("choice_regret")]
     if regrets:
         L += ["", f"Geometric-mean regret {_gmean(regrets):.3f} (worst {max(regrets):.2f}) over "
-                  f"{len(regrets)} cases; decision only: {_gmean(choices):.3f} (worst "
+                  f"{len(regrets)} quiet cases; decision only: {_gmean(choices):.3f} (worst "
                   f"{max(choices):.2f})." if choices else ""]
     L.append("")
     # per layer
@@ -198,8 +263,9 @@ def render_report(obj):
               f"Parameters: conv **{_count(p['conv_total'])}** vs dense **{_count(p['dense_total'])}**"
               f" ({p['ratio']:.3g}x); multiply-adds per example: conv {_count(p['conv_macs'])} vs "
               f"dense {_count(p['dense_macs'])}.", "",
-              "| op | implementation | best ms | median ms | GFLOP/s | % of ceiling | workspace | note |",
-              "|---|---|--:|--:|--:|--:|--:|---|"]
+              "| op | implementation | best ms | median ms | spread | load | GFLOP/s "
+              "| % of ceiling | workspace | note |",
+              "|---|---|--:|--:|--:|--:|--:|--:|--:|---|"]
         for r in rs:
             s = summ.get((r["layer"], r["op"]), {})
             note = ""
@@ -215,7 +281,7 @@ def render_report(obj):
                 note = f"best / torch = {s['torch_ratio']:.2f}"
             pct = None if r["ceiling_fraction"] is None else 100 * r["ceiling_fraction"]
             L.append(f"| {r['op']} | {r['impl']} | {_ms(r['best_s'])} | {_ms(r['median_s'])} | "
-                     f"{_num(r['gflops'])} | {_num(pct, '{:.1f}')} | {_bytes(r['workspace_bytes'])} "
+                     f"{_spread(r)} | {_num(r.get('loadavg'), '{:.1f}')} | {_num(r['gflops'])} | {_num(pct, '{:.1f}')} | {_bytes(r['workspace_bytes'])} "
                      f"| {note.replace('|', '/')} |")
         L.append("")
     # sweeps
@@ -225,7 +291,8 @@ def render_report(obj):
             impls = list(dict.fromkeys(pt["impl"] for pt in sw["points"]))
             xs = list(dict.fromkeys(pt["x"] for pt in sw["points"]))
             t = {(pt["x"], pt["impl"]): pt["best_s"] for pt in sw["points"]}
-            L += [f"Time (ms) against {sw['x_label']}:", "",
+            layer = f" ({sw['layer']})" if sw.get("layer") else ""
+            L += [f"Time (ms) against {sw['x_label']}{layer}:", "",
                   "| " + sw["name"] + " | " + " | ".join(impls) + " |",
                   "|--:|" + "--:|" * len(impls)]
             for xv in xs:

@@ -7,25 +7,49 @@ report quotes GFLOP/s against.
 """
 from __future__ import annotations
 
+import statistics
 import time
 
 import numpy as np
 
-from .._tuning import time_call
+__all__ = ["matmul_ceiling", "time_interleaved", "spread", "NOISY_SPREAD"]
 
-__all__ = ["matmul_ceiling", "time_interleaved"]
+#: A case whose median time exceeds its best by more than this factor was
+#: disturbed (other processes took the cores during some of its calls): its
+#: best time may still be right, but a comparison resting on it is not.
+NOISY_SPREAD = 1.25
 
 
-def matmul_ceiling(n=1024, repeat=3):
-    """The machine's float32 GEMM speed through numpy: ``{"n", "gflops", "best_s"}``.
+def spread(times):
+    """median / min of a case's timed calls (None with fewer than two)."""
+    if len(times) < 2 or min(times) <= 0:
+        return None
+    return statistics.median(times) / min(times)
 
-    Every GFLOP/s figure of the report is quoted as a fraction of this.
+
+def matmul_ceiling(n=1024, repeat=5):
+    """The machine's float32 GEMM speed through numpy:
+    ``{"n", "gflops", "best_s", "times_s", "spread"}``.
+
+    Every GFLOP/s figure of the report is quoted as a fraction of this. One
+    warm-up, then ``repeat`` products, each timed; the spread tells whether
+    other processes disturbed the measurement.
     """
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
-    best = time_call(lambda: a @ b, repeat=repeat)  # one warm-up, best of `repeat`
-    return {"n": n, "gflops": 2.0 * n ** 3 / best / 1e9, "best_s": best}
+    t0 = time.perf_counter()
+    a @ b
+    inner = max(1, int(0.005 / max(time.perf_counter() - t0, 1e-9)))  # small n: loop to 5 ms
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            a @ b
+        times.append((time.perf_counter() - t0) / inner)
+    best = min(times)
+    return {"n": n, "gflops": 2.0 * n ** 3 / best / 1e9, "best_s": best, "times_s": times,
+            "spread": spread(times)}
 
 
 def time_interleaved(fns, repeat=5, max_time=None, min_time=0.0, max_calls=200):
