@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _ops
+from .._padmode import check_mode as _check_padding_mode
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
            "conv_transpose3d", "set_strict", "strict", "is_strict", "UnsupportedTensorError",
@@ -79,7 +80,6 @@ def _route(reason, what):
     return False
 
 
-_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 _F_PAD_MODE = {"reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 
 
@@ -128,15 +128,6 @@ def _check_dims(nd, x, weight, what):
     if x.dim() not in (nd + 1, nd + 2):
         raise ValueError(f"{what}: expected a {nd + 1}-D (unbatched) or {nd + 2}-D (batched) "
                          f"input, got input of shape {tuple(x.shape)}")
-
-
-def _check_padding_mode(padding_mode):
-    if not isinstance(padding_mode, str):
-        raise TypeError(f"padding_mode must be a str, got {type(padding_mode).__name__}")
-    if padding_mode not in _PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {set(_PADDING_MODES)}, but got "
-                         f"padding_mode='{padding_mode}'")
-    return padding_mode
 
 
 def _autocast(*tensors):
