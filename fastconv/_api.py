@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from . import _padmode
 from . import _prepare as prep
 from ._config import get_config
 from ._dispatch import (check_available, choose_run, decide, explain_decision, run_budget,
@@ -30,7 +31,13 @@ _SHARED_DOC = """
         convolution (kernel flipped along every spatial axis).
     strategy : {"auto", "direct", "im2col", "fft", "winograd"}, default "auto"
         Force an algorithm; "auto" lets the dispatcher decide (see
-        :func:`fastconv.explain`)."""
+        :func:`fastconv.explain`).
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}, default "zeros"
+        What the padding holds, as ``torch.nn.Conv2d``'s ``padding_mode``: zeros,
+        the input mirrored at its edge (the edge not repeated), the edge value,
+        or the input wrapped around. Other than zeros, the input is padded
+        explicitly and convolved without padding (a padded copy of the input);
+        reflect needs padding smaller than the input, circular at most its size."""
 
 
 def _empty_batch(op, spec, strategy, shape):
@@ -77,7 +84,7 @@ def _choose(op, spec, strategy, a, b):
 
 
 def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, flip=False,
-         strategy="auto"):
+         strategy="auto", padding_mode="zeros"):
     """N-d convolution layer forward pass; N = ``weight.ndim - 2`` (1, 2 or 3).
 
     Parameters
@@ -99,6 +106,9 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, fli
     spreads over that whole output map; use ``fastconv.config(allow_fft=False)``
     where that matters. With winograd it spreads over the output tiles it touches.
     """
+    if _padmode.check_mode(padding_mode) != "zeros":
+        return _padmode.conv(conv, x, weight, bias, stride, padding, dilation, groups, flip,
+                             strategy, padding_mode)
     x = prep.as_array(x, "x")
     weight = prep.as_array(weight, "weight")
     b = None if bias is None else prep.as_array(bias, "bias")
@@ -126,14 +136,15 @@ conv.__doc__ = conv.__doc__.format(shared=_SHARED_DOC.strip())
 
 def _fixed(ndim, name):
     def f(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, flip=False,
-          strategy="auto"):
+          strategy="auto", padding_mode="zeros"):
         w = prep.as_array(weight, "weight")
         if w.ndim != ndim + 2:
             raise ValueError(
                 f"{name}: weight must have {ndim + 2} dimensions (C_out, C_in/groups, "
                 f"{', '.join('K' + a for a in 'DHW'[3 - ndim:])}), got shape {w.shape}"
             )
-        return conv(x, w, bias, stride, padding, dilation, groups, flip=flip, strategy=strategy)
+        return conv(x, w, bias, stride, padding, dilation, groups, flip=flip, strategy=strategy,
+                    padding_mode=padding_mode)
 
     f.__name__ = f.__qualname__ = name
     f.__doc__ = f"""{ndim}-D convolution layer forward pass (see :func:`fastconv.conv`).
@@ -166,7 +177,7 @@ def _check_grad_output(gy, spec):
 
 
 def grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-               flip=False, strategy="auto", ndim=None):
+               flip=False, strategy="auto", ndim=None, padding_mode="zeros"):
     """Gradient of the loss with respect to the input of a convolution.
 
     Parameters
@@ -182,6 +193,9 @@ def grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1
     -------
     grad_x : ndarray of shape ``input_shape``
     """
+    if _padmode.check_mode(padding_mode) != "zeros":
+        return _padmode.grad_input(grad_input, input_shape, weight, grad_output, stride, padding,
+                                   dilation, groups, flip, strategy, ndim, padding_mode)
     weight = prep.as_array(weight, "weight")
     gy = prep.as_array(grad_output, "grad_output")
     spec = make_spec(input_shape, weight.shape, stride, padding, dilation, groups, flip=flip,
@@ -198,7 +212,7 @@ def grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1
 
 
 def grad_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                flip=False, strategy="auto", ndim=None):
+                flip=False, strategy="auto", ndim=None, padding_mode="zeros"):
     """Gradient of the loss with respect to the weight of a convolution.
 
     Parameters
@@ -214,6 +228,10 @@ def grad_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=
     -------
     grad_w : ndarray of shape ``weight_shape``
     """
+    if _padmode.check_mode(padding_mode) != "zeros":
+        return _padmode.grad_weight(grad_weight, input, weight_shape, grad_output, stride,
+                                    padding, dilation, groups, flip, strategy, ndim,
+                                    padding_mode)
     x = prep.as_array(input, "input")
     gy = prep.as_array(grad_output, "grad_output")
     spec = make_spec(x.shape, weight_shape, stride, padding, dilation, groups, flip=flip,
@@ -252,7 +270,7 @@ def _check_needs(needs):
 
 
 def conv_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                  flip=False, strategy="auto", needs=_NEEDS):
+                  flip=False, strategy="auto", needs=_NEEDS, padding_mode="zeros"):
     """Both backward passes of a convolution layer at once.
 
     Parameters
@@ -272,6 +290,9 @@ def conv_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, group
     grad_b : ndarray, shape (C_out,), or None
         Gradient for a bias, ``grad_output`` summed over batch and space.
     """
+    if _padmode.check_mode(padding_mode) != "zeros":
+        return _padmode.conv_backward(conv_backward, x, weight, grad_output, stride, padding,
+                                      dilation, groups, flip, strategy, needs, padding_mode)
     x = prep.as_array(x, "x")
     weight = prep.as_array(weight, "weight")
     gy = prep.as_array(grad_output, "grad_output")

@@ -32,31 +32,33 @@ def _make(ndim, fn, kind):
     name = f"conv{ndim}d_{kind}"
     if kind == "input":
         def f(input_shape=_MISSING, weight=_MISSING, grad_output=_MISSING, stride=1, padding=0,
-              dilation=1, groups=1, *, flip=False, strategy="auto", input_size=_MISSING):
+              dilation=1, groups=1, *, flip=False, strategy="auto", input_size=_MISSING,
+              padding_mode="zeros"):
             shape = _pick("input_shape", input_shape, "input_size", input_size, name)
             for arg, v in (("weight", weight), ("grad_output", grad_output)):
                 if v is _MISSING:
                     raise TypeError(f"{name}() missing required argument {arg!r}")
             return fn(shape, weight, grad_output, stride, padding, dilation, groups, flip=flip,
-                      strategy=strategy, ndim=ndim)
+                      strategy=strategy, ndim=ndim, padding_mode=padding_mode)
 
         f.__doc__ = (f"dL/dx of a {ndim}-D convolution: ``{name}(input_shape, weight, "
                      "grad_output, stride=1, padding=0, dilation=1, groups=1, *, flip=False, "
-                     "strategy='auto')``; ``input_size=`` (torch.nn.grad's name) is accepted "
+                     "strategy='auto', padding_mode='zeros')``; ``input_size=`` (torch.nn.grad's name) is accepted "
                      "for ``input_shape``. See :func:`fastconv.grad_input`.")
     else:
         def f(input=_MISSING, weight_shape=_MISSING, grad_output=_MISSING, stride=1, padding=0,
-              dilation=1, groups=1, *, flip=False, strategy="auto", weight_size=_MISSING):
+              dilation=1, groups=1, *, flip=False, strategy="auto", weight_size=_MISSING,
+              padding_mode="zeros"):
             shape = _pick("weight_shape", weight_shape, "weight_size", weight_size, name)
             for arg, v in (("input", input), ("grad_output", grad_output)):
                 if v is _MISSING:
                     raise TypeError(f"{name}() missing required argument {arg!r}")
             return fn(input, shape, grad_output, stride, padding, dilation, groups, flip=flip,
-                      strategy=strategy, ndim=ndim)
+                      strategy=strategy, ndim=ndim, padding_mode=padding_mode)
 
         f.__doc__ = (f"dL/dw of a {ndim}-D convolution: ``{name}(input, weight_shape, "
                      "grad_output, stride=1, padding=0, dilation=1, groups=1, *, flip=False, "
-                     "strategy='auto')``; ``weight_size=`` (torch.nn.grad's name) is accepted "
+                     "strategy='auto', padding_mode='zeros')``; ``weight_size=`` (torch.nn.grad's name) is accepted "
                      "for ``weight_shape``. See :func:`fastconv.grad_weight`.")
     f.__name__ = f.__qualname__ = name
     return f

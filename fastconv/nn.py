@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from ._api import conv as _conv, conv_backward as _conv_backward
+from ._padmode import check_mode as _check_padding_mode
 from ._transpose import conv_transpose as _conv_transpose
 from ._transpose import conv_transpose_backward as _conv_transpose_backward
 
@@ -55,8 +56,8 @@ class _Layer:
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
                              f"out_channels={out_channels}")
-        if padding_mode != "zeros":
-            raise ValueError(f"padding_mode: fastconv pads with zeros only, got {padding_mode!r}")
+        if _check_padding_mode(padding_mode) != "zeros" and self._transposed:
+            raise ValueError(f'Only "zeros" padding mode is supported for {type(self).__name__}')
         if np.dtype(dtype) not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
@@ -64,6 +65,7 @@ class _Layer:
         self.stride = _ntuple(stride, nd, "stride")
         self.dilation = _ntuple(dilation, nd, "dilation")
         self.padding = padding
+        self.padding_mode = padding_mode
         self.output_padding = output_padding
         self.strategy = strategy
         self.needs_input_grad = needs_input_grad
@@ -114,7 +116,7 @@ class _Layer:
                                    self.output_padding, self.groups, self.dilation,
                                    strategy=self.strategy)
         return _conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                     self.groups, strategy=self.strategy)
+                     self.groups, strategy=self.strategy, padding_mode=self.padding_mode)
 
     def backward(self, grad_out, *, needs_input_grad=None):
         """Fill ``.grads`` from dL/dy and return dL/dx.
@@ -142,7 +144,8 @@ class _Layer:
         else:
             gx, gw, gb = _conv_backward(self._x, self.weight, grad_out, self.stride,
                                         self.padding, self.dilation, self.groups,
-                                        strategy=self.strategy, needs=needs)
+                                        strategy=self.strategy, needs=needs,
+                                        padding_mode=self.padding_mode)
         self.grads = {"weight": gw, "bias": gb}
         return gx
 
@@ -159,6 +162,8 @@ class _Layer:
             s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
         if self.strategy != "auto":
             s += f", strategy={self.strategy!r}"
         return s + ")"
@@ -176,7 +181,9 @@ def _make(nd, transposed):
     ``{name}({sig}, dtype=np.float32, rng=None, strategy="auto", needs_input_grad=True)``
 
     Arguments as ``torch.nn.{name}`` (``padding`` also takes fastconv's
-    ``(before, after)`` pairs{'' if transposed else ' and "same"/"valid"'}), plus
+    ``(before, after)`` pairs{'' if transposed else ' and "same"/"valid"'}; ``padding_mode``
+    {'"zeros" only, as in torch' if transposed
+     else '"zeros", "reflect", "replicate" or "circular", as in torch'}), plus
 
     dtype : float32 or float64
     rng : numpy.random.Generator, optional

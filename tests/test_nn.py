@@ -103,7 +103,7 @@ def test_errors_and_repr():
     with pytest.raises(RuntimeError, match="before forward"):
         nn.Conv1d(1, 1, 3).backward(np.ones((1, 1, 3)))
     with pytest.raises(ValueError, match="padding_mode"):
-        nn.Conv2d(1, 1, 3, padding_mode="reflect")
+        nn.Conv2d(1, 1, 3, padding_mode="mirror")
     with pytest.raises(ValueError, match="groups"):
         nn.Conv2d(3, 4, 3, groups=2)
     with pytest.raises(TypeError, match="dtype"):

@@ -213,7 +213,9 @@ def _model(cls_conv, cls_t):
 def test_checkpoint_round_trip(tmp_path):
     tm = _model((torch.nn.Conv2d, torch.nn.Conv2d), torch.nn.ConvTranspose2d)
     fm = _model((fct.Conv2d, fct.Conv2d), fct.ConvTranspose2d)
-    assert repr(fm) == repr(tm)
+    # the same repr plus the strategy of each fastconv module
+    assert repr(fm).splitlines() == [line[:-1] + ", strategy='auto')" if "Conv" in line else line
+                                     for line in repr(tm).splitlines()]
     assert [(k, v.shape) for k, v in fm.state_dict().items()] == \
         [(k, v.shape) for k, v in tm.state_dict().items()]
     torch.save(tm.state_dict(), tmp_path / "torch.pt")
@@ -246,10 +248,9 @@ def test_convert_matches_outputs_and_gradients():
     model.zero_grad()
     params_before = list(model.parameters())
     report = fct.convert(model, strategy="fft")
-    assert [n for n, _ in report.swapped] == ["0", "3", "4"]
-    assert report.left == [("2", "Conv1d", "padding_mode='circular' (fastconv pads with zeros "
-                                          "only)")]
-    assert "3 swapped, 1 left" in str(report)
+    assert [n for n, _ in report.swapped] == ["0", "2", "3", "4"]  # circular padding too
+    assert report.left == []
+    assert "4 swapped, 0 left" in str(report)
     assert type(model[0]) is fct.Conv1d and model[0].strategy == "fft"
     assert all(a is b for a, b in zip(model.parameters(), params_before))  # optimizers keep working
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), ref))
@@ -260,7 +261,8 @@ def test_convert_matches_outputs_and_gradients():
         torch.testing.assert_close(a.grad, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
     again = fct.convert(model)
     assert not again.swapped
-    assert [n for n, _, r in again.left if "already a fastconv module" in r] == ["0", "3", "4"]
+    assert [n for n, _, r in again.left if "already a fastconv module" in r] == ["0", "2", "3",
+                                                                                 "4"]
     half = torch.nn.Conv2d(1, 1, 3).to(torch.float16)
     assert "float16" in fct.convert(half).left[0][2]
     with pytest.raises(TypeError, match="Module"):
@@ -303,5 +305,230 @@ def test_readme_pytorch_section_runs():
     env = {}
     for code in blocks:
         exec(compile(code, "README.md", "exec"), env)
-    assert [n for n, _ in env["report"].swapped] == ["0"]
+    assert [n for n, _ in env["report"].swapped] == ["0", "2"]  # reflect padding too
     assert env["y"].shape == (32, 8, 28, 28) and env["conv"].grads["weight"].shape == (8, 1, 3, 3)
+
+
+# ------------------------------------------------------------------ forward-mode AD
+_JVP_CASES = [  # nd, x, w, stride, padding, dilation, groups
+    (1, (2, 4, 9), (6, 2, 3), 2, ((1, 2),), 1, 2),
+    (2, (1, 2, 5, 6), (3, 2, 3, 2), (1, 2), 1, (2, 1), 1),
+    (3, (1, 2, 4, 3, 5), (2, 2, 2, 1, 3), 1, (1, 0, 1), 1, 1),
+]
+
+
+def _torch_conv(nd, x, w, b, stride, padding, dilation, groups):
+    """F.conv{nd}d with fastconv's (before, after) pairs padded explicitly."""
+    if isinstance(padding, tuple) and isinstance(padding[0], tuple):
+        pad = [v for p in reversed(padding) for v in p]
+        x, padding = F.pad(x, pad), 0
+    return getattr(F, f"conv{nd}d")(x, w, b, stride, padding, dilation, groups)
+
+
+@pytest.mark.parametrize("case", _JVP_CASES, ids=["1d", "2d", "3d"])
+def test_forward_mode_ad_matches_torch(case):
+    """torch.func.jvp, jacfwd and forward_ad through every op: the tangents were zero."""
+    nd, xs, ws, stride, padding, dilation, groups = case
+    x, w, b = _t(*xs), _t(*ws), _t(ws[0])
+    tangents = (torch.randn_like(x), torch.randn_like(w), torch.randn_like(b))
+    conv = getattr(fct, f"conv{nd}d")
+    y, t = torch.func.jvp(lambda x, w, b: conv(x, w, b, stride, padding, dilation, groups),
+                          (x, w, b), tangents)
+    y_ref, t_ref = torch.func.jvp(
+        lambda x, w, b: _torch_conv(nd, x, w, b, stride, padding, dilation, groups),
+        (x, w, b), tangents)
+    assert t_ref.abs().max() > 0.1
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(t, t_ref, rtol=1e-10, atol=1e-10)
+    jac = torch.func.jacfwd(lambda x: conv(x, w, None, stride, padding, dilation, groups))(x)
+    jac_ref = torch.func.jacfwd(
+        lambda x: _torch_conv(nd, x, w, None, stride, padding, dilation, groups))(x)
+    torch.testing.assert_close(jac, jac_ref, rtol=1e-10, atol=1e-10)
+    with torch.autograd.forward_ad.dual_level():
+        dual = torch.autograd.forward_ad.make_dual(w, tangents[1])
+        out = torch.autograd.forward_ad.unpack_dual(
+            conv(x, dual, None, stride, padding, dilation, groups))
+    assert out.tangent is not None
+    t_w = torch.func.jvp(lambda w: _torch_conv(nd, x, w, None, stride, padding, dilation,
+                                               groups), (w,), (tangents[1],))[1]
+    torch.testing.assert_close(out.tangent, t_w, rtol=1e-10, atol=1e-10)
+    # the transposed convolution against torch's
+    tconv = getattr(fct, f"conv_transpose{nd}d")
+    if not isinstance(padding, tuple) or not isinstance(padding[0], tuple):
+        yt = _t(*y.shape)
+        args = (stride, padding, 0, groups, dilation)
+        tt = (torch.randn_like(yt), torch.randn_like(w))
+        got = torch.func.jvp(lambda a, c: tconv(a, c, None, *args), (yt, w), tt)[1]
+        want = torch.func.jvp(lambda a, c: getattr(F, f"conv_transpose{nd}d")(a, c, None, *args),
+                              (yt, w), tt)[1]
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_forward_mode_gradcheck_every_op():
+    """Forward-mode (and forward-over-reverse) derivatives of the four ops,
+    against finite differences."""
+    for op, args in _opcheck_samples():
+        args = [a.detach().double().requires_grad_() if isinstance(a, torch.Tensor) else a
+                for a in args]
+        tensors = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+
+        def f(*ts, _args=args, _op=op, _idx=tensors):
+            full = list(_args)
+            for i, t in zip(_idx, ts):
+                full[i] = t
+            return _op(*full)
+
+        inputs = tuple(args[i] for i in tensors)
+        assert torch.autograd.gradcheck(f, inputs, check_forward_ad=True,
+                                        check_backward_ad=False, fast_mode=True), op
+        assert torch.autograd.gradgradcheck(f, inputs, check_fwd_over_rev=True,
+                                            check_rev_over_rev=False, check_undefined_grad=False,
+                                            fast_mode=True), op
+
+
+# ------------------------------------------------------------------ argument checks
+def test_same_padding_with_stride_refused_like_torch():
+    x, w = _t(1, 2, 9, 9), _t(4, 2, 3, 3)
+    with pytest.raises(ValueError, match="padding='same' is not supported for strided"):
+        fct.conv2d(x, w, stride=2, padding="same")
+    with pytest.raises(ValueError, match="padding='same' is not supported for strided"):
+        fct.conv1d(x[:, :, 0], w[:, :, 0], stride=(2,), padding="same")
+    assert fct.conv2d(x, w, stride=1, padding="same").shape == (1, 4, 9, 9)
+
+
+def test_argument_types_like_torch():
+    x, w = _t(1, 2, 7, 7), _t(4, 2, 3, 3)
+    ref = F.conv2d(x, w, stride=2)
+    for stride in (np.int64(2), torch.tensor(2), (np.int64(2), torch.tensor(2)), [2]):
+        torch.testing.assert_close(fct.conv2d(x, w, stride=stride), ref, rtol=1e-12, atol=1e-12)
+    assert fct.conv2d(x, w, groups=np.int64(1)).shape == (1, 4, 5, 5)
+    with pytest.raises(TypeError, match="groups must be an int, got bool"):
+        fct.conv2d(x, w, groups=True)
+    with pytest.raises(TypeError, match="stride must be an int"):
+        fct.conv2d(x, w, stride=2.0)
+    with pytest.raises(ValueError, match="weight must have 3 dimensions .* 4-D weight"):
+        fct.conv1d(x[0], w)
+    with pytest.raises(ValueError, match="expected a 3-D .unbatched. or 4-D .batched. input"):
+        fct.conv2d(x[0, 0, 0], w)
+    with pytest.raises(TypeError, match="groups must be an int"):
+        fct.conv_transpose2d(x, w.transpose(0, 1), groups=True)
+
+
+def test_compiled_call_with_zero_stride_is_a_value_error():
+    torch._dynamo.reset()
+    x, w = _t(1, 2, 7, 7), _t(4, 2, 3, 3)
+    f = torch.compile(lambda x, w: fct.conv2d(x, w, stride=0), backend="aot_eager")
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        f(x, w)
+    # the op itself, traced: its fake implementation checks too
+    g = torch.compile(lambda x, w: OPS.conv(x, w, None, [0, 1], [0, 0, 0, 0], [1, 1], 1, "auto"),
+                      backend="aot_eager")
+    with pytest.raises(Exception, match="stride must be >= 1") as info:
+        g(x, w)
+    assert "ZeroDivisionError" not in repr(info.value)
+
+
+_THREADS_SCRIPT = """
+import torch, fastconv.torch as fct
+torch.set_num_threads(100)
+x, w = torch.randn(1, 2, 6, 6, requires_grad=True), torch.randn(3, 2, 3, 3)
+y = fct.conv2d(x, w, padding=1)
+y.sum().backward()
+print("OK", tuple(y.shape), tuple(x.grad.shape))
+"""
+
+
+def test_torch_thread_count_above_fastconv_limit_is_clamped(tmp_path):
+    """torch.set_num_threads(100) on a small machine: fastconv.torch calls work (a child
+    process, so the thread setting does not leak into the other tests)."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(fastconv.__file__))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("FASTCONV_CONFIG", None)
+    env.pop("OMP_NUM_THREADS", None)
+    r = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "OK (1, 3, 6, 6) (1, 2, 6, 6)" in r.stdout
+
+
+def test_threads_clamped_to_what_fastconv_accepts(monkeypatch):
+    seen = []
+    orig = fastconv._api.conv
+    monkeypatch.setattr(fastconv._api, "conv", lambda *a, **k: seen.append(
+        fastconv.get_config().threads) or orig(*a, **k))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 10**6)
+    with fastconv.config(n_threads=None):
+        fct.conv2d(_t(1, 2, 5, 5), _t(2, 2, 3, 3))
+    from fastconv._config import max_threads
+    assert seen == [max_threads()]
+
+
+# ------------------------------------------------------------------ drop-in details
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_jit_script_runs_fastconvs_op():
+    mods = [fct.Conv2d(2, 4, 3), fct.Conv1d(2, 3, 4, padding="same", padding_mode="reflect"),
+            fct.Conv3d(2, 2, 2, padding=(1, 0, 1), padding_mode="circular", groups=2),
+            fct.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1)]
+    for m in mods:
+        m.double()
+        scripted = torch.jit.script(m)
+        assert "fastconv::conv" in str(scripted.inlined_graph)
+        x = _t(*([2, 2] + [6] * (m.weight.dim() - 2)))
+        torch.testing.assert_close(scripted(x), m(x), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(scripted(x[0]), m(x[0]), rtol=1e-12, atol=1e-12)
+        buf = io.BytesIO()
+        torch.jit.save(scripted, buf)
+        buf.seek(0)
+        torch.testing.assert_close(torch.jit.load(buf)(x), m(x), rtol=1e-12, atol=1e-12)
+        # torch's kernels for what fastconv does not compute, as unscripted
+        m16 = m.to(torch.bfloat16)
+        assert torch.jit.script(m16)(x.to(torch.bfloat16)).dtype == torch.bfloat16
+
+
+def test_autocast_returns_what_torch_returns():
+    x = _t(2, 3, 8, 8, dtype=torch.float32)
+    for tm, fm in ((torch.nn.Conv2d(3, 4, 3), fct.Conv2d(3, 4, 3)),
+                   (torch.nn.ConvTranspose2d(3, 4, 3), fct.ConvTranspose2d(3, 4, 3))):
+        fm.load_state_dict(tm.state_dict())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            want, got = tm(x), fm(x)
+        assert got.dtype == want.dtype == torch.bfloat16
+        torch.testing.assert_close(got, want)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # float64 is not cast, as in torch
+        assert fct.conv2d(x.double(), _t(4, 3, 3, 3)).dtype == torch.float64
+
+
+@pytest.mark.parametrize("nd", [2, 3])
+def test_channels_last_in_channels_last_out(nd):
+    fmt = torch.channels_last if nd == 2 else torch.channels_last_3d
+    x = _t(*([2, 3] + [6] * nd)).contiguous(memory_format=fmt).requires_grad_()
+    xr = x.detach().clone().requires_grad_()
+    for cls, tcls in (((fct.Conv2d, torch.nn.Conv2d), (fct.Conv3d, torch.nn.Conv3d))[nd - 2],
+                      ((fct.ConvTranspose2d, torch.nn.ConvTranspose2d),
+                       (fct.ConvTranspose3d, torch.nn.ConvTranspose3d))[nd - 2]):
+        tm = tcls(3, 4, 3, padding=1).double()
+        fm = cls(3, 4, 3, padding=1).double()
+        fm.load_state_dict(tm.state_dict())
+        y, y_ref = fm(x), tm(xr)
+        # (torch's float64 3-D kernels return the default layout; its float32 ones,
+        # and all its 2-D ones, channels_last: fastconv always does)
+        assert y.is_contiguous(memory_format=fmt)
+        torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+        g, = torch.autograd.grad(y.square().sum(), x)
+        g_ref, = torch.autograd.grad(y_ref.square().sum(), xr)
+        assert g.is_contiguous(memory_format=fmt)
+        torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-12)
+    # a contiguous input stays contiguous, without a copy of the output
+    y = fct.conv2d(_t(1, 3, 5, 5), _t(4, 3, 3, 3)) if nd == 2 else None
+    assert y is None or y.is_contiguous()
+
+
+def test_print_after_convert_shows_swapped_layers():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Conv2d(2, 2, 3).half())
+    fct.convert(model, strategy="direct")
+    lines = repr(model).splitlines()
+    assert "strategy='direct'" in lines[1] and "strategy" not in lines[2]

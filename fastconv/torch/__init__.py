@@ -21,9 +21,10 @@ working; :func:`set_strict` (or ``with strict():``) makes that an
 
 The ops are ``torch.ops.fastconv.conv``, ``conv_grad_input``,
 ``conv_grad_weight`` and ``conv_transpose`` (:mod:`torch.library.custom_op`,
-with autograd and fake implementations: ``torch.compile`` and ``torch.export``
-trace them without graph breaks; backward computes only the gradients that
-are needed).
+with autograd (reverse and forward mode) and fake implementations:
+``torch.compile`` and ``torch.export`` trace them without graph breaks;
+backward computes only the gradients that are needed). The modules script
+with ``torch.jit.script`` (the scripted code calls these ops).
 """
 from __future__ import annotations
 

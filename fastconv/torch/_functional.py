@@ -8,11 +8,13 @@ dtypes, sparse) runs on torch's own kernels, or raises
 from __future__ import annotations
 
 import contextlib
+import operator
 
 import torch
 import torch.nn.functional as F
 
 from . import _ops
+from .._padmode import check_mode as _check_padding_mode
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
            "conv_transpose3d", "set_strict", "strict", "is_strict", "UnsupportedTensorError",
@@ -78,35 +80,102 @@ def _route(reason, what):
     return False
 
 
-def _ntuple(v, nd, name):
-    if isinstance(v, int):
-        return [v] * nd
-    v = list(v)
+_F_PAD_MODE = {"reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+
+
+def _int(v, name):
+    """``v`` as a Python int: an int, a NumPy integer or a one-element integer
+    tensor (what torch takes); a bool or a float is refused, as torch does."""
+    if isinstance(v, (bool, float)) or (isinstance(v, torch.Tensor) and
+                                        (v.dtype == torch.bool or v.is_floating_point())):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}") from None
+
+
+def _ntuple(v, nd, name, minimum=1):
+    if isinstance(v, torch.Tensor) and v.dim() == 0:
+        v = [v]
+    if isinstance(v, (str, bytes, dict, set, frozenset)) or not hasattr(v, "__iter__"):
+        v = [_int(v, name)]
+    else:
+        v = [_int(a, name) for a in v]
     if len(v) == 1 and nd > 1:
         v = v * nd
-    if len(v) != nd or not all(isinstance(a, int) for a in v):
+    if len(v) != nd:
         raise ValueError(f"{name} must be an int or {nd} ints, got {v!r}")
+    if any(a < minimum for a in v):
+        raise ValueError(f"{name} must be >= {minimum} on every axis, got {v!r}")
     return v
 
 
-def _flat_padding(padding, nd, kernel, dilation):
+def _groups(groups):
+    g = _int(groups, "groups")
+    if g < 1:
+        raise ValueError(f"groups must be a positive int, got {g}")
+    return g
+
+
+def _check_dims(nd, x, weight, what):
+    """The weight's and the input's number of dimensions, before anything else."""
+    if weight.dim() != nd + 2:
+        lead = "C_in, C_out/groups" if "transpose" in what else "C_out, C_in/groups"
+        kernel = ", ".join("K" + a for a in "DHW"[3 - nd:])
+        raise ValueError(f"{what}: weight must have {nd + 2} dimensions ({lead}, {kernel}), "
+                         f"got a {weight.dim()}-D weight of shape {tuple(weight.shape)}")
+    if x.dim() not in (nd + 1, nd + 2):
+        raise ValueError(f"{what}: expected a {nd + 1}-D (unbatched) or {nd + 2}-D (batched) "
+                         f"input, got input of shape {tuple(x.shape)}")
+
+
+def _autocast(*tensors):
+    """The tensors as torch's autocast casts a convolution's arguments.
+
+    Under ``torch.autocast("cpu", dtype)`` convolutions are computed in the
+    autocast dtype: floating tensors other than float64 on the CPU are cast to
+    it. fastconv computes float32/float64 only, so such a call then runs on
+    torch's kernels, and returns what torch's modules return.
+    """
+    if not torch.is_autocast_enabled("cpu"):
+        return tensors
+    dt = torch.get_autocast_dtype("cpu")
+    return tuple(t.to(dt) if (t is not None and t.device.type == "cpu" and t.is_floating_point()
+                              and t.dtype != torch.float64) else t for t in tensors)
+
+
+def _flat_padding(padding, nd, kernel, dilation, stride=None):
     """Padding as ``[before_0, after_0, ...]`` from torch's or fastconv's forms."""
     if isinstance(padding, str):
         if padding == "valid":
             return [0] * (2 * nd)
         if padding == "same":
+            if stride is not None and any(s != 1 for s in stride):
+                raise ValueError("padding='same' is not supported for strided convolutions")
             out = []
             for k, d in zip(kernel, dilation):
                 total = d * (k - 1)
                 out += [total // 2, total - total // 2]  # the odd zero after, as torch does
             return out
         raise ValueError(f"padding must be 'valid', 'same', an int or a tuple, got {padding!r}")
-    if isinstance(padding, int):
-        return [padding] * (2 * nd)
-    padding = list(padding)
-    if len(padding) == nd and all(isinstance(p, (tuple, list)) for p in padding):
-        return [int(v) for p in padding for v in p]
-    return [p for p in _ntuple(padding, nd, "padding") for _ in range(2)]
+    if isinstance(padding, (tuple, list)) and len(padding) == nd and all(
+            isinstance(p, (tuple, list)) for p in padding):
+        flat = [_int(v, "padding") for p in padding for v in p]
+        if len(flat) != 2 * nd:
+            raise ValueError(f"padding: (before, after) pairs need 2 ints each, got {padding!r}")
+        if any(v < 0 for v in flat):
+            raise ValueError(f"padding must be >= 0, got {padding!r}")
+        return flat
+    return [p for p in _ntuple(padding, nd, "padding", 0) for _ in range(2)]
+
+
+def _f_pad(flat):
+    """fastconv's flat ``[before_0, after_0, ...]`` as ``F.pad``'s list (last axis first)."""
+    pad = []
+    for a in reversed(range(len(flat) // 2)):
+        pad += [flat[2 * a], flat[2 * a + 1]]
+    return pad
 
 
 def _torch_padding(flat):
@@ -119,33 +188,51 @@ def _unsqueeze(x, nd):
     return (x, True) if x.dim() == nd + 2 else (x.unsqueeze(0), False)
 
 
-def _conv(nd, x, weight, bias, stride, padding, dilation, groups, strategy):
+def _output_format(x, weight, nd):
+    """torch's convolutions return channels_last when the input or the weight is."""
+    if x.dim() != nd + 2:
+        return torch.contiguous_format
+    fmt = _ops.memory_format(x)
+    return fmt if fmt is not torch.contiguous_format else _ops.memory_format(weight)
+
+
+def _conv(nd, x, weight, bias, stride, padding, dilation, groups, strategy,
+          padding_mode="zeros"):
+    what = f"conv{nd}d"
+    _check_dims(nd, x, weight, what)
     kernel = list(weight.shape[2:])
     stride = _ntuple(stride, nd, "stride")
     dilation = _ntuple(dilation, nd, "dilation")
-    pads = _flat_padding(padding, nd, kernel, dilation)
-    if not _route(unsupported_reason(x, weight, bias), f"conv{nd}d"):
+    groups = _groups(groups)
+    pads = _flat_padding(padding, nd, kernel, dilation, stride)
+    if _check_padding_mode(padding_mode) != "zeros" and any(pads):
+        # torch's own padding op (its autograd is the padding's adjoint), then
+        # the convolution without padding, as torch's modules do
+        x, pads = F.pad(x, _f_pad(pads), mode=_F_PAD_MODE[padding_mode]), [0] * (2 * nd)
+    x, weight, bias = _autocast(x, weight, bias)
+    if not _route(unsupported_reason(x, weight, bias), what):
         tf = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
         sym = _torch_padding(pads)
         if sym is None:  # fastconv's (before, after) pairs: pad explicitly for torch
-            pad = []
-            for a in reversed(range(nd)):
-                pad += [pads[2 * a], pads[2 * a + 1]]
-            x, sym = F.pad(x, pad), [0] * nd
+            x, sym = F.pad(x, _f_pad(pads)), [0] * nd
         return tf(x, weight, bias, stride, sym, dilation, groups)
+    fmt = _output_format(x, weight, nd)
     xb, batched = _unsqueeze(x, nd)
     y = _ops.conv(xb, weight, bias, stride, pads, dilation, groups, strategy)
-    return y if batched else y.squeeze(0)
+    return _ops.in_format(y, fmt) if batched else y.squeeze(0)
 
 
 def _conv_transpose(nd, x, weight, bias, stride, padding, output_padding, groups, dilation,
                     strategy):
+    _check_dims(nd, x, weight, f"conv_transpose{nd}d")
     stride = _ntuple(stride, nd, "stride")
     dilation = _ntuple(dilation, nd, "dilation")
-    opad = _ntuple(output_padding, nd, "output_padding")
+    opad = _ntuple(output_padding, nd, "output_padding", 0)
+    groups = _groups(groups)
     if isinstance(padding, str):
         raise ValueError(f"conv_transpose{nd}d: padding must be ints, got {padding!r}")
     pads = _flat_padding(padding, nd, None, dilation)
+    x, weight, bias = _autocast(x, weight, bias)
     if not _route(unsupported_reason(x, weight, bias), f"conv_transpose{nd}d"):
         sym = _torch_padding(pads)
         if sym is None:
@@ -154,15 +241,17 @@ def _conv_transpose(nd, x, weight, bias, stride, padding, output_padding, groups
                              f"only, got {padding!r}")
         tf = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[nd - 1]
         return tf(x, weight, bias, stride, sym, opad, groups, dilation)
+    fmt = _output_format(x, weight, nd)
     xb, batched = _unsqueeze(x, nd)
     y = _ops.conv_transpose(xb, weight, bias, stride, pads, opad, groups, dilation, strategy)
-    return y if batched else y.squeeze(0)
+    return _ops.in_format(y, fmt) if batched else y.squeeze(0)
 
 
 def _make_conv(nd):
     def f(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-          strategy="auto"):
-        return _conv(nd, input, weight, bias, stride, padding, dilation, groups, strategy)
+          strategy="auto", padding_mode="zeros"):
+        return _conv(nd, input, weight, bias, stride, padding, dilation, groups, strategy,
+                     padding_mode)
 
     f.__name__ = f.__qualname__ = f"conv{nd}d"
     f.__doc__ = f"""{nd}-D convolution with the signature of ``torch.nn.functional.conv{nd}d``.
@@ -177,12 +266,17 @@ def _make_conv(nd):
     groups : int
     strategy : str, default "auto"
         fastconv's strategy ("auto", "direct", "im2col", "fft", ...).
+    padding_mode : {{"zeros", "reflect", "replicate", "circular"}}, default "zeros"
+        How the padding is filled, as ``torch.nn.Conv{nd}d``'s ``padding_mode``
+        (``F.pad`` pads, then the convolution runs without padding).
 
     Returns
     -------
     Tensor
-        Differentiable (``fastconv::conv``); computed by fastconv for CPU
-        float32/float64 tensors, else by torch (see :func:`set_strict`).
+        Differentiable (``fastconv::conv``, forward and reverse mode); computed
+        by fastconv for CPU float32/float64 tensors, else by torch (see
+        :func:`set_strict`); under ``torch.autocast("cpu")`` in the autocast
+        dtype, by torch. channels_last when the input or the weight is.
     """
     return f
 

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import List, Optional
 
+import torch
 import torch.nn as tnn
+from torch import Tensor
 
 from . import _functional as Fc
 
@@ -17,8 +20,67 @@ class _FastConvMixin:
     strategy = "auto"  # class default: a module converted in place has it too
 
     def extra_repr(self):
-        s = super().extra_repr()
-        return s if self.strategy == "auto" else f"{s}, strategy={self.strategy!r}"
+        # always shown: after convert(), print(model) tells which layers fastconv runs
+        return f"{super().extra_repr()}, strategy={self.strategy!r}"
+
+
+# TorchScript cannot compile fastconv.torch's Python functions (routing, strict
+# mode, argument normalization); a scripted module calls the custom ops through
+# these two functions instead, which TorchScript compiles. They read the
+# module's normalized attributes (``_reversed_padding_repeated_twice`` is the
+# padding torch's modules give F.pad, also for "same"). Strict mode and
+# autocast are Python-side only and do not apply in TorchScript.
+def _script_pads(rp: List[int]) -> List[int]:
+    """F.pad's list (last axis first) as fastconv's ``[before_0, after_0, ...]``."""
+    nd = len(rp) // 2
+    out: List[int] = []
+    for a in range(nd):
+        i = 2 * (nd - 1 - a)
+        out += [rp[i], rp[i + 1]]
+    return out
+
+
+def _script_runs_fastconv(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> bool:
+    ok = (x.device.type == "cpu" and weight.device.type == "cpu"
+          and (x.dtype == torch.float32 or x.dtype == torch.float64)
+          and weight.dtype == x.dtype and x.layout == torch.strided)
+    if bias is not None:
+        ok = ok and bias.device.type == "cpu" and bias.dtype == x.dtype
+    return ok
+
+
+def _script_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
+                 rp: List[int], dilation: List[int], groups: int, strategy: str,
+                 padding_mode: str) -> Tensor:
+    nd = weight.dim() - 2
+    if padding_mode != "zeros":
+        x = torch.nn.functional.pad(x, rp, mode=padding_mode)
+        rp = [0] * (2 * nd)
+    if not _script_runs_fastconv(x, weight, bias):
+        return torch.convolution(torch.nn.functional.pad(x, rp), weight, bias, stride,
+                                 [0] * nd, dilation, False, [0] * nd, groups)
+    batched = x.dim() == nd + 2
+    xb = x if batched else x.unsqueeze(0)
+    y = torch.ops.fastconv.conv(xb, weight, bias, stride, _script_pads(rp), dilation, groups,
+                                strategy)
+    return y if batched else y.squeeze(0)
+
+
+def _script_conv_transpose(x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                           stride: List[int], padding: List[int], output_padding: List[int],
+                           groups: int, dilation: List[int], strategy: str) -> Tensor:
+    nd = weight.dim() - 2
+    if not _script_runs_fastconv(x, weight, bias):
+        return torch.convolution(x, weight, bias, stride, padding, dilation, True,
+                                 output_padding, groups)
+    batched = x.dim() == nd + 2
+    xb = x if batched else x.unsqueeze(0)
+    pads: List[int] = []
+    for p in padding:
+        pads += [p, p]
+    y = torch.ops.fastconv.conv_transpose(xb, weight, bias, stride, pads, output_padding,
+                                          groups, dilation, strategy)
+    return y if batched else y.squeeze(0)
 
 
 def _conv_class(nd, base):
@@ -29,42 +91,62 @@ def _conv_class(nd, base):
             super().__init__(*args, **kwargs)
             self.strategy = strategy
 
-        def _conv_forward(self, input, weight, bias):
-            if self.padding_mode != "zeros":  # torch pads, then convolves with its kernels
-                return super()._conv_forward(input, weight, bias)
-            return fn(input, weight, bias, self.stride, self.padding, self.dilation,
-                      self.groups, strategy=self.strategy)
+        def _conv_forward(self, input: Tensor, weight: Tensor, bias: Optional[Tensor]):
+            if torch.jit.is_scripting():
+                return _script_conv(input, weight, bias, list(self.stride),
+                                    self._reversed_padding_repeated_twice,
+                                    list(self.dilation), self.groups, self.strategy,
+                                    self.padding_mode)
+            else:
+                return fn(input, weight, bias, self.stride, self.padding, self.dilation,
+                          self.groups, strategy=self.strategy, padding_mode=self.padding_mode)
 
     C.__name__ = C.__qualname__ = base.__name__
     C.__module__ = "fastconv.torch"
-    C.__doc__ = (f"``torch.nn.{base.__name__}`` computed by fastconv (same constructor, "
-                 "repr and state_dict) plus the keyword ``strategy=\"auto\"``.\n\n"
-                 "padding_mode other than 'zeros' runs on torch's kernels; so does a module "
-                 "moved to another device or dtype (see :func:`fastconv.torch.set_strict`).")
+    C.__doc__ = (f"``torch.nn.{base.__name__}`` computed by fastconv (same constructor "
+                 "and state_dict; the repr adds ``strategy=``) plus the keyword "
+                 "``strategy=\"auto\"``.\n\n"
+                 "Every padding_mode runs on fastconv (F.pad pads, then fastconv convolves); "
+                 "a module moved to another device or dtype runs on torch's kernels (see "
+                 ":func:`fastconv.torch.set_strict`). ``torch.jit.script`` compiles it: the "
+                 "scripted module calls ``torch.ops.fastconv.conv`` (import fastconv.torch "
+                 "before loading a saved one); strict mode and autocast do not apply there.")
     return C
 
 
 def _transpose_class(nd, base):
     fn = (Fc.conv_transpose1d, Fc.conv_transpose2d, Fc.conv_transpose3d)[nd - 1]
+    only_zeros = f"Only `zeros` padding mode is supported for {base.__name__}"  # torch's words
 
     class C(_FastConvMixin, base):
         def __init__(self, *args, strategy="auto", **kwargs):
             super().__init__(*args, **kwargs)
             self.strategy = strategy
 
-        def forward(self, input, output_size=None):
-            if self.padding_mode != "zeros":
-                return super().forward(input, output_size)  # torch's own error
-            output_padding = self._output_padding(input, output_size, self.stride,
-                                                  self.padding, self.kernel_size, nd,
-                                                  self.dilation)
-            return fn(input, self.weight, self.bias, self.stride, self.padding,
-                      output_padding, self.groups, self.dilation, strategy=self.strategy)
+        def forward(self, input: Tensor, output_size: Optional[List[int]] = None) -> Tensor:
+            if torch.jit.is_scripting():
+                if self.padding_mode != "zeros":
+                    raise ValueError("Only `zeros` padding mode is supported for ConvTranspose")
+                output_padding = self._output_padding(input, output_size, self.stride,
+                                                      self.padding, self.kernel_size,
+                                                      self.weight.dim() - 2, self.dilation)
+                return _script_conv_transpose(input, self.weight, self.bias, list(self.stride),
+                                              list(self.padding), output_padding, self.groups,
+                                              list(self.dilation), self.strategy)
+            else:
+                if self.padding_mode != "zeros":
+                    raise ValueError(only_zeros)
+                output_padding = self._output_padding(input, output_size, self.stride,
+                                                      self.padding, self.kernel_size, nd,
+                                                      self.dilation)
+                return fn(input, self.weight, self.bias, self.stride, self.padding,
+                          output_padding, self.groups, self.dilation, strategy=self.strategy)
 
     C.__name__ = C.__qualname__ = base.__name__
     C.__module__ = "fastconv.torch"
-    C.__doc__ = (f"``torch.nn.{base.__name__}`` computed by fastconv (same constructor, "
-                 "repr and state_dict) plus the keyword ``strategy=\"auto\"``.")
+    C.__doc__ = (f"``torch.nn.{base.__name__}`` computed by fastconv (same constructor "
+                 "and state_dict; the repr adds ``strategy=``) plus the keyword "
+                 "``strategy=\"auto\"``; scriptable as the convolution modules are.")
     return C
 
 
@@ -108,8 +190,6 @@ def _reason(m):
     if type(m) not in _SWAP:
         return (f"{type(m).__name__} is a subclass of a torch conv module (its forward may "
                 "differ); not swapped")
-    if m.padding_mode != "zeros":
-        return f"padding_mode={m.padding_mode!r} (fastconv pads with zeros only)"
     return Fc.unsupported_reason(m.weight, m.bias)
 
 
@@ -117,7 +197,7 @@ def convert(model, *, strategy="auto"):
     """Swap the model's torch conv modules for fastconv's, in place.
 
     Each supported ``torch.nn.Conv{1,2,3}d`` / ``ConvTranspose{1,2,3}d`` (exactly
-    that type, zeros padding, float32/float64 on the CPU) changes class to the
+    that type, any ``padding_mode``, float32/float64 on the CPU) changes class to the
     fastconv subclass: its parameters, buffers, hooks and any optimizer that
     holds them are untouched, so results and gradients match the original's.
 

@@ -15,16 +15,25 @@ tensors and padding as a flat list ``[before_0, after_0, before_1, ...]``; the
 public functions in :mod:`fastconv.torch` normalize their arguments to that.
 Every op has a fake (meta) implementation computing only the output shape, so
 ``torch.compile`` and ``torch.export`` trace them as single graph nodes.
+
+Forward-mode AD (``torch.func.jvp``, ``jacfwd``, ``torch.autograd.forward_ad``)
+uses that each op is linear in each of its tensor arguments: the tangent of
+``op(a, b)`` is ``op(da, b) + op(a, db)`` (plus the bias tangent). The jvp rule
+cannot be given to :func:`torch.library.custom_op` (it takes a backward only),
+so :func:`_register_autograd` installs the ops' autograd kernel itself: an
+autograd function with ``backward`` and ``jvp``.
 """
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
-from torch import Tensor
+from torch import Tensor, _C
+from torch._functorch.utils import enable_single_level_autograd_function
 
 from .. import _api, _transpose
-from .._config import config as _fc_config, get_config as _fc_get_config
+from .._config import config as _fc_config, get_config as _fc_get_config, max_threads
 
 __all__ = ["conv", "conv_grad_input", "conv_grad_weight", "conv_transpose"]
 
@@ -40,9 +49,14 @@ def _pairs(flat):
 
 @contextlib.contextmanager
 def _threads():
-    """Run fastconv at torch's thread count unless fastconv's was configured."""
+    """Run fastconv at torch's thread count unless fastconv's was configured.
+
+    torch takes any thread count (``torch.set_num_threads(100)`` on 2 CPUs);
+    fastconv refuses counts its OpenMP runtime may fail to start, so torch's
+    count is clamped to :func:`fastconv._config.max_threads`.
+    """
     if _fc_get_config().n_threads is None:
-        with _fc_config(n_threads=max(1, torch.get_num_threads())):
+        with _fc_config(n_threads=min(max(1, torch.get_num_threads()), max_threads())):
             yield
     else:
         yield
@@ -69,6 +83,97 @@ def _sum_but_channels(gy):
     return gy.sum(dim=[0] + list(range(2, gy.dim())))
 
 
+def _check_geometry(stride, dilation, groups, op):
+    # the real ops check this through fastconv's validation; the fake ones
+    # divide by the stride, so without this a compiled call with stride 0
+    # failed with ZeroDivisionError while tracing
+    for name, v in (("stride", stride), ("dilation", dilation)):
+        if any(a < 1 for a in v):
+            raise ValueError(f"fastconv::{op}: {name} must be >= 1 on every axis, got {list(v)}")
+    if groups < 1:
+        raise ValueError(f"fastconv::{op}: groups must be a positive int, got {groups}")
+
+
+def memory_format(t):
+    """``torch.channels_last(_3d)`` for a tensor laid out so (and not also
+    contiguous), else ``torch.contiguous_format``."""
+    if t.dim() in (4, 5) and not t.is_contiguous():
+        fmt = torch.channels_last if t.dim() == 4 else torch.channels_last_3d
+        if t.is_contiguous(memory_format=fmt):
+            return fmt
+    return torch.contiguous_format
+
+
+def in_format(t, fmt):
+    """``t`` in memory format ``fmt`` (a copy only when it is not already)."""
+    if fmt is torch.contiguous_format or t.is_contiguous(memory_format=fmt):
+        return t
+    return t.contiguous(memory_format=fmt)
+
+
+def _add(a, b):
+    return b if a is None else a + b
+
+
+def _bias_tangent(db, shape):
+    """The tangent of a bias added over ``shape``: ``db`` on every output position."""
+    view = [1, -1] + [1] * (len(shape) - 2)
+    return db.reshape(view).expand(shape).contiguous()
+
+
+def _register_autograd(op, setup_context, backward, jvp):
+    """Install the autograd kernel of custom op ``op``: ``backward`` and ``jvp``.
+
+    What :meth:`CustomOpDef.register_autograd` installs, plus forward mode:
+    there, a call whose inputs carry only forward-mode tangents ran below
+    autograd and returned a tensor without a tangent (forward-mode AD saw a
+    zero derivative). The autograd function is a single-level one, as those
+    functorch generates for ``torch.autograd.Function``: the kernel runs inside
+    functorch's transforms (``torch.func.jvp``, ``vmap``, ``grad``) at the
+    level being differentiated.
+    """
+    overload = op._opoverload
+    below = _C._after_autograd_keyset
+
+    def forward(*args):
+        keyset = args[-1]
+        with _C._AutoDispatchBelowAutograd():
+            return overload.redispatch(keyset & below, *args[:-1])
+
+    def setup(ctx, inputs, output):
+        setup_context(ctx, inputs[:-1], output)
+
+    def bwd(ctx, *grads):
+        needs = ctx.needs_input_grad
+        try:
+            ctx.needs_input_grad = needs[:-1]
+            return (*backward(ctx, *grads), None)
+        finally:
+            ctx.needs_input_grad = needs
+
+    def fwd(ctx, *tangents):
+        return jvp(ctx, *tangents[:-1])
+
+    fn = type(f"FastconvAutograd_{op._name}", (torch.autograd.function._SingleLevelFunction,),
+              {"forward": staticmethod(forward), "setup_context": staticmethod(setup),
+               "backward": staticmethod(bwd), "jvp": staticmethod(fwd)})
+
+    def kernel(keyset, *args):
+        if ((_C.is_grad_enabled() and _C._any_requires_grad(*args))
+                or torch.autograd.forward_ad._current_level >= 0
+                or _C._are_functorch_transforms_active()):
+            with enable_single_level_autograd_function():
+                return fn.apply(*args, keyset)
+        with _C._AutoDispatchBelowAutograd():
+            return overload.redispatch(keyset & below, *args)
+
+    with warnings.catch_warnings():
+        # custom_op registered a kernel without jvp at its creation: this replaces it
+        warnings.filterwarnings("ignore", message=".*Overriding a previously registered kernel")
+        warnings.filterwarnings("ignore", message="Warning only once for all operators")
+        op._lib.impl(op._name, kernel, "Autograd", with_keyset=True)
+
+
 # ---------------------------------------------------------------- conv
 @torch.library.custom_op("fastconv::conv", mutates_args=(), device_types="cpu")
 def conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int],
@@ -83,6 +188,7 @@ def conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int],
 
 @conv.register_fake
 def _(x, weight, bias, stride, padding, dilation, groups, strategy):
+    _check_geometry(stride, dilation, groups, "conv")
     nd = weight.dim() - 2
     sp = [_conv_size(x.shape[2 + a], weight.shape[2 + a], stride[a], padding[2 * a],
                      padding[2 * a + 1], dilation[a]) for a in range(nd)]
@@ -92,24 +198,37 @@ def _(x, weight, bias, stride, padding, dilation, groups, strategy):
 def _conv_setup(ctx, inputs, output):
     x, weight, bias, stride, padding, dilation, groups, strategy = inputs
     ctx.save_for_backward(x, weight)
+    ctx.save_for_forward(x, weight)
     ctx.geom = (stride, padding, dilation, groups, strategy)
     ctx.has_bias = bias is not None
+    ctx.formats = (memory_format(x), memory_format(weight))
+    ctx.out_shape = output.shape
 
 
 def _conv_backward(ctx, gy):
     x, weight = ctx.saved_tensors
     need = ctx.needs_input_grad
     gx = gw = gb = None
-    if need[0]:
-        gx = conv_grad_input(gy, weight, list(x.shape), *ctx.geom)
+    if need[0]:  # gradients in the memory format of what they are the gradient of
+        gx = in_format(conv_grad_input(gy, weight, list(x.shape), *ctx.geom), ctx.formats[0])
     if need[1]:
-        gw = conv_grad_weight(x, gy, list(weight.shape), *ctx.geom)
+        gw = in_format(conv_grad_weight(x, gy, list(weight.shape), *ctx.geom), ctx.formats[1])
     if ctx.has_bias and need[2]:
         gb = _sum_but_channels(gy)
     return gx, gw, gb, None, None, None, None, None
 
 
-conv.register_autograd(_conv_backward, setup_context=_conv_setup)
+def _conv_jvp(ctx, dx, dw, db, *_):
+    x, weight = ctx.saved_tensors
+    t = None if dx is None else conv(dx, weight, None, *ctx.geom)
+    if dw is not None:
+        t = _add(t, conv(x, dw, None, *ctx.geom))
+    if db is not None:
+        t = _add(t, _bias_tangent(db, ctx.out_shape))
+    return t
+
+
+_register_autograd(conv, _conv_setup, _conv_backward, _conv_jvp)
 
 
 # ---------------------------------------------------------------- grad_input
@@ -126,12 +245,15 @@ def conv_grad_input(grad_output: Tensor, weight: Tensor, input_size: list[int],
 
 @conv_grad_input.register_fake
 def _(grad_output, weight, input_size, stride, padding, dilation, groups, strategy):
+    _check_geometry(stride, dilation, groups, "conv_grad_input")
     return grad_output.new_empty(input_size)
 
 
 def _gi_setup(ctx, inputs, output):
     gy, weight, input_size, stride, padding, dilation, groups, strategy = inputs
     ctx.save_for_backward(gy, weight)
+    ctx.save_for_forward(gy, weight)
+    ctx.input_size = list(input_size)
     ctx.geom = (stride, padding, dilation, groups, strategy)
 
 
@@ -143,7 +265,15 @@ def _gi_backward(ctx, g):
     return d_gy, d_w, None, None, None, None, None, None
 
 
-conv_grad_input.register_autograd(_gi_backward, setup_context=_gi_setup)
+def _gi_jvp(ctx, d_gy, d_w, *_):
+    gy, weight = ctx.saved_tensors
+    t = None if d_gy is None else conv_grad_input(d_gy, weight, ctx.input_size, *ctx.geom)
+    if d_w is not None:
+        t = _add(t, conv_grad_input(gy, d_w, ctx.input_size, *ctx.geom))
+    return t
+
+
+_register_autograd(conv_grad_input, _gi_setup, _gi_backward, _gi_jvp)
 
 
 # ---------------------------------------------------------------- grad_weight
@@ -160,12 +290,15 @@ def conv_grad_weight(input: Tensor, grad_output: Tensor, weight_size: list[int],
 
 @conv_grad_weight.register_fake
 def _(input, grad_output, weight_size, stride, padding, dilation, groups, strategy):
+    _check_geometry(stride, dilation, groups, "conv_grad_weight")
     return input.new_empty(weight_size)
 
 
 def _gw_setup(ctx, inputs, output):
     x, gy, weight_size, stride, padding, dilation, groups, strategy = inputs
     ctx.save_for_backward(x, gy)
+    ctx.save_for_forward(x, gy)
+    ctx.weight_size = list(weight_size)
     ctx.geom = (stride, padding, dilation, groups, strategy)
 
 
@@ -177,7 +310,15 @@ def _gw_backward(ctx, g):
     return d_x, d_gy, None, None, None, None, None, None
 
 
-conv_grad_weight.register_autograd(_gw_backward, setup_context=_gw_setup)
+def _gw_jvp(ctx, d_x, d_gy, *_):
+    x, gy = ctx.saved_tensors
+    t = None if d_x is None else conv_grad_weight(d_x, gy, ctx.weight_size, *ctx.geom)
+    if d_gy is not None:
+        t = _add(t, conv_grad_weight(x, d_gy, ctx.weight_size, *ctx.geom))
+    return t
+
+
+_register_autograd(conv_grad_weight, _gw_setup, _gw_backward, _gw_jvp)
 
 
 # ---------------------------------------------------------------- conv_transpose
@@ -200,6 +341,7 @@ def _transpose_size(i, k, s, pb, pa, op, d):
 
 @conv_transpose.register_fake
 def _(x, weight, bias, stride, padding, output_padding, groups, dilation, strategy):
+    _check_geometry(stride, dilation, groups, "conv_transpose")
     nd = weight.dim() - 2
     sp = [_transpose_size(x.shape[2 + a], weight.shape[2 + a], stride[a], padding[2 * a],
                           padding[2 * a + 1], output_padding[a], dilation[a]) for a in range(nd)]
@@ -209,6 +351,10 @@ def _(x, weight, bias, stride, padding, output_padding, groups, dilation, strate
 def _ct_setup(ctx, inputs, output):
     x, weight, bias, stride, padding, output_padding, groups, dilation, strategy = inputs
     ctx.save_for_backward(x, weight)
+    ctx.save_for_forward(x, weight)
+    ctx.transpose_geom = (stride, padding, output_padding, groups, dilation, strategy)
+    ctx.out_shape = output.shape
+    ctx.formats = (memory_format(x), memory_format(weight))
     ctx.geom = (stride, padding, dilation, groups, strategy)
     # output padding of a stride or more adds outputs no input reaches: the
     # convolution of the gradient then has `extra` more rows, cut off (or, for
@@ -233,10 +379,22 @@ def _ct_backward(ctx, gy):
             for e in reversed(ctx.extra):  # F.pad lists the last axis first
                 pad += [0, e]
             xe = torch.nn.functional.pad(x, pad)
-        gw = conv_grad_weight(gy, xe, list(weight.shape), *ctx.geom)
+        gw = in_format(conv_grad_weight(gy, xe, list(weight.shape), *ctx.geom), ctx.formats[1])
+    if gx is not None:
+        gx = in_format(gx, ctx.formats[0])
     if ctx.has_bias and need[2]:
         gb = _sum_but_channels(gy)
     return gx, gw, gb, None, None, None, None, None, None
 
 
-conv_transpose.register_autograd(_ct_backward, setup_context=_ct_setup)
+def _ct_jvp(ctx, dx, dw, db, *_):
+    x, weight = ctx.saved_tensors
+    t = None if dx is None else conv_transpose(dx, weight, None, *ctx.transpose_geom)
+    if dw is not None:
+        t = _add(t, conv_transpose(x, dw, None, *ctx.transpose_geom))
+    if db is not None:
+        t = _add(t, _bias_tangent(db, ctx.out_shape))
+    return t
+
+
+_register_autograd(conv_transpose, _ct_setup, _ct_backward, _ct_jvp)
