@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _strategies, _tuning
+from . import _cpu, _strategies, _tuning
 from ._config import get_config
 from ._spec import OPS
 
@@ -68,6 +68,9 @@ class Decision:
         Threads the call runs on: the configured count, or 1 when the cost
         model says the problem is too small for more to pay
         (:func:`fastconv._tuning.run_threads`).
+    level : str
+        The instruction-set level of the kernels the estimates are for
+        ("baseline", "avx2" or "avx512"; ``FASTCONV_CPU`` caps it).
     """
 
     op: str
@@ -76,12 +79,13 @@ class Decision:
     detail: str = ""
     candidates: list = field(default_factory=list)
     threads: int | None = None
+    level: str = field(default_factory=lambda: _cpu.level())
 
     def __str__(self):
         lines = [f"{self.op}: {self.strategy} (decided by {self.decided_by}"
                  + (f": {self.detail}" if self.detail else "")
                  + (f"; {self.threads} thread{'s' if self.threads != 1 else ''}"
-                    if self.threads else "") + ")"]
+                    if self.threads else "") + f"; {self.level} kernels)"]
         for c in self.candidates:
             if c.excluded:
                 lines.append(f"  {c.name:8s} excluded: {c.excluded}")
@@ -373,3 +377,4 @@ def choose_run(op, spec, strategy="auto"):
 
 # A new calibration or a cleared cache changes what remembered decisions rest on.
 _tuning.on_cache_change.append(clear_memo)
+_cpu.on_level_change(clear_memo)

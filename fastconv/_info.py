@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 
 from . import _strategies
@@ -35,11 +36,21 @@ def config_info():
             modules[name] = f"not available ({e})"
     from ._ext import _direct
 
+    from . import _cpu
+
     opts = get_config()
     return {
         "version": __version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "cpu": _cpu.cpu_model(),
+        "instruction set": {
+            "in use": _cpu.level(),
+            "cpu supports": _cpu.cpu_level(),
+            "compiled": ", ".join(_cpu.compiled_levels()),
+            "cap": f"{_cpu.ENV}={os.environ[_cpu.ENV]}" if os.environ.get(_cpu.ENV)
+                   else f"none ({_cpu.ENV} not set)",
+        },
         "compiled modules": modules,
         "openmp": bool(_direct.HAVE_OPENMP),
         "threads": opts.threads,
@@ -58,7 +69,8 @@ def format_bytes(n):
 
 
 def show_config():
-    """Print version, compiled modules, OpenMP, threads, memory budget and BLAS."""
+    """Print version, the kernels' instruction-set level (in use, supported by the
+    CPU, compiled), compiled modules, OpenMP, threads, memory budget and BLAS."""
     for k, v in config_info().items():
         if k == "memory budget (bytes)":
             print(f"memory budget: {format_bytes(v)} ({v} bytes)")

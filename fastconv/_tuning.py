@@ -21,8 +21,9 @@ Calibration
     times one pooled number per strategy for how its work spreads over the configured
     threads (``<name>|parallel``); ``parallel|overhead`` is what a small call loses on
     several threads (below it, calls run on one: :func:`run_threads`). They go to
-    ``<cache dir>/calibration-t<threads>.json`` (same validators), which wins over the
-    file shipped in the package (``fastconv/cost_calibration.json``).
+    ``<cache dir>/calibration-<level>-t<threads>.json`` (same validators, the instruction-set
+    level among them), which wins over the
+    file shipped in the package for that level (``fastconv/cost_calibration-<level>.json``).
 
 The cache dir is ``Options.cache_dir``, else ``$FASTCONV_CACHE_DIR``, else the
 user cache folder from ``platformdirs`` (``$XDG_CACHE_HOME/fastconv`` or
@@ -47,7 +48,6 @@ import glob
 import json
 import math
 import os
-import platform
 import stat
 import tempfile
 import threading
@@ -57,12 +57,14 @@ import warnings
 import numpy as np
 
 from . import _prepare as prep
-from . import _strategies
+from . import _cpu, _strategies
 from ._config import get_config
 from ._version import __version__
 
 FORMAT = 1
-SHIPPED_CALIBRATION = os.path.join(os.path.dirname(__file__), "cost_calibration.json")
+#: The calibration shipped for each instruction-set level (``{level}``), measured on
+#: the development machines; a level without a file runs uncalibrated.
+SHIPPED_CALIBRATION = os.path.join(os.path.dirname(__file__), "cost_calibration-{level}.json")
 
 
 # ---------------------------------------------------------------------------
@@ -91,14 +93,7 @@ def cache_dir(opts=None):
 
 
 def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpu.cpu_model()
 
 
 def validators(threads):
@@ -109,6 +104,7 @@ def validators(threads):
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "cpu": _cpu_model(),
+        "level": _cpu.level(),
         "threads": int(threads),
     }
 
@@ -280,14 +276,16 @@ class _FileCache:
         self._paths = {}   # (cache_dir, env, threads) -> path
 
     def path(self, opts, threads=None):
-        # One file per thread count: the thread count is a validator, so
-        # processes with different counts must not overwrite each other's file.
+        # One file per instruction-set level and thread count: both are
+        # validators, so processes at different levels or counts must not
+        # overwrite each other's file.
         threads = opts.threads if threads is None else threads
-        key = (opts.cache_dir, os.environ.get("FASTCONV_CACHE_DIR"), threads)
+        level = _cpu.level()
+        key = (opts.cache_dir, os.environ.get("FASTCONV_CACHE_DIR"), threads, level)
         path = self._paths.get(key)
         if path is None:
             stem, ext = os.path.splitext(self.name)
-            path = os.path.join(cache_dir(opts), f"{stem}-t{threads}{ext}")
+            path = os.path.join(cache_dir(opts), f"{stem}-{level}-t{threads}{ext}")
             if len(self._paths) > 64:
                 self._paths.clear()
             self._paths[key] = path
@@ -449,18 +447,25 @@ def _calibration_key(name, op, ndim, dtype):
     return f"{name}|{op}|{ndim}d|{np.dtype(dtype).name}"
 
 
-_shipped = None
+_shipped = {}
 
 
 def _shipped_calibration():
-    global _shipped
-    if _shipped is None:
+    """The shipped calibration of the running level ({} where none is shipped).
+
+    Another CPU at the same level runs the same kernels, so their relative
+    speeds carry over better than no calibration; another level's never does.
+    """
+    level = _cpu.level()
+    if level not in _shipped:
         try:
-            with open(SHIPPED_CALIBRATION) as f:
-                _shipped = json.load(f).get("entries", {})
-        except (OSError, ValueError):
-            _shipped = {}
-    return _shipped
+            with open(SHIPPED_CALIBRATION.format(level=level)) as f:
+                data = json.load(f)
+            ok = data.get("measured_on", {}).get("level") == level
+            _shipped[level] = data.get("entries", {}) if ok else {}
+        except (OSError, ValueError, AttributeError):
+            _shipped[level] = {}
+    return _shipped[level]
 
 
 def _calibration_entry(key, opts, default):

@@ -42,6 +42,7 @@ import math
 
 import numpy as np
 
+from .. import _cpu
 from .._config import get_config
 from .._ext import _direct
 
@@ -85,6 +86,11 @@ _GW_POLY = 1.23
 # multiply-add at 5x5 instead of 1): measured, whole calls of a 5x5 depthwise
 # layer ran 0.70x the quads' time, fills and copies included
 _ROWS4 = 0.65
+# The rates above are those of the avx512 tiles (64-byte registers); a level with
+# narrower registers runs the same tiles in more passes: the vector paths' time
+# scales with the lanes a register lacks (the level's calibration, where one is
+# shipped or measured, corrects the rest).
+_LEVEL_SCALE = {"avx512": 1.0, "avx2": 2.0, "baseline": 4.0}
 _GEN_MAC = {"forward": 0.35e-9, "grad_input": 0.48e-9, "grad_weight": 0.9e-9}
 _GEN_ROW = 5.4e-9   # rows path: per row of outputs and tap
 _COPY = 0.15e-9     # per element copied (buffer fills, outputs out of the wide layout)
@@ -194,7 +200,7 @@ class DirectStrategy:
         info = _choose_plan(spec, op, n_threads)
         f64 = spec.itemsize == 8
         if info["path"] != "rows":
-            t = _wide_seconds(spec, op, info)
+            t = _wide_seconds(spec, op, info) * _LEVEL_SCALE.get(_cpu.level(), 1.0)
             return _parallel(t * (_F64 if f64 else 1.0), info["tasks"], n_threads)
         out3 = spec.output_shape5[2:]
         rows = (spec.batch * spec.out_channels * spec.in_channels_per_group
