@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import fastconv
+from fastconv import _cpu
 from fastconv import _calibrate, _dispatch, _strategies, _tuning
 from fastconv._configfile import ConfigError, read_config_file
 from fastconv._spec import make_spec
@@ -242,7 +243,7 @@ def test_env_config_read_at_import(tmp_path):
 
 
 def _tuning_file(folder, threads=None):
-    return folder / f"tuning-t{threads or fastconv.get_config().threads}.json"
+    return folder / f"tuning-{_cpu.level()}-t{threads or fastconv.get_config().threads}.json"
 
 
 AUTOTUNE = """
@@ -353,7 +354,7 @@ def test_calibration_fits_one_thread_then_the_spread_over_threads(fakes, monkeyp
     monkeypatch.setattr(_calibrate, "_parallel_overhead", lambda make_spec, threads: 0.0)
     seen = []
 
-    def timed(op, spec, names, threads):
+    def timed(op, spec, names, threads, rounds=2, repeat=3):
         seen.append(threads)
         return {n: (0.01 if threads == 1 else 0.015) * fakes[n].estimate(spec, op, threads)
                 for n in names if n != "direct"}
@@ -384,8 +385,9 @@ def test_thread_counts_keep_separate_tuning_files(fakes):
         _dispatch.clear_memo()
         assert _dispatch.decide("forward", s).decided_by == "tuning-cache"
     folder = _tuning.cache_dir()
-    assert sorted(os.listdir(folder)) == ["tuning-t1.json", "tuning-t1.json.lock",
-                                          "tuning-t2.json", "tuning-t2.json.lock"]
+    lv = _cpu.level()
+    assert sorted(os.listdir(folder)) == [f"tuning-{lv}-t1.json", f"tuning-{lv}-t1.json.lock",
+                                          f"tuning-{lv}-t2.json", f"tuning-{lv}-t2.json.lock"]
 
 
 def test_readme_config_example_is_valid(tmp_path):

@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import fastconv  # noqa: E402
+from fastconv import _cpu  # noqa: E402
 from fastconv import _config, _configfile, _dispatch, _tuning  # noqa: E402
 
 ALLOWED = (fastconv.ConfigError, ValueError, TypeError, MemoryError)
@@ -183,7 +184,7 @@ def _calibration_keys():
 def test_fuzz_cache_files(which, entries, mode):
     d = _fresh_dir()
     threads = fastconv.get_config().threads
-    path = os.path.join(d, f"{which}-t{threads}.json")
+    path = os.path.join(d, f"{which}-{_cpu.level()}-t{threads}.json")
     spec = fastconv.make_spec(X.shape, W.shape, padding=1, dtype=np.float32)
     if isinstance(entries, dict):
         entries = {(_tuning.problem_key("forward", spec, threads) if k == "TUNING_KEY" else k): v

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import fastconv
+from fastconv import _cpu
 import fastconv.grad as fgrad
 from fastconv import _dispatch, _tuning, reference as ref
 from fastconv._config import max_threads
@@ -299,7 +300,7 @@ def cache(tmp_path, monkeypatch):
 
 def _write_cache(cache_dir, name, entries, threads):
     cache_dir.mkdir(exist_ok=True)
-    path = cache_dir / f"{name}-t{threads}.json"
+    path = cache_dir / f"{name}-{_cpu.level()}-t{threads}.json"
     body = {"format": _tuning.FORMAT, "validators": _tuning.validators(threads),
             "entries": entries}
     path.write_text(json.dumps(body) if not isinstance(entries, str) else entries)
@@ -368,9 +369,9 @@ def _unusable_cache_dirs(tmp_path):
     f = tmp_path / "a_file"
     f.write_text("x")
     tuning_dir = tmp_path / "tuning_is_dir"
-    (tuning_dir / f"tuning-t{fastconv.get_config().threads}.json").mkdir(parents=True)
+    (tuning_dir / f"tuning-{_cpu.level()}-t{fastconv.get_config().threads}.json").mkdir(parents=True)
     lock_dir = tmp_path / "lock_is_dir"
-    (lock_dir / f"tuning-t{fastconv.get_config().threads}.json.lock").mkdir(parents=True)
+    (lock_dir / f"tuning-{_cpu.level()}-t{fastconv.get_config().threads}.json.lock").mkdir(parents=True)
     return {"is_file": f, "under_file": f / "sub", "under_proc": "/proc/fastconv-cache",
             "tuning_is_dir": tuning_dir, "lock_is_dir": lock_dir}
 

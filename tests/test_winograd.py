@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fastconv
+from fastconv import _cpu
 from fastconv import _strategies
 from fastconv import reference as ref
 from fastconv._spec import make_spec
@@ -257,6 +258,10 @@ def test_autotune_measures_and_stores_it(tmp_path):
         assert "winograd" in {c.name for c in d.candidates if c.measured_s is not None}
 
 
+# vector lanes of the register transforms per level: (float32 widths, float64 widths)
+_TF_LANES = {"avx512": ((16, 8), (8,)), "avx2": ((8,), (4,)), "baseline": ((4,), (2,))}
+
+
 @pytest.mark.parametrize("m", [2, 4, 6])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("problem", [5, 6, 7, 8])
@@ -279,12 +284,13 @@ def test_fast_transforms_match_the_generic_ones(problem, dtype, m, monkeypatch):
     finally:
         _winograd.fast_transforms(old)
     assert old
-    # the vector on each side: 16 float32 lanes, else 8 (float32 and float64), else
-    # none (the generic transforms)
+    # the vector on each side: one register of the level's (float32 with AVX-512:
+    # 16 lanes, else 8), else none (the generic transforms)
     BT, _, AT = matrices(m)
-    widths = (16, 8) if dtype == np.float32 else (8,)
+    widths = _TF_LANES[_cpu.level()][0 if dtype == np.float32 else 1]
     lanes = [next((v for v in widths if n % v == 0), 0) for n in (8, 12, 16, 32)]
-    assert lanes == ([8, 0, 16, 16] if dtype == np.float32 else [8, 0, 8, 8])
+    assert lanes == {(16, 8): [8, 0, 16, 16], (8,): [8, 0, 8, 8], (4,): [4, 4, 4, 4],
+                     (2,): [2, 2, 2, 2]}[widths]
     for op in ("forward", "grad_input", "grad_weight"):
         c, co = W._chans(spec, op)
         want = tuple(next((v for v in widths if n % v == 0), 0) for n in (c, co))
@@ -342,7 +348,8 @@ def test_plans_are_remembered_per_tuning_constants(monkeypatch):
         assert W._cost(spec, "forward", 4, 1) > est and W._knobs() != knobs
     finally:
         _winograd.fast_transforms(old)
-    assert W._fast_sides(spec, "forward", 4) == (16, 16)
+    lane = _TF_LANES[_cpu.level()][0][0]
+    assert W._fast_sides(spec, "forward", 4) == (lane, lane)
 
 
 def test_fast_transforms_check_the_matrices():
