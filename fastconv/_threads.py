@@ -21,6 +21,11 @@ changes, so after each change it hands that control back
 (:func:`_set_threads`): otherwise the thread that lowered the count could be a
 different one from the thread that must restore it, and the restore was
 ignored, leaving BLAS at one thread for the rest of the process.
+
+In a child forked while another thread held the lock or was inside a call,
+that thread does not exist: the child gets a fresh lock and forgets the
+parent's active calls (:func:`_reset_in_child`), so its next call restores
+the saved counts on leaving.
 """
 from __future__ import annotations
 
@@ -78,6 +83,20 @@ def _apply(n):
         if _current[i] != n:
             _set_threads(lib, n)
             _current[i] = n
+
+
+def _reset_in_child():
+    # the threads of the parent's active calls do not exist in a forked child:
+    # a lock one of them held would never be released, and their requests
+    # would never leave; the saved counts stay, so the child's next call
+    # restores them when it leaves
+    global _lock, _active
+    _lock = threading.Lock()
+    _active = {}
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_in_child)
 
 
 @contextlib.contextmanager

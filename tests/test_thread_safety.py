@@ -188,3 +188,49 @@ def test_concurrent_first_calls_leave_blas_as_found():
     """)
     assert out.startswith("True"), out
 
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_does_not_wait_on_the_parents_blas_lock():
+    # another thread holds the limiter's lock at fork time: the child's first
+    # call waited forever for a thread that does not exist in it
+    out = _child("""
+    import os, threading
+    import numpy as np
+    import fastconv
+    from fastconv import _threads
+    entered, release = threading.Event(), threading.Event()
+    def holder():
+        with _threads._lock:
+            entered.set(); release.wait()
+    def inside():
+        with _threads.blas_limit(1):
+            release.wait()
+    ts = [threading.Thread(target=holder), threading.Thread(target=inside)]
+    ts[1].start()
+    while not _threads._active:
+        pass
+    ts[0].start(); entered.wait()
+    before = _threads._saved and [c for _, c in _threads._saved]
+    pid = os.fork()
+    if pid == 0:
+        x = np.ones((1, 4, 8, 8)); w = np.ones((4, 4, 3, 3))
+        y = fastconv.conv2d(x, w, padding=1, strategy="winograd")
+        ok = float(y[0, 0, 4, 4]) == 36.0 and not _threads._active
+        if before:   # the parent's call was inside: the child's call restored the counts
+            ok = ok and sorted(_threads.blas_threads().values()) == sorted(before)
+        os._exit(0 if ok else 3)
+    release.set()
+    for t in ts: t.join()
+    code = None
+    import time
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            code = os.waitstatus_to_exitcode(status); break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9); os.waitpid(pid, 0)
+    print("child", code)
+    """)
+    assert out.strip() == "child 0", out
