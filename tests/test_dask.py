@@ -285,3 +285,35 @@ def test_config_where_the_graph_is_built_travels_with_it():
     for t in tasks:
         assert t[-1].options["allow_fft"] is False and t[-1].options["memory_budget"] == 1 << 20
     np.testing.assert_array_equal(y.compute(scheduler="sync"), np.full((1, 3, 18), 6.0))
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_zero_size_batch_gives_empty_results_as_numpy(ndim):
+    # the graph had blocks with no batch rows to gather and failed at compute
+    # ("need at least one array to concatenate")
+    sp, k = SPATIAL[ndim], KERNEL[ndim]
+    w = _rng("empty", ndim).standard_normal((4, 3) + k)
+    kw = dict(padding=1, stride=2)
+    xs = (0, 3) + sp
+    ys = fastconv.output_shape(xs, w.shape, **kw)
+    x = da.zeros(xs, chunks=(1, 3) + (4,) * ndim)
+    gy = da.zeros(ys, chunks=(1, 4) + (3,) * ndim)
+    xn, gyn = np.zeros(xs), np.zeros(ys)
+    got = {
+        "conv": fd.conv(x, w, np.ones(4), **kw),
+        "grad_input": fd.grad_input(xs, w, gy, **kw),
+        "grad_input_chunks": fd.grad_input(xs, w, gy, input_chunks=x.chunks, **kw),
+        "grad_weight": fd.grad_weight(x, w.shape, gy, **kw),
+    }
+    want = {
+        "conv": fastconv.conv(xn, w, np.ones(4), **kw),
+        "grad_input": fastconv.grad_input(xs, w, gyn, **kw),
+        "grad_input_chunks": fastconv.grad_input(xs, w, gyn, **kw),
+        "grad_weight": fastconv.grad_weight(xn, w.shape, gyn, **kw),
+    }
+    got.update(zip(("gx", "gw", "gb"), fd.conv_backward(x, w, gy, **kw)))
+    want.update(zip(("gx", "gw", "gb"), fastconv.conv_backward(xn, w, gyn, **kw)))
+    for name, a in got.items():
+        r = a.compute(scheduler="sync")
+        assert r.shape == want[name].shape and r.dtype == want[name].dtype, name
+        np.testing.assert_array_equal(r, want[name], err_msg=name)

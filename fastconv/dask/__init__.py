@@ -204,6 +204,8 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, fli
     out_sp = [output_bounds(c, o, s, pb, span) for c, (_, s, pb, span, o) in
               zip(x.chunks[2:], geo)]
     chunks = (x.chunks[0], (spec.out_channels,)) + tuple(out_sp)
+    if spec.batch == 0:   # as the NumPy API: an empty result (no block has windows)
+        return da.zeros(spec.output_shape, dtype=dtype, chunks=chunks)
     token = tokenize(x, w, b, spec, strategy, n_threads, _blocks.options_dict())
     name = "fastconv-conv-" + token
     dsk = {}
@@ -292,6 +294,8 @@ def grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1
             raise ValueError(f"input_chunks {input_chunks} do not add up to the input shape "
                              f"{spec.input_shape}")
         chunks = (input_chunks[0], (spec.in_channels,)) + input_chunks[2:]
+    if spec.batch == 0:
+        return da.zeros(spec.input_shape, dtype=dtype, chunks=chunks)
     name = "fastconv-grad-input-" + tokenize(gy, w, spec, strategy, chunks, n_threads,
                                              _blocks.options_dict())
     dsk = {}
@@ -335,6 +339,8 @@ def grad_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=
     _check_gy(gy, spec)
     if not isinstance(split_every, int) or split_every < 2:
         raise ValueError(f"split_every must be an int >= 2, got {split_every!r}")
+    if spec.batch == 0:   # as the NumPy API: a zero gradient
+        return da.zeros(spec.weight_shape, dtype=dtype, chunks=-1)
     if not spec.batched:
         x, gy = x[None], gy[None]
     x = _one_channel_chunk(x, "input")
