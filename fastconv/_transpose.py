@@ -170,6 +170,12 @@ def conv_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, 
     if b is not None and b.shape != (conv_in[-len(extra) - 1],):
         raise ValueError(f"bias must have shape ({conv_in[-len(extra) - 1]},) (one value per "
                          f"output channel), got shape {b.shape}")
+    if b is not None:
+        # computed in the dtype of all three inputs, as fastconv.conv does (a
+        # float64 bias with float32 x and weight gives float64)
+        dtype = result_dtype(x.dtype, weight.dtype, b.dtype)
+        if dtype != result_dtype(x.dtype, weight.dtype):
+            weight = weight.astype(dtype)
     y = _api.grad_input(conv_in, weight, _pad_extra(x, extra), stride, pads, dilation, groups,
                         strategy=strategy)
     if b is not None:

@@ -317,3 +317,18 @@ def test_zero_size_batch_gives_empty_results_as_numpy(ndim):
         r = a.compute(scheduler="sync")
         assert r.shape == want[name].shape and r.dtype == want[name].dtype, name
         np.testing.assert_array_equal(r, want[name], err_msg=name)
+
+
+def test_float64_bias_gives_float64_blocks_as_numpy():
+    # the graph said float64 (x, weight and bias together) but the blocks were
+    # float32 with the bias truncated
+    rng = _rng("bias64")
+    x = rng.standard_normal((2, 2, 10)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 2)).astype(np.float32)
+    b = rng.standard_normal(3) * 1e-9 + 1.0   # its low digits are lost in float32
+    kw = dict(stride=3, padding=((9, 7),), strategy="direct")
+    want = fastconv.conv1d(x, w, b, **kw)   # float64
+    y = fd.conv1d(da.from_array(x, chunks=(1, -1, 3)), w, b, **kw)
+    got = y.compute(scheduler="sync")
+    assert want.dtype == y.dtype == got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
