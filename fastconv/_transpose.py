@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _api
 from . import _prepare as prep
-from ._spec import result_dtype
+from ._spec import _sequence, result_dtype
 
 __all__ = ["conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
            "conv_transpose_grad_input", "conv_transpose_grad_weight",
@@ -45,7 +45,8 @@ _SHARED_DOC = """stride : int or tuple of int, default 1
 def _per_axis(v, ndim, name, minimum):
     t = (v,) * ndim if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v
     try:
-        t = tuple(t)
+        # (a set or dict would give its keys in some order, bytes their codes)
+        t = _sequence(t)
     except TypeError:
         raise TypeError(f"{name} must be an int or a tuple of {ndim} ints, got {v!r}") from None
     if len(t) != ndim or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool)

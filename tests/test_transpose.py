@@ -193,3 +193,15 @@ def test_float64_bias_gives_float64_as_conv(rng):
         np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
     # float32 bias: float32, as before
     assert fastconv.conv_transpose2d(x, w, b.astype(np.float32)).dtype == np.float32
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(stride={3, 1}), dict(stride=b"\x03\x01"), dict(dilation={1, 2}),
+    dict(padding={1, 2}), dict(padding=b"\x01\x01"), dict(padding=({1, 2}, (0, 0))),
+    dict(output_padding={0, 1}, stride=2), dict(stride={2: 1, 1: 1}), dict(stride="ab"),
+], ids=repr)
+def test_sets_bytes_and_mappings_are_type_errors(kwargs):
+    # a set iterated in hash order (stride={3, 1} became (1, 3)), bytes as codes
+    name = next(iter(kwargs))
+    with pytest.raises(TypeError, match=name):
+        fastconv.conv_transpose2d(np.ones((1, 2, 5, 5)), np.ones((2, 2, 3, 3)), **kwargs)
