@@ -2,7 +2,7 @@
 
 Each layer takes PyTorch's constructor arguments, holds ``.weight`` and
 ``.bias`` as ndarrays (PyTorch's default initialization, drawn from a NumPy
-``Generator`` you can seed), keeps in ``forward`` what ``backward`` needs, and
+``Generator`` or an int seed), keeps in ``forward`` what ``backward`` needs, and
 in ``backward`` fills ``.grads`` and returns dL/dx. There is no autograd graph
 and no optimizer: a training step is a few explicit lines.
 
@@ -26,16 +26,37 @@ import numpy as np
 from ._api import conv as _conv, conv_backward as _conv_backward
 from ._transpose import conv_transpose as _conv_transpose
 from ._transpose import conv_transpose_backward as _conv_transpose_backward
+from ._spec import _is_int, _sequence
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
            "ConvTranspose3d"]
 
 
 def _ntuple(v, nd, name):
-    t = (v,) * nd if isinstance(v, (int, np.integer)) else tuple(v)
-    if len(t) != nd or not all(isinstance(a, (int, np.integer)) and a >= 1 for a in t):
+    if _is_int(v):
+        t = (v,) * nd
+    else:
+        try:
+            t = _sequence(v)
+        except TypeError:
+            raise TypeError(f"{name} must be an int or a tuple of {nd} ints, got "
+                            f"{type(v).__name__} {v!r}") from None
+        if not all(_is_int(a) for a in t):
+            raise TypeError(f"{name} must be an int or a tuple of {nd} ints, got {v!r}")
+    if len(t) != nd or not all(a >= 1 for a in t):
         raise ValueError(f"{name} must be a positive int or {nd} positive ints, got {v!r}")
     return tuple(int(a) for a in t)
+
+
+def _generator(rng):
+    """A NumPy random generator from ``rng``: None (fresh entropy), an int seed,
+    a ``Generator`` or a legacy ``RandomState`` (as scikit-learn's ``random_state``)."""
+    if rng is None or _is_int(rng):
+        return np.random.default_rng(rng)
+    if isinstance(rng, (np.random.Generator, np.random.RandomState)):
+        return rng
+    raise TypeError(f"rng must be None, an int seed, a numpy.random.Generator or "
+                    f"RandomState, got {type(rng).__name__} {rng!r}")
 
 
 class _Layer:
@@ -50,8 +71,11 @@ class _Layer:
         nd = self._nd
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
                         ("groups", groups)):
-            if not isinstance(v, (int, np.integer)) or v < 1:
+            if not _is_int(v):
+                raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
+            if v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
+        in_channels, out_channels, groups = int(in_channels), int(out_channels), int(groups)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
                              f"out_channels={out_channels}")
@@ -74,7 +98,7 @@ class _Layer:
         # torch's default: kaiming_uniform_(a=sqrt(5)) for the weight and the same
         # bound for the bias, i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in =
         # weight.shape[1] * prod(kernel) for both the conv and the transposed conv.
-        rng = np.random.default_rng() if rng is None else rng
+        rng = _generator(rng)
         bound = 1.0 / math.sqrt(shape[1] * math.prod(self.kernel_size))
         self.weight = rng.uniform(-bound, bound, shape).astype(dtype)
         self.bias = rng.uniform(-bound, bound, out_channels).astype(dtype) if bias else None
@@ -179,8 +203,9 @@ def _make(nd, transposed):
     ``(before, after)`` pairs{'' if transposed else ' and "same"/"valid"'}), plus
 
     dtype : float32 or float64
-    rng : numpy.random.Generator, optional
-        Source of the initial weights (PyTorch's default initialization).
+    rng : numpy.random.Generator or int, optional
+        Source of the initial weights (PyTorch's default initialization); an
+        int is a seed (``numpy.random.default_rng(rng)``), None fresh entropy.
     strategy : str, default "auto"
         fastconv strategy for every pass.
     needs_input_grad : bool, default True

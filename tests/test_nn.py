@@ -111,3 +111,30 @@ def test_errors_and_repr():
     assert repr(nn.ConvTranspose2d(2, 4, 3, stride=2, groups=2, bias=False, strategy="fft")) == (
         "ConvTranspose2d(2, 4, kernel_size=(3, 3), stride=(2, 2), groups=2, bias=False, "
         "strategy='fft')")
+
+
+@pytest.mark.parametrize("args, kwargs, match", [
+    ((3, 4, 3.0), {}, "kernel_size"),
+    ((3, 4, (3, 2.5)), {}, "kernel_size"),
+    ((3, 4, {3}), {}, "kernel_size"),
+    ((3, 4, True), {}, "kernel_size"),
+    ((3.0, 4, 3), {}, "in_channels"),
+    ((3, "4", 3), {}, "out_channels"),
+    ((3, 4, 3), dict(stride=2.0), "stride"),
+    ((3, 4, 3), dict(groups=1.0), "groups"),
+    ((3, 4, 3), dict(rng="seed"), "rng"),
+    ((3, 4, 3), dict(rng=1.5), "rng"),
+])
+def test_bad_argument_types_are_type_errors_naming_them(args, kwargs, match):
+    # nn.Conv2d(3, 4, 3.0) said "'float' object is not iterable"
+    with pytest.raises(TypeError, match=match):
+        nn.Conv2d(*args, **kwargs)
+
+
+def test_rng_takes_an_int_seed():
+    # rng=0 raised AttributeError; an int is a seed, as numpy.random.default_rng(0)
+    a = nn.Conv2d(3, 4, 3, rng=0)
+    b = nn.Conv2d(3, 4, 3, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(a.weight, b.weight)
+    np.testing.assert_array_equal(a.bias, b.bias)
+    assert nn.ConvTranspose1d(2, 2, 3, rng=np.int64(5)).weight.shape == (2, 2, 3)
