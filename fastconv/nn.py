@@ -3,15 +3,22 @@
 Each layer takes PyTorch's constructor arguments, holds ``.weight`` and
 ``.bias`` as ndarrays (PyTorch's default initialization, drawn from a NumPy
 ``Generator`` or an int seed), keeps in ``forward`` what ``backward`` needs, and
-in ``backward`` fills ``.grads`` and returns dL/dx. There is no autograd graph
-and no optimizer: a training step is a few explicit lines.
+in ``backward`` adds dL/dweight and dL/dbias to ``.grads`` and returns dL/dx.
+There is no autograd graph and no optimizer: a training step is a few explicit
+lines.
+
+Gradients accumulate as in PyTorch: each ``backward`` adds to ``.grads``
+(zeros when the layer is made) until :meth:`~Conv2d.zero_grad` sets them back
+to zero, so call it once per step (or sum several batches' gradients on
+purpose by not calling it).
 
 >>> import numpy as np
 >>> from fastconv import nn
 >>> conv = nn.Conv2d(1, 4, 3, padding=1, rng=np.random.default_rng(0))
 >>> x = np.ones((2, 1, 8, 8), np.float32)
+>>> conv.zero_grad()                           # start of a step
 >>> y = conv.forward(x)                        # (2, 4, 8, 8)
->>> gx = conv.backward(np.ones_like(y))        # dL/dx; conv.grads has dL/dweight, dL/dbias
+>>> gx = conv.backward(np.ones_like(y))        # dL/dx; conv.grads += dL/dweight, dL/dbias
 >>> for name, p, g in conv.parameters():
 ...     p -= 0.1 * g                           # plain SGD, in place
 >>> conv.n_parameters
@@ -102,19 +109,43 @@ class _Layer:
         bound = 1.0 / math.sqrt(shape[1] * math.prod(self.kernel_size))
         self.weight = rng.uniform(-bound, bound, shape).astype(dtype)
         self.bias = rng.uniform(-bound, bound, out_channels).astype(dtype) if bias else None
-        self.grads = {"weight": None, "bias": None}
+        self.grads = {"weight": np.zeros_like(self.weight),
+                      "bias": None if self.bias is None else np.zeros_like(self.bias)}
         self._x = None
 
     # -- parameters -------------------------------------------------------------
     def parameters(self):
         """Yield ``(name, array, grad)`` for the weight and (if any) the bias.
 
-        ``array`` is the parameter itself (update it in place); ``grad`` is the
-        last ``backward``'s gradient, or None before one.
+        ``array`` is the parameter itself (update it in place); ``grad`` is its
+        gradient summed over the ``backward`` calls since the layer was made or
+        :meth:`zero_grad` last ran (zeros before any).
         """
-        yield "weight", self.weight, self.grads["weight"]
+        yield "weight", self.weight, self._grad("weight")
         if self.bias is not None:
-            yield "bias", self.bias, self.grads["bias"]
+            yield "bias", self.bias, self._grad("bias")
+
+    def zero_grad(self):
+        """Set the accumulated gradients (``.grads``) to zero, in place.
+
+        As ``torch.nn.Module.zero_grad``: :meth:`backward` adds to the
+        gradients, so call this once per training step.
+        """
+        for name in ("weight", "bias"):
+            g = self._grad(name)
+            if g is not None:
+                g.fill(0)
+
+    def _grad(self, name):
+        """``.grads[name]`` as an array of the parameter's shape and dtype (a new
+        zero array if it was replaced or removed); None for a missing bias."""
+        p = getattr(self, name)
+        if p is None:
+            return None
+        g = self.grads.get(name)
+        if not isinstance(g, np.ndarray) or g.shape != p.shape or g.dtype != p.dtype:
+            g = self.grads[name] = np.zeros_like(p)
+        return g
 
     @property
     def n_parameters(self):
@@ -141,7 +172,10 @@ class _Layer:
                      self.groups, strategy=self.strategy)
 
     def backward(self, grad_out, *, needs_input_grad=None):
-        """Fill ``.grads`` from dL/dy and return dL/dx.
+        """Add dL/dweight and dL/dbias to ``.grads`` and return dL/dx.
+
+        The gradients accumulate over calls until :meth:`zero_grad`, as in
+        PyTorch.
 
         Parameters
         ----------
@@ -167,7 +201,9 @@ class _Layer:
             gx, gw, gb = _conv_backward(self._x, self.weight, grad_out, self.stride,
                                         self.padding, self.dilation, self.groups,
                                         strategy=self.strategy, needs=needs)
-        self.grads = {"weight": gw, "bias": gb}
+        self._grad("weight")[...] += gw
+        if gb is not None:
+            self._grad("bias")[...] += gb
         return gx
 
     def __repr__(self):
@@ -217,7 +253,10 @@ def _make(nd, transposed):
                        else '(C_out, C_in/groups, *kernel)'}
     bias : ndarray (C_out,) or None
     grads : dict
-        ``{{"weight": ..., "bias": ...}}`` from the last :meth:`backward`.
+        ``{{"weight": ..., "bias": ...}}``: the gradients summed over the
+        :meth:`backward` calls since the layer was made or :meth:`zero_grad`
+        last ran (zeros before any; the bias entry is None without a bias).
+        They accumulate as in PyTorch: call :meth:`zero_grad` once per step.
     """
     attrs = {"_nd": nd, "_transposed": transposed, "__doc__": doc, "__module__": __name__}
     if transposed:
