@@ -332,3 +332,30 @@ def test_float64_bias_gives_float64_blocks_as_numpy():
     got = y.compute(scheduler="sync")
     assert want.dtype == y.dtype == got.dtype == np.float64
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("kw, error", [
+    (dict(strategy="bogus"), ValueError), (dict(strategy=5), TypeError),
+    (dict(n_threads=0), ValueError), (dict(n_threads=10**6), ValueError),
+    (dict(n_threads=2.0), ValueError),
+], ids=repr)
+def test_bad_strategy_or_threads_refused_when_the_graph_is_built(kw, error):
+    # they reached the workers and failed only at compute time
+    name = next(iter(kw))
+    x = da.ones((2, 2, 8), chunks=(1, 2, 4))
+    w = np.ones((3, 2, 3))
+    gy = da.ones((2, 3, 6), chunks=(1, 3, 3))
+    calls = [lambda: fd.conv(x, w, **kw), lambda: fd.conv1d(x, w, **kw),
+             lambda: fd.grad_input(x.shape, w, gy, **kw),
+             lambda: fd.grad_weight(x, w.shape, gy, **kw),
+             lambda: fd.conv_backward(x, w, gy, **kw),
+             lambda: fd.conv(da.ones((0, 2, 8), chunks=(1, 2, 4)), w, **kw)]
+    for call in calls:
+        with pytest.raises(error, match=name):
+            call()
+
+
+def test_good_thread_counts_pass_through():
+    x = da.ones((2, 2, 8), chunks=(1, 2, 4))
+    y = fd.conv(x, np.ones((3, 2, 3)), n_threads=np.int64(1), strategy="direct")
+    np.testing.assert_array_equal(y.compute(scheduler="sync"), np.full((2, 3, 6), 6.0))
