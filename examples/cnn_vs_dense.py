@@ -5,8 +5,8 @@
 
 Both networks see the same 1,348 training images and are scored on the same 449
 test images. The CNN's two convolution layers are ``fastconv.nn.Conv2d`` objects:
-``forward`` keeps what ``backward`` needs, ``backward`` returns dL/dx and fills
-``.grads``; ReLU, 2x2 max pooling, the linear read-out, softmax and Adam are a few
+``forward`` keeps what ``backward`` needs, ``backward`` returns dL/dx and adds to
+``.grads`` (reset by ``zero_grad()``, as in PyTorch); ReLU, 2x2 max pooling, the linear read-out, softmax and Adam are a few
 lines of NumPy each, in ``fastconv/demo.py`` (also run by ``fastconv demo``).
 It prints a finite-difference check of the conv layer's backward, then test
 accuracy, parameter count and training time for each network, and plots accuracy
@@ -16,7 +16,8 @@ A training step of the CNN, spelled out:
 
     logits = model.forward(x)                  # conv -> relu -> pool -> conv -> ... -> linear
     loss, g = softmax_cross_entropy(logits, y)
-    model.backward(g)                          # each layer's .grads is filled
+    zero_grad(model)                           # gradients accumulate until reset
+    model.backward(g)                          # adds to each layer's .grads
     for layer in model.layers:
         for name, p, grad in layer.parameters():
             p -= lr * grad                     # (the demo uses Adam)

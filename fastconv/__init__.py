@@ -3,8 +3,11 @@
 Four compiled strategies (direct, im2col-GEMM, FFT, Winograd) and a dispatcher that
 picks one per call; transposed convolution here, NumPy layer objects in
 :mod:`fastconv.nn`, a PyTorch bridge in :mod:`fastconv.torch` and Dask arrays in
-:mod:`fastconv.dask` (the last two need their extras). Layouts follow PyTorch: input ``(N, C_in, *spatial)`` (or without
-``N``), weight ``(C_out, C_in / groups, *kernel)``.
+:mod:`fastconv.dask` (the last two need their extras). Those submodules and
+:mod:`fastconv.bench` are imported on first use (``fastconv.nn.Conv2d`` works
+after ``import fastconv``), so ``import fastconv`` loads neither PyTorch nor Dask.
+Layouts follow PyTorch: input ``(N, C_in, *spatial)`` (or without ``N``), weight
+``(C_out, C_in / groups, *kernel)``.
 
 >>> import numpy as np, fastconv
 >>> x = np.ones((1, 3, 8, 8), np.float32); w = np.ones((4, 3, 3, 3), np.float32)
@@ -27,6 +30,24 @@ from ._tuning import clear_cache
 from ._strategies import release_buffers
 
 _load_env_config()
+
+# Submodules reachable as attributes, imported on first access (PEP 562, as SciPy
+# does): importing them here would load PyTorch, Dask and the benchmark's
+# libraries with every ``import fastconv``. A missing extra raises the
+# submodule's ImportError, which says what to install.
+_LAZY_SUBMODULES = ("nn", "torch", "dask", "bench")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
 
 __all__ = [
     "__version__", "conv", "conv1d", "conv2d", "conv3d", "conv_backward", "grad",

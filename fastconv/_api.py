@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from ._config import get_config
 from ._dispatch import (check_available, choose_run, decide, explain_decision, run_budget,
                         total_workspace)
 from ._spec import make_spec, result_dtype
+from ._strategies import get as get_strategy
 
 _SHARED_DOC = """
     stride : int or tuple of int, default 1
@@ -50,35 +52,66 @@ def _empty_batch(op, spec, strategy, shape):
 _F32_SAFE = float(np.finfo(np.float32).max) / 64
 
 
-def _fft_may_overflow(op, spec, a, b):
-    """True if a float32 FFT of ``op`` could overflow where the exact result need not.
+def _fft_factor(op, spec, n_threads):
+    """Bound on a float32 FFT's values, per unit of max|a| * max|b|.
 
     A transform's coefficients are bounded by the sum of |values| it transforms;
     the product of two spectra summed over the contracted channels, before the
-    inverse transform's 1/n, bounds every intermediate. A cheap bound from the
-    operands' largest magnitudes (two reductions, no temporary).
+    inverse transform's 1/n, bounds every intermediate.
     """
-    ma = max(abs(float(np.max(a))), abs(float(np.min(a))))
-    mb = max(abs(float(np.max(b))), abs(float(np.min(b))))
-    if not (np.isfinite(ma) and np.isfinite(mb)):
-        return False  # NaN/Inf: the exact result is not finite either
     n = math.prod(p + d * (k - 1) for p, k, d in zip(spec.padded_spatial, spec.kernel,
                                                         spec.dilation))
     terms = {"forward": spec.in_channels_per_group * spec.kernel_size,
              "grad_input": spec.out_channels_per_group * spec.kernel_size,
              "grad_weight": spec.batch * math.prod(spec.out_spatial)}[op]
-    return ma * mb * float(n) * float(terms) > _F32_SAFE
+    return float(n) * float(terms)
+
+
+def _winograd_factor(op, spec, n_threads):
+    """Bound on winograd's values, per unit of max|a| * max|b| (its transforms
+    grow them; see ``WinogradStrategy.overflow_factor``)."""
+    return get_strategy("winograd").overflow_factor(spec, op, n_threads)
+
+
+# Strategies whose float32 intermediates can overflow where the exact result is
+# finite: (their bound per unit of max|a| * max|b|, the option that keeps the
+# dispatcher away from them).
+_OVERFLOW_GUARDS = {
+    "fft": (_fft_factor, {"allow_fft": False}),
+    # (a tolerance below every tile's error estimate excludes float32 winograd)
+    "winograd": (_winograd_factor, {"winograd_rtol": sys.float_info.min}),
+}
+
+
+def _max_abs(a):
+    """max |a| (two reductions, no temporary)."""
+    return max(abs(float(np.max(a))), abs(float(np.min(a))))
 
 
 def _choose(op, spec, strategy, a, b):
-    """:func:`choose_run` (strategy, threads), but auto never picks float32 FFT
-    where it could overflow."""
-    s, n = choose_run(op, spec, strategy)
-    if (s.name == "fft" and spec.dtype == np.float32 and strategy == "auto"
-            and get_config().strategy == "auto" and _fft_may_overflow(op, spec, a, b)):
-        from ._config import config
+    """:func:`choose_run` (strategy, threads), but "auto" never picks a float32
+    FFT or winograd where its intermediates could overflow.
 
-        with config(allow_fft=False):
+    A cheap bound from the operands' largest magnitudes decides: the
+    strategy's growth factor times ``max|a| * max|b|`` within float32's range
+    (with a margin). A forced strategy runs as asked.
+    """
+    s, n = choose_run(op, spec, strategy)
+    if (s.name not in _OVERFLOW_GUARDS or spec.dtype != np.float32 or strategy != "auto"
+            or get_config().strategy != "auto"):
+        return s, n
+    ma, mb = _max_abs(a), _max_abs(b)
+    if not (np.isfinite(ma) and np.isfinite(mb)):
+        return s, n  # NaN/Inf: the exact result is not finite either
+    from ._config import config
+
+    avoid = {}
+    while s.name in _OVERFLOW_GUARDS:
+        factor, option = _OVERFLOW_GUARDS[s.name]
+        if ma * mb * factor(op, spec, n) <= _F32_SAFE:
+            break
+        avoid.update(option)
+        with config(**avoid):
             s, n = choose_run(op, spec, strategy)
     return s, n
 

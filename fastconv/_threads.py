@@ -13,6 +13,19 @@ called from inside an OpenMP loop); when scipy's cannot be told apart, every
 loaded BLAS is. A library already at the requested count is not touched: a
 ``set_num_threads`` costs a few microseconds each way, which on a tiny
 convolution was a measurable share of the call.
+
+threadpoolctl (3.8 and later) lets only one Python thread change a
+pthreads OpenBLAS's count, the first to try, and silently ignores the others
+until that thread ends. The limiter's own lock already serializes its
+changes, so after each change it hands that control back
+(:func:`_set_threads`): otherwise the thread that lowered the count could be a
+different one from the thread that must restore it, and the restore was
+ignored, leaving BLAS at one thread for the rest of the process.
+
+In a child forked while another thread held the lock or was inside a call,
+that thread does not exist: the child gets a fresh lock and forgets the
+parent's active calls (:func:`_reset_in_child`), so its next call restores
+the saved counts on leaving.
 """
 from __future__ import annotations
 
@@ -56,11 +69,34 @@ def _blas_libraries():
     return _libs
 
 
+def _set_threads(lib, n):
+    """Set ``lib``'s thread count, then release threadpoolctl's per-library
+    controlling thread if this call took it (see the module docstring)."""
+    lib.set_num_threads(n)
+    release = getattr(type(lib), "clear_controlling_thread", None)
+    if release is not None:
+        release()
+
+
 def _apply(n):
     for i, (lib, _) in enumerate(_saved):
         if _current[i] != n:
-            lib.set_num_threads(n)
+            _set_threads(lib, n)
             _current[i] = n
+
+
+def _reset_in_child():
+    # the threads of the parent's active calls do not exist in a forked child:
+    # a lock one of them held would never be released, and their requests
+    # would never leave; the saved counts stay, so the child's next call
+    # restores them when it leaves
+    global _lock, _active
+    _lock = threading.Lock()
+    _active = {}
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_in_child)
 
 
 @contextlib.contextmanager
@@ -99,7 +135,7 @@ def blas_limit(n):
                 else:
                     for i, (lib, count) in enumerate(_saved):
                         if _current[i] != count:
-                            lib.set_num_threads(count)
+                            _set_threads(lib, count)
                     _saved, _current = None, None
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _api
 from . import _prepare as prep
-from ._spec import result_dtype
+from ._spec import _sequence, result_dtype
 
 __all__ = ["conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
            "conv_transpose_grad_input", "conv_transpose_grad_weight",
@@ -45,7 +45,8 @@ _SHARED_DOC = """stride : int or tuple of int, default 1
 def _per_axis(v, ndim, name, minimum):
     t = (v,) * ndim if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v
     try:
-        t = tuple(t)
+        # (a set or dict would give its keys in some order, bytes their codes)
+        t = _sequence(t)
     except TypeError:
         raise TypeError(f"{name} must be an int or a tuple of {ndim} ints, got {v!r}") from None
     if len(t) != ndim or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool)
@@ -170,6 +171,12 @@ def conv_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, 
     if b is not None and b.shape != (conv_in[-len(extra) - 1],):
         raise ValueError(f"bias must have shape ({conv_in[-len(extra) - 1]},) (one value per "
                          f"output channel), got shape {b.shape}")
+    if b is not None:
+        # computed in the dtype of all three inputs, as fastconv.conv does (a
+        # float64 bias with float32 x and weight gives float64)
+        dtype = result_dtype(x.dtype, weight.dtype, b.dtype)
+        if dtype != result_dtype(x.dtype, weight.dtype):
+            weight = weight.astype(dtype)
     y = _api.grad_input(conv_in, weight, _pad_extra(x, extra), stride, pads, dilation, groups,
                         strategy=strategy)
     if b is not None:

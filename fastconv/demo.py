@@ -50,19 +50,25 @@ class Linear:
         bound = 1.0 / math.sqrt(n_in)
         self.weight = rng.uniform(-bound, bound, (n_out, n_in)).astype(np.float32)
         self.bias = rng.uniform(-bound, bound, n_out).astype(np.float32)
-        self.grads = {}
+        self.grads = {"weight": np.zeros_like(self.weight), "bias": np.zeros_like(self.bias)}
 
     def forward(self, x):
         self._x = x
         return x @ self.weight.T + self.bias
 
     def backward(self, g):
-        self.grads = {"weight": g.T @ self._x, "bias": g.sum(axis=0)}
+        """Add dL/dweight, dL/dbias to ``.grads`` (as fastconv.nn and torch) and return dL/dx."""
+        self.grads["weight"] += g.T @ self._x
+        self.grads["bias"] += g.sum(axis=0)
         return g @ self.weight
 
+    def zero_grad(self):
+        for g in self.grads.values():
+            g.fill(0)
+
     def parameters(self):
-        yield "weight", self.weight, self.grads.get("weight")
-        yield "bias", self.bias, self.grads.get("bias")
+        yield "weight", self.weight, self.grads["weight"]
+        yield "bias", self.bias, self.grads["bias"]
 
     @property
     def n_parameters(self):
@@ -144,6 +150,12 @@ class Dense:
         self.fc1.backward(self.fc2.backward(g) * (self._h > 0))
 
 
+def zero_grad(model):
+    """Reset every layer's accumulated gradients (before each step's backward)."""
+    for layer in model.layers:
+        layer.zero_grad()
+
+
 def n_parameters(model):
     return sum(layer.n_parameters for layer in model.layers)
 
@@ -158,6 +170,7 @@ def train(model, x, y, *, epochs, rng, batch=64, lr=0.01):
         for i in range(0, len(y), batch):
             idx = order[i:i + batch]
             _, g = softmax_cross_entropy(model.forward(x[idx]), y[idx])
+            zero_grad(model)   # backward adds to the layers' gradients
             model.backward(g)
             step += 1
             for layer in model.layers:

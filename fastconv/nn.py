@@ -2,16 +2,23 @@
 
 Each layer takes PyTorch's constructor arguments, holds ``.weight`` and
 ``.bias`` as ndarrays (PyTorch's default initialization, drawn from a NumPy
-``Generator`` you can seed), keeps in ``forward`` what ``backward`` needs, and
-in ``backward`` fills ``.grads`` and returns dL/dx. There is no autograd graph
-and no optimizer: a training step is a few explicit lines.
+``Generator`` or an int seed), keeps in ``forward`` what ``backward`` needs, and
+in ``backward`` adds dL/dweight and dL/dbias to ``.grads`` and returns dL/dx.
+There is no autograd graph and no optimizer: a training step is a few explicit
+lines.
+
+Gradients accumulate as in PyTorch: each ``backward`` adds to ``.grads``
+(zeros when the layer is made) until :meth:`~Conv2d.zero_grad` sets them back
+to zero, so call it once per step (or sum several batches' gradients on
+purpose by not calling it).
 
 >>> import numpy as np
 >>> from fastconv import nn
 >>> conv = nn.Conv2d(1, 4, 3, padding=1, rng=np.random.default_rng(0))
 >>> x = np.ones((2, 1, 8, 8), np.float32)
+>>> conv.zero_grad()                           # start of a step
 >>> y = conv.forward(x)                        # (2, 4, 8, 8)
->>> gx = conv.backward(np.ones_like(y))        # dL/dx; conv.grads has dL/dweight, dL/dbias
+>>> gx = conv.backward(np.ones_like(y))        # dL/dx; conv.grads += dL/dweight, dL/dbias
 >>> for name, p, g in conv.parameters():
 ...     p -= 0.1 * g                           # plain SGD, in place
 >>> conv.n_parameters
@@ -27,16 +34,37 @@ from ._api import conv as _conv, conv_backward as _conv_backward
 from ._padmode import check_mode as _check_padding_mode
 from ._transpose import conv_transpose as _conv_transpose
 from ._transpose import conv_transpose_backward as _conv_transpose_backward
+from ._spec import _is_int, _sequence
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
            "ConvTranspose3d"]
 
 
 def _ntuple(v, nd, name):
-    t = (v,) * nd if isinstance(v, (int, np.integer)) else tuple(v)
-    if len(t) != nd or not all(isinstance(a, (int, np.integer)) and a >= 1 for a in t):
+    if _is_int(v):
+        t = (v,) * nd
+    else:
+        try:
+            t = _sequence(v)
+        except TypeError:
+            raise TypeError(f"{name} must be an int or a tuple of {nd} ints, got "
+                            f"{type(v).__name__} {v!r}") from None
+        if not all(_is_int(a) for a in t):
+            raise TypeError(f"{name} must be an int or a tuple of {nd} ints, got {v!r}")
+    if len(t) != nd or not all(a >= 1 for a in t):
         raise ValueError(f"{name} must be a positive int or {nd} positive ints, got {v!r}")
     return tuple(int(a) for a in t)
+
+
+def _generator(rng):
+    """A NumPy random generator from ``rng``: None (fresh entropy), an int seed,
+    a ``Generator`` or a legacy ``RandomState`` (as scikit-learn's ``random_state``)."""
+    if rng is None or _is_int(rng):
+        return np.random.default_rng(rng)
+    if isinstance(rng, (np.random.Generator, np.random.RandomState)):
+        return rng
+    raise TypeError(f"rng must be None, an int seed, a numpy.random.Generator or "
+                    f"RandomState, got {type(rng).__name__} {rng!r}")
 
 
 class _Layer:
@@ -51,8 +79,11 @@ class _Layer:
         nd = self._nd
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
                         ("groups", groups)):
-            if not isinstance(v, (int, np.integer)) or v < 1:
+            if not _is_int(v):
+                raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
+            if v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
+        in_channels, out_channels, groups = int(in_channels), int(out_channels), int(groups)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
                              f"out_channels={out_channels}")
@@ -76,23 +107,47 @@ class _Layer:
         # torch's default: kaiming_uniform_(a=sqrt(5)) for the weight and the same
         # bound for the bias, i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in =
         # weight.shape[1] * prod(kernel) for both the conv and the transposed conv.
-        rng = np.random.default_rng() if rng is None else rng
+        rng = _generator(rng)
         bound = 1.0 / math.sqrt(shape[1] * math.prod(self.kernel_size))
         self.weight = rng.uniform(-bound, bound, shape).astype(dtype)
         self.bias = rng.uniform(-bound, bound, out_channels).astype(dtype) if bias else None
-        self.grads = {"weight": None, "bias": None}
+        self.grads = {"weight": np.zeros_like(self.weight),
+                      "bias": None if self.bias is None else np.zeros_like(self.bias)}
         self._x = None
 
     # -- parameters -------------------------------------------------------------
     def parameters(self):
         """Yield ``(name, array, grad)`` for the weight and (if any) the bias.
 
-        ``array`` is the parameter itself (update it in place); ``grad`` is the
-        last ``backward``'s gradient, or None before one.
+        ``array`` is the parameter itself (update it in place); ``grad`` is its
+        gradient summed over the ``backward`` calls since the layer was made or
+        :meth:`zero_grad` last ran (zeros before any).
         """
-        yield "weight", self.weight, self.grads["weight"]
+        yield "weight", self.weight, self._grad("weight")
         if self.bias is not None:
-            yield "bias", self.bias, self.grads["bias"]
+            yield "bias", self.bias, self._grad("bias")
+
+    def zero_grad(self):
+        """Set the accumulated gradients (``.grads``) to zero, in place.
+
+        As ``torch.nn.Module.zero_grad``: :meth:`backward` adds to the
+        gradients, so call this once per training step.
+        """
+        for name in ("weight", "bias"):
+            g = self._grad(name)
+            if g is not None:
+                g.fill(0)
+
+    def _grad(self, name):
+        """``.grads[name]`` as an array of the parameter's shape and dtype (a new
+        zero array if it was replaced or removed); None for a missing bias."""
+        p = getattr(self, name)
+        if p is None:
+            return None
+        g = self.grads.get(name)
+        if not isinstance(g, np.ndarray) or g.shape != p.shape or g.dtype != p.dtype:
+            g = self.grads[name] = np.zeros_like(p)
+        return g
 
     @property
     def n_parameters(self):
@@ -119,7 +174,10 @@ class _Layer:
                      self.groups, strategy=self.strategy, padding_mode=self.padding_mode)
 
     def backward(self, grad_out, *, needs_input_grad=None):
-        """Fill ``.grads`` from dL/dy and return dL/dx.
+        """Add dL/dweight and dL/dbias to ``.grads`` and return dL/dx.
+
+        The gradients accumulate over calls until :meth:`zero_grad`, as in
+        PyTorch.
 
         Parameters
         ----------
@@ -146,7 +204,9 @@ class _Layer:
                                         self.padding, self.dilation, self.groups,
                                         strategy=self.strategy, needs=needs,
                                         padding_mode=self.padding_mode)
-        self.grads = {"weight": gw, "bias": gb}
+        self._grad("weight")[...] += gw
+        if gb is not None:
+            self._grad("bias")[...] += gb
         return gx
 
     def __repr__(self):
@@ -186,8 +246,9 @@ def _make(nd, transposed):
      else '"zeros", "reflect", "replicate" or "circular", as in torch'}), plus
 
     dtype : float32 or float64
-    rng : numpy.random.Generator, optional
-        Source of the initial weights (PyTorch's default initialization).
+    rng : numpy.random.Generator or int, optional
+        Source of the initial weights (PyTorch's default initialization); an
+        int is a seed (``numpy.random.default_rng(rng)``), None fresh entropy.
     strategy : str, default "auto"
         fastconv strategy for every pass.
     needs_input_grad : bool, default True
@@ -199,7 +260,10 @@ def _make(nd, transposed):
                        else '(C_out, C_in/groups, *kernel)'}
     bias : ndarray (C_out,) or None
     grads : dict
-        ``{{"weight": ..., "bias": ...}}`` from the last :meth:`backward`.
+        ``{{"weight": ..., "bias": ...}}``: the gradients summed over the
+        :meth:`backward` calls since the layer was made or :meth:`zero_grad`
+        last ran (zeros before any; the bias entry is None without a bias).
+        They accumulate as in PyTorch: call :meth:`zero_grad` once per step.
     """
     attrs = {"_nd": nd, "_transposed": transposed, "__doc__": doc, "__module__": __name__}
     if transposed:

@@ -685,16 +685,29 @@ def _rup(Py_ssize_t a, Py_ssize_t m):
     return (a + m - 1) // m * m
 
 
+def _poly_axis(s, p, I, f):
+    """``(j0, n)`` of phase ``f`` along one axis: it holds grad_x at
+    ``i = j*s + f - p`` for ``j0 <= j < j0 + n`` (``n`` = 0: no input position)."""
+    j0 = (p - f + s - 1) // s
+    return j0, max(0, (p + I - 1 - f) // s + 1 - j0)
+
+
 def _poly_plan(tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tuple padding):
-    """grad_input's polyphase components at stride > 1 (see _gin_poly_task)."""
+    """grad_input's polyphase components at stride > 1 (see _gin_poly_task).
+
+    Only the components some tap reaches and that hold grad_x positions are
+    listed: at most one per tap, whatever the stride. The others are left at
+    the zeros the kernel writes first, and enumerating all ``s`` phases per
+    axis took time and memory in the stride (a product over the three axes).
+    ``ncomp`` counts the components that hold grad_x positions, tap or not
+    (``min(s, I)`` phases per axis), as the cost model's coefficients were
+    fitted with it.
+    """
     amax = [(k - 1) * d // s for k, d, s in zip(ws[2:], dilation, stride)]
-    comps = []   # per axis: (f, j0, n) for f < s
-    for i in range(3):
-        s, p, I = stride[i], padding[i][0], xs[2 + i]
-        comps.append([(f, (p - f + s - 1) // s, max(0, (p + I - 1 - f) // s + 1
-                                                     - (p - f + s - 1) // s))
-                      for f in range(s)])
-    B = [max(j0 + n for _, j0, n in comps[i]) + amax[i] for i in range(3)]
+    # the buffer plane: grad_output placed at amax, long enough for every phase's
+    # rows (j0 + n = max(j0, (p + I - 1 - f) // s + 1) is largest at f = 0)
+    B = [max((p + s - 1) // s, (p + I - 1) // s + 1) + am
+         for s, (p, _), I, am in zip(stride, padding, xs[2:], amax)]
     taps = {}
     for kd in range(ws[2]):
         for kh in range(ws[3]):
@@ -705,21 +718,24 @@ def _poly_plan(tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tuple
                 taps.setdefault(f, []).append(
                     ((kd * ws[3] + kh) * ws[4] + kw,
                      ((amax[0] - a[0]) * B[1] + amax[1] - a[1]) * B[2] + amax[2] - a[2]))
-    meta, wmax, wofs, oofs = [], 0, 0, 0
+    meta, wmax, wofs, oofs = [], FC_TILE, 0, 0
     cw = ws[0] * ws[1]   # weights per tap
-    for fd, jd, nd in comps[0]:
-        for fh, jh, nh in comps[1]:
-            for fw, jw, nw in comps[2]:
-                if not (nd and nh and nw):
-                    continue
-                t = taps.get((fd, fh, fw), [])
-                wlen = ((nd - 1) * B[1] + nh - 1) * B[2] + nw
-                wpad = _rup(wlen, FC_TILE)
-                wmax = max(wmax, wpad)
-                meta.append((len(t), wofs, oofs, jd, jh, jw, nd, nh, nw, fd, fh, fw, wpad, t))
-                wofs += cw * len(t)
-                oofs += len(t)
-    return {"B": B, "wmax": wmax, "meta": meta, "amax": amax}
+    for fd, fh, fw in sorted(taps):   # the phase order of a full enumeration
+        (jd, nd), (jh, nh), (jw, nw) = [_poly_axis(stride[i], padding[i][0], xs[2 + i], f)
+                                        for i, f in enumerate((fd, fh, fw))]
+        if not (nd and nh and nw):
+            continue
+        t = taps[fd, fh, fw]
+        wlen = ((nd - 1) * B[1] + nh - 1) * B[2] + nw
+        wpad = _rup(wlen, FC_TILE)
+        wmax = max(wmax, wpad)
+        meta.append((len(t), wofs, oofs, jd, jh, jw, nd, nh, nw, fd, fh, fw, wpad, t))
+        wofs += cw * len(t)
+        oofs += len(t)
+    ncomp = 1
+    for s, I in zip(stride, xs[2:]):
+        ncomp *= min(s, I)
+    return {"B": B, "wmax": wmax, "meta": meta, "amax": amax, "ncomp": ncomp}
 
 
 # plans by their arguments: a repeated call (a training loop) skips the planner

@@ -285,3 +285,77 @@ def test_config_where_the_graph_is_built_travels_with_it():
     for t in tasks:
         assert t[-1].options["allow_fft"] is False and t[-1].options["memory_budget"] == 1 << 20
     np.testing.assert_array_equal(y.compute(scheduler="sync"), np.full((1, 3, 18), 6.0))
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_zero_size_batch_gives_empty_results_as_numpy(ndim):
+    # the graph had blocks with no batch rows to gather and failed at compute
+    # ("need at least one array to concatenate")
+    sp, k = SPATIAL[ndim], KERNEL[ndim]
+    w = _rng("empty", ndim).standard_normal((4, 3) + k)
+    kw = dict(padding=1, stride=2)
+    xs = (0, 3) + sp
+    ys = fastconv.output_shape(xs, w.shape, **kw)
+    x = da.zeros(xs, chunks=(1, 3) + (4,) * ndim)
+    gy = da.zeros(ys, chunks=(1, 4) + (3,) * ndim)
+    xn, gyn = np.zeros(xs), np.zeros(ys)
+    got = {
+        "conv": fd.conv(x, w, np.ones(4), **kw),
+        "grad_input": fd.grad_input(xs, w, gy, **kw),
+        "grad_input_chunks": fd.grad_input(xs, w, gy, input_chunks=x.chunks, **kw),
+        "grad_weight": fd.grad_weight(x, w.shape, gy, **kw),
+    }
+    want = {
+        "conv": fastconv.conv(xn, w, np.ones(4), **kw),
+        "grad_input": fastconv.grad_input(xs, w, gyn, **kw),
+        "grad_input_chunks": fastconv.grad_input(xs, w, gyn, **kw),
+        "grad_weight": fastconv.grad_weight(xn, w.shape, gyn, **kw),
+    }
+    got.update(zip(("gx", "gw", "gb"), fd.conv_backward(x, w, gy, **kw)))
+    want.update(zip(("gx", "gw", "gb"), fastconv.conv_backward(xn, w, gyn, **kw)))
+    for name, a in got.items():
+        r = a.compute(scheduler="sync")
+        assert r.shape == want[name].shape and r.dtype == want[name].dtype, name
+        np.testing.assert_array_equal(r, want[name], err_msg=name)
+
+
+def test_float64_bias_gives_float64_blocks_as_numpy():
+    # the graph said float64 (x, weight and bias together) but the blocks were
+    # float32 with the bias truncated
+    rng = _rng("bias64")
+    x = rng.standard_normal((2, 2, 10)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 2)).astype(np.float32)
+    b = rng.standard_normal(3) * 1e-9 + 1.0   # its low digits are lost in float32
+    kw = dict(stride=3, padding=((9, 7),), strategy="direct")
+    want = fastconv.conv1d(x, w, b, **kw)   # float64
+    y = fd.conv1d(da.from_array(x, chunks=(1, -1, 3)), w, b, **kw)
+    got = y.compute(scheduler="sync")
+    assert want.dtype == y.dtype == got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("kw, error", [
+    (dict(strategy="bogus"), ValueError), (dict(strategy=5), TypeError),
+    (dict(n_threads=0), ValueError), (dict(n_threads=10**6), ValueError),
+    (dict(n_threads=2.0), ValueError),
+], ids=repr)
+def test_bad_strategy_or_threads_refused_when_the_graph_is_built(kw, error):
+    # they reached the workers and failed only at compute time
+    name = next(iter(kw))
+    x = da.ones((2, 2, 8), chunks=(1, 2, 4))
+    w = np.ones((3, 2, 3))
+    gy = da.ones((2, 3, 6), chunks=(1, 3, 3))
+    calls = [lambda: fd.conv(x, w, **kw), lambda: fd.conv1d(x, w, **kw),
+             lambda: fd.grad_input(x.shape, w, gy, **kw),
+             lambda: fd.grad_weight(x, w.shape, gy, **kw),
+             lambda: fd.conv_backward(x, w, gy, **kw),
+             lambda: fd.conv(da.ones((0, 2, 8), chunks=(1, 2, 4)), w, **kw)]
+    for call in calls:
+        with pytest.raises(error, match=name):
+            call()
+
+
+def test_good_thread_counts_pass_through():
+    x = da.ones((2, 2, 8), chunks=(1, 2, 4))
+    y = fd.conv(x, np.ones((3, 2, 3)), n_threads=np.int64(1), strategy="direct")
+    np.testing.assert_array_equal(y.compute(scheduler="sync"), np.full((2, 3, 6), 6.0))

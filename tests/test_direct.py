@@ -2,6 +2,11 @@
 stride-1 wide kernels and the row loops), shape checks at the kernel entry,
 exact scratch accounting, non-finite values, determinism."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -31,6 +36,10 @@ HALO = [
     ((1, 2, 7, 8, 9), (2, 2, 3, 2, 3), dict(stride=(2, 1, 3), padding=(1, 0, 2))),
     ((1, 3, 20, 23), (5, 3, 7, 7), dict(stride=2, padding=3)),              # stem-like
     ((2, 4, 11, 12), (4, 1, 3, 3), dict(stride=2, padding=(4, 1), groups=4)),
+    # strides beyond the sizes: phases no tap reaches, phases holding no grad_x
+    ((1, 2, 5, 6), (3, 2, 3, 2), dict(stride=(7, 9), padding=(2, 1), dilation=(2, 1))),
+    ((2, 1, 5), (2, 1, 3), dict(stride=1000, padding=((1, 4),))),
+    ((1, 1, 4, 3, 5), (2, 1, 2, 3, 2), dict(stride=(5, 11, 3), padding=(0, 2, 2), dilation=(3, 2, 3))),
 ]
 
 
@@ -150,3 +159,44 @@ def test_workspace_is_every_byte_beyond_inputs_and_output(op, kw):
     assert ws_bytes == _direct.scratch_bytes(info, 4)
     assert ws_bytes > 10_000
     assert abs(extra - ws_bytes) < 16384, (extra, ws_bytes)  # the rest: Python objects
+
+
+def test_huge_strides_plan_grad_input_by_taps_not_stride():
+    # grad_input's polyphase plan listed every phase of every axis (s per axis,
+    # a product over three axes, outside any budget): 1-D stride 1e7 took ~1 GB
+    # and seconds, 3-D stride 800 minutes. Now at most one component per tap.
+    # In a child with a timeout, as a regression would run for minutes.
+    code = """
+    import numpy as np, fastconv
+    from fastconv import reference
+    from fastconv._ext import _direct
+
+    import tracemalloc
+    one = np.ones((1, 1, 1))
+    tracemalloc.start()
+    gx = fastconv.grad_input((1, 1, 5), np.ones((1, 1, 3)), one, stride=10**7,
+                             strategy="direct")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert np.array_equal(gx, [[[1, 1, 1, 0, 0]]]), gx
+    assert peak < 16 << 20, peak   # a problem of a few numbers
+    for s in (200, 800):
+        w = np.arange(27.0).reshape(1, 1, 3, 3, 3)
+        gy = np.full((1, 1, 1, 1, 1), 2.0)
+        gx = fastconv.grad_input((1, 1, 5, 5, 5), w, gy, stride=s, strategy="direct")
+        np.testing.assert_array_equal(
+            gx, reference.conv_grad_input((1, 1, 5, 5, 5), w, gy, stride=s))
+        info = _direct.plan("grad_input", (1, 1, 5, 5, 5), w.shape, (1, 1, 1, 1, 1),
+                            (s,) * 3, (1,) * 3, ((0, 0),) * 3, 1, 1, 8)
+        assert info["path"] == "poly" and len(info["meta"]) <= 27, info["path"]
+    y = fastconv.conv_transpose3d(np.ones((1, 1, 1, 1, 1)), np.ones((1, 1, 3, 3, 3)),
+                                  stride=600)
+    assert y.shape == (1, 1, 3, 3, 3) and np.all(y == 1), y.shape
+    text = fastconv.explain("grad_input", (1, 1, 5, 5, 5), (1, 1, 3, 3, 3), stride=800)
+    assert "direct" in str(text), text
+    print("ok")
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+    p = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                       text=True, cwd=root, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stdout[-2000:] + p.stderr[-2000:]

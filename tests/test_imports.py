@@ -129,3 +129,50 @@ def test_every_module_imports_and_the_core_stays_lean(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "FAILED" not in r.stdout, r.stdout
     assert r.stdout.splitlines()[0] == "LOADED", r.stdout
+
+
+def test_submodules_are_attributes_imported_on_first_use():
+    # `import fastconv; fastconv.nn.Conv2d` raised AttributeError (fastconv.torch,
+    # fastconv.dask and fastconv.bench too) until the submodule was imported
+    code = (
+        "import sys\n"
+        "import fastconv\n"
+        "heavy = ('torch', 'dask', 'distributed', 'matplotlib', 'fastconv.nn', "
+        "'fastconv.torch', 'fastconv.dask', 'fastconv.bench')\n"
+        "print('LOADED', *[m for m in heavy if m in sys.modules])\n"
+        "assert {'nn', 'torch', 'dask', 'bench'} <= set(dir(fastconv))\n"
+        "assert not hasattr(fastconv, 'no_such_thing')\n"
+        "assert fastconv.nn.Conv2d(1, 1, 3, rng=0).weight.shape == (1, 1, 3, 3)\n"
+        "assert fastconv.bench.__name__ == 'fastconv.bench'\n"
+        "for name, attr in (('dask', 'conv'), ('torch', 'Conv2d')):\n"
+        "    try:\n"
+        "        getattr(getattr(fastconv, name), attr)\n"
+        "    except ImportError as e:  # the extra is not installed: the message says so\n"
+        "        assert 'pip install' in str(e), e\n"
+        "        print('MISSING', name)\n"
+    )
+    cwd = os.path.dirname(ROOT)   # where the tested package was imported from
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == "LOADED", r.stdout
+
+
+def test_a_missing_extra_is_an_import_error_not_an_attribute_error():
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = sys.modules['dask'] = None   # as if not installed\n"
+        "import fastconv\n"
+        "for name in ('torch', 'dask'):\n"
+        "    try:\n"
+        "        getattr(fastconv, name)\n"
+        "    except ImportError as e:\n"
+        "        print(name, 'ImportError', e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, cwd=os.path.dirname(ROOT))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert [ln.split()[:2] for ln in lines] == [["torch", "ImportError"],
+                                                 ["dask", "ImportError"]], r.stdout
+    assert "pip install" in lines[1], r.stdout   # fastconv.dask says what to install

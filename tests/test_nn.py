@@ -1,5 +1,6 @@
 """fastconv.nn: NumPy layers against torch.nn modules with the same weights,
-their initialization, parameters(), and needs_input_grad."""
+their initialization, parameters(), gradient accumulation and zero_grad(),
+needs_input_grad and argument checks."""
 from __future__ import annotations
 
 import math
@@ -87,6 +88,7 @@ def test_training_step_and_needs_input_grad(rng, monkeypatch):
                         lambda *a, **k: calls.append(k["needs"]) or orig(*a, **k))
     losses = []
     for _ in range(30):
+        layer.zero_grad()
         y = layer(x)
         losses.append(float(((y - target) ** 2).mean()))
         assert layer.backward(2 * (y - target) / y.size) is None
@@ -111,3 +113,74 @@ def test_errors_and_repr():
     assert repr(nn.ConvTranspose2d(2, 4, 3, stride=2, groups=2, bias=False, strategy="fft")) == (
         "ConvTranspose2d(2, 4, kernel_size=(3, 3), stride=(2, 2), groups=2, bias=False, "
         "strategy='fft')")
+
+
+@pytest.mark.parametrize("name, args, kwargs, shape", LAYERS[:4], ids=[l[0] for l in LAYERS[:4]])
+def test_gradients_accumulate_until_zero_grad_as_torch(name, args, kwargs, shape, rng):
+    # backward overwrote .grads on each call; torch adds until zero_grad()
+    torch = pytest.importorskip("torch")
+    layer = getattr(nn, name)(*args, **kwargs, dtype=np.float64, rng=rng)
+    tm = getattr(torch.nn, name)(*args, **kwargs, dtype=torch.float64)
+    with torch.no_grad():
+        tm.weight.copy_(torch.from_numpy(layer.weight))
+        if layer.bias is not None:
+            tm.bias.copy_(torch.from_numpy(layer.bias))
+    # zeros (not None) before any backward
+    grads = {n: g for n, _, g in layer.parameters()}
+    assert all(isinstance(g, np.ndarray) and not g.any() for g in grads.values())
+    for _ in range(2):   # two batches summed
+        x = rng.standard_normal(shape)
+        gy = rng.standard_normal(layer.forward(x).shape)
+        layer.backward(gy)
+        tm(torch.from_numpy(x)).backward(torch.from_numpy(gy))
+    np.testing.assert_allclose(layer.grads["weight"], tm.weight.grad.numpy(), rtol=1e-10,
+                               atol=1e-10)
+    if layer.bias is not None:
+        np.testing.assert_allclose(layer.grads["bias"], tm.bias.grad.numpy(), rtol=1e-10,
+                                   atol=1e-10)
+    # the arrays parameters() gave hold the sums (updated in place)
+    assert grads["weight"] is layer.grads["weight"]
+    layer.zero_grad()
+    assert all(not g.any() for _, _, g in layer.parameters())
+    assert grads["weight"] is layer.grads["weight"]
+    layer.forward(x)
+    layer.backward(gy)   # after zero_grad: this batch's gradient alone
+    tm.zero_grad()
+    tm(torch.from_numpy(x)).backward(torch.from_numpy(gy))
+    np.testing.assert_allclose(layer.grads["weight"], tm.weight.grad.numpy(), rtol=1e-10,
+                               atol=1e-10)
+
+
+def test_float32_layer_accumulates_in_its_dtype(rng):
+    layer = nn.Conv1d(2, 3, 3, rng=rng)
+    x = rng.standard_normal((2, 2, 9))   # float64 input: float64 gradients ...
+    layer.backward(np.ones_like(layer.forward(x)))
+    assert layer.grads["weight"].dtype == np.float32 == layer.grads["bias"].dtype  # ... summed
+    np.testing.assert_allclose(layer.grads["bias"], 2 * 7 * np.ones(3))
+
+
+@pytest.mark.parametrize("args, kwargs, match", [
+    ((3, 4, 3.0), {}, "kernel_size"),
+    ((3, 4, (3, 2.5)), {}, "kernel_size"),
+    ((3, 4, {3}), {}, "kernel_size"),
+    ((3, 4, True), {}, "kernel_size"),
+    ((3.0, 4, 3), {}, "in_channels"),
+    ((3, "4", 3), {}, "out_channels"),
+    ((3, 4, 3), dict(stride=2.0), "stride"),
+    ((3, 4, 3), dict(groups=1.0), "groups"),
+    ((3, 4, 3), dict(rng="seed"), "rng"),
+    ((3, 4, 3), dict(rng=1.5), "rng"),
+])
+def test_bad_argument_types_are_type_errors_naming_them(args, kwargs, match):
+    # nn.Conv2d(3, 4, 3.0) said "'float' object is not iterable"
+    with pytest.raises(TypeError, match=match):
+        nn.Conv2d(*args, **kwargs)
+
+
+def test_rng_takes_an_int_seed():
+    # rng=0 raised AttributeError; an int is a seed, as numpy.random.default_rng(0)
+    a = nn.Conv2d(3, 4, 3, rng=0)
+    b = nn.Conv2d(3, 4, 3, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(a.weight, b.weight)
+    np.testing.assert_array_equal(a.bias, b.bias)
+    assert nn.ConvTranspose1d(2, 2, 3, rng=np.int64(5)).weight.shape == (2, 2, 3)

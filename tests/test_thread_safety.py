@@ -2,7 +2,11 @@
 BLAS libraries' thread counts as they found them."""
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
+import textwrap
 import threading
 
 import numpy as np
@@ -20,6 +24,19 @@ def _default_options(monkeypatch):
     yield
     _dispatch.clear_memo()
 from fastconv._threads import blas_threads
+
+# children start where the tested package was imported from (the installed
+# package, or this checkout with its compiled modules)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+
+
+def _child(code, timeout=120):
+    """Run ``code`` in a fresh interpreter whose BLAS starts at 2 threads; its stdout."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="2")
+    p = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                       text=True, env=env, cwd=ROOT, timeout=timeout)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    return p.stdout
 
 CASES = [  # (input shape, weight shape, kwargs)
     ((4, 8, 14, 12), (8, 8, 3, 3), dict(padding=1)),
@@ -99,3 +116,121 @@ def test_eight_threads_match_serial_and_restore_blas():
                     np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * np.abs(b).max())
                 else:
                     assert np.array_equal(a, b), f"{job}: not bitwise equal to the serial run"
+
+
+def test_overlapping_calls_from_new_threads_restore_blas():
+    # The thread that lowers the BLAS count and the one that restores it differ
+    # (thread A enters first, thread B leaves last). threadpoolctl lets only the
+    # first thread that set a count change it again, so B's restore was ignored.
+    out = _child("""
+    import threading
+    import fastconv
+    from fastconv._threads import blas_limit, blas_threads
+    before = blas_threads()
+    if min(before.values()) < 2:
+        print("SKIP"); raise SystemExit
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    def a():
+        with blas_limit(1):
+            a_in.set(); b_in.wait()
+        a_out.set()
+    def b():
+        a_in.wait()
+        with blas_limit(1):
+            b_in.set(); a_out.wait()
+    ts = [threading.Thread(target=f) for f in (a, b)]
+    for t in ts: t.start()
+    for t in ts: t.join()
+    print(before == blas_threads(), before, blas_threads())
+    """)
+    if out.startswith("SKIP"):
+        pytest.skip("BLAS runs on one thread")
+    assert out.startswith("True"), out
+
+
+def test_limit_applies_in_a_thread_after_a_main_thread_call():
+    # a call in the main thread made it threadpoolctl's controlling thread, and
+    # every other thread's limit was silently ignored from then on
+    out = _child("""
+    import threading
+    import fastconv
+    from fastconv._threads import blas_limit, blas_threads
+    before = blas_threads()
+    if min(before.values()) < 2:
+        print("SKIP"); raise SystemExit
+    with blas_limit(1):
+        pass
+    seen = []
+    def f():
+        with blas_limit(1):
+            seen.append(blas_threads())
+    t = threading.Thread(target=f); t.start(); t.join()
+    print(set(seen[0].values()) == {1} and blas_threads() == before, seen, blas_threads())
+    """)
+    if out.startswith("SKIP"):
+        pytest.skip("BLAS runs on one thread")
+    assert out.startswith("True"), out
+
+
+def test_concurrent_first_calls_leave_blas_as_found():
+    # the issue's reproduction: the first calls of the process, from a pool
+    out = _child("""
+    import numpy as np, fastconv as fc
+    from concurrent.futures import ThreadPoolExecutor
+    from fastconv._threads import blas_threads
+    before = blas_threads()
+    xs = np.random.default_rng(2).standard_normal((4, 16, 40, 40)).astype(np.float32)
+    ws = np.random.default_rng(3).standard_normal((16, 16, 9, 9)).astype(np.float32)
+    job = lambda i: fc.conv2d(xs, ws, padding=4, strategy=["fft", "im2col"][i % 2])
+    with ThreadPoolExecutor(4) as ex:
+        list(ex.map(job, range(16)))
+    print(before == blas_threads(), before, blas_threads())
+    """)
+    assert out.startswith("True"), out
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_does_not_wait_on_the_parents_blas_lock():
+    # another thread holds the limiter's lock at fork time: the child's first
+    # call waited forever for a thread that does not exist in it
+    out = _child("""
+    import os, threading
+    import numpy as np
+    import fastconv
+    from fastconv import _threads
+    entered, release = threading.Event(), threading.Event()
+    def holder():
+        with _threads._lock:
+            entered.set(); release.wait()
+    def inside():
+        with _threads.blas_limit(1):
+            release.wait()
+    ts = [threading.Thread(target=holder), threading.Thread(target=inside)]
+    ts[1].start()
+    while not _threads._active:
+        pass
+    ts[0].start(); entered.wait()
+    before = _threads._saved and [c for _, c in _threads._saved]
+    pid = os.fork()
+    if pid == 0:
+        x = np.ones((1, 4, 8, 8)); w = np.ones((4, 4, 3, 3))
+        y = fastconv.conv2d(x, w, padding=1, strategy="winograd")
+        ok = float(y[0, 0, 4, 4]) == 36.0 and not _threads._active
+        if before:   # the parent's call was inside: the child's call restored the counts
+            ok = ok and sorted(_threads.blas_threads().values()) == sorted(before)
+        os._exit(0 if ok else 3)
+    release.set()
+    for t in ts: t.join()
+    code = None
+    import time
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            code = os.waitstatus_to_exitcode(status); break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9); os.waitpid(pid, 0)
+    print("child", code)
+    """)
+    assert out.strip() == "child 0", out

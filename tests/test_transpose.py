@@ -174,3 +174,34 @@ def test_bad_shapes():
     with pytest.raises(ValueError, match="grad_output"):
         fastconv.conv_transpose_backward(np.ones((1, 6, 4, 4)), np.ones((6, 2, 3, 3)),
                                          np.ones((1, 2, 5, 5)))
+
+
+def test_float64_bias_gives_float64_as_conv(rng):
+    # a float64 bias with float32 x and weight: fastconv.conv computes in float64,
+    # conv_transpose truncated the bias to float32
+    x = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)
+    w = rng.standard_normal((3, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4) * 1e-9 + 1.0   # its low digits are lost in float32
+    assert fastconv.conv(x, np.ones((4, 3, 3, 3), np.float32), b).dtype == np.float64
+    for strategy in STRATEGIES:
+        if strategy == "winograd":
+            continue   # stride 2: not supported
+        y = fastconv.conv_transpose2d(x, w, b, stride=2, strategy=strategy)
+        want = fastconv.conv_transpose2d(x.astype(np.float64), w.astype(np.float64), b,
+                                         stride=2, strategy=strategy)
+        assert y.dtype == np.float64, strategy
+        np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
+    # float32 bias: float32, as before
+    assert fastconv.conv_transpose2d(x, w, b.astype(np.float32)).dtype == np.float32
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(stride={3, 1}), dict(stride=b"\x03\x01"), dict(dilation={1, 2}),
+    dict(padding={1, 2}), dict(padding=b"\x01\x01"), dict(padding=({1, 2}, (0, 0))),
+    dict(output_padding={0, 1}, stride=2), dict(stride={2: 1, 1: 1}), dict(stride="ab"),
+], ids=repr)
+def test_sets_bytes_and_mappings_are_type_errors(kwargs):
+    # a set iterated in hash order (stride={3, 1} became (1, 3)), bytes as codes
+    name = next(iter(kwargs))
+    with pytest.raises(TypeError, match=name):
+        fastconv.conv_transpose2d(np.ones((1, 2, 5, 5)), np.ones((2, 2, 3, 3)), **kwargs)

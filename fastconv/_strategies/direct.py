@@ -164,7 +164,7 @@ def _wide_seconds(spec, op, info):
     nob, rest = divmod(cog, OBLOCK)
     if info["path"] == "poly":   # components: their own tiles and taps
         tile_taps = sum(m[12] // TILE * m[0] for m in info["meta"])
-        tile_taps *= 1 + _POLY_COMPONENT * (len(info["meta"]) - 1)
+        tile_taps *= 1 + _POLY_COMPONENT * (info["ncomp"] - 1)
         fills = N * G * cig * P * min(info["threads"], -(-cog // OBLOCK))
     else:
         # the vectors run over all slabs (each a multiple of the call's 2 or 4)

@@ -56,7 +56,10 @@ is computed per call in blocks of 16 x 16 channels; its cost and BLAS's packing
 of U are part of the cost model (they dominate at small maps).
 
 Numerics: the transforms amplify rounding error (more for larger tiles); see
-:func:`error_estimate` and the README's accuracy table.
+:func:`error_estimate` and the README's accuracy table. They also grow values:
+float32 can overflow inside a call whose exact result is finite, so "auto"
+bounds the growth (:func:`overflow_factor`) and avoids winograd where it
+could overflow.
 """
 from __future__ import annotations
 
@@ -118,6 +121,38 @@ def error_estimate(spec, m=2):
     _, kh, kw = spec.kernel3
     naxes = max(1, (kh == 3) + (kw == 3))
     return _ERR[spec.dtype.name][(m, naxes)]
+
+
+def _row_sum(M):
+    """Largest sum of |entries| of a row of ``M``: ``|M v| <= _row_sum(M) * max|v|``."""
+    return float(np.abs(M).sum(axis=1).max())
+
+
+def overflow_factor(spec, op, m):
+    """``F`` such that every value winograd ``op`` computes with tile ``m`` is at
+    most ``F * max|a| * max|b|``, ``a`` and ``b`` being the op's two operands.
+
+    Forward and grad_input: the input tile transform ``B^T d B`` grows values
+    by at most the row sums of ``B^T`` (per transformed axis), the kernel
+    transform ``G g G^T`` by those of ``G``, the channel sums by their length,
+    and the output transform ``A^T M A`` by the row sums of ``A^T``.
+    grad_weight: ``dU[p]`` sums ``V[p] * (A gy A^T)[p]`` over every tile of
+    the batch (``A``'s row sums are ``A^T``'s column sums); the untransform
+    runs in float64. A float32 result can overflow inside these sums where
+    the exact result, up to ``sum |a| |b|``, is finite.
+    """
+    mh, mw = _tile_ms(spec, m)
+    BTh, Gh, ATh = matrices(mh)
+    BTw, Gw, ATw = matrices(mw)
+    grow_in = _row_sum(BTh) * _row_sum(BTw)
+    KD = spec.kernel3[0]
+    if op == "grad_weight":
+        od = spec.output_shape5[2]
+        tiles = spec.batch * od * _geo(spec, m, op).T2
+        return grow_in * _row_sum(ATh.T) * _row_sum(ATw.T) * tiles
+    cig = _chans(spec, op)[0] // spec.groups
+    return (grow_in * _row_sum(Gh) * _row_sum(Gw) * KD * cig
+            * _row_sum(ATh) * _row_sum(ATw))
 
 
 def _rtol(opts):
@@ -407,6 +442,11 @@ class WinogradStrategy:
     def error_estimate(spec, m=2):
         """See :func:`error_estimate` (the dispatcher's ``winograd_rtol`` guard)."""
         return error_estimate(spec, m)
+
+    def overflow_factor(self, spec, op, n_threads=1):
+        """:func:`overflow_factor` of the tile a call on ``n_threads`` uses (the
+        dispatcher's float32 overflow guard)."""
+        return overflow_factor(spec, op, plan_tile(spec, op, n_threads))
 
     def tile(self, spec, op="forward"):
         """The output tile m (F(m, 3)) used for ``op`` on ``spec``."""

@@ -41,6 +41,7 @@ except ImportError as e:  # pragma: no cover - depends on the install
     ) from e
 
 import fastconv
+from fastconv._config import _validated
 
 from . import _blocks
 from ._plan import forward_window, grad_input_window, input_bounds, output_bounds, pieces
@@ -107,6 +108,16 @@ def _geometry(spec):
     return [(i, s, p[0], d * (k - 1) + 1, o) for i, s, p, d, k, o in
             zip(spec.in_spatial, spec.stride, spec.padding, spec.dilation, spec.kernel,
                 spec.out_spatial)]
+
+
+def _checked(strategy, n_threads):
+    """``strategy`` and ``n_threads`` checked as ``fastconv.config`` checks them.
+
+    Checked where the graph is built: the blocks pass them to the NumPy API on
+    the workers, where a bad value surfaced only at compute time.
+    """
+    opts = _validated(fastconv.get_config(), strategy=strategy, n_threads=n_threads)
+    return opts.strategy, opts.n_threads
 
 
 def _settings(spec, strategy, n_threads):
@@ -191,6 +202,7 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, fli
     x = _dask(x, "x")
     w = _numpy(weight, "weight")
     b = _numpy(bias, "bias")
+    strategy, n_threads = _checked(strategy, n_threads)
     dtype = _dtype(x.dtype, w.dtype, *([] if b is None else [b.dtype]))
     spec = fastconv.make_spec(x.shape, w.shape, stride, padding, dilation, groups, flip=flip,
                               dtype=dtype)
@@ -204,6 +216,8 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, fli
     out_sp = [output_bounds(c, o, s, pb, span) for c, (_, s, pb, span, o) in
               zip(x.chunks[2:], geo)]
     chunks = (x.chunks[0], (spec.out_channels,)) + tuple(out_sp)
+    if spec.batch == 0:   # as the NumPy API: an empty result (no block has windows)
+        return da.zeros(spec.output_shape, dtype=dtype, chunks=chunks)
     token = tokenize(x, w, b, spec, strategy, n_threads, _blocks.options_dict())
     name = "fastconv-conv-" + token
     dsk = {}
@@ -272,6 +286,7 @@ def grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1
     """
     w = _numpy(weight, "weight")
     gy = _dask(grad_output, "grad_output")
+    strategy, n_threads = _checked(strategy, n_threads)
     dtype = _dtype(w.dtype, gy.dtype)
     spec = fastconv.make_spec(tuple(input_shape), w.shape, stride, padding, dilation, groups,
                               flip=flip, dtype=dtype, ndim=ndim)
@@ -292,6 +307,8 @@ def grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1
             raise ValueError(f"input_chunks {input_chunks} do not add up to the input shape "
                              f"{spec.input_shape}")
         chunks = (input_chunks[0], (spec.in_channels,)) + input_chunks[2:]
+    if spec.batch == 0:
+        return da.zeros(spec.input_shape, dtype=dtype, chunks=chunks)
     name = "fastconv-grad-input-" + tokenize(gy, w, spec, strategy, chunks, n_threads,
                                              _blocks.options_dict())
     dsk = {}
@@ -329,12 +346,15 @@ def grad_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=
     """
     x = _dask(input, "input")
     gy = _dask(grad_output, "grad_output")
+    strategy, n_threads = _checked(strategy, n_threads)
     dtype = _dtype(x.dtype, gy.dtype)
     spec = fastconv.make_spec(x.shape, tuple(weight_shape), stride, padding, dilation, groups,
                               flip=flip, dtype=dtype, ndim=ndim)
     _check_gy(gy, spec)
     if not isinstance(split_every, int) or split_every < 2:
         raise ValueError(f"split_every must be an int >= 2, got {split_every!r}")
+    if spec.batch == 0:   # as the NumPy API: a zero gradient
+        return da.zeros(spec.weight_shape, dtype=dtype, chunks=-1)
     if not spec.batched:
         x, gy = x[None], gy[None]
     x = _one_channel_chunk(x, "input")
@@ -378,6 +398,7 @@ def conv_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, group
     x = _dask(x, "x")
     w = _numpy(weight, "weight")
     gy = _dask(grad_output, "grad_output")
+    _checked(strategy, n_threads)
     dtype = _dtype(x.dtype, w.dtype, gy.dtype)
     spec = fastconv.make_spec(x.shape, w.shape, stride, padding, dilation, groups, flip=flip,
                               dtype=dtype)

@@ -99,13 +99,13 @@ def _run(b):
 
 
 def forward(parts, wb, b):
-    """One output block of the forward pass."""
-    if b.padding is None:  # every window in the padding
-        y = np.zeros(b.shape, b.dtype)
-    else:
+    """One output block of the forward pass, of the graph's dtype (that of x,
+    weight and bias together, as :func:`fastconv.conv`)."""
+    if b.padding is not None:
         with _run(b):
-            y = fastconv.conv(assemble(parts), wb.weight, None, b.stride, b.padding,
-                              b.dilation, b.groups, flip=b.flip, strategy=b.strategy)
+            return fastconv.conv(assemble(parts), wb.weight, wb.bias, b.stride, b.padding,
+                                 b.dilation, b.groups, flip=b.flip, strategy=b.strategy)
+    y = np.zeros(b.shape, b.dtype)   # every window in the padding
     if wb.bias is not None:
         y += wb.bias.astype(b.dtype).reshape((-1,) + (1,) * (len(b.shape) - 2))
     return y
