@@ -86,11 +86,16 @@ _GW_POLY = 1.23
 # multiply-add at 5x5 instead of 1): measured, whole calls of a 5x5 depthwise
 # layer ran 0.70x the quads' time, fills and copies included
 _ROWS4 = 0.65
-# The rates above are those of the avx512 tiles (64-byte registers); a level with
-# narrower registers runs the same tiles in more passes: the vector paths' time
-# scales with the lanes a register lacks (the level's calibration, where one is
-# shipped or measured, corrects the rest).
-_LEVEL_SCALE = {"avx512": 1.0, "avx2": 2.0, "baseline": 4.0}
+# The rates above are those of the avx512 tiles (64-byte registers). A level with
+# narrower registers runs the same contracts in more passes, and not every path
+# loses alike: per level, the scale of (4-channel tiles, one-channel tiles, row
+# blocks, grad_weight blocks). avx2: the lanes it lacks (2x), but a one-channel
+# tile runs 8 ymm accumulators in one pass where avx512 has 4 zmm (timed here at
+# 0.65 of the 4-channel slowdown); baseline: avx2's, times the baseline/avx2 time
+# ratios timed on one AVX2 CPU (1.6, 1.2, 1.9, 1.3). A level's calibration
+# corrects each op's overall rate, not the ratios between paths.
+_LEVEL_SCALE = {"avx512": (1.0, 1.0, 1.0, 1.0), "avx2": (2.0, 1.3, 2.0, 2.0),
+                "baseline": (3.2, 1.6, 3.8, 2.6)}
 _GEN_MAC = {"forward": 0.35e-9, "grad_input": 0.48e-9, "grad_weight": 0.9e-9}
 _GEN_ROW = 5.4e-9   # rows path: per row of outputs and tap
 _COPY = 0.15e-9     # per element copied (buffer fills, outputs out of the wide layout)
@@ -133,7 +138,8 @@ def _parallel(seconds, tasks, n_threads):
 
 
 def _wide_seconds(spec, op, info):
-    """Single-thread seconds of the wide path."""
+    """Single-thread seconds of the wide path at the running level."""
+    s4, s1, srows, sgw = _LEVEL_SCALE.get(_cpu.level(), (1.0, 1.0, 1.0, 1.0))
     N, G, K = spec.batch, spec.groups, spec.kernel_size
     P = math.prod(info["B"])
     if op == "grad_weight":
@@ -149,7 +155,7 @@ def _wide_seconds(spec, op, info):
         per_c = 0.0   # one input channel of one image, all output channels of a group
         for nr, count in ((gw_nr, nob), (rest, 1 if rest else 0)):
             slots = sum(max(nr * nk, nr + 2 * nk) for nk in nks)
-            per_c += count * (vecs * slots * _GW_SLOT + blocks * _GW_CALL)
+            per_c += count * (vecs * slots * _GW_SLOT * sgw + blocks * _GW_CALL)
         # strided: taps of one block in different phases (not the kw-shifted
         # layout, whose components are per tap column at stride 1)
         if spec.stride3 != (1, 1, 1):
@@ -173,8 +179,8 @@ def _wide_seconds(spec, op, info):
         # of its slab buffers once, a buffer split between two threads twice
         fills = (N * G * info["nsl"] + info["threads"] - 1) * cig * P
     # (row blocks were measured as a whole against the per-tap model: 0.65 of it)
-    one = _TAP1 * (_ROWS4 if info.get("rows4") else _TAP1_TAP + _TAP1_TILE / K)
-    t = N * G * tile_taps * cig * (nob * _TAP4 + rest * one)
+    one = _TAP1 * (_ROWS4 * srows if info.get("rows4") else (_TAP1_TAP + _TAP1_TILE / K) * s1)
+    t = N * G * tile_taps * cig * (nob * _TAP4 * s4 + rest * one)
     outs = math.prod(spec.input_shape5 if op == "grad_input" else spec.output_shape5)
     return t + (outs + fills) * _COPY
 
@@ -200,7 +206,7 @@ class DirectStrategy:
         info = _choose_plan(spec, op, n_threads)
         f64 = spec.itemsize == 8
         if info["path"] != "rows":
-            t = _wide_seconds(spec, op, info) * _LEVEL_SCALE.get(_cpu.level(), 1.0)
+            t = _wide_seconds(spec, op, info)
             return _parallel(t * (_F64 if f64 else 1.0), info["tasks"], n_threads)
         out3 = spec.output_shape5[2:]
         rows = (spec.batch * spec.out_channels * spec.in_channels_per_group

@@ -75,9 +75,14 @@ def loadavg():
 
 def machine_info():
     """The ``machine`` object of results.json (see the schema)."""
+    from .. import _cpu
+
     info = config_info()
     return {
         "cpu": cpu_model(),
+        "isa_level": _cpu.level(),
+        "isa_compiled": list(_cpu.compiled_levels()),
+        "isa_cpu": _cpu.cpu_level(),
         "threads": int(get_config().threads),
         "python": platform.python_version(),
         "platform": platform.platform(),

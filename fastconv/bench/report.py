@@ -204,6 +204,9 @@ def render_report(obj):
         + "); 1-minute load average " + f"{m.get('loadavg_start')} at the start, "
         f"{m.get('loadavg_end')} at the end (above the thread count, other processes competed "
         "for the cores and times are noisy)",
+        *([f"- **fastconv kernels:** {m['isa_level']} instruction-set level (compiled: "
+           f"{', '.join(m.get('isa_compiled', []))}; the CPU supports up to "
+           f"{m.get('isa_cpu', '?')}; `FASTCONV_CPU` caps it)"] if m.get("isa_level") else []),
         "- **Timing:** the implementations of each (layer, op) run in interleaved rounds, so "
         "bursts of load from other processes hit them alike",
         f"- **Versions:** fastconv {m['fastconv']} (strategies: {', '.join(m['strategies'])}; "
