@@ -447,7 +447,8 @@ def _calibration_key(name, op, ndim, dtype):
     return f"{name}|{op}|{ndim}d|{np.dtype(dtype).name}"
 
 
-_shipped = {}
+_shipped = None         # the entries shipped for _shipped_level
+_shipped_level = None
 
 
 def _shipped_calibration():
@@ -456,17 +457,22 @@ def _shipped_calibration():
     Another CPU at the same level runs the same kernels, so their relative
     speeds carry over better than no calibration; another level's never does.
     """
+    global _shipped, _shipped_level
     level = _cpu.level()
-    if level not in _shipped:
+    if _shipped is None or _shipped_level != level:
+        entries = {}
         try:
             with open(SHIPPED_CALIBRATION.format(level=level)) as f:
                 data = json.load(f)
-            ok = data.get("measured_on", {}).get("level") == level
-            _shipped[level] = data.get("entries", {}) if ok else {}
+            if data.get("measured_on", {}).get("level") == level:
+                entries = data.get("entries", {})
         except (OSError, ValueError, AttributeError):
-            _shipped[level] = {}
-    return _shipped[level]
+            pass
+        _shipped, _shipped_level = entries, level
+    return _shipped
 
+
+_cpu.on_level_change(_shipped_calibration)  # loaded before any call at the new level
 
 def _calibration_entry(key, opts, default):
     user = calibration_cache.entries(opts)
