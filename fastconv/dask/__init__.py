@@ -92,14 +92,14 @@ def _dtype(*dts):
     return np.dtype(dt if dt in (np.float32, np.float64) else np.float64)
 
 
-def _one_channel_chunk(a, name):
-    if len(a.chunks[1]) > 1:
+def _one_channel_chunk(a, name, axis=1):
+    if len(a.chunks[axis]) > 1:
         warnings.warn(
-            f"{name}: the channel axis (axis 1, chunks {a.chunks[1]}) must be one chunk "
+            f"{name}: the channel axis (axis {axis}, chunks {a.chunks[axis]}) must be one chunk "
             "for a convolution; rechunking it to one (this moves data between workers)",
             ChunkWarning, stacklevel=3,
         )
-        a = a.rechunk({1: -1})
+        a = a.rechunk({axis: -1})
     return a
 
 
@@ -123,6 +123,15 @@ def _checked(strategy, n_threads):
 def _settings(spec, strategy, n_threads):
     return dict(stride=spec.stride, dilation=spec.dilation, groups=spec.groups, flip=spec.flip,
                 strategy=strategy, options=_blocks.options_dict(), n_threads=n_threads)
+
+
+def _given_chunks(chunks, shape, batched):
+    """``input_chunks`` as tuples of ints, checked against ``shape``; with a
+    batch axis of one chunk prepended when unbatched."""
+    chunks = tuple(tuple(int(v) for v in c) for c in chunks)
+    if tuple(map(sum, chunks)) != tuple(shape):
+        raise ValueError(f"input_chunks {chunks} do not add up to the input shape {tuple(shape)}")
+    return chunks if batched else ((1,),) + chunks
 
 
 def _offsets(chunks):
@@ -199,6 +208,14 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, fli
         Batch chunks of ``x``; spatial chunks follow ``x``'s (output ``o``
         belongs to the chunk holding its window's centre), a single channel chunk.
     """
+    return _conv(x, weight, bias, stride, padding, dilation, groups, flip, strategy, n_threads)
+
+
+def _conv(x, weight, bias, stride, padding, dilation, groups, flip, strategy, n_threads,
+          chunks=None):
+    """:func:`conv`'s graph; ``chunks``: those of the (batched) result, by
+    default derived from ``x``'s (a transposed convolution's grad_input gives
+    its input's chunks here)."""
     x = _dask(x, "x")
     w = _numpy(weight, "weight")
     b = _numpy(bias, "bias")
@@ -213,12 +230,13 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, fli
         x = x[None]
     x = _one_channel_chunk(x, "x")
     geo = _geometry(spec)
-    out_sp = [output_bounds(c, o, s, pb, span) for c, (_, s, pb, span, o) in
-              zip(x.chunks[2:], geo)]
-    chunks = (x.chunks[0], (spec.out_channels,)) + tuple(out_sp)
+    if chunks is None:
+        out_sp = [output_bounds(c, o, s, pb, span) for c, (_, s, pb, span, o) in
+                  zip(x.chunks[2:], geo)]
+        chunks = (x.chunks[0], (spec.out_channels,)) + tuple(out_sp)
     if spec.batch == 0:   # as the NumPy API: an empty result (no block has windows)
         return da.zeros(spec.output_shape, dtype=dtype, chunks=chunks)
-    token = tokenize(x, w, b, spec, strategy, n_threads, _blocks.options_dict())
+    token = tokenize(x, w, b, spec, strategy, chunks, n_threads, _blocks.options_dict())
     name = "fastconv-conv-" + token
     dsk = {}
     wkey = _weights_node(dsk, name, w, b)
@@ -300,12 +318,7 @@ def grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1
                           zip(gy.chunks[2:], geo))
         chunks = (gy.chunks[0], (spec.in_channels,)) + sp_chunks
     else:
-        input_chunks = tuple(tuple(int(v) for v in c) for c in input_chunks)
-        if not spec.batched:
-            input_chunks = ((1,),) + input_chunks
-        if tuple(map(sum, input_chunks)) != (spec.batch, spec.in_channels) + spec.in_spatial:
-            raise ValueError(f"input_chunks {input_chunks} do not add up to the input shape "
-                             f"{spec.input_shape}")
+        input_chunks = _given_chunks(input_chunks, spec.input_shape, spec.batched)
         chunks = (input_chunks[0], (spec.in_channels,)) + input_chunks[2:]
     if spec.batch == 0:
         return da.zeros(spec.input_shape, dtype=dtype, chunks=chunks)
