@@ -58,8 +58,8 @@ CHUNKINGS = {
 }
 
 
-def _kw(geom, ndim):
-    kw, strategy = GEOMETRIES[geom]
+def _kw(geom, ndim, table=GEOMETRIES):
+    kw, strategy = table[geom]
     out = {}
     for k, v in kw.items():
         out[k] = v[:ndim] if isinstance(v, tuple) else v
@@ -345,11 +345,18 @@ def test_bad_strategy_or_threads_refused_when_the_graph_is_built(kw, error):
     x = da.ones((2, 2, 8), chunks=(1, 2, 4))
     w = np.ones((3, 2, 3))
     gy = da.ones((2, 3, 6), chunks=(1, 3, 3))
+    wt = np.ones((2, 3, 3))   # transposed: (C_in, C_out, K), output (2, 3, 10)
+    gyt = da.ones((2, 3, 10), chunks=(1, 3, 5))
     calls = [lambda: fd.conv(x, w, **kw), lambda: fd.conv1d(x, w, **kw),
              lambda: fd.grad_input(x.shape, w, gy, **kw),
              lambda: fd.grad_weight(x, w.shape, gy, **kw),
              lambda: fd.conv_backward(x, w, gy, **kw),
-             lambda: fd.conv(da.ones((0, 2, 8), chunks=(1, 2, 4)), w, **kw)]
+             lambda: fd.conv(da.ones((0, 2, 8), chunks=(1, 2, 4)), w, **kw),
+             lambda: fd.conv_transpose(x, wt, **kw), lambda: fd.conv_transpose1d(x, wt, **kw),
+             lambda: fd.conv_transpose_grad_input(x.shape, wt, gyt, **kw),
+             lambda: fd.conv_transpose_grad_weight(x, wt.shape, gyt, **kw),
+             lambda: fd.conv_transpose_backward(x, wt, gyt, **kw),
+             lambda: fd.conv_transpose(da.ones((0, 2, 8), chunks=(1, 2, 4)), wt, **kw)]
     for call in calls:
         with pytest.raises(error, match=name):
             call()
@@ -359,3 +366,190 @@ def test_good_thread_counts_pass_through():
     x = da.ones((2, 2, 8), chunks=(1, 2, 4))
     y = fd.conv(x, np.ones((3, 2, 3)), n_threads=np.int64(1), strategy="direct")
     np.testing.assert_array_equal(y.compute(scheduler="sync"), np.full((2, 3, 6), 6.0))
+
+
+# ---------------------------------------------------------------------------
+# transposed convolution: the three graphs above with the roles swapped
+# ---------------------------------------------------------------------------
+# (kwargs, strategy); output_padding of a stride or more (allowed below the
+# dilation) appends zero rows to x: "asym-dil-opad" on its second axis,
+# "dil3-opad2" on every axis
+T_GEOMETRIES = {
+    "plain": (dict(), "direct"),
+    "stride2-opad": (dict(stride=2, padding=1, output_padding=1), "im2col"),
+    "asym-dil-opad": (dict(stride=(2, 1, 3), padding=((2, 0), (0, 3), (1, 2)),
+                           output_padding=(1, 1, 2), dilation=2), "fft"),
+    "groups": (dict(groups=2, stride=(1, 2, 2), padding=(0, 1, 2), output_padding=(0, 1, 0)),
+               "direct"),
+    "dil3-opad2": (dict(dilation=3, padding=2, output_padding=2), "im2col"),
+}
+T_SPATIAL = {1: (13,), 2: (9, 7), 3: (6, 5, 7)}
+T_KERNEL = {1: (3,), 2: (3, 2), 3: (2, 3, 3)}
+# uneven spatial chunks (e.g. 13 in chunks of 5: 5, 5, 3); grad_output is
+# chunked differently from what the forward pass returns
+T_CHUNKINGS = {
+    "batch": lambda n: (2, -1) + (-1,) * n,
+    "space": lambda n: (-1, -1) + (5, 4, 3)[:n],
+    "both": lambda n: (2, -1) + (4, 3, 5)[:n],
+}
+
+
+def _t_problem(ndim, geom, dtype=np.float64):
+    kw, strategy = _kw(geom, ndim, T_GEOMETRIES)
+    g = kw.get("groups", 1)
+    rng = _rng("transpose", ndim, geom)
+    x = rng.standard_normal((3, 4) + T_SPATIAL[ndim]).astype(dtype)
+    w = rng.standard_normal((4, 6 // g) + T_KERNEL[ndim]).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    ys = fastconv.conv_transpose_output_shape(x.shape, w.shape, **kw)
+    gy = rng.standard_normal(ys).astype(dtype)
+    return x, w, b, gy, kw, strategy
+
+
+@pytest.mark.parametrize("chunking", list(T_CHUNKINGS))
+@pytest.mark.parametrize("geom", list(T_GEOMETRIES))
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_transpose_every_op_matches_numpy(client, ndim, geom, chunking):
+    x, w, b, gy, kw, strategy = _t_problem(ndim, geom)
+    chunks = T_CHUNKINGS[chunking](ndim)
+    xd = da.from_array(x, chunks=chunks)
+    gy_sp = (-1,) * ndim if chunking == "batch" else (6, 5, 4)[:ndim]
+    gyd = da.from_array(gy, chunks=(chunks[0], -1) + gy_sp)
+    name = f"conv_transpose{ndim}d"
+    kw = dict(kw, strategy=strategy)
+    y = getattr(fd, name)(xd, w, b, **kw)
+    gx, gw, gb = fd.conv_transpose_backward(xd, w, gyd, **kw)
+    gx2 = fd.conv_transpose_grad_input(x.shape, w, gyd, **kw)   # chunks from grad_output
+    gw2 = fd.conv_transpose_grad_weight(xd, w.shape, gyd, **kw)
+    assert y.chunks[0] == xd.chunks[0] and gx.chunks == xd.chunks
+    # spatial chunks give spatially chunked results (the halos are exercised)
+    assert (len(y.chunks[-1]) > 1) == (len(gx2.chunks[-1]) > 1) == (chunking != "batch")
+    if chunking == "both":
+        got = client.compute([y, gx, gw, gb, gx2, gw2], sync=True)
+    else:
+        got = dask.compute(y, gx, gw, gb, gx2, gw2, scheduler="threads")
+    refs = [getattr(fastconv, name)(x, w, b, **kw),
+            *fastconv.conv_transpose_backward(x, w, gy, **kw),
+            fastconv.conv_transpose_grad_input(x.shape, w, gy, **kw),
+            fastconv.conv_transpose_grad_weight(x, w.shape, gy, **kw)]
+    names = ["forward", "grad_input", "grad_weight", "grad_bias", "grad_input(gy chunks)",
+             "grad_weight alone"]
+    for name, a, r in zip(names, got, refs):
+        assert a.shape == r.shape and a.dtype == r.dtype, name
+        np.testing.assert_allclose(a, r, rtol=1e-10, atol=1e-10 * np.abs(r).max(), err_msg=name)
+
+
+def test_transpose_unbatched_generic_and_channel_chunks():
+    rng = _rng("t-unbatched")
+    x = rng.standard_normal((3, 11, 8))
+    w = rng.standard_normal((3, 2, 3, 4))
+    b = rng.standard_normal(2)
+    kw = dict(stride=(2, 1), padding=((2, 1), (0, 2)), output_padding=(1, 0))
+    xd = da.from_array(x, chunks=(-1, 4, 3))
+    y = fd.conv_transpose(xd, w, b, **kw)
+    ref = fastconv.conv_transpose(x, w, b, **kw)
+    np.testing.assert_allclose(y.compute(scheduler="sync"), ref, rtol=1e-10, atol=1e-10)
+    gy = rng.standard_normal(ref.shape)
+    gx, gw, gb = fd.conv_transpose_backward(xd, w, da.from_array(gy, chunks=(-1, 5, 4)), **kw)
+    assert gx.chunks == xd.chunks
+    for a, r in zip(dask.compute(gx, gw, gb, scheduler="sync"),
+                    fastconv.conv_transpose_backward(x, w, gy, **kw)):
+        assert a.shape == r.shape
+        np.testing.assert_allclose(a, r, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="conv_transpose3d"):
+        fd.conv_transpose3d(xd, w)
+    # channels of an unbatched x are axis 0
+    with pytest.warns(fd.ChunkWarning, match=r"x: the channel axis \(axis 0"):
+        y2 = fd.conv_transpose2d(da.from_array(x, chunks=(1, 4, 3)), w, b, **kw)
+    np.testing.assert_allclose(y2.compute(scheduler="sync"), ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kw", [dict(padding=1, stride=2, output_padding=1),
+                                dict(padding=1, dilation=2, output_padding=1)], ids=repr)
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_transpose_zero_size_batch_gives_empty_results_as_numpy(ndim, kw):
+    sp, k = T_SPATIAL[ndim], T_KERNEL[ndim]
+    w = _rng("t-empty", ndim).standard_normal((3, 4) + k)
+    xs = (0, 3) + sp
+    ys = fastconv.conv_transpose_output_shape(xs, w.shape, **kw)
+    x = da.zeros(xs, chunks=(1, 3) + (4,) * ndim)
+    gy = da.zeros(ys, chunks=(1, 4) + (3,) * ndim)
+    xn, gyn = np.zeros(xs), np.zeros(ys)
+    with warnings.catch_warnings():
+        # the zero rows output padding appends once gave the empty x odd channel
+        # chunks, rechunked with a ChunkWarning
+        warnings.simplefilter("error", fd.ChunkWarning)
+        got = {
+            "forward": fd.conv_transpose(x, w, np.ones(4), **kw),
+            "grad_input": fd.conv_transpose_grad_input(xs, w, gy, **kw),
+            "grad_input_chunks": fd.conv_transpose_grad_input(xs, w, gy, input_chunks=x.chunks,
+                                                              **kw),
+            "grad_weight": fd.conv_transpose_grad_weight(x, w.shape, gy, **kw),
+        }
+        got.update(zip(("gx", "gw", "gb"), fd.conv_transpose_backward(x, w, gy, **kw)))
+    want = {
+        "forward": fastconv.conv_transpose(xn, w, np.ones(4), **kw),
+        "grad_input": fastconv.conv_transpose_grad_input(xs, w, gyn, **kw),
+        "grad_input_chunks": fastconv.conv_transpose_grad_input(xs, w, gyn, **kw),
+        "grad_weight": fastconv.conv_transpose_grad_weight(xn, w.shape, gyn, **kw),
+    }
+    want.update(zip(("gx", "gw", "gb"), fastconv.conv_transpose_backward(xn, w, gyn, **kw)))
+    for name, a in got.items():
+        r = a.compute(scheduler="sync")
+        assert r.shape == want[name].shape and r.dtype == want[name].dtype, name
+        np.testing.assert_array_equal(r, want[name], err_msg=name)
+
+
+def test_transpose_float64_bias_gives_float64_as_numpy():
+    rng = _rng("t-bias64")
+    x = rng.standard_normal((2, 2, 10)).astype(np.float32)
+    w = rng.standard_normal((2, 3, 2)).astype(np.float32)
+    b = rng.standard_normal(3) * 1e-9 + 1.0   # its low digits are lost in float32
+    kw = dict(stride=3, padding=((2, 1),), output_padding=2, strategy="direct")
+    want = fastconv.conv_transpose1d(x, w, b, **kw)   # float64
+    y = fd.conv_transpose1d(da.from_array(x, chunks=(1, -1, 3)), w, b, **kw)
+    got = y.compute(scheduler="sync")
+    assert want.dtype == y.dtype == got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtypes", [(np.float32, np.float32, np.float64),
+                                    (np.float64, np.float32, np.float32)], ids=repr)
+def test_transpose_backward_dtypes_as_numpy(dtypes):
+    # grad_x in the dtype of weight and grad_output, grad_w of x and
+    # grad_output, grad_b of all three, as fastconv.conv_transpose_backward
+    rng = _rng("t-dtypes")
+    x, w, gy = (rng.standard_normal(s).astype(dt) for s, dt in
+                zip([(2, 2, 7), (2, 3, 3), (2, 3, 14)], dtypes))
+    kw = dict(stride=2, padding=1, output_padding=1, strategy="direct")
+    got = dask.compute(*fd.conv_transpose_backward(da.from_array(x, chunks=(1, -1, 3)), w,
+                                                   da.from_array(gy, chunks=(1, -1, 4)), **kw),
+                       scheduler="sync")
+    for a, r in zip(got, fastconv.conv_transpose_backward(x, w, gy, **kw)):
+        assert a.dtype == r.dtype
+        np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-5 * np.abs(r).max())
+
+
+def test_transpose_bad_input():
+    x = np.ones((1, 2, 8))
+    xd = da.from_array(x, chunks=(1, 2, 4))
+    w = np.ones((2, 3, 3))   # output (1, 3, 10)
+    gy = da.ones((1, 3, 10), chunks=(1, 3, 5))
+    with pytest.raises(TypeError, match="x must be a dask array"):
+        fd.conv_transpose(x, w)
+    with pytest.raises(TypeError, match="weight must be a NumPy array"):
+        fd.conv_transpose(xd, da.from_array(w))
+    with pytest.raises(TypeError, match="grad_output must be a dask array"):
+        fd.conv_transpose_backward(xd, w, np.ones((1, 3, 10)))
+    with pytest.raises(ValueError, match="output_padding"):
+        fd.conv_transpose(xd, w, stride=2, output_padding=2)
+    with pytest.raises(ValueError, match="padding"):
+        fd.conv_transpose(xd, w, padding="same")
+    with pytest.raises(ValueError, match="channels"):
+        fd.conv_transpose(xd, np.ones((3, 3, 3)))
+    with pytest.raises(ValueError, match="bias"):
+        fd.conv_transpose(xd, w, np.ones(2))
+    with pytest.raises(ValueError, match="transposed output shape"):
+        fd.conv_transpose_grad_weight(xd, w.shape, da.ones((1, 3, 9)))
+    with pytest.raises(ValueError, match="input_chunks"):
+        fd.conv_transpose_grad_input(x.shape, w, gy, input_chunks=((1,), (2,), (4, 3)))

@@ -21,7 +21,14 @@ How the work is split:
   worker's thread count shared among the blocks it runs at once, under the
   ``fastconv.config`` options in force where the graph was built.
 
-Transposed convolution is not provided here (the core API has none yet).
+Transposed convolution (:func:`conv_transpose`, ``conv_transpose1d/2d/3d``,
+:func:`conv_transpose_grad_input`, :func:`conv_transpose_grad_weight`,
+:func:`conv_transpose_backward`, the arguments of :func:`fastconv.conv_transpose`)
+is these graphs with the roles swapped, as in the NumPy API: its forward is the
+grad_input graph, its grad_input the forward graph, its grad_weight the
+grad_weight graph with input and grad_output exchanged. Output padding of a
+stride or more appends zero rows to ``x`` (and crops them from grad_x), as
+:func:`fastconv.conv_transpose` does.
 """
 from __future__ import annotations
 
@@ -41,12 +48,15 @@ except ImportError as e:  # pragma: no cover - depends on the install
     ) from e
 
 import fastconv
+from fastconv import _transpose
 from fastconv._config import _validated
 
 from . import _blocks
 from ._plan import forward_window, grad_input_window, input_bounds, output_bounds, pieces
 
 __all__ = ["conv", "conv1d", "conv2d", "conv3d", "grad_input", "grad_weight", "conv_backward",
+           "conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+           "conv_transpose_grad_input", "conv_transpose_grad_weight", "conv_transpose_backward",
            "ChunkWarning"]
 
 SPLIT_EVERY = 8
@@ -92,14 +102,14 @@ def _dtype(*dts):
     return np.dtype(dt if dt in (np.float32, np.float64) else np.float64)
 
 
-def _one_channel_chunk(a, name):
-    if len(a.chunks[1]) > 1:
+def _one_channel_chunk(a, name, axis=1):
+    if len(a.chunks[axis]) > 1:
         warnings.warn(
-            f"{name}: the channel axis (axis 1, chunks {a.chunks[1]}) must be one chunk "
+            f"{name}: the channel axis (axis {axis}, chunks {a.chunks[axis]}) must be one chunk "
             "for a convolution; rechunking it to one (this moves data between workers)",
             ChunkWarning, stacklevel=3,
         )
-        a = a.rechunk({1: -1})
+        a = a.rechunk({axis: -1})
     return a
 
 
@@ -123,6 +133,15 @@ def _checked(strategy, n_threads):
 def _settings(spec, strategy, n_threads):
     return dict(stride=spec.stride, dilation=spec.dilation, groups=spec.groups, flip=spec.flip,
                 strategy=strategy, options=_blocks.options_dict(), n_threads=n_threads)
+
+
+def _given_chunks(chunks, shape, batched):
+    """``input_chunks`` as tuples of ints, checked against ``shape``; with a
+    batch axis of one chunk prepended when unbatched."""
+    chunks = tuple(tuple(int(v) for v in c) for c in chunks)
+    if tuple(map(sum, chunks)) != tuple(shape):
+        raise ValueError(f"input_chunks {chunks} do not add up to the input shape {tuple(shape)}")
+    return chunks if batched else ((1,),) + chunks
 
 
 def _offsets(chunks):
@@ -199,6 +218,14 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, fli
         Batch chunks of ``x``; spatial chunks follow ``x``'s (output ``o``
         belongs to the chunk holding its window's centre), a single channel chunk.
     """
+    return _conv(x, weight, bias, stride, padding, dilation, groups, flip, strategy, n_threads)
+
+
+def _conv(x, weight, bias, stride, padding, dilation, groups, flip, strategy, n_threads,
+          chunks=None):
+    """:func:`conv`'s graph; ``chunks``: those of the (batched) result, by
+    default derived from ``x``'s (a transposed convolution's grad_input gives
+    its input's chunks here)."""
     x = _dask(x, "x")
     w = _numpy(weight, "weight")
     b = _numpy(bias, "bias")
@@ -213,12 +240,13 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, fli
         x = x[None]
     x = _one_channel_chunk(x, "x")
     geo = _geometry(spec)
-    out_sp = [output_bounds(c, o, s, pb, span) for c, (_, s, pb, span, o) in
-              zip(x.chunks[2:], geo)]
-    chunks = (x.chunks[0], (spec.out_channels,)) + tuple(out_sp)
+    if chunks is None:
+        out_sp = [output_bounds(c, o, s, pb, span) for c, (_, s, pb, span, o) in
+                  zip(x.chunks[2:], geo)]
+        chunks = (x.chunks[0], (spec.out_channels,)) + tuple(out_sp)
     if spec.batch == 0:   # as the NumPy API: an empty result (no block has windows)
         return da.zeros(spec.output_shape, dtype=dtype, chunks=chunks)
-    token = tokenize(x, w, b, spec, strategy, n_threads, _blocks.options_dict())
+    token = tokenize(x, w, b, spec, strategy, chunks, n_threads, _blocks.options_dict())
     name = "fastconv-conv-" + token
     dsk = {}
     wkey = _weights_node(dsk, name, w, b)
@@ -300,12 +328,7 @@ def grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1
                           zip(gy.chunks[2:], geo))
         chunks = (gy.chunks[0], (spec.in_channels,)) + sp_chunks
     else:
-        input_chunks = tuple(tuple(int(v) for v in c) for c in input_chunks)
-        if not spec.batched:
-            input_chunks = ((1,),) + input_chunks
-        if tuple(map(sum, input_chunks)) != (spec.batch, spec.in_channels) + spec.in_spatial:
-            raise ValueError(f"input_chunks {input_chunks} do not add up to the input shape "
-                             f"{spec.input_shape}")
+        input_chunks = _given_chunks(input_chunks, spec.input_shape, spec.batched)
         chunks = (input_chunks[0], (spec.in_channels,)) + input_chunks[2:]
     if spec.batch == 0:
         return da.zeros(spec.input_shape, dtype=dtype, chunks=chunks)
@@ -411,4 +434,200 @@ def conv_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, group
     gw = grad_weight(xs, w.shape, gys, *args, split_every=split_every, **kw)
     axes = (0,) + tuple(range(2, 2 + spec.ndim)) if spec.batched else tuple(range(1, 1 + spec.ndim))
     gb = gys.sum(axis=axes, dtype=dtype, split_every=split_every)
+    return gx, gw, gb
+
+
+# ---------------------------------------------------------------------------
+# transposed convolution: the three graphs above with the roles swapped
+# ---------------------------------------------------------------------------
+def _pad_extra(a, extra):
+    """``a`` with ``extra`` zeros after each spatial axis, as
+    ``fastconv._transpose._pad_extra`` (output padding of a stride or more)."""
+    if not any(extra):
+        return a
+    first = a.ndim - len(extra)
+    # the zeros join each axis's last chunk, and every other axis keeps x's
+    # chunks (da.pad changes both: an empty x's 3 channels come back in chunks
+    # (0, 3, 0)), so x's chunks, not the padding, decide the result's
+    chunks = a.chunks[:first] + tuple(c[:-1] + (c[-1] + e,)
+                                      for c, e in zip(a.chunks[first:], extra))
+    return da.pad(a, [(0, 0)] * first + [(0, e) for e in extra]).rechunk(chunks)
+
+
+def _crop_extra(a, extra):
+    if not any(extra):
+        return a
+    ndim = len(extra)
+    return a[(Ellipsis,) + tuple(slice(0, a.shape[a.ndim - ndim + i] - e)
+                                 for i, e in enumerate(extra))]
+
+
+def conv_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                   dilation=1, *, strategy="auto", n_threads=None):
+    """Transposed convolution of a dask array (see :func:`fastconv.conv_transpose`).
+
+    PyTorch's argument order, as the NumPy API. It is the :func:`grad_input`
+    graph of the convolution it transposes, so each output block is computed
+    from the input rows that reach it.
+
+    Parameters
+    ----------
+    x : dask.array.Array, shape (N, C_in, *spatial) or (C_in, *spatial)
+        Chunked along batch and/or spatial axes; channels in one chunk.
+    weight : ndarray, shape (C_in, C_out / groups, *kernel)
+    bias : ndarray, shape (C_out,), optional
+    stride, padding, output_padding, groups, dilation, strategy :
+        As in :func:`fastconv.conv_transpose` (padding: ints or (before, after)
+        pairs).
+    n_threads : int, optional
+        Kernel threads per block, as in :func:`conv`.
+
+    Returns
+    -------
+    y : dask.array.Array, shape (N, C_out, *out_spatial) or without N
+        Batch chunks of ``x``; spatial chunks follow ``x``'s (the inverse of
+        :func:`conv`'s rule); dtype as :func:`fastconv.conv_transpose`.
+    """
+    x = _dask(x, "x")
+    w = _numpy(weight, "weight")
+    b = _numpy(bias, "bias")
+    strategy, n_threads = _checked(strategy, n_threads)
+    conv_in, pads, stride, dilation, extra = _transpose._geometry(
+        x.shape, w.shape, stride, padding, output_padding, dilation, groups)
+    ndim = len(extra)
+    if b is not None and b.shape != (conv_in[-ndim - 1],):
+        raise ValueError(f"bias must have shape ({conv_in[-ndim - 1]},) (one value per output "
+                         f"channel), got shape {b.shape}")
+    if b is not None:
+        # computed in the dtype of all three inputs, as the NumPy API (a float64
+        # bias with float32 x and weight gives float64)
+        dtype = _dtype(x.dtype, w.dtype, b.dtype)
+        if dtype != _dtype(x.dtype, w.dtype):
+            w = w.astype(dtype)
+    x = _one_channel_chunk(x, "x", x.ndim - ndim - 1)
+    y = grad_input(conv_in, w, _pad_extra(x, extra), stride, pads, dilation, groups,
+                   strategy=strategy, ndim=ndim, n_threads=n_threads)
+    if b is not None:
+        y = y + b.astype(y.dtype).reshape((-1,) + (1,) * ndim)
+    return y
+
+
+def _fixed_transpose(ndim):
+    fname = f"conv_transpose{ndim}d"
+
+    def f(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
+          *, strategy="auto", n_threads=None):
+        w = _numpy(weight, "weight")
+        if w.ndim != ndim + 2:
+            raise ValueError(f"{fname}: weight must have {ndim + 2} dimensions (C_in, "
+                             f"C_out/groups, *kernel), got shape {w.shape}")
+        return conv_transpose(x, w, bias, stride, padding, output_padding, groups, dilation,
+                              strategy=strategy, n_threads=n_threads)
+
+    f.__name__ = f.__qualname__ = fname
+    f.__doc__ = (f"{ndim}-D transposed convolution of a dask array; see "
+                 ":func:`fastconv.dask.conv_transpose`.")
+    return f
+
+
+conv_transpose1d, conv_transpose2d, conv_transpose3d = (_fixed_transpose(n) for n in (1, 2, 3))
+
+
+def conv_transpose_grad_input(input_shape, weight, grad_output, stride=1, padding=0,
+                              output_padding=0, groups=1, dilation=1, *, strategy="auto",
+                              input_chunks=None, n_threads=None):
+    """dL/dx of a transposed convolution: the :func:`conv` graph of ``grad_output``
+    (see :func:`fastconv.conv_transpose_grad_input`).
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        Shape of the transposed convolution's input ``x``.
+    weight : ndarray, shape (C_in, C_out / groups, *kernel)
+    grad_output : dask.array.Array, the transposed output's shape
+    input_chunks : tuple of tuples, optional
+        Chunks of the result (e.g. ``x.chunks``); by default derived from
+        grad_output's chunks (:func:`conv`'s rule).
+
+    Returns
+    -------
+    grad_x : dask.array.Array of shape ``input_shape``
+    """
+    w = _numpy(weight, "weight")
+    gy = _dask(grad_output, "grad_output")
+    strategy, n_threads = _checked(strategy, n_threads)
+    conv_in, pads, stride, dilation, extra = _transpose._geometry(
+        input_shape, w.shape, stride, padding, output_padding, dilation, groups)
+    _transpose._check_gy(gy, conv_in)
+    ndim = len(extra)
+    gy = _one_channel_chunk(gy, "grad_output", gy.ndim - ndim - 1)
+    chunks = None
+    if input_chunks is not None:
+        batched = len(conv_in) == ndim + 2
+        c = _given_chunks(input_chunks, input_shape, batched)
+        # the convolution's output is x with the `extra` zero rows at each axis's
+        # end: the last chunk holds them until they are cropped
+        chunks = (c[0], (w.shape[0],)) + tuple(ch[:-1] + (ch[-1] + e,)
+                                              for ch, e in zip(c[2:], extra))
+    gx = _conv(gy, w, None, stride, pads, dilation, groups, False, strategy, n_threads,
+               chunks=chunks)
+    return _crop_extra(gx, extra)
+
+
+def conv_transpose_grad_weight(input, weight_shape, grad_output, stride=1, padding=0,
+                               output_padding=0, groups=1, dilation=1, *, strategy="auto",
+                               split_every=SPLIT_EVERY, n_threads=None):
+    """dL/dw of a transposed convolution: the :func:`grad_weight` graph with
+    input and grad_output exchanged (see :func:`fastconv.conv_transpose_grad_weight`).
+
+    Parameters
+    ----------
+    input : dask.array.Array, shape (N, C_in, *spatial) or (C_in, *spatial)
+    weight_shape : tuple of int, (C_in, C_out / groups, *kernel)
+    grad_output : dask.array.Array, the transposed output's shape
+
+    Returns
+    -------
+    grad_w : dask.array.Array of shape ``weight_shape`` (one chunk)
+    """
+    x = _dask(input, "input")
+    gy = _dask(grad_output, "grad_output")
+    strategy, n_threads = _checked(strategy, n_threads)
+    conv_in, pads, stride, dilation, extra = _transpose._geometry(
+        x.shape, weight_shape, stride, padding, output_padding, dilation, groups)
+    _transpose._check_gy(gy, conv_in)
+    ndim = len(extra)
+    x = _one_channel_chunk(x, "input", x.ndim - ndim - 1)
+    gy = _one_channel_chunk(gy, "grad_output", gy.ndim - ndim - 1)
+    return grad_weight(gy, tuple(int(s) for s in weight_shape), _pad_extra(x, extra), stride,
+                       pads, dilation, groups, strategy=strategy, ndim=ndim,
+                       split_every=split_every, n_threads=n_threads)
+
+
+def conv_transpose_backward(x, weight, grad_output, stride=1, padding=0, output_padding=0,
+                            groups=1, dilation=1, *, strategy="auto", split_every=SPLIT_EVERY,
+                            n_threads=None):
+    """The backward passes of a transposed convolution over dask arrays
+    (see :func:`fastconv.conv_transpose_backward`; dtypes as there).
+
+    Returns
+    -------
+    grad_x : dask.array.Array, shape and chunks of ``x``
+    grad_w : dask.array.Array, shape of ``weight``
+    grad_b : dask.array.Array, shape (C_out,)
+    """
+    x = _dask(x, "x")
+    w = _numpy(weight, "weight")
+    gy = _dask(grad_output, "grad_output")
+    _checked(strategy, n_threads)
+    conv_in = _transpose._geometry(x.shape, w.shape, stride, padding, output_padding, dilation,
+                                   groups)[0]
+    _transpose._check_gy(gy, conv_in)
+    args = (stride, padding, output_padding, groups, dilation)
+    kw = dict(strategy=strategy, n_threads=n_threads)
+    gx = conv_transpose_grad_input(x.shape, w, gy, *args, input_chunks=x.chunks, **kw)
+    gw = conv_transpose_grad_weight(x, w.shape, gy, *args, split_every=split_every, **kw)
+    ndim = w.ndim - 2
+    axes = tuple(i for i in range(gy.ndim) if i != gy.ndim - ndim - 1)
+    gb = gy.sum(axis=axes, dtype=_dtype(x.dtype, w.dtype, gy.dtype), split_every=split_every)
     return gx, gw, gb
