@@ -29,7 +29,7 @@ from .machine import PEERS, loadavg, machine_info, missing_peers, missing_peers_
 from .plots import write_plots
 from .report import render_report
 from .schema import SCHEMA_ID, validate_results
-from .timing import NOISY_SPREAD, matmul_ceiling, spread, time_interleaved
+from .timing import LOADED_FACTOR, NOISY_SPREAD, matmul_ceiling, spread, time_interleaved
 
 __all__ = ["run", "PEERS"]
 
@@ -137,7 +137,8 @@ def _run_group(cases, arrays, dtype, repeat, max_time, min_time, ceiling, decisi
     other processes disturbed the timing: the whole group is timed once more
     (together, so its cases stay comparable) and the timing with fewer noisy
     cases is kept (``rerun=False``: no second timing). A case still noisy then
-    stays marked ``noisy``.
+    stays marked ``noisy``, and so does one timed at a load average above
+    :data:`LOADED_FACTOR` times the CPUs.
     """
     prepared = []
     for lay, op, impl, kind in cases:
@@ -151,6 +152,10 @@ def _run_group(cases, arrays, dtype, repeat, max_time, min_time, ceiling, decisi
         for r in out:
             if r["status"] == "ok":
                 r["rerun"] = True
+    limit = LOADED_FACTOR * (os.cpu_count() or 1)
+    for r in out:
+        if r["status"] == "ok" and (r.get("loadavg") or 0) > limit:
+            r["noisy"] = True
     return out
 
 
