@@ -324,8 +324,7 @@ def test_each_case_has_its_spread_and_load(tmp_path, capsys):
     assert len(lines) == 2 and all(" spread " in line for line in lines)
     for r in obj["results"]:
         assert r["spread"] == pytest.approx(r["median_s"] / r["best_s"])
-        loaded = (r["loadavg"] or 0) > LOADED_FACTOR * (os.cpu_count() or 1)
-        assert r["noisy"] == (r["spread"] > 1.25 or loaded) and r["rerun"] is False  # tiny: no re-run
+        assert r["noisy"] == (r["spread"] > 1.25 or _run.loaded(r)) and r["rerun"] is False
         if obj["machine"]["loadavg_start"] is not None:
             assert r["loadavg"] is not None and f"load {r['loadavg']:.1f}" in lines[0] + lines[1]
     c = obj["ceiling"]
@@ -339,6 +338,7 @@ def _fake_timings(monkeypatch, rounds, load=0.5):
     at a 1-minute load average of ``load``."""
     calls = []
     monkeypatch.setattr(_run, "loadavg", lambda: load)
+    monkeypatch.setattr(_run, "cpu_snapshot", lambda: None)  # judged by ``load`` alone
 
     def fake(fns, repeat=5, max_time=None, min_time=0.0):
         for fn in fns.values():
@@ -374,7 +374,23 @@ def test_cases_timed_on_a_loaded_machine_are_noisy(tmp_path, monkeypatch):
                    stream=io.StringIO(), rerun=True)
     assert all(r["noisy"] and r["spread"] == 1.0 for r in obj["results"])
     assert all(s["noisy"] for s in obj["summary"])
-    assert "load average above" in (tmp_path / "report.md").read_text()
+    assert "other processes" in (tmp_path / "report.md").read_text()
+
+
+def test_other_processes_cpu_share_is_measured_and_judged():
+    from fastconv.bench.machine import cpu_snapshot, others_share
+
+    a = cpu_snapshot()
+    t = time.perf_counter()
+    while time.perf_counter() - t < 0.2:  # this process's own work is not "others"
+        pass
+    share = others_share(a, cpu_snapshot())
+    if a is not None:
+        assert share is not None and 0 <= share <= 1
+    assert others_share(None, a) is None
+    assert _run.loaded({"others_cpu": 0.6, "loadavg": 0.1})
+    assert not _run.loaded({"others_cpu": 0.05, "loadavg": 99})
+    assert _run.loaded({"others_cpu": None, "loadavg": LOADED_FACTOR * (os.cpu_count() or 1) + 1})
 
 
 def test_noisy_cases_are_marked_and_left_out_of_the_summary(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 import platform
 
 import numpy as np
@@ -71,6 +72,32 @@ def loadavg():
         return round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):
         return None
+
+
+def cpu_snapshot():
+    """(CPU-busy seconds of the whole machine, this process's CPU seconds, monotonic
+    time), or None where ``/proc/stat`` is not available."""
+    try:
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        # user nice system idle iowait irq softirq steal: all but idle and iowait
+        busy = sum(vals[:3]) + sum(vals[5:8])
+        t = os.times()
+        return busy / os.sysconf("SC_CLK_TCK"), t.user + t.system, time.monotonic()
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def others_share(before, after):
+    """Fraction of all CPUs' time that other processes (and the hypervisor's steal)
+    used between two :func:`cpu_snapshot`s; None where unknown."""
+    if before is None or after is None:
+        return None
+    wall = after[2] - before[2]
+    if wall <= 0:
+        return None
+    other = (after[0] - before[0]) - (after[1] - before[1])
+    return round(max(0.0, other / (wall * (os.cpu_count() or 1))), 3)
 
 
 def machine_info():

@@ -13,7 +13,7 @@ import math
 import os
 
 from .machine import PEER_INSTALL
-from .timing import LOADED_FACTOR, NOISY_SPREAD
+from .timing import NOISY_SPREAD, OTHERS_MAX
 
 __all__ = ["render_report", "recommendation", "layer_shape"]
 
@@ -85,7 +85,7 @@ def _noisy_line(noisy):
     names = ", ".join(_case(s) for s in noisy[:8]) + (", ..." if len(noisy) > 8 else "")
     return (f"- **{len(noisy)} noisy case(s) not counted above** ({names}): other processes "
             f"disturbed their timings (median more than {NOISY_SPREAD:.2f}x the best, still "
-            f"after a re-run, or a load average above {LOADED_FACTOR:g}x the CPUs), so the "
+            f"after a re-run, or other processes using over {OTHERS_MAX:.0%} of the CPUs), so the "
             "comparisons in them rest on noise; see the *spread* and *load* columns below.")
 
 
@@ -113,8 +113,8 @@ def recommendation(obj):
     out = []
     if not summ:
         out.append(f"- **Every case was noisy** ({len(noisy)}): other processes disturbed the "
-                   f"timings throughout (spread above {NOISY_SPREAD:.2f}, or a load average "
-                   f"above {LOADED_FACTOR:g}x the CPUs), so this run supports no comparison; "
+                   f"timings throughout (spread above {NOISY_SPREAD:.2f}, or other processes "
+                   f"using over {OTHERS_MAX:.0%} of the CPUs), so this run supports no comparison; "
                    "run it again on a quieter machine.")
         line = _ceiling_line(obj)
         return out + ([line] if line else [])

@@ -25,11 +25,13 @@ from ..params import from_spec
 from . import layers as _layers
 from .calls import (auto_decision, excluded, fastconv_call, make_arrays, scipy_applicable,
                     scipy_calls, torch_call, workspace_bytes)
-from .machine import PEERS, loadavg, machine_info, missing_peers, missing_peers_line
+from .machine import (PEERS, cpu_snapshot, loadavg, machine_info, missing_peers,
+                      missing_peers_line, others_share)
 from .plots import write_plots
 from .report import render_report
 from .schema import SCHEMA_ID, validate_results
-from .timing import LOADED_FACTOR, NOISY_SPREAD, matmul_ceiling, spread, time_interleaved
+from .timing import (LOADED_FACTOR, NOISY_SPREAD, OTHERS_MAX, matmul_ceiling, spread,
+                     time_interleaved)
 
 __all__ = ["run", "PEERS"]
 
@@ -110,7 +112,9 @@ def _prepare_case(lay, op, impl, kind, arrays, dtype, decision, threads):
 
 def _timed_group(cases, prepared, fns, dtype, repeat, max_time, min_time, ceiling):
     """One interleaved timing of ``fns``: fresh copies of the results, in case order."""
+    before = cpu_snapshot()
     times, warm, errors = time_interleaved(fns, repeat, max_time, min_time)
+    others = others_share(before, cpu_snapshot())
     load = loadavg()
     out = []
     for i, ((lay, _, _, _), (res, fn)) in enumerate(zip(cases, prepared)):
@@ -121,6 +125,7 @@ def _timed_group(cases, prepared, fns, dtype, repeat, max_time, min_time, ceilin
             else:
                 res.update(_ok_result(times[i], warm[i], lay.spec(dtype).flops, ceiling))
                 res["loadavg"] = load
+                res["others_cpu"] = others
         out.append(res)
     return out
 
@@ -137,8 +142,8 @@ def _run_group(cases, arrays, dtype, repeat, max_time, min_time, ceiling, decisi
     other processes disturbed the timing: the whole group is timed once more
     (together, so its cases stay comparable) and the timing with fewer noisy
     cases is kept (``rerun=False``: no second timing). A case still noisy then
-    stays marked ``noisy``, and so does one timed at a load average above
-    :data:`LOADED_FACTOR` times the CPUs.
+    stays marked ``noisy``, and so does one timed while other processes competed
+    for the CPUs (:func:`loaded`).
     """
     prepared = []
     for lay, op, impl, kind in cases:
@@ -152,11 +157,17 @@ def _run_group(cases, arrays, dtype, repeat, max_time, min_time, ceiling, decisi
         for r in out:
             if r["status"] == "ok":
                 r["rerun"] = True
-    limit = LOADED_FACTOR * (os.cpu_count() or 1)
     for r in out:
-        if r["status"] == "ok" and (r.get("loadavg") or 0) > limit:
+        if r["status"] == "ok" and loaded(r):
             r["noisy"] = True
     return out
+
+
+def loaded(r):
+    """Whether other processes competed for the CPUs while result ``r`` was timed."""
+    if r.get("others_cpu") is not None:
+        return r["others_cpu"] > OTHERS_MAX
+    return (r.get("loadavg") or 0) > LOADED_FACTOR * (os.cpu_count() or 1)
 
 
 def _summarize(layers, ops, results):

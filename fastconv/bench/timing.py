@@ -18,11 +18,15 @@ __all__ = ["matmul_ceiling", "time_interleaved", "spread", "NOISY_SPREAD"]
 #: disturbed (other processes took the cores during some of its calls): its
 #: best time may still be right, but a comparison resting on it is not.
 NOISY_SPREAD = 1.25
-#: A case timed while the 1-minute load average was above this many times the
-#: CPUs is noisy too: oversubscribed cores slow the BLAS-based strategies (their
+#: A case is noisy too when other processes used more than this share of all
+#: CPUs' time while its group was timed (``/proc/stat`` against this process's
+#: own CPU time): oversubscribed cores slow the BLAS-based strategies (their
 #: threads wait on each other) far more than the others, steadily, so the
 #: spread alone does not show it (a run at load 4 on 2 cores reported a 3x
-#: mis-pick that a quiet re-run did not show).
+#: mis-pick that a quiet re-run did not show). The 1-minute load average lags
+#: a burst by a minute, so it is only the fallback where /proc/stat is missing:
+#: above LOADED_FACTOR x the CPUs.
+OTHERS_MAX = 0.25
 LOADED_FACTOR = 1.5
 
 
