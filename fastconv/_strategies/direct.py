@@ -18,9 +18,9 @@ with the problem's shape:
   outputs are cut into slabs (``info['nsl']``), which the tasks count, each
   slab's buffer filled with its halo; depthwise-like groups with 4-7 kernel
   rows run row blocks (``info['rows4']``), ``_ROWS4`` of the quads' tap cost;
-* wide grad_weight: register blocks of nr (up to ``OBLOCK``) output channels x
-  nk (up to ``GW_TAPS``) taps over the plane, one vector of ``LANES`` outputs at
-  a time: nr*nk multiply-adds against nr aligned grad_output loads and nk
+* wide grad_weight: the level's register blocks of nr output channels x nk
+  taps (``_direct.gw_block()``) over the plane, one register of outputs at a
+  time: nr*nk multiply-adds against nr aligned grad_output loads and nk
   unaligned input loads (two load slots each), which overlap: ``_GW_SLOT`` per
   step of the larger count; ``_GW_CALL`` per block and plane; each input plane
   is filled once per task's block of output channels (``info['och']``, at most
