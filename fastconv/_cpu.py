@@ -40,9 +40,12 @@ def available_levels() -> tuple[str, ...]:
     return tuple(lv for lv in compiled_levels() if LEVELS.index(lv) <= top)
 
 
+_level = "baseline"   # the selected level (set_level keeps it; read on hot paths)
+
+
 def level() -> str:
     """The level the kernels run at now."""
-    return _direct.level()
+    return _level
 
 
 def set_level(name: str) -> None:
@@ -56,9 +59,11 @@ def set_level(name: str) -> None:
         raise ValueError(f"instruction-set level {name!r} is not available: this build has "
                          f"{', '.join(compiled_levels())} and this CPU supports up to "
                          f"{cpu_level()}")
+    global _level
     idx = LEVELS.index(name)
     _direct.select_level(idx)
     _winograd.select_level(idx)
+    _level = name
     _notify()
 
 

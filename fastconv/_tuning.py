@@ -92,10 +92,6 @@ def cache_dir(opts=None):
     return _env_dirs["default"]
 
 
-def _cpu_model():
-    return _cpu.cpu_model()
-
-
 def validators(threads):
     import scipy
 
@@ -103,7 +99,7 @@ def validators(threads):
         "fastconv": __version__,
         "numpy": np.__version__,
         "scipy": scipy.__version__,
-        "cpu": _cpu_model(),
+        "cpu": _cpu.cpu_model(),
         "level": _cpu.level(),
         "threads": int(threads),
     }

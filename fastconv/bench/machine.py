@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib
 import os
-import time
 import platform
+import time
 
 import numpy as np
 
 from .._config import get_config
+from .. import _cpu
+from .._cpu import cpu_model
 from .._info import config_info, strategies
 
 __all__ = ["cpu_model", "machine_info", "loadavg", "missing_peers", "PEERS", "PEER_INSTALL"]
@@ -24,18 +26,6 @@ PEER_INSTALL = {
     "scipy": ("SciPy (scipy.signal)", 'pip install "scipy>=1.11"'),
 }
 _PEER_MODULE = {"torch": "torch", "scipy": "scipy.signal"}
-
-
-def cpu_model():
-    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` says."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def _version(module):
@@ -102,8 +92,6 @@ def others_share(before, after):
 
 def machine_info():
     """The ``machine`` object of results.json (see the schema)."""
-    from .. import _cpu
-
     info = config_info()
     return {
         "cpu": cpu_model(),
