@@ -218,17 +218,22 @@ def _conv_backward(ctx, gy):
     return gx, gw, gb, None, None, None, None, None
 
 
-def _conv_jvp(ctx, dx, dw, db, *_):
-    x, weight = ctx.saved_tensors
-    t = None if dx is None else conv(dx, weight, None, *ctx.geom)
-    if dw is not None:
-        t = _add(t, conv(x, dw, None, *ctx.geom))
-    if db is not None:
-        t = _add(t, _bias_tangent(db, ctx.out_shape))
-    return t
+def _bilinear_jvp(op, geom):
+    """The jvp of ``op(x, weight, bias, *ctx.<geom>)``: linear in x and in weight, affine
+    in bias, so the tangent is op(dx, w) + op(x, dw) + db broadcast."""
+    def jvp(ctx, dx, dw, db, *_):
+        x, weight = ctx.saved_tensors
+        args = getattr(ctx, geom)
+        t = None if dx is None else op(dx, weight, None, *args)
+        if dw is not None:
+            t = _add(t, op(x, dw, None, *args))
+        if db is not None:
+            t = _add(t, _bias_tangent(db, ctx.out_shape))
+        return t
+    return jvp
 
 
-_register_autograd(conv, _conv_setup, _conv_backward, _conv_jvp)
+_register_autograd(conv, _conv_setup, _conv_backward, _bilinear_jvp(conv, "geom"))
 
 
 # ---------------------------------------------------------------- grad_input
@@ -387,14 +392,5 @@ def _ct_backward(ctx, gy):
     return gx, gw, gb, None, None, None, None, None, None
 
 
-def _ct_jvp(ctx, dx, dw, db, *_):
-    x, weight = ctx.saved_tensors
-    t = None if dx is None else conv_transpose(dx, weight, None, *ctx.transpose_geom)
-    if dw is not None:
-        t = _add(t, conv_transpose(x, dw, None, *ctx.transpose_geom))
-    if db is not None:
-        t = _add(t, _bias_tangent(db, ctx.out_shape))
-    return t
-
-
-_register_autograd(conv_transpose, _ct_setup, _ct_backward, _ct_jvp)
+_register_autograd(conv_transpose, _ct_setup, _ct_backward,
+                   _bilinear_jvp(conv_transpose, "transpose_geom"))
