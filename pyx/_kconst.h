@@ -3,6 +3,9 @@
  * level's register tiles implement them (pyx/_direct_tile.h, _direct_rows.h). */
 #ifndef FASTCONV_KCONST_H
 #define FASTCONV_KCONST_H
+#define FC_GRANULE 64    /* bytes of one planned vector: the layouts' unit at every level */
+#define FC_VL_F32 (FC_GRANULE / 4)
+#define FC_VL_F64 (FC_GRANULE / 8)
 #define FC_TILE 64       /* outputs per forward register tile (flat layout) */
 #define FC_OBLOCK 4      /* output channels per forward tile */
 #define FC_GW_NR_MAX 4   /* grad_weight blocks are instantiated up to 4 channels x */

@@ -9,9 +9,6 @@
 #include "_kconst.h"
 #include "_kern_table.h"
 
-#define FC_VL_F32 16   /* lanes of a 64-byte granule (pyx/_simd.h) */
-#define FC_VL_F64 8
-
 static const fc_kern *fc_k = &fc_kern_baseline;
 
 /* The table of level ``id``, or NULL where that level was not compiled. */

@@ -15,14 +15,11 @@
 #define FASTCONV_SIMD_H
 #include <stddef.h>
 #include <string.h>
+#include "_kconst.h"
 
 #ifndef FC_LEVEL_ID
 #define FC_LEVEL_ID 0
 #endif
-
-#define FC_GRANULE 64                 /* bytes of one planned vector (all levels) */
-#define FC_VL_F32 (FC_GRANULE / 4)
-#define FC_VL_F64 (FC_GRANULE / 8)
 
 #if FC_LEVEL_ID == 2
 #define FC_RB 64                      /* bytes per vector register */
