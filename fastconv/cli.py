@@ -385,10 +385,9 @@ def add_tune_arguments(p):
                    help="refit the cost model on this machine: times every strategy on a grid "
                         "of problems, most informative first, within a time budget of "
                         f"{_calibrate.TIME_BUDGETS['default']:.0f} s (see --quick, --full, "
-                        "--time-budget). Measured once: 80 s on 2 cores shared with other "
-                        "jobs (load average 3.9-4.2), where only the steps that give each "
-                        "strategy, op, dimensionality and dtype its first measurement ran; "
-                        "a quieter machine fits more of the grid in the budget")
+                        "--time-budget). On 2 cores: 61 s on a quiet machine, 80 s when shared "
+                        "with other jobs (then only the steps that give each strategy, op, "
+                        "dimensionality and dtype its first measurement ran)")
     g.add_argument("--show", action="store_true", help="print the cache files and their entries")
     g.add_argument("--clear", action="store_true", help="delete this machine's tuning cache")
     size = p.add_mutually_exclusive_group()

@@ -89,11 +89,11 @@ _ROWS4 = 0.65
 # The rates above are those of the avx512 tiles (64-byte registers). A level with
 # narrower registers runs the same contracts in more passes, and not every path
 # loses alike: per level, the scale of (4-channel tiles, one-channel tiles, row
-# blocks, grad_weight blocks). avx2: the lanes it lacks (2x), but a one-channel
-# tile runs 8 ymm accumulators in one pass where avx512 has 4 zmm (timed here at
-# 0.65 of the 4-channel slowdown); baseline: avx2's, times the baseline/avx2 time
-# ratios timed on one AVX2 CPU (1.6, 1.2, 1.9, 1.3). A level's calibration
-# corrects each op's overall rate, not the ratios between paths.
+# blocks, grad_weight blocks). avx2: the lanes it lacks (2x), less for the
+# one-channel tiles, which run 8 ymm accumulators in one pass where avx512 has 4
+# zmm; baseline: avx2's times the baseline/avx2 time ratio of each path on one
+# CPU (where both run). A level's calibration corrects each op's overall rate,
+# not the ratios between paths, so these must be right relative to each other.
 _LEVEL_SCALE = {"avx512": (1.0, 1.0, 1.0, 1.0), "avx2": (2.0, 1.3, 2.0, 2.0),
                 "baseline": (3.2, 1.6, 3.8, 2.6)}
 _GEN_MAC = {"forward": 0.35e-9, "grad_input": 0.48e-9, "grad_weight": 0.9e-9}

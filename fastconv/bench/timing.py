@@ -22,10 +22,9 @@ NOISY_SPREAD = 1.25
 #: CPUs' time while its group was timed (``/proc/stat`` against this process's
 #: own CPU time): oversubscribed cores slow the BLAS-based strategies (their
 #: threads wait on each other) far more than the others, steadily, so the
-#: spread alone does not show it (a run at load 4 on 2 cores reported a 3x
-#: mis-pick that a quiet re-run did not show). The 1-minute load average lags
-#: a burst by a minute, so it is only the fallback where /proc/stat is missing:
-#: above LOADED_FACTOR x the CPUs.
+#: spread alone does not show it. The 1-minute load average lags a burst by a
+#: minute, so it is only the fallback where /proc/stat is missing: above
+#: LOADED_FACTOR x the CPUs.
 OTHERS_MAX = 0.25
 LOADED_FACTOR = 1.5
 
