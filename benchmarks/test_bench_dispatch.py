@@ -27,7 +27,7 @@ def test_dispatch_overhead(benchmark, path):
     strat = _strategies.get(chosen)
     threads = fastconv.get_config().threads
     if path == "kernel":
-        xp, w5 = _prepare.input5(X, SPEC, strat), _prepare.weight5(W, SPEC)
+        xp, w5 = _prepare.input5(X, SPEC), _prepare.weight5(W, SPEC)
         fn = lambda: strat.run("forward", SPEC, xp, w5, threads)  # noqa: E731
     elif path == "forced":
         fn = lambda: fastconv.conv2d(X, W, padding=1, strategy=chosen)  # noqa: E731

@@ -2,18 +2,15 @@
 from __future__ import annotations
 
 import copy
-import math
-import sys
 
 import numpy as np
 
 from . import _padmode
 from . import _prepare as prep
-from ._config import get_config
-from ._dispatch import (check_available, choose_run, decide, explain_decision, run_budget,
-                        total_workspace)
+from ._config import _current
+from ._dispatch import explain_decision, total_workspace
+from ._plan import _NEEDS, _check_needs, cached
 from ._spec import make_spec, result_dtype
-from ._strategies import get as get_strategy
 
 _SHARED_DOC = """
     stride : int or tuple of int, default 1
@@ -42,80 +39,6 @@ _SHARED_DOC = """
         reflect needs padding smaller than the input, circular at most its size."""
 
 
-def _empty_batch(op, spec, strategy, shape):
-    """Zeros of ``shape`` for a zero-size batch (as PyTorch), after checking ``strategy``."""
-    decide(op, spec, strategy)
-    return np.zeros(shape, dtype=spec.dtype)
-
-
-# float32's largest finite value, with a margin for the rounding of the sums.
-_F32_SAFE = float(np.finfo(np.float32).max) / 64
-
-
-def _fft_factor(op, spec, n_threads):
-    """Bound on a float32 FFT's values, per unit of max|a| * max|b|.
-
-    A transform's coefficients are bounded by the sum of |values| it transforms;
-    the product of two spectra summed over the contracted channels, before the
-    inverse transform's 1/n, bounds every intermediate.
-    """
-    n = math.prod(p + d * (k - 1) for p, k, d in zip(spec.padded_spatial, spec.kernel,
-                                                        spec.dilation))
-    terms = {"forward": spec.in_channels_per_group * spec.kernel_size,
-             "grad_input": spec.out_channels_per_group * spec.kernel_size,
-             "grad_weight": spec.batch * math.prod(spec.out_spatial)}[op]
-    return float(n) * float(terms)
-
-
-def _winograd_factor(op, spec, n_threads):
-    """Bound on winograd's values, per unit of max|a| * max|b| (its transforms
-    grow them; see ``WinogradStrategy.overflow_factor``)."""
-    return get_strategy("winograd").overflow_factor(spec, op, n_threads)
-
-
-# Strategies whose float32 intermediates can overflow where the exact result is
-# finite: (their bound per unit of max|a| * max|b|, the option that keeps the
-# dispatcher away from them).
-_OVERFLOW_GUARDS = {
-    "fft": (_fft_factor, {"allow_fft": False}),
-    # (a tolerance below every tile's error estimate excludes float32 winograd)
-    "winograd": (_winograd_factor, {"winograd_rtol": sys.float_info.min}),
-}
-
-
-def _max_abs(a):
-    """max |a| (two reductions, no temporary)."""
-    return max(abs(float(np.max(a))), abs(float(np.min(a))))
-
-
-def _choose(op, spec, strategy, a, b):
-    """:func:`choose_run` (strategy, threads), but "auto" never picks a float32
-    FFT or winograd where its intermediates could overflow.
-
-    A cheap bound from the operands' largest magnitudes decides: the
-    strategy's growth factor times ``max|a| * max|b|`` within float32's range
-    (with a margin). A forced strategy runs as asked.
-    """
-    s, n = choose_run(op, spec, strategy)
-    if (s.name not in _OVERFLOW_GUARDS or spec.dtype != np.float32 or strategy != "auto"
-            or get_config().strategy != "auto"):
-        return s, n
-    ma, mb = _max_abs(a), _max_abs(b)
-    if not (np.isfinite(ma) and np.isfinite(mb)):
-        return s, n  # NaN/Inf: the exact result is not finite either
-    from ._config import config
-
-    avoid = {}
-    while s.name in _OVERFLOW_GUARDS:
-        factor, option = _OVERFLOW_GUARDS[s.name]
-        if ma * mb * factor(op, spec, n) <= _F32_SAFE:
-            break
-        avoid.update(option)
-        with config(**avoid):
-            s, n = choose_run(op, spec, strategy)
-    return s, n
-
-
 def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, flip=False,
          strategy="auto", padding_mode="zeros"):
     """N-d convolution layer forward pass; N = ``weight.ndim - 2`` (1, 2 or 3).
@@ -139,29 +62,13 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, fli
     spreads over that whole output map; use ``fastconv.config(allow_fft=False)``
     where that matters. With winograd it spreads over the output tiles it touches.
     """
-    if _padmode.check_mode(padding_mode) != "zeros":
-        return _padmode.conv(conv, x, weight, bias, stride, padding, dilation, groups, flip,
-                             strategy, padding_mode)
     x = prep.as_array(x, "x")
     weight = prep.as_array(weight, "weight")
     b = None if bias is None else prep.as_array(bias, "bias")
-    dts = [x.dtype, weight.dtype] + ([] if b is None else [b.dtype])
-    spec = make_spec(x.shape, weight.shape, stride, padding, dilation, groups, flip=flip,
-                     dtype=result_dtype(*dts))
-    if b is not None and b.shape != (spec.out_channels,):
-        raise ValueError(
-            f"bias must have shape ({spec.out_channels},) (one value per output channel), "
-            f"got shape {b.shape}"
-        )
-    check_available(math.prod(spec.output_shape) * spec.itemsize, "output", spec)
-    if spec.batch == 0:
-        return _empty_batch("forward", spec, strategy, spec.output_shape)
-    s, n = _choose("forward", spec, strategy, x, weight)
-    with run_budget(s, spec, "forward"):
-        y5 = s.run("forward", spec, prep.input5(x, spec, s), prep.weight5(weight, spec), n)
-    if b is not None:
-        y5 += b.astype(spec.dtype).reshape(1, -1, 1, 1, 1)
-    return y5.reshape(spec.output_shape)
+    dtype = result_dtype(x.dtype, weight.dtype) if b is None else result_dtype(
+        x.dtype, weight.dtype, b.dtype)
+    return cached("forward", x.shape, weight.shape, stride, padding, dilation, groups, flip,
+                  dtype, strategy, padding_mode)(x, weight, bias=b)
 
 
 conv.__doc__ = conv.__doc__.format(shared=_SHARED_DOC.strip())
@@ -226,22 +133,11 @@ def grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1
     -------
     grad_x : ndarray of shape ``input_shape``
     """
-    if _padmode.check_mode(padding_mode) != "zeros":
-        return _padmode.grad_input(grad_input, input_shape, weight, grad_output, stride, padding,
-                                   dilation, groups, flip, strategy, ndim, padding_mode)
     weight = prep.as_array(weight, "weight")
     gy = prep.as_array(grad_output, "grad_output")
-    spec = make_spec(input_shape, weight.shape, stride, padding, dilation, groups, flip=flip,
-                     dtype=result_dtype(weight.dtype, gy.dtype), ndim=ndim)
-    _check_grad_output(gy, spec)
-    check_available(math.prod(spec.input_shape) * spec.itemsize, "grad_input", spec)
-    if spec.batch == 0:
-        return _empty_batch("grad_input", spec, strategy, spec.input_shape)
-    s, n = _choose("grad_input", spec, strategy, gy, weight)
-    with run_budget(s, spec, "grad_input"):
-        gx = s.run("grad_input", spec, prep.grad_output5(gy, spec), prep.weight5(weight, spec),
-                   n)
-    return prep.unpad_grad(gx, spec, s).reshape(spec.input_shape)
+    return cached("grad_input", input_shape, weight.shape, stride, padding, dilation, groups,
+                  flip, result_dtype(weight.dtype, gy.dtype), strategy, padding_mode,
+                  ndim)(weight, gy)
 
 
 def grad_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
@@ -261,45 +157,14 @@ def grad_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=
     -------
     grad_w : ndarray of shape ``weight_shape``
     """
-    if _padmode.check_mode(padding_mode) != "zeros":
-        return _padmode.grad_weight(grad_weight, input, weight_shape, grad_output, stride,
-                                    padding, dilation, groups, flip, strategy, ndim,
-                                    padding_mode)
     x = prep.as_array(input, "input")
     gy = prep.as_array(grad_output, "grad_output")
-    spec = make_spec(x.shape, weight_shape, stride, padding, dilation, groups, flip=flip,
-                     dtype=result_dtype(x.dtype, gy.dtype), ndim=ndim)
-    _check_grad_output(gy, spec)
-    if spec.batch == 0:
-        return _empty_batch("grad_weight", spec, strategy, spec.weight_shape)
-    s, n = _choose("grad_weight", spec, strategy, x, gy)
-    with run_budget(s, spec, "grad_weight"):
-        gw5 = s.run("grad_weight", spec, prep.input5(x, spec, s), prep.grad_output5(gy, spec),
-                    n)
-    if spec.flip:
-        gw5 = prep.flip_kernel(gw5)
-    return np.ascontiguousarray(gw5).reshape(spec.weight_shape)
+    return cached("grad_weight", x.shape, weight_shape, stride, padding, dilation, groups,
+                  flip, result_dtype(x.dtype, gy.dtype), strategy, padding_mode, ndim)(x, gy)
 
 
 grad_input.__doc__ = grad_input.__doc__.format(shared=_SHARED_DOC.strip())
 grad_weight.__doc__ = grad_weight.__doc__.format(shared=_SHARED_DOC.strip())
-
-
-_NEEDS = ("input", "weight", "bias")
-
-
-def _check_needs(needs):
-    """``needs`` as a set of names from ``_NEEDS``; a clear error otherwise."""
-    if isinstance(needs, str):
-        needs = (needs,)
-    try:
-        got = set(needs)
-    except TypeError:
-        raise TypeError(f"needs must be a sequence of names from {_NEEDS}, got {needs!r}") from None
-    bad = got - set(_NEEDS)
-    if bad:
-        raise ValueError(f"needs: unknown gradient name(s) {sorted(bad)}; valid: {_NEEDS}")
-    return got
 
 
 def conv_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
@@ -329,51 +194,41 @@ def conv_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, group
     x = prep.as_array(x, "x")
     weight = prep.as_array(weight, "weight")
     gy = prep.as_array(grad_output, "grad_output")
+    dtype = result_dtype(x.dtype, weight.dtype, gy.dtype)
     spec = make_spec(x.shape, weight.shape, stride, padding, dilation, groups, flip=flip,
-                     dtype=result_dtype(x.dtype, weight.dtype, gy.dtype))
+                     dtype=dtype)
     _check_grad_output(gy, spec)
     want = _check_needs(needs)
-    if "input" in want:
-        check_available(math.prod(spec.input_shape) * spec.itemsize, "grad_input", spec)
-    if spec.batch == 0:
-        return (_empty_batch("grad_input", spec, strategy, spec.input_shape)
-                if "input" in want else None,
-                _empty_batch("grad_weight", spec, strategy, spec.weight_shape)
-                if "weight" in want else None,
-                np.zeros(spec.out_channels, dtype=spec.dtype) if "bias" in want else None)
-    s_in, n_in = _choose("grad_input", spec, strategy, gy, weight) if "input" in want else (
-        None, None)
-    s_w, n_w = _choose("grad_weight", spec, strategy, x, gy) if "weight" in want else (
-        None, None)
-    gy5 = prep.grad_output5(gy, spec)
-    n = max(n_in or 1, n_w or 1)
-    gx = gw5 = None
-    # The fused pass (FFT reuses its transforms) holds more at once than either
-    # op alone: take it only when that, padded copies included, fits the budget.
-    if (s_in is not None and s_in is s_w and hasattr(s_in, "backward")
-            and total_workspace(s_in, spec, "backward") <= get_config().memory_budget):
-        with run_budget(s_in, spec, "backward"):
-            gx, gw5 = s_in.backward(spec, prep.input5(x, spec, s_w), prep.weight5(weight, spec),
-                                    gy5, n)
-        gx = prep.unpad_grad(gx, spec, s_in)
-    else:
-        # one op after the other, each holding only its own padded copy, so
-        # the peak stays within the budget the dispatcher checked per op
-        if s_in is not None:
-            with run_budget(s_in, spec, "grad_input"):
-                gx = prep.unpad_grad(s_in.run("grad_input", spec, gy5,
-                                              prep.weight5(weight, spec), n_in), spec, s_in)
-        if s_w is not None:
-            with run_budget(s_w, spec, "grad_weight"):
-                gw5 = s_w.run("grad_weight", spec, prep.input5(x, spec, s_w), gy5, n_w)
-    if gw5 is not None:
-        if spec.flip:
-            gw5 = prep.flip_kernel(gw5)
-        gw5 = np.ascontiguousarray(gw5).reshape(spec.weight_shape)
-    if gx is not None:
-        gx = gx.reshape(spec.input_shape)
-    gb = gy5.sum(axis=(0, 2, 3, 4)) if "bias" in want else None
-    return gx, gw5, gb
+    args = (x.shape, weight.shape, stride, padding, dilation, groups, flip, dtype, strategy,
+            "zeros")
+    p_in = cached("grad_input", *args) if "input" in want else None
+    p_w = cached("grad_weight", *args) if "weight" in want else None
+    gx = gw = None
+    if (spec.batch and p_in is not None and p_w is not None and p_in.strategy == p_w.strategy
+            and hasattr(p_in._strategy, "backward")):
+        x5, w5, gy5 = prep.input5(x, spec), prep.weight5(weight, spec), prep.grad_output5(gy, spec)
+        s_in, n_in = p_in._chosen(gy5, w5)
+        s_w, n_w = p_w._chosen(x5, gy5)
+        # The fused pass (FFT reuses its transforms) holds more at once than either
+        # op alone: take it only when that fits the budget.
+        if (s_in is s_w and hasattr(s_in, "backward")
+                and total_workspace(s_in, spec, "backward") <= p_in.options.memory_budget):
+            token = _current.set(p_in.options)
+            try:
+                gx, gw5 = s_in.backward(spec, x5, w5, gy5, max(n_in, n_w))
+            finally:
+                _current.reset(token)
+            gx = gx.reshape(spec.input_shape)
+            if spec.flip:
+                gw5 = prep.flip_kernel(gw5)
+            gw = np.ascontiguousarray(gw5).reshape(spec.weight_shape)
+    if gx is None and gw is None:
+        # one op after the other, each holding only its own workspace, so the peak
+        # stays within the budget the dispatcher checked per op
+        gx = None if p_in is None else p_in(weight, gy)
+        gw = None if p_w is None else p_w(x, gy)
+    gb = prep.grad_output5(gy, spec).sum(axis=(0, 2, 3, 4)) if "bias" in want else None
+    return gx, gw, gb
 
 
 conv_backward.__doc__ = conv_backward.__doc__.format(shared=_SHARED_DOC.strip())

@@ -97,7 +97,7 @@ def _parallel_overhead(make_spec, threads):
     # load of the moment, not this machine's cost of a team.
     for _ in range(3):
         for op in OPS:
-            a, b = _tuning.random_operands(op, spec, strategy=strat)
+            a, b = _tuning.random_operands(op, spec)
             t1 = _tuning.time_call(lambda: strat.run(op, spec, a, b, 1), repeat=5)
             tn = _tuning.time_call(lambda: strat.run(op, spec, a, b, threads), repeat=5)
             # the ideal parallel time is t1 / threads: what tn exceeds it by is the cost
@@ -114,7 +114,7 @@ def _measure(op, spec, names, threads, repeat):
     out, best = {}, math.inf
     for name in names:
         strat = _strategies.get(name)
-        a, b = _tuning.random_operands(op, spec, strategy=strat)
+        a, b = _tuning.random_operands(op, spec)
         fn = lambda: strat.run(op, spec, a, b, threads)  # noqa: E731
         t = _tuning.time_call(fn, repeat=repeat, max_time=3 * best if best < math.inf else 2.0)
         out[name] = t

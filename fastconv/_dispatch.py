@@ -16,17 +16,15 @@ most of its work, or whose float32 error estimate exceeds ``fft_rtol``, is
 never chosen there, nor winograd when even its most accurate tile's float32
 error estimate exceeds ``winograd_rtol``; :func:`fastconv.explain` lists why.
 
-Memory: a strategy's workspace counts its own scratch plus, for a strategy
-that does not pad inside its kernels, the zero-padded input copy (forward,
-grad_weight) or padded grad_input (grad_input) prepared for it
-(:func:`prep_bytes`). A forced strategy (1, 2) whose workspace exceeds the
+Memory: a strategy's workspace counts every byte it allocates beyond its
+operands and result (the strategies pad inside their kernels: no padded copy of
+an operand is made). A forced strategy (1, 2) whose workspace exceeds the
 budget raises MemoryError with the numbers instead of exceeding it. A result
 larger than the memory the machine has available raises MemoryError before
 anything is allocated (:func:`check_available`).
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 from dataclasses import dataclass, field
@@ -108,50 +106,10 @@ def fft_error_estimate(spec):
     return 2.0 * eps * max(1.0, math.log2(n))
 
 
-def prep_bytes(strategy, spec, op):
-    """Bytes of padded copies :mod:`fastconv._prepare` makes for ``strategy``.
-
-    A strategy without ``pads_inside`` receives a zero-padded copy of the input
-    (forward, grad_weight) or returns a padded grad_input that is then cropped
-    (grad_input); "backward" (the fused pass) does both.
-    """
-    if getattr(strategy, "pads_inside", False) or not any(b or a for b, a in spec.padding3):
-        return 0
-    one = math.prod(spec.padded_shape5) * spec.itemsize
-    return 2 * one if op == "backward" else one
-
-
-def strategy_budget(strategy, spec, op, opts=None):
-    """``(budget for the strategy's own scratch, padded-copy bytes)``.
-
-    The padded copies come out of the memory budget: a strategy that chunks its
-    work (im2col, FFT) plans within what is left.
-    """
-    opts = opts or get_config()
-    pads = prep_bytes(strategy, spec, op)
-    return opts.memory_budget - pads, pads
-
-
-def run_budget(strategy, spec, op):
-    """Context in which ``strategy`` runs ``op``: the budget less its padded copies."""
-    own, pads = strategy_budget(strategy, spec, op)
-    if pads == 0 or own < 1:
-        return contextlib.nullcontext()
-    from ._config import config
-
-    return config(memory_budget=own)
-
-
 def total_workspace(strategy, spec, op, opts=None):
-    """The strategy's scratch bytes (planned within what the padded copies leave of
-    the budget) plus the padded copies made for it."""
-    own, pads = strategy_budget(strategy, spec, op, opts)
-    if pads == 0:
-        return int(strategy.workspace(spec, op))
-    from ._config import config
-
-    with config(memory_budget=max(own, 1)):
-        return int(strategy.workspace(spec, op)) + pads
+    """The strategy's scratch bytes for ``op`` (every strategy pads inside its
+    kernels: no padded copy of an operand is made for it)."""
+    return int(strategy.workspace(spec, op))
 
 
 def _available_memory():
@@ -218,7 +176,7 @@ def _candidates(op, spec, opts):
         if reason is None:
             c.workspace_bytes = total_workspace(s, spec, op, opts)
             if c.workspace_bytes > opts.memory_budget:
-                reason = (f"workspace {c.workspace_bytes} bytes (padded copies included) "
+                reason = (f"workspace {c.workspace_bytes} bytes "
                           f"exceeds the memory budget {opts.memory_budget} bytes")
         if reason is None:
             c.threads, c.estimate_s = run_threads(s, op, spec, opts)
@@ -232,14 +190,12 @@ def _forced(op, spec, name, decided_by, detail, opts):
     reason = strat.supports(spec, op)
     if reason is not None:
         raise ValueError(f"strategy {name!r} cannot run {op} for this problem: {reason}")
-    total = total_workspace(strat, spec, op, opts)
-    pads = prep_bytes(strat, spec, op)
-    ws = total - pads
-    if total > opts.memory_budget:
+    ws = total_workspace(strat, spec, op, opts)
+    if ws > opts.memory_budget:
         raise MemoryError(
-            f"strategy {name!r} needs {ws + pads} bytes for {op} ({ws} bytes of workspace + "
-            f"{pads} bytes of padded copies; input {spec.input_shape}, weight "
-            f"{spec.weight_shape}) but the budget is {opts.memory_budget} bytes: with a "
+            f"strategy {name!r} needs {ws} bytes of workspace for {op} (input "
+            f"{spec.input_shape}, weight {spec.weight_shape}) but the budget is "
+            f"{opts.memory_budget} bytes: with a "
             f"memory budget of {opts.memory_budget} bytes use strategy='auto' (it picks one "
             "that fits) or raise fastconv.config(memory_budget=...)")
     return Decision(op, name, decided_by, detail, threads=_tuning.run_threads(
@@ -359,9 +315,16 @@ def decide(op, spec, strategy="auto", opts=None):
     return d
 
 
+# Called by clear_memo: what is made of decisions (fastconv._plan's plans) goes too.
+on_clear = []
+
+
 def clear_memo():
-    """Forget remembered decisions (after calibration or cache changes)."""
+    """Forget remembered decisions (after calibration or cache changes), and the
+    plans made of them."""
     _memo.clear()
+    for f in on_clear:
+        f()
 
 
 def choose(op, spec, strategy="auto"):

@@ -1,10 +1,9 @@
 """Turn user arrays into the 5-D C-contiguous compute-dtype arrays kernels expect.
 
 Every strategy sees the kernel flipped when ``flip=True`` and 1-D/2-D data viewed
-as 3-D with singleton axes. A strategy whose ``pads_inside`` is true gets the input
-as it is and handles the zero border itself; any other gets a zero-padded copy (so
-its kernels compute *valid* correlations) and returns grad_input of the padded
-shape, cropped here. Inputs are never written to: arrays are only read, or copied.
+as 3-D with singleton axes. The strategies handle the zero border inside their
+kernels, so the input is passed unpadded. Inputs are never written to: arrays are
+only read, or copied (to the compute dtype, or to C order).
 """
 from __future__ import annotations
 
@@ -27,37 +26,9 @@ def as_array(a, name):
     return arr
 
 
-def padded_input(x, spec):
-    """(N, C, D+pads, H+pads, W+pads) C-contiguous copy or view of ``x``."""
-    pads = spec.padding3
-    if not any(b or a for b, a in pads):
-        return np.ascontiguousarray(x, dtype=spec.dtype).reshape(spec.input_shape5)
-    # the assignment converts the dtype and gathers a strided x in one pass
-    xp = np.zeros(spec.padded_shape5, dtype=spec.dtype)
-    inner = tuple(slice(b, b + n) for (b, _), n in zip(pads, spec.input_shape5[2:]))
-    xp[(slice(None), slice(None)) + inner] = np.reshape(x, spec.input_shape5)
-    return xp
-
-
-def input5(x, spec, strategy):
-    """The input as ``strategy`` takes it: unpadded if it pads inside, else padded."""
-    if getattr(strategy, "pads_inside", False):
-        return np.ascontiguousarray(x, dtype=spec.dtype).reshape(spec.input_shape5)
-    return padded_input(x, spec)
-
-
-def unpad_grad(gx, spec, strategy):
-    """grad_input of ``spec.input_shape5`` from what ``strategy`` returned."""
-    return gx if getattr(strategy, "pads_inside", False) else crop_padding(gx, spec)
-
-
-def crop_padding(gxp, spec):
-    """Inverse of :func:`padded_input` for gradients: drop the padded border."""
-    pads = spec.padding3
-    if not any(b or a for b, a in pads):
-        return gxp
-    inner = tuple(slice(b, b + n) for (b, _), n in zip(pads, spec.input_shape5[2:]))
-    return np.ascontiguousarray(gxp[(slice(None), slice(None)) + inner])
+def input5(x, spec):
+    """(N, C, D, H, W) C-contiguous in the compute dtype (a view when it already is)."""
+    return np.ascontiguousarray(x, dtype=spec.dtype).reshape(spec.input_shape5)
 
 
 def flip_kernel(w5):

@@ -387,16 +387,15 @@ def clear_cache(opts=None):
 # ---------------------------------------------------------------------------
 # timing
 # ---------------------------------------------------------------------------
-def random_operands(op, spec, seed=0, strategy=None):
-    """Prepared operands of the right shapes for timing ``op`` on ``spec`` with
-    ``strategy`` (the input unpadded if it pads inside, else padded)."""
+def random_operands(op, spec, seed=0):
+    """Random operands of the right shapes for timing ``op`` on ``spec``."""
     rng = np.random.default_rng(seed)
     rand = lambda shape: rng.standard_normal(shape).astype(spec.dtype)  # noqa: E731
     if op == "forward":
-        return prep.input5(rand(spec.input_shape5), spec, strategy), rand(spec.weight_shape5)
+        return prep.input5(rand(spec.input_shape5), spec), rand(spec.weight_shape5)
     if op == "grad_input":
         return rand(spec.output_shape5), rand(spec.weight_shape5)
-    return prep.input5(rand(spec.input_shape5), spec, strategy), rand(spec.output_shape5)
+    return prep.input5(rand(spec.input_shape5), spec), rand(spec.output_shape5)
 
 
 def time_call(fn, min_time=0.005, repeat=3, max_time=None):
@@ -428,7 +427,7 @@ def measure(op, spec, names, threads, budget_s=None):
     out, best = {}, math.inf
     for name in names:
         strat = _strategies.get(name)
-        a, b = random_operands(op, spec, strategy=strat)  # pads_inside decides the input
+        a, b = random_operands(op, spec)
         fn = lambda: strat.run(op, spec, a, b, threads)  # noqa: E731
         t = time_call(fn, max_time=3 * best if best < math.inf else budget_s)
         out[name] = t

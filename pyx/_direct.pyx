@@ -94,6 +94,7 @@ cdef extern from "_kernels.h" nogil:
     const fc_kern* fc_table(int level)
     int fc_cpu_level()
     int fc_select(int level)
+    int fc_absmax_bits(const int* u, Py_ssize_t n)
 
 
 # The kernels' constants, for the cost model (fastconv/_strategies/direct.py).
@@ -652,6 +653,31 @@ cdef void _gw_task(const floating* x, const floating* gy, floating* gw, Geom* g,
             acc[k] += _gw_rows(xc, gyo, g, k, exact)
     for k in range(g.K):
         gw[task * g.K + k] = <floating>acc[k]
+
+
+# ---------------------------------------------------------------------------
+# the dispatcher's float32 overflow guard
+# ---------------------------------------------------------------------------
+def absmax(const float[::1] a, int n_threads=1):
+    """max |a| of a float32 array in one pass over it, on ``n_threads`` threads.
+
+    Inf when ``a`` holds an Inf, NaN when it holds a NaN (the largest NaN bit
+    pattern); 0 for an empty array.
+    """
+    # one thread per 64 Ki values at most: below that, starting threads costs more
+    cdef Py_ssize_t n = a.shape[0], t, nt = max(1, min(n_threads, n // 65536 + 1, 64))
+    if n == 0:
+        return 0.0
+    cdef Py_ssize_t chunk = -(-n // nt)
+    cdef int[64] part
+    cdef const int* u = <const int*> &a[0]
+    with nogil:
+        for t in prange(nt, num_threads=nt, schedule="static"):
+            part[t] = fc_absmax_bits(u + t * chunk, min(chunk, n - t * chunk))
+    cdef int m = 0
+    for t in range(nt):
+        m = part[t] if part[t] > m else m
+    return np.array([m], dtype=np.int32).view(np.float32)[0].item()
 
 
 # ---------------------------------------------------------------------------

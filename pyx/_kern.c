@@ -37,6 +37,20 @@
 
 static void fc_sfence_(void) { wg_sfence(); }
 
+/* Without the sign bit, the order of a float's bits read as a non-negative int
+ * is the order of the magnitudes, Inf and NaN above every finite one: an int
+ * max, which every level vectorizes, where a float max with NaN semantics
+ * would not be. */
+static int fc_absmax_bits(const int *u, ptrdiff_t n)
+{
+    int m = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        int v = u[i] & 0x7fffffff;
+        m = v > m ? v : m;
+    }
+    return m;
+}
+
 FC_HIDDEN const fc_kern FC_CAT(fc_kern_, FC_LEVEL_NAME) = {
     FC_STR(FC_LEVEL_NAME), FC_GW_SHAPE,
     fc_tile_f32, fc_tile_f64, fc_tile4_f32, fc_tile4_f64, fc_pair4_f32, fc_pair4_f64,
@@ -48,5 +62,5 @@ FC_HIDDEN const fc_kern FC_CAT(fc_kern_, FC_LEVEL_NAME) = {
     wg_transpose_ld_f, wg_transpose_ld_d, wg_transpose_f, wg_transpose_d,
     wg_axpy_f, wg_axpy_d,
     wg_kt_block_f, wg_kt_block_d, wg_kut_block_f, wg_kut_block_d,
-    fc_sfence_,
+    fc_sfence_, fc_absmax_bits,
 };

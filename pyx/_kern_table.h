@@ -85,6 +85,9 @@ typedef struct fc_kern {
                            ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, double *, ptrdiff_t,
                            double *);
     void (*wg_sfence)(void);
+    /* the largest |v| of n float32 values, as the bits of its magnitude (Inf and
+     * NaN above every finite value): the dispatcher's overflow guard */
+    int (*absmax_bits)(const int *, ptrdiff_t);
 } fc_kern;
 
 #if defined(__GNUC__) || defined(__clang__)

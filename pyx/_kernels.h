@@ -90,4 +90,5 @@ static int fc_select(int id)
 #define wg_kut_block_f (fc_k->wg_kut_block_f)
 #define wg_kut_block_d (fc_k->wg_kut_block_d)
 #define wg_sfence (fc_k->wg_sfence)
+#define fc_absmax_bits (fc_k->absmax_bits)
 #endif

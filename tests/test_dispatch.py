@@ -21,7 +21,6 @@ EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "fastconv.e
 class FakeStrategy:
     """A stand-in strategy with a fixed estimate and workspace; runs the direct one."""
 
-    pads_inside = True  # as the direct strategy it runs
 
     def __init__(self, name, est, workspace=0):
         self.name, self.est, self.ws = name, est, workspace

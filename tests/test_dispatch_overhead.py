@@ -13,7 +13,6 @@ from fastconv._strategies import direct
 class Recorder:
     """Runs the direct strategy and records the thread count it was given."""
 
-    pads_inside = True
 
     def __init__(self, name, serial_s, parallel_s):
         self.name, self.serial_s, self.parallel_s = name, serial_s, parallel_s

@@ -234,56 +234,6 @@ def test_forced_strategy_over_budget_raises_with_numbers():
     assert raised >= 1
 
 
-def test_padded_copies_count_against_the_budget(monkeypatch):
-    """2(b): for a strategy that does not pad inside, the padded input copy (and the
-    padded grad_input it returns) is workspace; a chunking strategy plans within
-    what the copies leave of the budget."""
-    from fastconv import _strategies
-
-    seen = {}
-
-    class NoPad:
-        name = "nopad"
-
-        def supports(self, spec, op):
-            return None
-
-        def workspace(self, spec, op):
-            return 1000
-
-        def estimate(self, spec, op, n_threads=1):
-            return 1e-9  # the cheapest: auto picks it whenever it fits
-
-        def run(self, op, spec, a, b, n_threads):
-            seen[op] = (a.shape, fastconv.get_config().memory_budget)
-            shape = {"forward": spec.output_shape5, "grad_input": spec.padded_shape5,
-                     "grad_weight": spec.weight_shape5}[op]
-            return np.zeros(shape, spec.dtype)
-
-    monkeypatch.setitem(_strategies._REGISTRY, "nopad", NoPad())
-    _dispatch.clear_memo()
-    x, w = np.ones((2, 4, 30, 30), np.float32), np.ones((4, 4, 3, 3), np.float32)
-    spec = fastconv.make_spec(x.shape, w.shape, padding=5, dtype=np.float32)
-    padded = 2 * 4 * 40 * 40 * 4
-    assert _dispatch.prep_bytes(NoPad(), spec, "forward") == padded
-    assert _dispatch.prep_bytes(NoPad(), spec, "grad_input") == padded
-    assert _dispatch.prep_bytes(NoPad(), spec, "backward") == 2 * padded
-    NoPad.pads_inside = True
-    assert _dispatch.prep_bytes(NoPad(), spec, "forward") == 0
-    del NoPad.pads_inside
-    with fastconv.config(memory_budget=padded + 999):
-        with pytest.raises(MemoryError, match=rf"{padded} bytes of padded copies"):
-            fastconv.conv2d(x, w, padding=5, strategy="nopad")
-        d = fastconv.explain("forward", x.shape, w.shape, padding=5)
-        assert d.strategy != "nopad"
-        assert "padded copies" in next(c for c in d.candidates if c.name == "nopad").excluded
-    with fastconv.config(memory_budget=padded + 5000):
-        assert fastconv.explain("forward", x.shape, w.shape, padding=5).strategy == "nopad"
-        fastconv.conv2d(x, w, padding=5, strategy="nopad")
-    assert seen["forward"] == ((2, 4, 1, 40, 40), 5000)  # padded input; the budget left over
-    _dispatch.clear_memo()
-
-
 # ---------------------------------------------------------------------------
 # 3, 4, 8, 9, 17: the cache
 # ---------------------------------------------------------------------------
@@ -592,8 +542,7 @@ def test_winograd_overflow_guard_leaves_ordinary_magnitudes_alone():
 
     x = np.random.default_rng(1).standard_normal((8, 64, 32, 32)).astype(np.float32) * 1e6
     w = np.ones((64, 64, 3, 3), np.float32)
-    s, _ = fastconv._api._choose("forward", fastconv.make_spec(x.shape, w.shape, padding=1),
-                                 "auto", x, w)
+    s, _ = fastconv.plan("forward", x.shape, w.shape, padding=1)._chosen(x, w)
     assert s.name == "winograd"
     # the bound covers the channel sums: it grows with the channels per group
     spec = fastconv.make_spec((1, 64, 8, 8), (64, 64, 3, 3), padding=1)

@@ -9,21 +9,19 @@ A strategy is an object with
     Bytes of scratch memory it would allocate (beyond inputs and output).
 ``estimate(spec, op, n_threads) -> float``
     Cost-model estimate in seconds.
-``pads_inside`` : bool (optional, default False)
-    True: the strategy handles ``spec.padding3`` itself, so it receives the
-    input unpadded (``spec.input_shape5``) and returns grad_input of
-    ``spec.input_shape5``. False: it receives a zero-padded copy
-    (``spec.padded_shape5``) and returns grad_input of that padded shape.
-``run(op, spec, a, b, n_threads) -> ndarray``
+``run(op, spec, a, b, n_threads, memo=None) -> ndarray``
     On prepared 5-D C-contiguous arrays of dtype ``spec.dtype`` (see
     :mod:`fastconv._prepare`); the kernel is already flipped when
     ``spec.flip``, so a strategy computes only the strided, dilated
-    cross-correlation and its adjoints (``x`` below is padded or not, as
-    ``pads_inside`` says):
+    cross-correlation and its adjoints, the zero padding (``spec.padding3``)
+    handled inside its kernels (``x`` below is the unpadded input):
     forward(x, w) -> y (spec.output_shape5),
     grad_input(gy, w) -> grad_x,
     grad_weight(x, gy) -> grad_w (spec.weight_shape5).
     It allocates and returns a new array; it never writes to ``a`` or ``b``.
+    ``memo``: None, or a dict that a caller whose weight ``b`` never changes
+    (a plan bound to a weight, :meth:`fastconv.Plan.with_weight`) passes to
+    every call: the strategy may keep its transforms of the weight there.
 ``backward(spec, x, w, gy, n_threads) -> (grad_x, grad_w)`` (optional)
     Both backward passes at once (lets FFT reuse transforms);
     :func:`fastconv.conv_backward` uses it when both ops chose the strategy.

@@ -1,6 +1,6 @@
 """Direct strategy: loops over kernel taps (``pyx/_direct.pyx``), padding inside.
 
-The kernels take the input unpadded (``pads_inside``). At unit stride each thread
+The kernels take the input unpadded. At unit stride each thread
 copies the planes it works on into a zero-bordered buffer and runs register
 tiles over them ("wide" path); any other stride runs row loops on the unpadded
 arrays with no scratch at all ("rows" path). When the wide path's buffers exceed
@@ -187,8 +187,6 @@ def _wide_seconds(spec, op, info):
 
 class DirectStrategy:
     name = "direct"
-    pads_inside = True
-
     def supports(self, spec, op):
         return None
 
@@ -214,7 +212,8 @@ class DirectStrategy:
         t = spec.macs * _GEN_MAC[op] + rows * _GEN_ROW
         return _parallel(t * (_F64_GEN if f64 else 1.0), info["tasks"], n_threads)
 
-    def run(self, op, spec, a, b, n_threads):
+    def run(self, op, spec, a, b, n_threads, memo=None):
+        # (memo: nothing of the weight is worth keeping across calls here)
         general = _choose_plan(spec, op, n_threads)["path"] == "rows"
         args = (spec.stride3, spec.dilation3, spec.padding3, spec.groups, n_threads, general)
         if op == "forward":

@@ -3,7 +3,7 @@
 How it works
 ------------
 Every op sees the prepared problem (:mod:`fastconv._prepare`): the input
-*unpadded* (``pads_inside``), a kernel already flipped when ``flip=True``. The
+*unpadded*, a kernel already flipped when ``flip=True``. The
 input is packed at its padding offset into a zeroed transform buffer, so the
 zero border costs nothing; ``P`` is the padded spatial size.
 Along each axis the kernel is *dilated* (zeros inserted, span
@@ -200,7 +200,7 @@ class _Core:
         return np.empty(self.mshape + (rows, cols), dtype=np.result_type(self.rdt, 1j))
 
 
-def _core_run(op, spec, a, b, n, nbc, pipes):
+def _core_run(op, spec, a, b, n, nbc, pipes, memo=None, mkey=None):
     sp = spec
     core = _Core(sp, n)
     pb = tuple(p[0] for p in sp.padding3)  # x sits at this offset in its buffers
@@ -211,7 +211,7 @@ def _core_run(op, spec, a, b, n, nbc, pipes):
     # one thread's pipeline over samples [s0, s0 + ns); t is its thread count
     if op == "forward":
         xp, w = a, b
-        Ws = core.kernel(w)
+        Ws = _kernel_memo(core, w, memo, mkey)
         y = np.empty(sp.output_shape5, dtype=sp.dtype)
 
         def part(s0, ns, t, _):
@@ -224,7 +224,7 @@ def _core_run(op, spec, a, b, n, nbc, pipes):
         return y
     if op == "grad_input":
         gy, w = a, b
-        Ws = core.kernel(w)
+        Ws = _kernel_memo(core, w, memo, mkey)
         gx = np.empty(sp.input_shape5, dtype=sp.dtype)
 
         def part(s0, ns, t, _):
@@ -268,14 +268,25 @@ def _core_run(op, spec, a, b, n, nbc, pipes):
     return gx, core.kernel_inverse(_summed(GWs))
 
 
+def _kernel_memo(core, w, memo, mkey):
+    """The kernel's spectrum, kept in ``memo`` (by problem and group chunk) when given."""
+    if memo is None:
+        return core.kernel(w)
+    key = ("W",) + mkey
+    Ws = memo.get(key)
+    if Ws is None:
+        Ws = memo[key] = core.kernel(w)
+    return Ws
+
+
 # ---------------------------------------------------------------------------
 # group chunking
 # ---------------------------------------------------------------------------
-def _grouped(op, spec, a, b, n, budget):
+def _grouped(op, spec, a, b, n, budget, memo=None):
     gc, nbc, _, pipes = _chunks(spec, op, budget, n)
     G = spec.groups
     if gc >= G:
-        return _core_run(op, spec, a, b, n, nbc, pipes)
+        return _core_run(op, spec, a, b, n, nbc, pipes, memo, (spec, 0))
     CIG, COG = spec.in_channels_per_group, spec.out_channels_per_group
     outs = []
     for g0 in range(0, G, gc):
@@ -294,7 +305,7 @@ def _grouped(op, spec, a, b, n, budget):
             (xp, w) = a
             args = ((np.ascontiguousarray(xp[:, ci]), np.ascontiguousarray(w[co])),
                     np.ascontiguousarray(b[:, co]))
-        outs.append(_core_run(op, sub, *args, n, nbc, pipes))
+        outs.append(_core_run(op, sub, *args, n, nbc, pipes, memo, (sub, g0)))
     if op == "forward":
         return np.concatenate(outs, axis=1)
     if op == "grad_input":
@@ -393,9 +404,9 @@ def _overlap_add(g, axis, nb, B, before, length):
     return res
 
 
-def _execute(op, spec, a, b, n, plan, budget):
+def _execute(op, spec, a, b, n, plan, budget, memo=None):
     if not plan:
-        return _grouped(op, spec, a, b, n, budget)
+        return _grouped(op, spec, a, b, n, budget, memo)
     (axis, B), rest = plan[0], plan[1:]
     P = spec.padded_shape5[2 + axis]
     pb = spec.padding3[axis][0]
@@ -408,13 +419,13 @@ def _execute(op, spec, a, b, n, plan, budget):
     seg = B - s + L
     sub = _with_axis(spec, axis, seg, spec.batch * nb)
     if op == "forward":
-        y = _execute(op, sub, _segments(a, axis, nb, B, seg, pb), b, n, rest, budget)
+        y = _execute(op, sub, _segments(a, axis, nb, B, seg, pb), b, n, rest, budget, memo)
         return _join(y, axis, nb, O)
     if op == "grad_weight":
         return _execute(op, sub, _segments(a, axis, nb, B, seg, pb),
                         _segments(b, axis, nb, bo, bo), n, rest, budget)
     if op == "grad_input":
-        g = _execute(op, sub, _segments(a, axis, nb, bo, bo), b, n, rest, budget)
+        g = _execute(op, sub, _segments(a, axis, nb, bo, bo), b, n, rest, budget, memo)
         return _overlap_add(g, axis, nb, B, pb, n_in)
     (x, w), gy = a, b
     gx, gw = _execute(op, sub, (_segments(x, axis, nb, B, seg, pb), w),
@@ -426,8 +437,6 @@ class FFTStrategy:
     """Frequency-domain convolution (see the module docstring)."""
 
     name = "fft"
-    pads_inside = True
-
     def supports(self, spec, op):
         if spec.dtype not in (np.float32, np.float64):
             return f"dtype {spec.dtype} is not float32/float64"
@@ -459,11 +468,16 @@ class FFTStrategy:
         """The budget left for the core once the block copies are made."""
         return get_config().memory_budget - _blocked_geometry(spec, plan)[1]
 
-    def run(self, op, spec, a, b, n_threads):
+    def run(self, op, spec, a, b, n_threads, memo=None):
+        """``op`` on ``spec`` (see the registry). ``memo``: a dict in which a caller
+        whose weight ``b`` never changes keeps its spectra across calls."""
         plan = self.plan(spec, op)
+        if op == "grad_weight":
+            memo = None
         # the contractions call cgemm/zgemm inside OpenMP loops: one BLAS thread each
         with _blas_limit(1), kept_buffers(self._cap(spec, op)):
-            return _execute(op, spec, a, b, n_threads, plan, self._inner_budget(spec, plan))
+            return _execute(op, spec, a, b, n_threads, plan, self._inner_budget(spec, plan),
+                            memo)
 
     def backward(self, spec, x, w, gy, n_threads):
         plan = self.plan(spec, "backward")

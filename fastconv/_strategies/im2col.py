@@ -2,7 +2,7 @@
 
 The Cython kernels (``pyx/_im2col.pyx``) do the unfold (vol2col), fold
 (col2vol) and call sgemm/dgemm without the GIL. The strategy pads inside
-(``pads_inside``): the unfold writes the zero border itself and the fold drops
+(no padded copy): the unfold writes the zero border itself and the fold drops
 it, so the input is never copied into a padded array and grad_input is
 returned at the input's shape.
 
@@ -272,8 +272,6 @@ class Im2colStrategy:
     """Unfold + GEMM (see the module docstring)."""
 
     name = "im2col"
-    pads_inside = True
-
     def supports(self, spec, op):
         # BLAS takes 32-bit dimensions and leading dimensions.
         dims = {"output positions per channel": math.prod(spec.out_spatial),
@@ -313,7 +311,8 @@ class Im2colStrategy:
             t += cols * _GATHER_S
         return gemm + t / threads + _CALL_S
 
-    def run(self, op, spec, a, b, n_threads):
+    def run(self, op, spec, a, b, n_threads, memo=None):
+        # (memo: nothing of the weight is worth keeping across calls here)
         budget = get_config().memory_budget
         plan = _plan(spec, op, n_threads, budget)
         if op == "forward":

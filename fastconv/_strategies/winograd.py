@@ -35,7 +35,7 @@ the transforms take ~15% and the GEMMs ~50%. A 3-D forward pass (forward,
 grad_input) keeps only the current block's input and output planes
 channel-last, not the whole image.
 
-Padding is done inside the tile gather (``pads_inside``): the strategy takes
+Padding is done inside the tile gather: the strategy takes
 the unpadded input and returns grad_input of the input's shape. Work is in
 units of images (several images when a plane has few tiles) on OpenMP threads
 with single-threaded BLAS, or one after another with threaded BLAS when there
@@ -408,8 +408,6 @@ def _u_buffer(P, G, rows, cols, dtype):
 
 class WinogradStrategy:
     name = "winograd"
-    pads_inside = True
-
     def supports(self, spec, op):
         if any(s != 1 for s in spec.stride):
             return f"stride {spec.stride}: winograd needs stride 1"
@@ -452,7 +450,9 @@ class WinogradStrategy:
         """The output tile m (F(m, 3)) used for ``op`` on ``spec``."""
         return plan_tile(spec, op, get_config().threads)
 
-    def run(self, op, spec, a, b, n_threads):
+    def run(self, op, spec, a, b, n_threads, memo=None):
+        """``op`` on ``spec`` (see the registry). ``memo``: a dict in which a caller
+        whose weight ``b`` never changes keeps its transform U across calls."""
         opts = get_config()
         plan = self._plan(spec, op, n_threads, opts.memory_budget)
         mh, mw = _tile_ms(spec, plan.m)
@@ -465,7 +465,10 @@ class WinogradStrategy:
         kern = spec.kernel3
         C, CO = _chans(spec, op)
         # the transformed kernel first, then the per-thread buffers
-        U = _u_buffer(P, G, KD * C // G, CO // G, spec.dtype)
+        U = None if memo is None or op == "grad_weight" else memo.get((op, plan.m))
+        have_u = U is not None
+        if not have_u:
+            U = _u_buffer(P, G, KD * C // G, CO // G, spec.dtype)
         work = np.empty(plan.per_thread * plan.slots, dtype=spec.dtype)
         blas_threads = 1 if plan.mode else plan.threads
         mode = plan.mode
@@ -474,7 +477,10 @@ class WinogradStrategy:
         # the peak that workspace() reports (as during grad_weight's untransform)
         if op == "forward":
             y = np.empty(spec.output_shape5, dtype=spec.dtype)
-            _winograd.kernel_transform(b, Gh, Gw, U, G, False, n_threads)
+            if not have_u:
+                _winograd.kernel_transform(b, Gh, Gw, U, G, False, n_threads)
+                if memo is not None:
+                    memo[(op, plan.m)] = U
             offs = tuple(-p for p in pads)
             with _blas_limit(blas_threads):
                 _winograd.forward(a, U, y, work, *args, offs, KD, G, plan.nb, plan.tc,
@@ -482,7 +488,10 @@ class WinogradStrategy:
             return y
         if op == "grad_input":
             gx = np.empty(spec.input_shape5, dtype=spec.dtype)
-            _winograd.kernel_transform(b, Gh, Gw, U, G, True, n_threads)
+            if not have_u:
+                _winograd.kernel_transform(b, Gh, Gw, U, G, True, n_threads)
+                if memo is not None:
+                    memo[(op, plan.m)] = U
             offs = tuple(p - (k - 1) for p, k in zip(pads, kern))
             with _blas_limit(blas_threads):
                 _winograd.forward(a, U, gx, work, *args, offs, KD, G, plan.nb, plan.tc,

@@ -1,0 +1,561 @@
+"""Plans: one convolution op on fixed shapes, decided once and run many times.
+
+A :class:`Plan` holds everything that depends only on the problem (the shapes,
+the parameters, the dtype) and the options in force when it was made: the
+validated :class:`~fastconv.ConvSpec`, the dispatcher's decision (strategy and
+threads), the options the strategy runs under and the padding mode's plan. A call
+checks its arrays against the plan and runs the strategy; nothing is decided again.
+The plain functions (:func:`fastconv.conv`, :mod:`fastconv.grad`,
+:func:`fastconv.conv_backward`) fetch a memoized plan (:func:`cached`) and call it.
+
+Plans are immutable: a plan made inside ``with fastconv.config(...)`` keeps that
+block's options after it ends, and several threads may call one plan at once.
+A plan bound to a weight (:meth:`Plan.with_weight`) keeps its own copy of the
+weight and the strategy's transforms of it (Winograd's transformed kernel, FFT's
+kernel spectra), so a later change of the caller's array never reaches it.
+Pickling a plan pickles its arguments; unpickling plans again, for the CPU and
+the cache files of the process that loads it (a Dask worker plans for itself).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+
+from . import _cpu, _dispatch, _padmode
+from . import _prepare as prep
+from ._config import _current, get_config
+from ._dispatch import _files_signature, check_available, decide
+from ._ext import _direct
+from ._spec import OPS, _plain_key, _typed, make_spec, result_dtype
+from ._strategies import get as get_strategy
+
+__all__ = ["Plan", "BoundPlan", "LayerPlan", "plan", "plan_layer", "cached"]
+
+# float32's largest finite value, with a margin for the rounding of the sums.
+_F32_SAFE = float(np.finfo(np.float32).max) / 64
+
+# Which arrays each op takes, in the order of the plain functions' arguments.
+_ARGS = {"forward": ("x", "weight"), "grad_input": ("weight", "grad_output"),
+         "grad_weight": ("input", "grad_output")}
+
+
+def _fft_factor(op, spec, n_threads):
+    """Bound on a float32 FFT's values, per unit of max|a| * max|b|.
+
+    A transform's coefficients are bounded by the sum of |values| it transforms;
+    the product of two spectra summed over the contracted channels, before the
+    inverse transform's 1/n, bounds every intermediate.
+    """
+    n = math.prod(p + d * (k - 1) for p, k, d in zip(spec.padded_spatial, spec.kernel,
+                                                        spec.dilation))
+    terms = {"forward": spec.in_channels_per_group * spec.kernel_size,
+             "grad_input": spec.out_channels_per_group * spec.kernel_size,
+             "grad_weight": spec.batch * math.prod(spec.out_spatial)}[op]
+    return float(n) * float(terms)
+
+
+def _winograd_factor(op, spec, n_threads):
+    """Bound on winograd's values, per unit of max|a| * max|b| (its transforms
+    grow them; see ``WinogradStrategy.overflow_factor``)."""
+    return get_strategy("winograd").overflow_factor(spec, op, n_threads)
+
+
+# Strategies whose float32 intermediates can overflow where the exact result is
+# finite: (their bound per unit of max|a| * max|b|, the option that keeps the
+# dispatcher away from them).
+_OVERFLOW_GUARDS = {
+    "fft": (_fft_factor, {"allow_fft": False}),
+    # (a tolerance below every tile's error estimate excludes float32 winograd)
+    "winograd": (_winograd_factor, {"winograd_rtol": sys.float_info.min}),
+}
+
+
+def _max_abs(a, n_threads=1):
+    """max |a| of a C-contiguous float32 array: one pass over it (Inf or NaN
+    when it holds one)."""
+    return _direct.absmax(a.reshape(-1), n_threads)
+
+
+class Plan:
+    """One convolution op on fixed shapes, decided once; call it many times.
+
+    Made by :func:`fastconv.plan`; see there for the arguments. Calling it runs
+    the op (the arrays in the order of the plain function):
+
+    * forward: ``p(x, weight, bias=None, out=None)``, as :func:`fastconv.conv`;
+    * grad_input: ``p(weight, grad_output, out=None)``, as :func:`fastconv.grad_input`;
+    * grad_weight: ``p(input, grad_output, out=None)``, as :func:`fastconv.grad_weight`.
+
+    Arrays must have the plan's shapes; they are converted to the plan's dtype
+    when they differ (a copy). ``out``, when given, receives the result (it must
+    have the result's shape and the plan's dtype) and is returned.
+
+    Attributes
+    ----------
+    op : str
+    spec : ConvSpec
+        The validated problem (shapes, padding pairs, dtype).
+    strategy : str
+        The strategy the plan runs.
+    threads : int
+        Threads the strategy runs on.
+    padding_mode : str
+    """
+
+    __slots__ = ("op", "spec", "padding_mode", "_args", "_decision", "_opts", "_strategy",
+                 "_threads", "_inner", "_in_shapes", "_out_shape", "_guard", "_alt",
+                 "__weakref__")
+
+    def __init__(self, op, args, opts):
+        # args: (input_shape, weight_shape, stride, padding, dilation, groups, flip,
+        # dtype, strategy, padding_mode, ndim), validated here
+        if op not in OPS:
+            raise ValueError(f"op must be one of {OPS}, got {op!r}")
+        (input_shape, weight_shape, stride, padding, dilation, groups, flip, dtype,
+         strategy, padding_mode, ndim) = args
+        self.op = op
+        self._args = args
+        self._opts = opts
+        self.padding_mode = _padmode.check_mode(padding_mode)
+        if not isinstance(strategy, str):
+            raise TypeError(f"strategy must be a string, got {type(strategy).__name__}")
+        spec = make_spec(input_shape, weight_shape, stride, padding, dilation, groups,
+                         flip=flip, dtype=result_dtype(dtype), ndim=ndim)
+        self.spec = spec
+        self._in_shapes = {"forward": (spec.input_shape, spec.weight_shape),
+                           "grad_input": (spec.weight_shape, spec.output_shape),
+                           "grad_weight": (spec.input_shape, spec.output_shape)}[op]
+        self._out_shape = {"forward": spec.output_shape, "grad_input": spec.input_shape,
+                           "grad_weight": spec.weight_shape}[op]
+        self._inner = None
+        if self.padding_mode != "zeros":
+            # convolve the explicitly padded input without padding
+            _padmode._check_sizes(self.padding_mode, spec)
+            lead = spec.input_shape[:len(spec.input_shape) - spec.ndim]
+            self._inner = Plan(op, (lead + spec.padded_spatial, spec.weight_shape, stride, 0,
+                                    dilation, groups, flip, spec.dtype, strategy, "zeros",
+                                    ndim), opts)
+            self._decision = self._inner._decision
+            self._strategy, self._threads = self._inner._strategy, self._inner._threads
+            self._guard = self._alt = None
+            return
+        check_available(math.prod(self._out_shape) * spec.itemsize,
+                        {"forward": "output"}.get(op, op), spec)
+        self._decision = decide(op, spec, strategy, opts)
+        if spec.batch == 0:
+            self._strategy, self._threads = None, 0
+            self._guard = self._alt = None
+            return
+        self._strategy = get_strategy(self._decision.strategy)
+        self._threads = self._decision.threads or opts.threads
+        # "auto" never runs a float32 FFT or winograd where its intermediates could
+        # overflow: a bound from the operands' largest magnitudes decides per call
+        name = self._strategy.name
+        self._guard = None
+        self._alt = None
+        if (name in _OVERFLOW_GUARDS and spec.dtype == np.float32 and strategy == "auto"
+                and opts.strategy == "auto"):
+            factor = _OVERFLOW_GUARDS[name][0](op, spec, self._threads)
+            self._guard = _F32_SAFE / factor if factor > 0 else math.inf
+
+    # ------------------------------------------------------------------ info
+    @property
+    def strategy(self):
+        return None if self._strategy is None else self._strategy.name
+
+    @property
+    def threads(self):
+        return self._threads
+
+    @property
+    def options(self):
+        """The :class:`~fastconv._config.Options` the plan was made under."""
+        return self._opts
+
+    def explain(self):
+        """The dispatcher's :class:`~fastconv._dispatch.Decision` for this plan (a copy)."""
+        import copy
+
+        return copy.deepcopy(self._decision)
+
+    def __repr__(self):
+        s = self.spec
+        extra = "" if self.padding_mode == "zeros" else f", padding_mode={self.padding_mode!r}"
+        return (f"<fastconv.Plan {self.op} input={s.input_shape} weight={s.weight_shape} "
+                f"{np.dtype(s.dtype).name}{extra}: {self.strategy}, {self._threads} "
+                f"thread{'s' if self._threads != 1 else ''}, {_cpu.level()} kernels "
+                f"(decided by {self._decision.decided_by})>")
+
+    def __reduce__(self):
+        return (_unpickle, (self.op, self._args, self._opts))
+
+    # ------------------------------------------------------------------ call
+    def _array(self, a, i):
+        """``a`` as an array of the plan's shape and dtype (a copy only when needed)."""
+        if type(a) is not np.ndarray or a.dtype != self.spec.dtype:
+            a = prep.as_array(a, _ARGS[self.op][i])
+        shape = self._in_shapes[i]
+        if a.shape != shape:
+            s, name = self.spec, _ARGS[self.op][i]
+            what = "the output shape" if name == "grad_output" else "the plan's shape"
+            raise ValueError(f"{name} must have {what} {shape} (input {s.input_shape}, "
+                             f"weight {s.weight_shape}), got shape {a.shape}")
+        return a
+
+    def _chosen(self, data, other, mb=None):
+        """(strategy, threads) for these operands: the plan's, unless the overflow
+        guard sends a float32 call elsewhere. ``mb``: max |other| when known (a
+        bound weight)."""
+        if self._guard is None:
+            return self._strategy, self._threads
+        ma = _max_abs(data, self._threads)
+        mb = _max_abs(other) if mb is None else mb
+        if not (np.isfinite(ma) and np.isfinite(mb)) or ma * mb <= self._guard:
+            return self._strategy, self._threads  # NaN/Inf: the exact result is not finite
+        alt = self._alt
+        if alt is None:   # the plan without the strategies that could overflow
+            alt = self._fallback()
+        return alt._chosen(data, other, mb)
+
+    def _fallback(self):
+        """The plan made without this plan's strategy (the option that keeps the
+        dispatcher from it); it guards its own choice in turn."""
+        from ._config import _validated
+
+        self._alt = Plan(self.op, self._args,
+                         _validated(self._opts, **_OVERFLOW_GUARDS[self._strategy.name][1]))
+        return self._alt
+
+    def _run(self, s, n, a5, b5, out5=None, memo=None):
+        """The strategy's result on 5-D operands, under the plan's options."""
+        token = _current.set(self._opts)
+        try:
+            if memo is None:
+                return s.run(self.op, self.spec, a5, b5, n)
+            return s.run(self.op, self.spec, a5, b5, n, memo=memo)
+        finally:
+            _current.reset(token)
+
+    def __call__(self, a, b, *, bias=None, out=None):
+        a = self._array(a, 0)
+        b = self._array(b, 1)
+        if self.op != "forward" and bias is not None:
+            raise TypeError(f"a {self.op} plan takes no bias")
+        return self._call(a, b, bias, out, None, None)
+
+    def _call(self, a, b, bias, out, memo, mb):
+        spec = self.spec
+        if bias is not None:
+            bias = prep.as_array(bias, "bias")
+            if bias.shape != (spec.out_channels,):
+                raise ValueError(
+                    f"bias must have shape ({spec.out_channels},) (one value per output "
+                    f"channel), got shape {bias.shape}")
+        if out is not None:
+            _check_out(out, self._out_shape, spec.dtype)
+        if self._inner is not None:
+            r = self._padded_call(a, b, bias, memo, mb)
+        elif spec.batch == 0:
+            r = np.zeros(self._out_shape, dtype=spec.dtype)
+        else:
+            r = self._kernel_call(a, b, bias, memo, mb)
+        if out is None:
+            return r
+        np.copyto(out, r)
+        return out
+
+    def _kernel_call(self, a, b, bias, memo, mb):
+        spec, op = self.spec, self.op
+        if op == "grad_weight":
+            x5, gy5 = prep.input5(a, spec), prep.grad_output5(b, spec)
+            gw5 = self._run(self._strategy, self._threads, x5, gy5)
+            if (self._guard is not None and not np.isfinite(gw5).all()
+                    and np.isfinite(_max_abs(x5, self._threads) * _max_abs(gy5, self._threads))):
+                # overflow inside the strategy (the result is small: checking it
+                # costs nothing, where a bound on the operands costs a pass over both)
+                alt = self._alt or self._fallback()
+                gw5 = alt._run(alt._strategy, alt._threads, x5, gy5)
+            if spec.flip:
+                gw5 = prep.flip_kernel(gw5)
+            return np.ascontiguousarray(gw5).reshape(spec.weight_shape)
+        if op == "forward":
+            d5 = prep.input5(a, spec)
+            w5 = b if memo is not None else prep.weight5(b, spec)
+        else:
+            d5 = prep.grad_output5(b, spec)
+            w5 = a if memo is not None else prep.weight5(a, spec)
+        s, n = self._chosen(d5, w5, mb)
+        if s is not self._strategy:
+            memo = None   # the transforms kept are the plan's strategy's
+        r = self._run(s, n, d5, w5, memo=memo)
+        if op == "grad_input":
+            return r.reshape(spec.input_shape)
+        if bias is not None:
+            r += bias.astype(spec.dtype).reshape(1, -1, 1, 1, 1)
+        return r.reshape(spec.output_shape)
+
+    def _padded_call(self, a, b, bias, memo, mb):
+        spec, mode, inner = self.spec, self.padding_mode, self._inner
+        if self.op == "forward":
+            return inner._call(_padmode.pad(a, spec.padding, mode), b, bias, None, memo, mb)
+        if self.op == "grad_input":
+            return _padmode.fold(inner._call(a, b, None, None, memo, mb), spec.padding, mode)
+        return inner._call(_padmode.pad(a, spec.padding, mode), b, None, None, None, None)
+
+    # ----------------------------------------------------------- weights
+    def with_weight(self, weight):
+        """This plan bound to ``weight``: forward and grad_input plans only.
+
+        The bound plan keeps a copy of ``weight`` (later changes of the array do not
+        reach it; bind again with the new values) and the strategy's transforms of
+        it, made on its first call and reused by every later one: Winograd's
+        transformed kernel and FFT's kernel spectra, which otherwise are computed on
+        every call. Call it with the other operand only: ``bound(x)`` (forward),
+        ``bound(grad_output)`` (grad_input).
+
+        Parameters
+        ----------
+        weight : array_like, shape (C_out, C_in / groups, *kernel)
+
+        Returns
+        -------
+        BoundPlan
+        """
+        return BoundPlan(self, weight)
+
+
+def _check_out(out, shape, dtype):
+    if type(out) is not np.ndarray:
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape or out.dtype != dtype:
+        raise ValueError(f"out must have shape {shape} and dtype {np.dtype(dtype).name}, "
+                         f"got shape {out.shape} and dtype {out.dtype}")
+
+
+class BoundPlan:
+    """A forward or grad_input :class:`Plan` with its weight bound (see
+    :meth:`Plan.with_weight`): ``bound(x, bias=None, out=None)`` (forward) or
+    ``bound(grad_output, out=None)`` (grad_input).
+
+    Attributes
+    ----------
+    plan : Plan
+    weight : ndarray
+        The plan's own read-only copy of the weight.
+    """
+
+    __slots__ = ("plan", "weight", "_w5", "_memo", "_mb")
+
+    def __init__(self, plan, weight):
+        if plan.op == "grad_weight":
+            raise ValueError("a grad_weight plan has no weight operand to bind")
+        spec = plan.spec
+        w = prep.as_array(weight, "weight")
+        if w.shape != spec.weight_shape:
+            raise ValueError(f"weight must have shape {spec.weight_shape} (the plan's), "
+                             f"got {w.shape}")
+        self.plan = plan
+        self.weight = np.array(w, dtype=spec.dtype, copy=True)
+        self.weight.flags.writeable = False
+        self._w5 = prep.weight5(self.weight, spec)
+        self._w5.flags.writeable = False
+        # the strategy's transforms of the weight, filled by the first call (a race
+        # between two first calls computes the same values twice, harmlessly)
+        self._memo = {}
+        self._mb = _max_abs(self._w5) if plan._guard is not None else None
+
+    def __call__(self, a, *, bias=None, out=None):
+        p = self.plan
+        i = 0 if p.op == "forward" else 1
+        a = p._array(a, i)
+        if p.op != "forward" and bias is not None:
+            raise TypeError(f"a {p.op} plan takes no bias")
+        if p.op == "forward":
+            return p._call(a, self._w5, bias, out, self._memo, self._mb)
+        return p._call(self._w5, a, None, out, self._memo, self._mb)
+
+    def __repr__(self):
+        return f"<fastconv.BoundPlan of {self.plan!r}>"
+
+    def __reduce__(self):
+        return (BoundPlan, (self.plan, self.weight))
+
+
+_NEEDS = ("input", "weight", "bias")
+
+
+def _check_needs(needs):
+    """``needs`` as a set of names from ``_NEEDS``; a clear error otherwise."""
+    if isinstance(needs, str):
+        needs = (needs,)
+    try:
+        got = set(needs)
+    except TypeError:
+        raise TypeError(f"needs must be a sequence of names from {_NEEDS}, got {needs!r}") from None
+    bad = got - set(_NEEDS)
+    if bad:
+        raise ValueError(f"needs: unknown gradient name(s) {sorted(bad)}; valid: {_NEEDS}")
+    return got
+
+
+class LayerPlan:
+    """The three ops of one convolution layer (:func:`fastconv.plan_layer`).
+
+    Attributes
+    ----------
+    forward, grad_input, grad_weight : Plan
+    """
+
+    __slots__ = ("forward", "grad_input", "grad_weight")
+
+    def __init__(self, forward, grad_input, grad_weight):
+        self.forward, self.grad_input, self.grad_weight = forward, grad_input, grad_weight
+
+    def backward(self, x, weight, grad_output, *, needs=_NEEDS):
+        """``(grad_x, grad_w, grad_b)`` as :func:`fastconv.conv_backward` (None for
+        what ``needs`` leaves out)."""
+        want = _check_needs(needs)
+        gx = self.grad_input(weight, grad_output) if "input" in want else None
+        gw = self.grad_weight(x, grad_output) if "weight" in want else None
+        gb = None
+        if "bias" in want:
+            gy = self.grad_weight._array(grad_output, 1)
+            spec = self.forward.spec
+            gb = prep.grad_output5(gy, spec).sum(axis=(0, 2, 3, 4))
+        return gx, gw, gb
+
+    def __repr__(self):
+        p = self.forward
+        return (f"<fastconv.LayerPlan input={p.spec.input_shape} weight={p.spec.weight_shape}: "
+                f"forward {p.strategy}, grad_input {self.grad_input.strategy}, grad_weight "
+                f"{self.grad_weight.strategy}>")
+
+
+def _unpickle(op, args, opts):
+    return Plan(op, args, opts)
+
+
+def plan(op, input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
+         flip=False, dtype=np.float32, strategy="auto", padding_mode="zeros", ndim=None):
+    """Decide once how to run ``op`` on these shapes; return a :class:`Plan` to call.
+
+    Parameters
+    ----------
+    op : {"forward", "grad_input", "grad_weight"}
+    input_shape : tuple of int
+        ``(N, C_in, *spatial)`` or ``(C_in, *spatial)``.
+    weight_shape : tuple of int
+        ``(C_out, C_in / groups, *kernel)``.
+    stride, padding, dilation, groups, flip, strategy, padding_mode :
+        As in :func:`fastconv.conv`.
+    dtype : dtype-like, default float32
+        The compute dtype (float32 or float64; others as :func:`fastconv.conv`
+        promotes them).
+    ndim : int, optional
+        Spatial axes; by default ``len(weight_shape) - 2``.
+
+    Returns
+    -------
+    Plan
+        Call it with the op's arrays: ``p(x, w)`` (forward), ``p(w, grad_output)``
+        (grad_input), ``p(x, grad_output)`` (grad_weight). The options in force now
+        (``fastconv.config``) are the plan's for good.
+
+    Raises
+    ------
+    ValueError, TypeError
+        For malformed arguments, as the plain functions.
+    MemoryError
+        When a forced strategy, or every strategy, exceeds the memory budget.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> p = fastconv.plan("forward", (8, 3, 32, 32), (16, 3, 3, 3), padding=1)
+    >>> x = np.ones((8, 3, 32, 32), np.float32); w = np.ones((16, 3, 3, 3), np.float32)
+    >>> p(x, w).shape
+    (8, 16, 32, 32)
+    >>> infer = p.with_weight(w)     # weight transforms made once, kept
+    >>> bool(np.array_equal(infer(x), p(x, w)))
+    True
+    """
+    return Plan(op, (input_shape, weight_shape, stride, padding, dilation, groups, flip,
+                     dtype, strategy, padding_mode, ndim), get_config())
+
+
+def plan_layer(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
+               flip=False, dtype=np.float32, strategy="auto", padding_mode="zeros"):
+    """Plans of a layer's three ops (a :class:`LayerPlan`), each decided separately.
+
+    Parameters are those of :func:`plan` without ``op``.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> lp = fastconv.plan_layer((8, 3, 32, 32), (16, 3, 3, 3), padding=1)
+    >>> sorted({lp.forward.op, lp.grad_input.op, lp.grad_weight.op})
+    ['forward', 'grad_input', 'grad_weight']
+    """
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, flip=flip,
+              dtype=dtype, strategy=strategy, padding_mode=padding_mode)
+    return LayerPlan(*(plan(op, input_shape, weight_shape, **kw) for op in OPS))
+
+
+# ---------------------------------------------------------------------------
+# the memo of the plain functions
+# ---------------------------------------------------------------------------
+# Plans by their arguments, per options object; the options and the thread count
+# are part of the key. What the cache files say is checked at most every
+# _REFRESH_S (a calibration or a tune by another process is seen that late; in this
+# process, clear() runs at once).
+_memo = {}
+_MEMO_MAX = 512
+_REFRESH_S = 1.0
+_checked = [0.0, None]
+
+
+def clear():
+    """Forget every memoized plan (after a calibration, a cache change or a level change)."""
+    _memo.clear()
+    _checked[0] = 0.0
+
+
+def _refresh(opts, threads):
+    now = time.monotonic()
+    if now - _checked[0] < _REFRESH_S:
+        return
+    sig = (opts, threads, _files_signature(opts, threads))
+    if sig != _checked[1]:
+        _memo.clear()
+    _checked[:] = [now, sig]
+
+
+def cached(op, input_shape, weight_shape, stride, padding, dilation, groups, flip, dtype,
+           strategy, padding_mode, ndim=None):
+    """The memoized :class:`Plan` for these arguments under the options in force."""
+    opts = get_config()
+    threads = opts.threads
+    args = (input_shape, weight_shape, stride, padding, dilation, groups, flip, dtype,
+            strategy, padding_mode, ndim)
+    _refresh(opts, threads)
+    try:
+        # typed (as make_spec's memo): 2 and 2.0, or True and 1, validate differently
+        sargs = args[:8] + (ndim,)   # make_spec's arguments
+        key = (op, _plain_key(sargs) or _typed(sargs), strategy, padding_mode, opts, threads)
+        return _memo[key]
+    except KeyError:
+        pass
+    except TypeError:   # an unhashable argument (a list): plan every time
+        return Plan(op, args, opts)
+    p = Plan(op, args, opts)
+    if len(_memo) >= _MEMO_MAX:
+        _memo.clear()
+    _memo[key] = p
+    return p
+
+
+# (clear_memo runs on a cache change or a level change, and in tests)
+_dispatch.on_clear.append(clear)
