@@ -106,7 +106,7 @@ class Plan:
     """
 
     __slots__ = ("op", "spec", "padding_mode", "_args", "_decision", "_opts", "_strategy",
-                 "_threads", "_inner", "_in_shapes", "_out_shape", "_guard", "_alt",
+                 "_threads", "_inner", "_in_shapes", "_out_shape", "_guard", "_alt", "_exec",
                  "__weakref__")
 
     def __init__(self, op, args, opts):
@@ -131,6 +131,7 @@ class Plan:
         self._out_shape = {"forward": spec.output_shape, "grad_input": spec.input_shape,
                            "grad_weight": spec.weight_shape}[op]
         self._inner = None
+        self._exec = None
         if self.padding_mode != "zeros":
             # convolve the explicitly padded input without padding
             _padmode._check_sizes(self.padding_mode, spec)
@@ -151,6 +152,14 @@ class Plan:
             return
         self._strategy = get_strategy(self._decision.strategy)
         self._threads = self._decision.threads or opts.threads
+        # a strategy that can plan its kernel call does so now, under the plan's options
+        prepare = getattr(self._strategy, "prepare", None)
+        if prepare is not None:
+            token = _current.set(opts)
+            try:
+                self._exec = prepare(op, spec, self._threads)
+            finally:
+                _current.reset(token)
         # "auto" never runs a float32 FFT or winograd where its intermediates could
         # overflow: a bound from the operands' largest magnitudes decides per call
         name = self._strategy.name
@@ -271,7 +280,8 @@ class Plan:
         spec, op = self.spec, self.op
         if op == "grad_weight":
             x5, gy5 = prep.input5(a, spec), prep.grad_output5(b, spec)
-            gw5 = self._run(self._strategy, self._threads, x5, gy5)
+            gw5 = (self._exec(x5, gy5) if self._exec is not None
+                   else self._run(self._strategy, self._threads, x5, gy5))
             if (self._guard is not None and not np.isfinite(gw5).all()
                     and np.isfinite(_max_abs(x5, self._threads) * _max_abs(gy5, self._threads))):
                 # overflow inside the strategy (the result is small: checking it
@@ -290,7 +300,11 @@ class Plan:
         s, n = self._chosen(d5, w5, mb)
         if s is not self._strategy:
             memo = None   # the transforms kept are the plan's strategy's
-        r = self._run(s, n, d5, w5, memo=memo)
+            r = self._run(s, n, d5, w5)
+        elif self._exec is not None:
+            r = self._exec(d5, w5)
+        else:
+            r = self._run(s, n, d5, w5, memo=memo)
         if op == "grad_input":
             return r.reshape(spec.input_shape)
         if bias is not None:

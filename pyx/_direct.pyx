@@ -35,6 +35,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport isfinite
 from libc.string cimport memcpy, memset
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 
 import numpy as np
 
@@ -1181,6 +1183,118 @@ cdef void _run_poly(const floating* gy, w5, floating* gx, info, Geom* g) except 
             tid = omp_get_thread_num()
             _gin_poly_task(gy, &wt[0], &offs[0], gx, &s, t2, &xbuf[tid, 0], &wide[tid, 0],
                            &key[tid, 0])
+
+
+cdef class WideForward:
+    """A planned forward call on the wide path: everything :func:`forward` derives
+    from the shapes (the checks, the plan, the tap offsets and vector bases, the
+    kernel's geometry) made once, so that a call only takes its arrays' addresses,
+    allocates the per-thread buffers and runs the tasks. Read-only once made: any
+    number of threads may call it at once.
+
+    ``x``, ``w`` and ``y`` must be C-contiguous arrays of the shapes and itemsize
+    it was made for (the caller checks; the object trusts them).
+    """
+    cdef Wide s
+    cdef const Py_ssize_t* off
+    cdef object keep                 # the arrays the struct's pointers point into
+    cdef Py_ssize_t tasks, xbytes, wbytes   # a thread's two buffers, rounded up to 64 bytes
+    cdef int nthr, itemsize
+
+    def __init__(self, info, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation,
+                 tuple padding, int groups, int itemsize):
+        _check("forward", xs, ws, ys, stride, dilation, padding, groups)
+        if info["path"] != "wide":
+            raise ValueError(f"WideForward: the plan's path is {info['path']!r}, not 'wide'")
+        k3 = ws[2:]
+        o = _offsets(info, k3, dilation, stride)
+        arrays = (o, _phq(info), _vbases(info, info["souts"]),
+                  np.ascontiguousarray(o.reshape(k3)[:, 0, :].reshape(-1)))
+        self.keep = arrays
+        cdef Py_ssize_t[::1] off = arrays[0]
+        cdef Py_ssize_t[::1] phq = arrays[1]
+        cdef Py_ssize_t[::1] vb = arrays[2]
+        cdef Py_ssize_t[::1] offr = arrays[3]
+        self.off = &off[0]
+        self.s = _wide(info, groups, xs[1], ws[0], k3[0] * k3[1] * k3[2], ys[2:], xs[2:],
+                       stride, &phq[0], &vb[0])
+        self.s.offr = &offr[0]
+        self.s.KD, self.s.KH, self.s.KW = k3
+        self.tasks = info["tasks"]
+        self.nthr = info["threads"]
+        self.xbytes = _rup(info["per_thread"]["xbuf"][0] * itemsize, 64)
+        self.wbytes = _rup(info["per_thread"]["wide"][0] * itemsize, 64)
+        self.itemsize = itemsize
+
+    def __call__(self, x, w, y):
+        cdef Py_buffer bx, bw, by
+        cdef Py_ssize_t per = self.xbytes + self.wbytes, t
+        cdef int nthr = self.nthr
+        cdef char* mem
+        cdef char* buf
+        cdef Py_ssize_t* key
+        PyObject_GetBuffer(x, &bx, PyBUF_SIMPLE)
+        try:
+            PyObject_GetBuffer(w, &bw, PyBUF_SIMPLE)
+            try:
+                PyObject_GetBuffer(y, &by, PyBUF_SIMPLE | PyBUF_WRITABLE)
+                try:
+                    # each thread's two buffers, 64-byte aligned, then the threads' keys
+                    mem = <char*> PyMem_Malloc(nthr * per + nthr * sizeof(Py_ssize_t) + 64)
+                    if mem == NULL:
+                        raise MemoryError()
+                    try:
+                        buf = mem + (-(<Py_ssize_t> mem) & 63)
+                        key = <Py_ssize_t*> (buf + nthr * per)
+                        for t in range(nthr):
+                            key[t] = -1
+                        with nogil:
+                            if self.itemsize == 4:
+                                self._run_f(<const float*> bx.buf, <const float*> bw.buf,
+                                            <float*> by.buf, buf, key)
+                            else:
+                                self._run_d(<const double*> bx.buf, <const double*> bw.buf,
+                                            <double*> by.buf, buf, key)
+                    finally:
+                        PyMem_Free(mem)
+                finally:
+                    PyBuffer_Release(&by)
+            finally:
+                PyBuffer_Release(&bw)
+        finally:
+            PyBuffer_Release(&bx)
+
+    cdef void _run_f(self, const float* x, const float* w, float* y, char* buf,
+                     Py_ssize_t* key) noexcept nogil:
+        cdef Py_ssize_t t, stride = self.xbytes + self.wbytes
+        cdef int tid
+        cdef char* b
+        if self.nthr == 1:   # no parallel region to enter
+            for t in range(self.tasks):
+                _wide_task(x, w, y, &self.s, self.off, t, <float*> buf,
+                           <float*> (buf + self.xbytes), key)
+            return
+        for t in prange(self.tasks, num_threads=self.nthr, schedule="static"):
+            tid = omp_get_thread_num()
+            b = buf + tid * stride
+            _wide_task(x, w, y, &self.s, self.off, t, <float*> b, <float*> (b + self.xbytes),
+                       key + tid)
+
+    cdef void _run_d(self, const double* x, const double* w, double* y, char* buf,
+                     Py_ssize_t* key) noexcept nogil:
+        cdef Py_ssize_t t, stride = self.xbytes + self.wbytes
+        cdef int tid
+        cdef char* b
+        if self.nthr == 1:
+            for t in range(self.tasks):
+                _wide_task(x, w, y, &self.s, self.off, t, <double*> buf,
+                           <double*> (buf + self.xbytes), key)
+            return
+        for t in prange(self.tasks, num_threads=self.nthr, schedule="static"):
+            tid = omp_get_thread_num()
+            b = buf + tid * stride
+            _wide_task(x, w, y, &self.s, self.off, t, <double*> b, <double*> (b + self.xbytes),
+                       key + tid)
 
 
 def _shape(a):

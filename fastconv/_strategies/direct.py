@@ -212,6 +212,32 @@ class DirectStrategy:
         t = spec.macs * _GEN_MAC[op] + rows * _GEN_ROW
         return _parallel(t * (_F64_GEN if f64 else 1.0), info["tasks"], n_threads)
 
+    def prepare(self, op, spec, n_threads):
+        """``run(a, b) -> result`` for ``op`` on ``spec``: the kernel's plan chosen
+        now (within the memory budget in force), so a call neither plans nor reads
+        the options; the wide forward path is set up once (``_direct.WideForward``).
+        ``a`` and ``b`` must be the prepared operands (C-contiguous, 5-D, of
+        ``spec.dtype``)."""
+        info = _choose_plan(spec, op, n_threads)
+        shape = {"forward": spec.output_shape5, "grad_input": spec.input_shape5,
+                 "grad_weight": spec.weight_shape5}[op]
+        dtype = spec.dtype
+        if op == "forward" and info["path"] == "wide":
+            fn = _direct.WideForward(info, spec.input_shape5, spec.weight_shape5,
+                                     spec.output_shape5, spec.stride3, spec.dilation3,
+                                     spec.padding3, spec.groups, spec.itemsize)
+            args = ()
+        else:
+            fn = getattr(_direct, op)
+            args = (spec.stride3, spec.dilation3, spec.padding3, spec.groups, n_threads,
+                    info["path"] == "rows")
+
+        def run(a, b):
+            out = np.empty(shape, dtype=dtype)
+            fn(a, b, out, *args)
+            return out
+        return run
+
     def run(self, op, spec, a, b, n_threads, memo=None):
         # (memo: nothing of the weight is worth keeping across calls here)
         general = _choose_plan(spec, op, n_threads)["path"] == "rows"
