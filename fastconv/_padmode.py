@@ -21,7 +21,9 @@ rules: reflect needs padding smaller than the input on its axis, circular at
 most the input's size, replicate a non-empty axis.
 
 Every public entry point that takes ``padding_mode`` goes through
-:func:`check_mode`, and for a mode other than zeros through the functions here.
+:func:`check_mode`; for a mode other than zeros a plan (:mod:`fastconv._plan`)
+pads and folds with :func:`pad` and :func:`fold` around its inner plan without
+padding, and :func:`conv_backward` does the same for both gradients.
 """
 from __future__ import annotations
 
@@ -33,8 +35,7 @@ from . import _prepare as prep
 from ._dispatch import check_available
 from ._spec import make_spec
 
-__all__ = ["MODES", "check_mode", "conv", "grad_input", "grad_weight", "conv_backward",
-           "pad", "fold"]
+__all__ = ["MODES", "check_mode", "conv_backward", "pad", "fold"]
 
 MODES = ("zeros", "reflect", "replicate", "circular")
 _NP_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
@@ -116,36 +117,6 @@ def _padded(x, spec, mode):
 
 
 # ---------------------------------------------------------------- the ops
-def conv(core, x, weight, bias, stride, padding, dilation, groups, flip, strategy, mode):
-    """``core`` (:func:`fastconv.conv`) with ``padding_mode=mode`` (not zeros)."""
-    x = prep.as_array(x, "x")
-    weight = prep.as_array(weight, "weight")
-    spec = _spec(x.shape, weight.shape, stride, padding, dilation, groups, flip)
-    return core(_padded(x, spec, mode), weight, bias, stride, 0, dilation, groups, flip=flip,
-                strategy=strategy)
-
-
-def grad_input(core, input_shape, weight, grad_output, stride, padding, dilation, groups, flip,
-               strategy, ndim, mode):
-    """``core`` (:func:`fastconv.grad_input`) with ``padding_mode=mode``."""
-    weight = prep.as_array(weight, "weight")
-    spec = _spec(input_shape, weight.shape, stride, padding, dilation, groups, flip, ndim)
-    _check_sizes(mode, spec)
-    shape = spec.input_shape[:len(spec.input_shape) - spec.ndim] + spec.padded_spatial
-    gxp = core(shape, weight, grad_output, stride, 0, dilation, groups, flip=flip,
-               strategy=strategy, ndim=ndim)
-    return fold(gxp, spec.padding, mode)
-
-
-def grad_weight(core, input, weight_shape, grad_output, stride, padding, dilation, groups, flip,
-                strategy, ndim, mode):
-    """``core`` (:func:`fastconv.grad_weight`) with ``padding_mode=mode``."""
-    x = prep.as_array(input, "input")
-    spec = _spec(x.shape, weight_shape, stride, padding, dilation, groups, flip, ndim)
-    return core(_padded(x, spec, mode), weight_shape, grad_output, stride, 0, dilation, groups,
-                flip=flip, strategy=strategy, ndim=ndim)
-
-
 def conv_backward(core, x, weight, grad_output, stride, padding, dilation, groups, flip,
                   strategy, needs, mode):
     """``core`` (:func:`fastconv.conv_backward`) with ``padding_mode=mode``."""

@@ -136,6 +136,8 @@ class Plan:
             # convolve the explicitly padded input without padding
             _padmode._check_sizes(self.padding_mode, spec)
             lead = spec.input_shape[:len(spec.input_shape) - spec.ndim]
+            check_available(math.prod(lead + spec.padded_spatial) * spec.itemsize,
+                            f"{self.padding_mode}-padded input", spec)
             self._inner = Plan(op, (lead + spec.padded_spatial, spec.weight_shape, stride, 0,
                                     dilation, groups, flip, spec.dtype, strategy, "zeros",
                                     ndim), opts)

@@ -79,18 +79,29 @@ def relu(x):
     return np.maximum(x, 0)
 
 
+# the four positions of each 2x2 window, as strided views of the input
+_QUADS = ((0, 0), (0, 1), (1, 0), (1, 1))
+
+
 def maxpool2(x):
-    """2x2 max pooling; returns the output and what its backward needs."""
-    n, c, h, w = x.shape
-    r = x.reshape(n, c, h // 2, 2, w // 2, 2)
-    y = r.max(axis=(3, 5))
-    mask = r == y[:, :, :, None, :, None]
-    return y, mask / mask.sum(axis=(3, 5), keepdims=True)  # ties share the gradient
+    """2x2 max pooling; returns the output and what its backward needs.
+
+    Elementwise maxima of the four strided views: a reduction over two strided
+    axes of a 6-D view is several times slower in NumPy.
+    """
+    q = [x[:, :, i::2, j::2] for i, j in _QUADS]
+    y = np.maximum(np.maximum(q[0], q[1]), np.maximum(q[2], q[3]))
+    hit = [a == y for a in q]
+    ties = hit[0].astype(x.dtype) + hit[1] + hit[2] + hit[3]
+    return y, [h / ties for h in hit]  # ties share the gradient
 
 
-def maxpool2_backward(g, mask):
-    n, c, h2, _, w2, _ = mask.shape
-    return (mask * g[:, :, :, None, :, None]).reshape(n, c, 2 * h2, 2 * w2)
+def maxpool2_backward(g, share):
+    n, c, h2, w2 = g.shape
+    out = np.empty((n, c, 2 * h2, 2 * w2), dtype=np.result_type(g, share[0]))
+    for (i, j), s in zip(_QUADS, share):
+        out[:, :, i::2, j::2] = g * s
+    return out
 
 
 def softmax_cross_entropy(logits, labels):
