@@ -673,9 +673,12 @@ def absmax(const float[::1] a, int n_threads=1):
     cdef Py_ssize_t chunk = -(-n // nt)
     cdef int[64] part
     cdef const int* u = <const int*> &a[0]
-    with nogil:
-        for t in prange(nt, num_threads=nt, schedule="static"):
-            part[t] = fc_absmax_bits(u + t * chunk, min(chunk, n - t * chunk))
+    if nt == 1:   # no parallel region to enter
+        part[0] = fc_absmax_bits(u, n)
+    else:
+        with nogil:
+            for t in prange(nt, num_threads=nt, schedule="static"):
+                part[t] = fc_absmax_bits(u + t * chunk, min(chunk, n - t * chunk))
     cdef int m = 0
     for t in range(nt):
         m = part[t] if part[t] > m else m
