@@ -39,13 +39,10 @@ import os
 import stat
 import tomllib
 import warnings
-from typing import TYPE_CHECKING
 
+from ._config import Options
 from ._configtypes import _DTYPES, _RANGE_KEYS, _SET_KEYS, ConfigError, Rule, parse_size
 from ._spec import OPS
-
-if TYPE_CHECKING:  # an annotation only: _config imports _configtypes, not this module
-    from ._config import Options
 
 __all__ = ["ConfigError", "Rule", "read_config_file", "parse_size"]
 

@@ -40,6 +40,8 @@ from ._transpose import conv_transpose_backward as _conv_transpose_backward
 from ._spec import _is_int, _sequence
 from ._typing import ArrayLike as _ArrayLike
 from ._typing import DTypeLike as _DTypeLike
+from ._typing import Padding as _Padding
+from ._typing import TransposePadding as _TransposePadding
 from ._typing import PerAxis as _PerAxis
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
@@ -80,9 +82,9 @@ class _Layer:
     _transposed = False
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: _PerAxis,
-                 stride: _PerAxis = 1, padding=0, dilation: _PerAxis = 1, groups: int = 1,
-                 bias: bool = True, padding_mode: str = "zeros", *, output_padding: _PerAxis = 0,
-                 dtype: _DTypeLike = np.float32,
+                 stride: _PerAxis = 1, padding: _Padding = 0, dilation: _PerAxis = 1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
+                 output_padding: _PerAxis = 0, dtype: _DTypeLike = np.float32,
                  rng: int | np.random.Generator | np.random.RandomState | None = None,
                  strategy: str = "auto", needs_input_grad: bool = True) -> None:
         nd = self._nd
@@ -319,8 +321,9 @@ def _make(nd, transposed):
     if transposed:
         # torch's ConvTranspose order: (..., padding, output_padding, groups, bias, dilation)
         def __init__(self, in_channels: int, out_channels: int, kernel_size: _PerAxis,
-                     stride: _PerAxis = 1, padding=0, output_padding: _PerAxis = 0,
-                     groups: int = 1, bias: bool = True, dilation: _PerAxis = 1,
+                     stride: _PerAxis = 1, padding: _TransposePadding = 0,
+                     output_padding: _PerAxis = 0, groups: int = 1, bias: bool = True,
+                     dilation: _PerAxis = 1,
                      padding_mode: str = "zeros", *, dtype: _DTypeLike = np.float32,
                      rng: int | np.random.Generator | np.random.RandomState | None = None,
                      strategy: str = "auto", needs_input_grad: bool = True) -> None:

@@ -13,6 +13,7 @@ import doctest
 import importlib
 import inspect
 import types
+import typing
 
 import pytest
 
@@ -171,6 +172,26 @@ def test_examples_run(name):
     out = []
     runner.run(t, out=out.append)
     assert runner.failures == 0, "".join(out)
+
+
+def test_the_numpy_api_is_annotated():
+    """Every public function and class constructor of the NumPy API has type hints
+    that resolve (the package ships py.typed)."""
+    unresolved = []
+    for mod in (fastconv, fastconv.grad, fastconv.params, fastconv.nn):
+        for name in _module_names(mod):
+            obj = getattr(mod, name)
+            target = obj.__init__ if inspect.isclass(obj) else obj
+            if not isinstance(target, types.FunctionType):
+                continue  # a module, or a class with a C constructor (ConfigError)
+            try:
+                hints = typing.get_type_hints(target)
+            except NameError as e:
+                unresolved.append(f"{mod.__name__}.{name}: {e}")
+                continue
+            if "return" not in hints:
+                unresolved.append(f"{mod.__name__}.{name}: no return type")
+    assert not unresolved, unresolved
 
 
 # ---- the helper that completes Parameters sections ---------------------------
