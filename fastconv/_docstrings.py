@@ -9,12 +9,15 @@ Parameters section in signature order; the source keeps each shared
 description once, as plain numpydoc text: no ``str.format`` fields, no doubled
 braces. A parameter the docstring documents itself keeps its own text.
 
-This module imports nothing from fastconv, so any module can use it.
+This module imports nothing from fastconv, so any module can use it. Under
+``python -OO`` (docstrings stripped) every function here leaves a missing
+docstring missing.
 """
 from __future__ import annotations
 
 import inspect
 import re
+import sys
 
 __all__ = ["CONV", "TRANSPOSE", "shared_parameters", "add_parameters", "table", "section",
            "keyword_entries"]
@@ -37,8 +40,11 @@ def _entries(lines):
 
 
 def section(doc, title):
-    """``{name: entry lines}`` of the section ``title`` of the docstring ``doc``."""
-    lines = inspect.cleandoc(doc or "").splitlines()
+    """``{name: entry lines}`` of the section ``title`` of the docstring ``doc``
+    (empty when docstrings are stripped: a dataclass then has a generated one)."""
+    if doc is None or sys.flags.optimize >= 2:
+        return {}
+    lines = inspect.cleandoc(doc).splitlines()
     for k in range(len(lines) - 1):
         if lines[k].strip() == title and _HEADER.match(lines[k + 1]):
             return table("\n".join(lines[k + 2:_section_end(lines, k + 2)]))
@@ -85,9 +91,11 @@ def add_parameters(doc, shared, names):
     ``names``, its own entries and the entries of ``shared`` it lacks.
 
     Entries for names not in ``names`` stay after them; a ``shared`` entry for
-    a name the signature does not have is not added.
+    a name the signature does not have is not added. None stays None.
     """
-    lines = inspect.cleandoc(doc or "").splitlines()
+    if doc is None:
+        return None
+    lines = inspect.cleandoc(doc).splitlines()
     try:
         i = next(k for k in range(len(lines) - 1)
                  if lines[k].strip() == "Parameters" and _HEADER.match(lines[k + 1]))
@@ -201,6 +209,8 @@ def keyword_entries(entries):
     each option is described inside the ``**kwargs`` entry.
     """
     def decorate(f):
+        if f.__doc__ is None:
+            return f
         lines = inspect.cleandoc(f.__doc__).splitlines()
         k = next(k for k, line in enumerate(lines) if line.startswith("**"))
         end = k + 1
