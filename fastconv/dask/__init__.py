@@ -69,7 +69,7 @@ x : dask.array.Array, shape (N, C_in, *spatial) or (C_in, *spatial)
     Chunked along batch and/or spatial axes; channels in one chunk (else
     rechunked, with a :class:`ChunkWarning`).
 grad_output : dask.array.Array, the forward output's shape
-    dL/dy, chunked as ``x`` may be.
+    dL/dy, chunked along batch and/or spatial axes; channels in one chunk.
 n_threads : int, optional
     Kernel threads per block; default: the worker's thread count divided
     among the fastconv blocks it is running.
