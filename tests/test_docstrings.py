@@ -258,12 +258,13 @@ def test_an_own_entry_wins_and_a_section_is_made_when_missing():
     assert made.index("Parameters") < made.index("Shared x.") < made.index("Returns")
 
 
-def test_import_without_docstrings():
+def test_import_without_docstrings(tmp_path):
     """``python -OO`` strips docstrings: completing them must not fail the import."""
     code = ("import fastconv, fastconv.nn, fastconv.grad, fastconv.params; "
             "assert fastconv.conv.__doc__ is None and fastconv.config.__doc__ is None; "
             "import numpy as np; x = np.ones((1, 1, 1, 1)); print(fastconv.conv2d(x, x).item())")
+    # cwd outside the source tree: `-c` puts the cwd first on sys.path
     out = subprocess.run([sys.executable, "-OO", "-c", code], capture_output=True, text=True,
-                         timeout=120)
+                         timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1.0"
