@@ -16,10 +16,11 @@ Layouts follow PyTorch: input ``(N, C_in, *spatial)`` (or without ``N``), weight
 """
 from ._version import __version__
 from . import _cpu  # selects the kernels' instruction-set level (FASTCONV_CPU caps it)
-from ._config import config, get_config, set_config
+from ._config import Options, config, get_config, set_config
 from ._spec import ConvSpec, make_spec, output_shape
 from ._api import conv, conv1d, conv2d, conv3d, conv_backward, explain, grad_input, grad_weight
 from ._plan import BoundPlan, LayerPlan, Plan, plan, plan_layer
+from ._dispatch import Candidate, Decision
 from ._transpose import (conv_transpose, conv_transpose1d, conv_transpose2d, conv_transpose3d,
                          conv_transpose_backward, conv_transpose_grad_input,
                          conv_transpose_grad_weight, conv_transpose_output_shape)
@@ -54,8 +55,8 @@ __all__ = [
     "__version__", "conv", "conv1d", "conv2d", "conv3d", "conv_backward", "grad",
     "grad_input", "grad_weight", "output_shape", "explain", "strategies", "config",
     "plan", "plan_layer", "Plan", "BoundPlan", "LayerPlan",
-    "set_config", "get_config", "load_config", "ConfigError", "clear_cache", "show_config",
-    "release_buffers",
+    "set_config", "get_config", "Options", "Decision", "Candidate", "load_config", "ConfigError",
+    "clear_cache", "show_config", "release_buffers",
     "params", "ConvSpec", "make_spec",
     "conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
     "conv_transpose_grad_input", "conv_transpose_grad_weight", "conv_transpose_backward",

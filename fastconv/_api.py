@@ -8,47 +8,27 @@ import numpy as np
 from . import _padmode
 from . import _prepare as prep
 from ._config import _current
-from ._dispatch import explain_decision, total_workspace
+from ._dispatch import Decision, explain_decision, total_workspace
+from ._docstrings import CONV, shared_parameters
 from ._plan import _NEEDS, _check_needs, cached
 from ._spec import make_spec, result_dtype
-
-_SHARED_DOC = """
-    stride : int or tuple of int, default 1
-        Step of the kernel along each spatial axis (>= 1).
-    padding : int, tuple, or {"valid", "same", "full"}, default 0
-        Zeros added to both sides of each axis: one int for all axes, one int per
-        axis, or one ``(before, after)`` pair per axis. "same" (stride 1 only)
-        keeps the spatial size, putting the odd zero after; "full" pads
-        ``dilation*(K-1)`` on both sides.
-    dilation : int or tuple of int, default 1
-        Spacing between kernel taps (>= 1).
-    groups : int, default 1
-        Channels are split into ``groups`` independent convolutions;
-        ``groups == C_in`` with ``C_out == C_in`` is a depthwise convolution.
-    flip : bool, default False
-        False: cross-correlation (what CNN layers compute). True: true
-        convolution (kernel flipped along every spatial axis).
-    strategy : {"auto", "direct", "im2col", "fft", "winograd"}, default "auto"
-        Force an algorithm; "auto" lets the dispatcher decide (see
-        :func:`fastconv.explain`).
-    padding_mode : {"zeros", "reflect", "replicate", "circular"}, default "zeros"
-        What the padding holds, as ``torch.nn.Conv2d``'s ``padding_mode``: zeros,
-        the input mirrored at its edge (the edge not repeated), the edge value,
-        or the input wrapped around. Other than zeros, the input is padded
-        explicitly and convolved without padding (a padded copy of the input);
-        reflect needs padding smaller than the input, circular at most its size."""
+from ._typing import ArrayLike, DTypeLike, Needs, Op, Padding, PaddingMode, PerAxis, Shape
 
 
-def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, flip=False,
-         strategy="auto", padding_mode="zeros"):
+@shared_parameters(CONV)
+def conv(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, stride: PerAxis = 1,
+         padding: Padding = 0, dilation: PerAxis = 1, groups: int = 1, *, flip: bool = False,
+         strategy: str = "auto", padding_mode: PaddingMode = "zeros") -> np.ndarray:
     """N-d convolution layer forward pass; N = ``weight.ndim - 2`` (1, 2 or 3).
 
     Parameters
     ----------
     x : array_like, shape (N, C_in, *spatial) or (C_in, *spatial)
+        Input; without the batch axis the result has none either.
     weight : array_like, shape (C_out, C_in / groups, *kernel)
+        Kernels; the number of its axes sets the number of spatial axes.
     bias : array_like, shape (C_out,), optional
-    {shared}
+        Added to every output position of its channel.
 
     Returns
     -------
@@ -56,11 +36,29 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, fli
         dtype ``np.result_type(x, weight, bias)``, at least float32. Spatial sizes
         are ``(I + pad_before + pad_after - dilation*(K-1) - 1) // stride + 1``.
 
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument or shapes that do not fit together; the
+        message names the argument and the shapes.
+    MemoryError
+        When a forced strategy's workspace exceeds the memory budget, no
+        strategy fits it, or the result is larger than the memory available.
+
     Notes
     -----
     NaN and Inf propagate. With the FFT strategy, one NaN or Inf in an input map
     spreads over that whole output map; use ``fastconv.config(allow_fft=False)``
     where that matters. With winograd it spreads over the output tiles it touches.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.arange(5.0).reshape(1, 1, 5)
+    >>> fastconv.conv(x, np.array([[[1.0, 0.0, -1.0]]]))
+    array([[[-2., -2., -2.]]])
+    >>> fastconv.conv(x, np.array([[[1.0, 0.0, -1.0]]]), padding="same", flip=True)
+    array([[[ 1.,  2.,  2.,  2., -3.]]])
     """
     x = prep.as_array(x, "x")
     weight = prep.as_array(weight, "weight")
@@ -71,12 +69,11 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, fli
                   dtype, strategy, padding_mode)(x, weight, bias=b)
 
 
-conv.__doc__ = conv.__doc__.format(shared=_SHARED_DOC.strip())
-
 
 def _fixed(ndim, name):
-    def f(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, flip=False,
-          strategy="auto", padding_mode="zeros"):
+    def f(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, stride: PerAxis = 1,
+          padding: Padding = 0, dilation: PerAxis = 1, groups: int = 1, *, flip: bool = False,
+          strategy: str = "auto", padding_mode: PaddingMode = "zeros") -> np.ndarray:
         w = prep.as_array(weight, "weight")
         if w.ndim != ndim + 2:
             raise ValueError(
@@ -87,19 +84,32 @@ def _fixed(ndim, name):
                     padding_mode=padding_mode)
 
     f.__name__ = f.__qualname__ = name
-    f.__doc__ = f"""{ndim}-D convolution layer forward pass (see :func:`fastconv.conv`).
+    axes = ", ".join("DHW"[3 - ndim:])
+    kernel = ", ".join("K" + a for a in "DHW"[3 - ndim:])
+    f.__doc__ = f"""{ndim}-D convolution layer forward pass (:func:`fastconv.conv` for {ndim}-D).
 
     Parameters
     ----------
-    x : array_like, shape (N, C_in, {', '.join('DHW'[3 - ndim:])}) or without N
-    weight : array_like, shape (C_out, C_in / groups, {', '.join('K' + a for a in 'DHW'[3 - ndim:])})
+    x : array_like, shape (N, C_in, {axes}) or (C_in, {axes})
+        Input; without the batch axis the result has none either.
+    weight : array_like, shape (C_out, C_in / groups, {kernel})
+        Kernels.
     bias : array_like, shape (C_out,), optional
-    {_SHARED_DOC.strip()}
+        Added to every output position of its channel.
 
     Returns
     -------
-    y : ndarray, shape (N, C_out, *out_spatial) or without N
+    y : ndarray, shape (N, C_out, *out_spatial) or (C_out, *out_spatial)
+        dtype and sizes as :func:`fastconv.conv` gives them.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`fastconv.conv`, and for a weight without {ndim + 2} dimensions.
+    MemoryError
+        As :func:`fastconv.conv`.
     """
+    shared_parameters(CONV)(f)
     return f
 
 
@@ -116,8 +126,11 @@ def _check_grad_output(gy, spec):
         )
 
 
-def grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-               flip=False, strategy="auto", ndim=None, padding_mode="zeros"):
+@shared_parameters(CONV)
+def grad_input(input_shape: Shape, weight: ArrayLike, grad_output: ArrayLike,
+               stride: PerAxis = 1, padding: Padding = 0, dilation: PerAxis = 1,
+               groups: int = 1, *, flip: bool = False, strategy: str = "auto",
+               ndim: int | None = None, padding_mode: PaddingMode = "zeros") -> np.ndarray:
     """Gradient of the loss with respect to the input of a convolution.
 
     Parameters
@@ -125,13 +138,30 @@ def grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1
     input_shape : tuple of int
         Shape of the forward input, ``(N, C_in, *spatial)`` or ``(C_in, *spatial)``.
     weight : array_like, shape (C_out, C_in / groups, *kernel)
+        The forward pass's kernels.
     grad_output : array_like
         dL/dy, of the forward output's shape.
-    {shared}
 
     Returns
     -------
     grad_x : ndarray of shape ``input_shape``
+        dL/dx, in the dtype of ``weight`` and ``grad_output`` (at least float32).
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument, or a ``grad_output`` whose shape is not the
+        forward output's.
+    MemoryError
+        As :func:`fastconv.conv`.
+
+    Examples
+    --------
+    The input gradient of a sum of outputs counts the windows each input is in:
+
+    >>> import numpy as np, fastconv
+    >>> fastconv.grad_input((1, 1, 5), np.ones((1, 1, 3)), np.ones((1, 1, 3)))
+    array([[[1., 2., 3., 2., 1.]]])
     """
     weight = prep.as_array(weight, "weight")
     gy = prep.as_array(grad_output, "grad_output")
@@ -140,22 +170,42 @@ def grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1
                   ndim)(weight, gy)
 
 
-def grad_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                flip=False, strategy="auto", ndim=None, padding_mode="zeros"):
+@shared_parameters(CONV)
+def grad_weight(input: ArrayLike, weight_shape: Shape, grad_output: ArrayLike,
+                stride: PerAxis = 1, padding: Padding = 0, dilation: PerAxis = 1,
+                groups: int = 1, *, flip: bool = False, strategy: str = "auto",
+                ndim: int | None = None, padding_mode: PaddingMode = "zeros") -> np.ndarray:
     """Gradient of the loss with respect to the weight of a convolution.
 
     Parameters
     ----------
     input : array_like, shape (N, C_in, *spatial) or (C_in, *spatial)
+        The forward pass's input.
     weight_shape : tuple of int
         ``(C_out, C_in / groups, *kernel)``.
     grad_output : array_like
         dL/dy, of the forward output's shape.
-    {shared}
 
     Returns
     -------
     grad_w : ndarray of shape ``weight_shape``
+        dL/dw, summed over the batch, in the dtype of ``input`` and
+        ``grad_output`` (at least float32).
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument, or a ``grad_output`` whose shape is not the
+        forward output's.
+    MemoryError
+        As :func:`fastconv.conv`.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.arange(5.0).reshape(1, 1, 5)
+    >>> fastconv.grad_weight(x, (1, 1, 3), np.ones((1, 1, 3)))
+    array([[[3., 6., 9.]]])
     """
     x = prep.as_array(input, "input")
     gy = prep.as_array(grad_output, "grad_output")
@@ -163,30 +213,53 @@ def grad_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=
                   flip, result_dtype(x.dtype, gy.dtype), strategy, padding_mode, ndim)(x, gy)
 
 
-grad_input.__doc__ = grad_input.__doc__.format(shared=_SHARED_DOC.strip())
-grad_weight.__doc__ = grad_weight.__doc__.format(shared=_SHARED_DOC.strip())
 
-
-def conv_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                  flip=False, strategy="auto", needs=_NEEDS, padding_mode="zeros"):
+@shared_parameters(CONV)
+def conv_backward(x: ArrayLike, weight: ArrayLike, grad_output: ArrayLike,
+                  stride: PerAxis = 1, padding: Padding = 0, dilation: PerAxis = 1,
+                  groups: int = 1, *, flip: bool = False, strategy: str = "auto",
+                  needs: Needs = _NEEDS, padding_mode: PaddingMode = "zeros",
+                  ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Both backward passes of a convolution layer at once.
+
+    Each op picks its own strategy; when both pick FFT, one fused pass reuses
+    the transform of ``grad_output`` (if it fits the memory budget).
 
     Parameters
     ----------
     x : array_like, shape (N, C_in, *spatial) or (C_in, *spatial)
+        The forward pass's input.
     weight : array_like, shape (C_out, C_in / groups, *kernel)
+        The forward pass's kernels.
     grad_output : array_like, the forward output's shape
-    {shared}
-    needs : sequence of {{"input", "weight", "bias"}}, default all three
-        The gradients to compute (like torch's ``output_mask``); the others
-        are not computed and returned as None (a first layer needs no grad_x).
+        dL/dy.
 
     Returns
     -------
     grad_x : ndarray, shape of ``x``, or None
+        dL/dx (None unless "input" is in ``needs``).
     grad_w : ndarray, shape of ``weight``, or None
+        dL/dw (None unless "weight" is in ``needs``).
     grad_b : ndarray, shape (C_out,), or None
         Gradient for a bias, ``grad_output`` summed over batch and space.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument, an unknown name in ``needs``, or a
+        ``grad_output`` whose shape is not the forward output's.
+    MemoryError
+        As :func:`fastconv.conv`.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x, w = np.ones((2, 3, 8, 8)), np.ones((4, 3, 3, 3))
+    >>> gx, gw, gb = fastconv.conv_backward(x, w, np.ones((2, 4, 6, 6)))
+    >>> gx.shape, gw.shape, gb
+    ((2, 3, 8, 8), (4, 3, 3, 3), array([72., 72., 72., 72.]))
+    >>> fastconv.conv_backward(x, w, np.ones((2, 4, 6, 6)), needs=("bias",))[:2]
+    (None, None)
     """
     if _padmode.check_mode(padding_mode) != "zeros":
         return _padmode.conv_backward(conv_backward, x, weight, grad_output, stride, padding,
@@ -231,27 +304,54 @@ def conv_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, group
     return gx, gw, gb
 
 
-conv_backward.__doc__ = conv_backward.__doc__.format(shared=_SHARED_DOC.strip())
 
-
-def explain(op, input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
-            flip=False, dtype=np.float32, strategy="auto"):
+@shared_parameters(CONV)
+def explain(op: Op, input_shape: Shape, weight_shape: Shape, stride: PerAxis = 1,
+            padding: Padding = 0, dilation: PerAxis = 1, groups: int = 1, *,
+            flip: bool = False, dtype: DTypeLike = np.float32,
+            strategy: str = "auto") -> Decision:
     """Say which strategy ``op`` would use for this problem, and why.
+
+    Nothing is computed: the dispatcher decides as a call with these arguments
+    would, under the options in force here (:func:`fastconv.get_config`).
 
     Parameters
     ----------
     op : {"forward", "grad_input", "grad_weight"}
-    input_shape, weight_shape : tuple of int
+        The op a call would run; :func:`fastconv.conv_backward` runs
+        "grad_input" and "grad_weight", each deciding for itself.
+    input_shape : tuple of int
+        ``(N, C_in, *spatial)`` or ``(C_in, *spatial)``: the forward input's shape.
+    weight_shape : tuple of int
+        ``(C_out, C_in / groups, *kernel)``.
     dtype : dtype-like, default float32
+        The dtype the call would compute in (float32 or float64; others are
+        promoted as the operands would be).
 
     Returns
     -------
     Decision
-        ``.strategy``, ``.decided_by``, ``.detail`` and ``.candidates`` (each with
-        its estimated or measured seconds, workspace bytes, or why it was excluded).
-        ``print(decision)`` gives a readable summary. When no strategy fits the
-        memory budget, ``.strategy`` is None, ``.decided_by`` is "nothing-fits"
-        and ``.detail`` says why (a call would raise MemoryError).
+        ``.strategy``, ``.decided_by``, ``.detail``, ``.threads``, ``.level``
+        and ``.candidates`` (each with its estimated or measured seconds,
+        workspace bytes, or why it was excluded). ``print(decision)`` gives a
+        readable summary. When no strategy fits the memory budget,
+        ``.strategy`` is None, ``.decided_by`` is "nothing-fits" and
+        ``.detail`` says why (a call would raise MemoryError).
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument, an unknown ``op`` or ``strategy``.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> d = fastconv.explain("forward", (8, 3, 32, 32), (16, 3, 3, 3), strategy="im2col")
+    >>> d.strategy, d.decided_by
+    ('im2col', 'argument')
+    >>> d = fastconv.explain("grad_weight", (8, 3, 32, 32), (16, 3, 3, 3))
+    >>> d.strategy in fastconv.strategies()
+    True
     """
     spec = make_spec(input_shape, weight_shape, stride, padding, dilation, groups, flip=flip,
                      dtype=result_dtype(dtype))

@@ -13,9 +13,13 @@ import numbers
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
+
+from . import _docstrings
 
 __all__ = ["Options", "config", "set_config", "get_config", "default_threads", "max_threads"]
 
@@ -117,44 +121,56 @@ def _default_threads(raw):
 
 @dataclass(frozen=True)
 class Options:
-    """Options that steer fastconv.
+    """The options that steer fastconv, as :func:`get_config` returns them.
+
+    Set them with :func:`config` (for a ``with`` block), :func:`set_config`
+    (process-wide) or a config file (:func:`fastconv.load_config`); an
+    ``Options`` is frozen, so changing one means one of those.
 
     Attributes
     ----------
-    strategy : str
-        "auto" (dispatcher decides) or a strategy name forced for every call.
-    mode : str
-        Dispatcher mode: "heuristic" (cost model), "autotune" (measure once per
-        problem, cache the winner), "cache-only" (use cached measurements, never
-        measure).
-    memory_budget : int or str
-        Bytes of workspace one call may allocate (default 256 MiB); a string such
-        as "512MiB" or "2GB" is converted. Padded copies of the input made for a
-        strategy count against it.
-    n_threads : int or None
-        Threads for the kernels; None means :func:`default_threads`
-        (``$OMP_NUM_THREADS``, else the CPUs available to the process). At most
-        :func:`max_threads` (a ValueError above it: huge counts crash OpenMP).
+    strategy : {"auto", "direct", "im2col", "fft", "winograd"}, default "auto"
+        "auto" lets the dispatcher decide; a strategy name is used for every
+        call that does not pass ``strategy=`` itself.
+    mode : {"heuristic", "autotune", "cache-only"}, default "heuristic"
+        How the dispatcher decides: "heuristic" by the calibrated cost model,
+        "autotune" by measuring each new problem once and caching the winner,
+        "cache-only" by the cached measurements where there are some (never
+        measuring), else by the cost model.
+    memory_budget : int or str, default 256 MiB
+        Bytes of workspace one call may allocate; a string such as "512MiB"
+        or "2GB" is converted. Padded copies of the input made for a strategy
+        count against it. A strategy that needs more is not chosen; a forced
+        one raises MemoryError.
+    n_threads : int or None, default None
+        Threads for the kernels; None means ``$OMP_NUM_THREADS`` when set, else
+        the CPUs available to the process (affinity mask and container CPU
+        quota). At most ``max(64, 8 * CPUs)`` (a ValueError above: huge counts
+        crash OpenMP).
         An upper bound: a problem too small for several threads to pay (by the
-        cost model, ``fastconv.explain`` shows it) runs on one. In a process
+        cost model, :func:`fastconv.explain` shows it) runs on one. In a process
         forked from one that imported fastconv, calls run on one thread (OpenMP
         cannot start threads after ``fork``; a RuntimeWarning says so once if
         more were asked for).
-    allow_fft : bool
-        False forbids the FFT strategy (e.g. when NaN/Inf must not spread).
-    fft_rtol : float or None
-        Largest acceptable estimated relative error of float32 FFT; None: no check.
-    winograd_rtol : float or None
+    allow_fft : bool, default True
+        False forbids the FFT strategy to the dispatcher (e.g. when one NaN or
+        Inf must not spread over a whole output map).
+    fft_rtol : float or None, default None
+        Largest acceptable estimated relative error of float32 FFT; the
+        dispatcher does not pick FFT above it. None: no check.
+    winograd_rtol : float or None, default None
         Largest acceptable estimated relative error of the winograd strategy
         (it picks the largest output tile within it); None: its default, 1e-4.
-    cache_dir : str, os.PathLike or None
+    cache_dir : str, os.PathLike or None, default None
         Folder of the tuning cache, made absolute when set (a later ``os.chdir``
-        does not move it); None: ``$FASTCONV_CACHE_DIR`` or the user cache dir.
-    fft_max_stride : int
+        does not move it); None: ``$FASTCONV_CACHE_DIR`` or the user cache folder.
+    fft_max_stride : int, default 2
         The cost model never picks FFT when a stride exceeds this (FFT computes
-        the full correlation and subsamples, wasting ``prod(stride) - 1`` of its work).
-    rules : tuple of Rule
-        Strategy rules from a config file, tried in order (see :mod:`fastconv._configfile`).
+        the full correlation and subsamples, wasting ``prod(stride) - 1`` of its
+        work).
+    rules : tuple of Rule, default ()
+        Strategy rules, tried in order: a config file's ``[[rules]]`` tables
+        (see :func:`fastconv.load_config`), not written by hand.
     """
 
     strategy: str = "auto"
@@ -169,7 +185,11 @@ class Options:
     rules: tuple = ()
 
     @property
-    def threads(self):
+    def threads(self) -> int:
+        """Threads calls run on at most (1 in a forked child process).
+
+        ``n_threads``, else :func:`default_threads`.
+        """
         if _forked_child:
             return _forked_threads(self.n_threads)
         return self.n_threads or default_threads()
@@ -203,6 +223,9 @@ def _forked_threads(requested):
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
+
+# config's and set_config's parameters are the fields of Options, documented there
+_OPTION_DOCS = _docstrings.section(Options.__doc__, "Attributes")
 
 MODES = ("heuristic", "autotune", "cache-only")
 _FIELDS = {f.name for f in fields(Options)}
@@ -317,31 +340,103 @@ def _normalized(kw):
     return kw
 
 
-def get_config():
-    """The :class:`Options` in force here."""
+def get_config() -> Options:
+    """The options in force here.
+
+    Those of the innermost ``with fastconv.config(...)`` block of this thread
+    or task, else the process-wide ones (:func:`set_config`, a config file).
+
+    Returns
+    -------
+    Options
+        Frozen: read its fields, change them with :func:`config` or
+        :func:`set_config`.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.get_config().mode
+    'heuristic'
+    >>> with fastconv.config(n_threads=1):
+    ...     fastconv.get_config().n_threads
+    1
+    """
     opts = _current.get()
     return _global if opts is None else opts
 
 
-def set_config(**kwargs):
-    """Change the process-wide options (see :class:`Options` for the names).
+@_docstrings.keyword_entries(_OPTION_DOCS)
+def set_config(**kwargs: Any) -> None:
+    """Change the process-wide options.
 
     Inside a ``with fastconv.config(...)`` block the block's options still win
-    until it ends.
+    until it ends. Threads started later see the new options.
+
+    Parameters
+    ----------
+    **kwargs
+        The options to change, by name; the others keep their values. The
+        options (the fields of :class:`Options`):
+
+    Raises
+    ------
+    TypeError
+        For an unknown option name or a value of the wrong type.
+    ValueError
+        For a value out of its range (an unknown strategy, a non-positive
+        budget, too many threads, ...).
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> before = fastconv.get_config()
+    >>> fastconv.set_config(memory_budget="512MiB", allow_fft=False)
+    >>> fastconv.get_config().memory_budget
+    536870912
+    >>> fastconv.set_config(memory_budget=before.memory_budget, allow_fft=before.allow_fft)
     """
     global _global
     _global = _validated(_global, **kwargs)
 
 
+@_docstrings.keyword_entries(_OPTION_DOCS)
 @contextlib.contextmanager
-def config(**kwargs):
+def config(**kwargs: Any) -> Iterator[Options]:
     """Context manager that sets options inside a ``with`` block.
+
+    The options hold for the block's own thread or task only (a
+    :mod:`contextvars` variable) and blocks nest; on exit the options in force
+    before come back.
+
+    Parameters
+    ----------
+    **kwargs
+        The options to set, by name; the others keep the values in force. The
+        options (the fields of :class:`Options`):
+
+    Yields
+    ------
+    Options
+        The options in force inside the block.
+
+    Raises
+    ------
+    TypeError
+        For an unknown option name or a value of the wrong type.
+    ValueError
+        For a value out of its range (an unknown strategy, a non-positive
+        budget, too many threads, ...).
 
     Examples
     --------
-    >>> import fastconv
-    >>> with fastconv.config(strategy="direct", n_threads=1):
-    ...     pass
+    >>> import numpy as np, fastconv
+    >>> x, w = np.ones((1, 3, 16, 16)), np.ones((8, 3, 3, 3))
+    >>> with fastconv.config(strategy="direct", n_threads=1) as opts:
+    ...     y = fastconv.conv2d(x, w)
+    ...     fastconv.explain("forward", x.shape, w.shape).strategy
+    'direct'
+    >>> opts.n_threads, fastconv.get_config().strategy
+    (1, 'auto')
     """
     token = _current.set(_validated(get_config(), **kwargs))
     try:

@@ -40,6 +40,7 @@ import stat
 import tomllib
 import warnings
 
+from ._config import Options
 from ._configtypes import _DTYPES, _RANGE_KEYS, _SET_KEYS, ConfigError, Rule, parse_size
 from ._spec import OPS
 
@@ -202,14 +203,24 @@ def read_config_file(path):
 
 # Loading lives here, not in _config: reading a file needs the strategy registry,
 # which imports _config.
-def load_config(path):
+def load_config(path: str | os.PathLike) -> Options:
     """Read a strategy-selection config file and make its settings process-wide.
+
+    As :func:`fastconv.set_config` with the file's values; a file named by
+    ``$FASTCONV_CONFIG`` is loaded this way when fastconv is imported.
 
     Parameters
     ----------
     path : str or os.PathLike
         A TOML file; for a file named ``pyproject.toml`` its ``[tool.fastconv]``
-        table. See :mod:`fastconv._configfile` for the format.
+        table. Its top-level keys are the options of :func:`fastconv.config`
+        (``memory_budget`` also as "512MiB"); each ``[[rules]]`` table names a
+        ``strategy`` and the problems it is for, by ``op``, ``ndim``, ``dtype``
+        (a value or a list) and ``kernel``, ``spatial``, ``channels``,
+        ``out_channels``, ``batch``, ``stride``, ``groups`` (an int, a ``[min,
+        max]`` pair or a table with ``min`` and/or ``max``; ``kernel``,
+        ``spatial`` and ``stride`` compare the largest extent). The dispatcher
+        tries the rules in order; the first match decides.
 
     Returns
     -------
@@ -218,8 +229,28 @@ def load_config(path):
 
     Raises
     ------
-    ConfigError (a ValueError)
-        Naming the file, the key and what was expected.
+    ConfigError
+        A ValueError naming the file, the key and what was expected.
+
+    Examples
+    --------
+    >>> import os, tempfile, fastconv
+    >>> path = os.path.join(tempfile.mkdtemp(), "fastconv.toml")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write('''
+    ... memory_budget = "512MiB"
+    ... [[rules]]
+    ... kernel = 1
+    ... channels = {min = 64}
+    ... strategy = "im2col"
+    ... ''')
+    >>> before = fastconv.get_config()
+    >>> opts = fastconv.load_config(path)
+    >>> opts.memory_budget, opts.rules[0].strategy
+    (536870912, 'im2col')
+    >>> fastconv.explain("forward", (1, 64, 14, 14), (64, 64, 1, 1)).decided_by
+    'config-rule'
+    >>> fastconv.set_config(memory_budget=before.memory_budget, rules=before.rules)
     """
     from ._config import get_config, set_config
 

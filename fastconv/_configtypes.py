@@ -15,7 +15,11 @@ __all__ = ["ConfigError", "Rule", "parse_size"]
 
 
 class ConfigError(ValueError):
-    """A config file or value is malformed (names the file and the key)."""
+    """A config file or value is malformed; the message names the file and the key.
+
+    Raised by :func:`fastconv.load_config`; a ValueError, so ``except
+    ValueError`` catches it too.
+    """
 
 
 _RANGE_KEYS = ("kernel", "spatial", "channels", "out_channels", "batch", "stride", "groups")

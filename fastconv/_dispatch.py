@@ -38,7 +38,25 @@ from ._spec import OPS
 
 @dataclass
 class Candidate:
-    """One strategy's standing for a problem."""
+    """One strategy's standing for a problem, in :attr:`Decision.candidates`.
+
+    Attributes
+    ----------
+    name : str
+        The strategy.
+    estimate_s : float or None
+        The cost model's estimate in seconds (None when excluded).
+    measured_s : float or None
+        The time measured by autotune, from the tuning cache (None if not measured).
+    workspace_bytes : int or None
+        Memory the strategy would allocate, padded copies included.
+    excluded : str or None
+        Why the dispatcher may not choose it (cannot run the problem, over the
+        memory budget, FFT forbidden or too inaccurate, ...); None if it may.
+    threads : int or None
+        Threads its estimate is for (fewer than configured when more would
+        not pay).
+    """
 
     name: str
     estimate_s: float | None = None
@@ -50,18 +68,27 @@ class Candidate:
 
 @dataclass
 class Decision:
-    """What the dispatcher chose for one op, and why.
+    """What the dispatcher chose for one op, and why (:func:`fastconv.explain`).
+
+    ``print(decision)`` shows the choice and every candidate's estimate or the
+    reason it was excluded.
 
     Attributes
     ----------
-    op : str
-    strategy : str
-        The chosen strategy's name.
+    op : {"forward", "grad_input", "grad_weight"}
+        The op decided for.
+    strategy : str or None
+        The chosen strategy's name; None when nothing fits the memory budget.
     decided_by : str
-        "argument", "context", "config-rule", "tuning-cache" or "cost-model".
+        What decided: "argument" (``strategy=``), "context" (the ``strategy``
+        option), "config-rule", "tuning-cache", "cost-model", "empty-batch" (a
+        zero-size batch: nothing runs) or "nothing-fits" (no strategy fits the
+        memory budget; a call raises MemoryError).
     detail : str
         The rule or cache entry that decided, or a short explanation.
     candidates : list of Candidate
+        Every strategy's estimate or reason for exclusion (empty when the
+        strategy was forced).
     threads : int or None
         Threads the call runs on: the configured count, or 1 when the cost
         model says the problem is too small for more to pay

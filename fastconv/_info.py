@@ -10,8 +10,21 @@ from ._config import get_config
 from ._version import __version__
 
 
-def strategies():
-    """Names of the available strategies (any of them can be passed as ``strategy=``)."""
+def strategies() -> tuple[str, ...]:
+    """Names of the available strategies.
+
+    Returns
+    -------
+    tuple of str
+        Each can be passed as ``strategy=`` or set with
+        ``fastconv.config(strategy=...)``; the dispatcher ("auto") picks among them.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.strategies()
+    ('direct', 'im2col', 'fft', 'winograd')
+    """
     return _strategies.names()
 
 
@@ -68,9 +81,29 @@ def format_bytes(n):
     return f"{n} B"
 
 
-def show_config():
-    """Print version, the kernels' instruction-set level (in use, supported by the
-    CPU, compiled), compiled modules, OpenMP, threads, memory budget and BLAS."""
+def show_config() -> None:
+    """Print the build and the machine as fastconv sees them.
+
+    The version, Python, the CPU, the kernels' instruction-set level (in use,
+    supported by the CPU, compiled, and the ``FASTCONV_CPU`` cap), the compiled
+    modules, OpenMP, the thread count, the memory budget, the strategies and
+    the BLAS libraries loaded: what a bug report needs. ``fastconv info`` on
+    the command line prints the same.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.show_config()  # doctest: +ELLIPSIS
+    version: ...
+    python: ...
+    ...
+    strategies:
+      direct
+      im2col
+      fft
+      winograd
+    ...
+    """
     for k, v in config_info().items():
         if k == "memory budget (bytes)":
             print(f"memory budget: {format_bytes(v)} ({v} bytes)")

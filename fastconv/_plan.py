@@ -26,10 +26,12 @@ import numpy as np
 
 from . import _cpu, _dispatch, _padmode
 from . import _prepare as prep
-from ._config import _current, get_config
+from ._config import Options, _current, get_config
 from ._dispatch import _files_signature, check_available, decide
+from ._docstrings import CONV, shared_parameters
 from ._ext import _direct
 from ._spec import OPS, _plain_key, _typed, make_spec, result_dtype
+from ._typing import ArrayLike, DTypeLike, Op, Padding, PaddingMode, PerAxis, Shape
 from ._strategies import get as get_strategy
 
 __all__ = ["Plan", "BoundPlan", "LayerPlan", "plan", "plan_layer", "cached"]
@@ -93,6 +95,17 @@ class Plan:
     when they differ (a copy). ``out``, when given, receives the result (it must
     have the result's shape and the plan's dtype) and is returned.
 
+    Parameters
+    ----------
+    op : {"forward", "grad_input", "grad_weight"}
+        The op to plan.
+    args : tuple
+        The arguments of :func:`fastconv.plan` after ``op``, in its order:
+        ``(input_shape, weight_shape, stride, padding, dilation, groups, flip,
+        dtype, strategy, padding_mode, ndim)``.
+    opts : Options
+        The options the plan is made under and keeps.
+
     Attributes
     ----------
     op : str
@@ -109,7 +122,7 @@ class Plan:
                  "_threads", "_inner", "_in_shapes", "_out_shape", "_guard", "_alt", "_exec",
                  "__weakref__")
 
-    def __init__(self, op, args, opts):
+    def __init__(self, op: Op, args: tuple, opts: Options) -> None:
         # args: (input_shape, weight_shape, stride, padding, dilation, groups, flip,
         # dtype, strategy, padding_mode, ndim), validated here
         if op not in OPS:
@@ -175,10 +188,12 @@ class Plan:
     # ------------------------------------------------------------------ info
     @property
     def strategy(self):
+        """The strategy's name (None for an empty batch: nothing runs)."""
         return None if self._strategy is None else self._strategy.name
 
     @property
     def threads(self):
+        """Threads the strategy runs on."""
         return self._threads
 
     @property
@@ -187,7 +202,13 @@ class Plan:
         return self._opts
 
     def explain(self):
-        """The dispatcher's :class:`~fastconv._dispatch.Decision` for this plan (a copy)."""
+        """The dispatcher's decision for this plan, and why.
+
+        Returns
+        -------
+        Decision
+            A copy of the plan's decision (see :func:`fastconv.explain`).
+        """
         import copy
 
         return copy.deepcopy(self._decision)
@@ -335,10 +356,12 @@ class Plan:
         Parameters
         ----------
         weight : array_like, shape (C_out, C_in / groups, *kernel)
+            The weight every call of the bound plan uses (copied).
 
         Returns
         -------
         BoundPlan
+            Called with the other operand only.
         """
         return BoundPlan(self, weight)
 
@@ -352,9 +375,17 @@ def _check_out(out, shape, dtype):
 
 
 class BoundPlan:
-    """A forward or grad_input :class:`Plan` with its weight bound (see
-    :meth:`Plan.with_weight`): ``bound(x, bias=None, out=None)`` (forward) or
-    ``bound(grad_output, out=None)`` (grad_input).
+    """A forward or grad_input :class:`Plan` with its weight bound.
+
+    Made by :meth:`Plan.with_weight`; called as ``bound(x, bias=None, out=None)``
+    (forward) or ``bound(grad_output, out=None)`` (grad_input).
+
+    Parameters
+    ----------
+    plan : Plan
+        A forward or grad_input plan.
+    weight : array_like
+        The weight, of the plan's weight shape (copied).
 
     Attributes
     ----------
@@ -365,7 +396,7 @@ class BoundPlan:
 
     __slots__ = ("plan", "weight", "_w5", "_memo", "_mb")
 
-    def __init__(self, plan, weight):
+    def __init__(self, plan: Plan, weight: ArrayLike) -> None:
         if plan.op == "grad_weight":
             raise ValueError("a grad_weight plan has no weight operand to bind")
         spec = plan.spec
@@ -420,6 +451,11 @@ def _check_needs(needs):
 class LayerPlan:
     """The three ops of one convolution layer (:func:`fastconv.plan_layer`).
 
+    Parameters
+    ----------
+    forward, grad_input, grad_weight : Plan
+        The plans of the three ops, on the same problem.
+
     Attributes
     ----------
     forward, grad_input, grad_weight : Plan
@@ -427,12 +463,28 @@ class LayerPlan:
 
     __slots__ = ("forward", "grad_input", "grad_weight")
 
-    def __init__(self, forward, grad_input, grad_weight):
+    def __init__(self, forward: Plan, grad_input: Plan, grad_weight: Plan) -> None:
         self.forward, self.grad_input, self.grad_weight = forward, grad_input, grad_weight
 
     def backward(self, x, weight, grad_output, *, needs=_NEEDS):
-        """``(grad_x, grad_w, grad_b)`` as :func:`fastconv.conv_backward` (None for
-        what ``needs`` leaves out)."""
+        """Both backward passes, as :func:`fastconv.conv_backward`.
+
+        Parameters
+        ----------
+        x : array_like
+            The forward pass's input.
+        weight : array_like
+            The forward pass's weight.
+        grad_output : array_like
+            dL/dy, of the forward output's shape.
+        needs : sequence of {"input", "weight", "bias"}, default all three
+            The gradients to compute; the others are returned as None.
+
+        Returns
+        -------
+        grad_x, grad_w, grad_b : ndarray or None
+            The gradients for the input, the weight and a bias.
+        """
         want = _check_needs(needs)
         gx = self.grad_input(weight, grad_output) if "input" in want else None
         gw = self.grad_weight(x, grad_output) if "weight" in want else None
@@ -454,19 +506,21 @@ def _unpickle(op, args, opts):
     return Plan(op, args, opts)
 
 
-def plan(op, input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
-         flip=False, dtype=np.float32, strategy="auto", padding_mode="zeros", ndim=None):
+@shared_parameters(CONV)
+def plan(op: Op, input_shape: Shape, weight_shape: Shape, stride: PerAxis = 1,
+         padding: Padding = 0, dilation: PerAxis = 1, groups: int = 1, *, flip: bool = False,
+         dtype: DTypeLike = np.float32, strategy: str = "auto",
+         padding_mode: PaddingMode = "zeros", ndim: int | None = None) -> Plan:
     """Decide once how to run ``op`` on these shapes; return a :class:`Plan` to call.
 
     Parameters
     ----------
     op : {"forward", "grad_input", "grad_weight"}
+        The op to plan.
     input_shape : tuple of int
         ``(N, C_in, *spatial)`` or ``(C_in, *spatial)``.
     weight_shape : tuple of int
         ``(C_out, C_in / groups, *kernel)``.
-    stride, padding, dilation, groups, flip, strategy, padding_mode :
-        As in :func:`fastconv.conv`.
     dtype : dtype-like, default float32
         The compute dtype (float32 or float64; others as :func:`fastconv.conv`
         promotes them).
@@ -502,11 +556,26 @@ def plan(op, input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=
                      dtype, strategy, padding_mode, ndim), get_config())
 
 
-def plan_layer(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
-               flip=False, dtype=np.float32, strategy="auto", padding_mode="zeros"):
+@shared_parameters(CONV)
+def plan_layer(input_shape: Shape, weight_shape: Shape, stride: PerAxis = 1,
+               padding: Padding = 0, dilation: PerAxis = 1, groups: int = 1, *,
+               flip: bool = False, dtype: DTypeLike = np.float32, strategy: str = "auto",
+               padding_mode: PaddingMode = "zeros") -> LayerPlan:
     """Plans of a layer's three ops (a :class:`LayerPlan`), each decided separately.
 
-    Parameters are those of :func:`plan` without ``op``.
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(N, C_in, *spatial)`` or ``(C_in, *spatial)``.
+    weight_shape : tuple of int
+        ``(C_out, C_in / groups, *kernel)``.
+    dtype : dtype-like, default float32
+        The compute dtype.
+
+    Returns
+    -------
+    LayerPlan
+        ``.forward``, ``.grad_input``, ``.grad_weight`` and ``.backward``.
 
     Examples
     --------

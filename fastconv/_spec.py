@@ -15,6 +15,9 @@ from functools import cached_property
 
 import numpy as np
 
+from ._docstrings import CONV, shared_parameters
+from ._typing import DTypeLike, Padding, PerAxis, Shape
+
 __all__ = ["ConvSpec", "make_spec", "output_shape", "OPS"]
 
 OPS = ("forward", "grad_input", "grad_weight")
@@ -47,6 +50,25 @@ class ConvSpec:
         True convolution (kernel flipped) instead of cross-correlation.
     dtype : numpy.dtype
         Compute and result dtype, float32 or float64.
+    input_shape, weight_shape, output_shape : tuple of int
+        The arrays' shapes (``input_shape`` and ``output_shape`` without the
+        batch axis when unbatched).
+    out_spatial : tuple of int
+        Output size per spatial axis.
+    in_channels_per_group, out_channels_per_group : int
+        Channels of one group.
+    kernel_size : int
+        Taps of one kernel, ``prod(kernel)``.
+    macs, flops : int
+        Multiply-adds of one forward pass (each backward pass does as many),
+        and twice that.
+    itemsize : int
+        Bytes of one element of ``dtype``.
+
+    Notes
+    -----
+    The 5-D shapes and 3-entry tuples (``input_shape5``, ``stride3``, ...)
+    describe the 3-D view every kernel works on: they are for the strategies.
     """
 
     ndim: int
@@ -77,10 +99,12 @@ class ConvSpec:
 
     @property
     def in_channels_per_group(self):
+        """Input channels of one group."""
         return self.in_channels // self.groups
 
     @property
     def out_channels_per_group(self):
+        """Output channels of one group."""
         return self.out_channels // self.groups
 
     @cached_property
@@ -138,6 +162,7 @@ class ConvSpec:
     # ---- work -------------------------------------------------------------
     @property
     def kernel_size(self):
+        """Taps of one kernel, ``prod(kernel)``."""
         return math.prod(self.kernel)
 
     @cached_property
@@ -153,14 +178,22 @@ class ConvSpec:
 
     @property
     def flops(self):
+        """Floating-point operations of one forward pass, ``2 * macs``."""
         return 2 * self.macs
 
     @property
     def itemsize(self):
+        """Bytes of one element of ``dtype``."""
         return self.dtype.itemsize
 
-    def key(self):
-        """Hashable problem key (used by caches)."""
+    def key(self) -> tuple:
+        """Hashable problem key (used by caches).
+
+        Returns
+        -------
+        tuple
+            Every field, the dtype as its ``str``: equal for equal problems.
+        """
         return (
             self.ndim, self.batch, self.in_channels, self.out_channels, self.groups,
             self.in_spatial, self.kernel, self.stride, self.padding, self.dilation,
@@ -334,8 +367,11 @@ def _shape(shape, name):
 _spec_cache = {}
 
 
-def make_spec(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
-              flip=False, dtype=np.float64, ndim=None):
+@shared_parameters(CONV)
+def make_spec(input_shape: Shape, weight_shape: Shape, stride: PerAxis = 1,
+              padding: Padding = 0, dilation: PerAxis = 1, groups: int = 1, *,
+              flip: bool = False, dtype: DTypeLike = np.float64,
+              ndim: int | None = None) -> ConvSpec:
     """Validate every argument of a convolution and return its :class:`ConvSpec`.
 
     Parameters
@@ -344,17 +380,26 @@ def make_spec(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups
         ``(N, C_in, *spatial)`` or unbatched ``(C_in, *spatial)``.
     weight_shape : tuple of int
         ``(C_out, C_in / groups, *kernel)``.
-    stride, padding, dilation, groups, flip :
-        As in :func:`fastconv.conv`.
-    dtype : dtype-like
+    dtype : dtype-like, default float64
         Compute dtype (float32 or float64).
-    ndim : int, optional
-        Number of spatial axes; by default ``len(weight_shape) - 2``.
+
+    Returns
+    -------
+    ConvSpec
+        The normalized problem: padding as ``(before, after)`` pairs, output
+        shape, work. Equal arguments give the same (frozen) object.
 
     Raises
     ------
     TypeError, ValueError
         For every malformed argument, with a message naming it.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> spec = fastconv.make_spec((8, 3, 32, 32), (16, 3, 3, 3), padding="same")
+    >>> spec.padding, spec.output_shape, spec.macs
+    (((1, 1), (1, 1)), (8, 16, 32, 32), 3538944)
     """
     # Validated specs are remembered by their (hashable) arguments, so a layer
     # called again with the same shapes skips validation. The key includes the
@@ -482,7 +527,9 @@ def _make_spec(input_shape, weight_shape, stride, padding, dilation, groups, fli
     return spec
 
 
-def output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1):
+@shared_parameters(CONV)
+def output_shape(input_shape: Shape, weight_shape: Shape, stride: PerAxis = 1,
+                 padding: Padding = 0, dilation: PerAxis = 1, groups: int = 1) -> Shape:
     """Output shape of a convolution, following ``(I + pads - d*(K-1) - 1)//s + 1``.
 
     Parameters
@@ -497,8 +544,14 @@ def output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1, gro
     tuple of int
         ``(N, C_out, *out_spatial)`` (without ``N`` for unbatched input).
 
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument or shapes that do not fit together.
+
     Examples
     --------
+    >>> from fastconv import output_shape
     >>> output_shape((1, 3, 32, 32), (6, 3, 5, 5))
     (1, 6, 28, 28)
     """

@@ -22,25 +22,13 @@ import numpy as np
 
 from . import _api
 from . import _prepare as prep
+from ._docstrings import TRANSPOSE, shared_parameters
 from ._spec import _sequence, result_dtype
+from ._typing import ArrayLike, Needs, PerAxis, Shape, TransposePadding
 
 __all__ = ["conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
            "conv_transpose_grad_input", "conv_transpose_grad_weight",
            "conv_transpose_backward", "conv_transpose_output_shape"]
-
-_SHARED_DOC = """stride : int or tuple of int, default 1
-        Upsampling step along each spatial axis (the stride of the convolution
-        this one is the transpose of).
-    padding : int, tuple of int, or tuple of (before, after) pairs, default 0
-        ``dilation*(K-1) - padding`` zeros are added to each side of the input,
-        i.e. ``padding`` is cropped from the full transposed output.
-    output_padding : int or tuple of int, default 0
-        Extra size added to one side (the end) of each output axis; each must
-        be smaller than the stride or the dilation of its axis.
-    groups : int, default 1
-    dilation : int or tuple of int, default 1
-    strategy : {"auto", "direct", "im2col", "fft", ...}, default "auto\""""
-
 
 def _per_axis(v, ndim, name, minimum):
     t = (v,) * ndim if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v
@@ -119,12 +107,42 @@ def _geometry(x_shape, w_shape, stride, padding, output_padding, dilation, group
     return conv_in, pads, stride, dilation, extra
 
 
-def conv_transpose_output_shape(input_shape, weight_shape, stride=1, padding=0,
-                                output_padding=0, groups=1, dilation=1):
+@shared_parameters(TRANSPOSE)
+def conv_transpose_output_shape(input_shape: Shape, weight_shape: Shape,
+                                stride: PerAxis = 1, padding: TransposePadding = 0,
+                                output_padding: PerAxis = 0, groups: int = 1,
+                                dilation: PerAxis = 1) -> Shape:
     """Shape of :func:`conv_transpose`'s result (as ``torch.nn.functional`` computes it).
 
     Spatial sizes are ``(I - 1)*stride - pad_before - pad_after + dilation*(K - 1)
     + output_padding + 1``.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(N, C_in, *spatial)`` or ``(C_in, *spatial)``.
+    weight_shape : tuple of int
+        ``(C_in, C_out / groups, *kernel)``.
+
+    Returns
+    -------
+    tuple of int
+        ``(N, C_out, *out_spatial)`` (without ``N`` for unbatched input).
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument, shapes that do not fit together, or an
+        empty output.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.conv_transpose_output_shape((1, 16, 7, 7), (16, 8, 3, 3), stride=2)
+    (1, 8, 15, 15)
+    >>> fastconv.conv_transpose_output_shape((1, 16, 7, 7), (16, 8, 3, 3), stride=2,
+    ...                                      padding=1, output_padding=1)
+    (1, 8, 14, 14)
     """
     return _geometry(input_shape, weight_shape, stride, padding, output_padding, dilation,
                      groups)[0]
@@ -146,22 +164,42 @@ def _crop_extra(a, extra):
                                                       for i, e in enumerate(extra))])
 
 
-def conv_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                   dilation=1, *, strategy="auto"):
-    """N-d transposed convolution (``weight.ndim - 2`` spatial axes), as
-    ``torch.nn.functional.conv_transpose{{1,2,3}}d`` computes it.
+@shared_parameters(TRANSPOSE)
+def conv_transpose(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
+                   stride: PerAxis = 1, padding: TransposePadding = 0,
+                   output_padding: PerAxis = 0, groups: int = 1, dilation: PerAxis = 1, *,
+                   strategy: str = "auto") -> np.ndarray:
+    """N-d transposed convolution, as ``torch.nn.functional.conv_transpose1d/2d/3d``.
+
+    The adjoint of a convolution (its grad_input), with ``weight.ndim - 2``
+    spatial axes: it upsamples by ``stride``.
 
     Parameters
     ----------
     x : array_like, shape (N, C_in, *spatial) or (C_in, *spatial)
+        Input; without the batch axis the result has none either.
     weight : array_like, shape (C_in, C_out / groups, *kernel)
+        Kernels, in PyTorch's transposed layout (input channels first).
     bias : array_like, shape (C_out,), optional
-    {shared}
+        Added to every output position of its channel.
 
     Returns
     -------
     y : ndarray, shape (N, C_out, *out_spatial) or without N
         See :func:`conv_transpose_output_shape`; dtype as :func:`fastconv.conv`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument or shapes that do not fit together.
+    MemoryError
+        As :func:`fastconv.conv`.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.conv_transpose(np.ones((1, 1, 3)), np.ones((1, 1, 2)), stride=2)
+    array([[[1., 1., 1., 1., 1., 1.]]])
     """
     x = prep.as_array(x, "x")
     weight = prep.as_array(weight, "weight")
@@ -187,8 +225,9 @@ def conv_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, 
 def _fixed(ndim):
     name = f"conv_transpose{ndim}d"
 
-    def f(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
-          *, strategy="auto"):
+    def f(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, stride: PerAxis = 1,
+          padding: TransposePadding = 0, output_padding: PerAxis = 0, groups: int = 1,
+          dilation: PerAxis = 1, *, strategy: str = "auto") -> np.ndarray:
         w = prep.as_array(weight, "weight")
         if w.ndim != ndim + 2:
             raise ValueError(f"{name}: weight must have {ndim + 2} dimensions (C_in, "
@@ -197,29 +236,67 @@ def _fixed(ndim):
                               strategy=strategy)
 
     f.__name__ = f.__qualname__ = name
-    f.__doc__ = (f"{ndim}-D transposed convolution, ``torch.nn.functional.{name}``'s "
-                 "arguments plus ``strategy=``; see :func:`fastconv.conv_transpose`.")
+    f.__doc__ = f"""{ndim}-D transposed convolution (:func:`fastconv.conv_transpose` for {ndim}-D).
+
+    ``torch.nn.functional.{name}``'s arguments plus ``strategy=``.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C_in, *spatial) or (C_in, *spatial)
+        Input with {ndim} spatial axes; without the batch axis the result has none.
+    weight : array_like, shape (C_in, C_out / groups, *kernel)
+        Kernels with {ndim} spatial axes.
+    bias : array_like, shape (C_out,), optional
+        Added to every output position of its channel.
+
+    Returns
+    -------
+    y : ndarray, shape (N, C_out, *out_spatial) or without N
+        See :func:`fastconv.conv_transpose_output_shape`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument or shapes that do not fit together.
+    MemoryError
+        As :func:`fastconv.conv`.
+    """
+    shared_parameters(TRANSPOSE)(f)
     return f
 
 
 conv_transpose1d, conv_transpose2d, conv_transpose3d = (_fixed(n) for n in (1, 2, 3))
 
 
-def conv_transpose_grad_input(input_shape, weight, grad_output, stride=1, padding=0,
-                              output_padding=0, groups=1, dilation=1, *, strategy="auto"):
-    """dL/dx of a transposed convolution: the forward convolution of ``grad_output``.
+@shared_parameters(TRANSPOSE)
+def conv_transpose_grad_input(input_shape: Shape, weight: ArrayLike, grad_output: ArrayLike,
+                              stride: PerAxis = 1, padding: TransposePadding = 0,
+                              output_padding: PerAxis = 0, groups: int = 1,
+                              dilation: PerAxis = 1, *, strategy: str = "auto") -> np.ndarray:
+    """Gradient of a transposed convolution with respect to its input.
+
+    It is the forward convolution of ``grad_output`` with ``weight``.
 
     Parameters
     ----------
     input_shape : tuple of int
         Shape of the transposed convolution's input ``x``.
     weight : array_like, shape (C_in, C_out / groups, *kernel)
+        The transposed convolution's kernels.
     grad_output : array_like, the transposed output's shape
-    {shared}
+        dL/dy.
 
     Returns
     -------
     grad_x : ndarray of shape ``input_shape``
+        dL/dx.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument or shapes that do not fit together.
+    MemoryError
+        As :func:`fastconv.conv`.
     """
     weight = prep.as_array(weight, "weight")
     gy = prep.as_array(grad_output, "grad_output")
@@ -230,20 +307,36 @@ def conv_transpose_grad_input(input_shape, weight, grad_output, stride=1, paddin
     return _crop_extra(gx, extra)
 
 
-def conv_transpose_grad_weight(input, weight_shape, grad_output, stride=1, padding=0,
-                               output_padding=0, groups=1, dilation=1, *, strategy="auto"):
-    """dL/dw of a transposed convolution: the convolution's grad_weight, roles swapped.
+@shared_parameters(TRANSPOSE)
+def conv_transpose_grad_weight(input: ArrayLike, weight_shape: Shape, grad_output: ArrayLike,
+                               stride: PerAxis = 1, padding: TransposePadding = 0,
+                               output_padding: PerAxis = 0, groups: int = 1,
+                               dilation: PerAxis = 1, *, strategy: str = "auto") -> np.ndarray:
+    """Gradient of a transposed convolution with respect to its weight.
+
+    It is the convolution's grad_weight with the roles of input and
+    grad_output swapped.
 
     Parameters
     ----------
     input : array_like, shape (N, C_in, *spatial) or (C_in, *spatial)
+        The transposed convolution's input.
     weight_shape : tuple of int, (C_in, C_out / groups, *kernel)
+        Shape of its weight.
     grad_output : array_like, the transposed output's shape
-    {shared}
+        dL/dy.
 
     Returns
     -------
     grad_w : ndarray of shape ``weight_shape``
+        dL/dw, summed over the batch.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument or shapes that do not fit together.
+    MemoryError
+        As :func:`fastconv.conv`.
     """
     x = prep.as_array(input, "input")
     gy = prep.as_array(grad_output, "grad_output")
@@ -254,24 +347,47 @@ def conv_transpose_grad_weight(input, weight_shape, grad_output, stride=1, paddi
                             dilation, groups, strategy=strategy)
 
 
-def conv_transpose_backward(x, weight, grad_output, stride=1, padding=0, output_padding=0,
-                            groups=1, dilation=1, *, strategy="auto",
-                            needs=("input", "weight", "bias")):
+@shared_parameters(TRANSPOSE)
+def conv_transpose_backward(x: ArrayLike, weight: ArrayLike, grad_output: ArrayLike,
+                            stride: PerAxis = 1, padding: TransposePadding = 0,
+                            output_padding: PerAxis = 0, groups: int = 1,
+                            dilation: PerAxis = 1, *, strategy: str = "auto",
+                            needs: Needs = ("input", "weight", "bias"),
+                            ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """The backward passes of a transposed convolution layer.
 
     Parameters
     ----------
     x : array_like, shape (N, C_in, *spatial) or (C_in, *spatial)
+        The forward pass's input.
     weight : array_like, shape (C_in, C_out / groups, *kernel)
+        The forward pass's kernels.
     grad_output : array_like, the transposed output's shape
-    {shared}
-    needs : sequence of {{"input", "weight", "bias"}}, default all three
-        Gradients to compute; the others are returned as None.
+        dL/dy.
 
     Returns
     -------
-    grad_x, grad_w, grad_b : ndarray or None
-        Shapes of ``x``, ``weight`` and ``(C_out,)``.
+    grad_x : ndarray, shape of ``x``, or None
+        dL/dx (None unless "input" is in ``needs``).
+    grad_w : ndarray, shape of ``weight``, or None
+        dL/dw (None unless "weight" is in ``needs``).
+    grad_b : ndarray, shape (C_out,), or None
+        Gradient for a bias, ``grad_output`` summed over batch and space.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument or shapes that do not fit together.
+    MemoryError
+        As :func:`fastconv.conv`.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x, w = np.ones((1, 1, 3)), np.ones((1, 1, 2))
+    >>> gx, gw, gb = fastconv.conv_transpose_backward(x, w, np.ones((1, 1, 6)), stride=2)
+    >>> gx, gw, gb
+    (array([[[2., 2., 2.]]]), array([[[3., 3.]]]), array([6.]))
     """
     x = prep.as_array(x, "x")
     weight = prep.as_array(weight, "weight")
@@ -298,7 +414,3 @@ def _check_gy(gy, shape):
         raise ValueError(f"grad_output must have the transposed output shape {tuple(shape)}, "
                          f"got shape {gy.shape}")
 
-
-for _f in (conv_transpose, conv_transpose_grad_input, conv_transpose_grad_weight,
-           conv_transpose_backward):
-    _f.__doc__ = _f.__doc__.format(shared=_SHARED_DOC)

@@ -58,7 +58,7 @@ import numpy as np
 
 from . import _prepare as prep
 from . import _cpu, _strategies
-from ._config import get_config
+from ._config import Options, get_config
 from ._version import __version__
 
 FORMAT = 1
@@ -364,11 +364,18 @@ tuning_cache = _FileCache("tuning.json", check_tuning_entry)
 calibration_cache = _FileCache("calibration.json", check_calibration_entry)
 
 
-def clear_cache(opts=None):
+def clear_cache(opts: Options | None = None) -> list[str]:
     """Delete this machine's tuning and calibration files for the current thread count.
 
     Also removes their lock files and temporary files left by killed writers,
-    and forgets remembered dispatcher decisions.
+    and forgets remembered dispatcher decisions. The next "autotune" call
+    measures again; the cost model falls back to the shipped calibration.
+
+    Parameters
+    ----------
+    opts : Options, optional
+        Options whose ``cache_dir`` and thread count name the files; default:
+        those in force (:func:`fastconv.get_config`).
 
     Returns
     -------

@@ -27,14 +27,22 @@ purpose by not calling it).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
 from ._api import conv as _conv, conv_backward as _conv_backward
+from ._docstrings import CONV as _CONV, TRANSPOSE as _TRANSPOSE
+from ._docstrings import shared_parameters as _shared_parameters, table as _table
 from ._padmode import check_mode as _check_padding_mode
 from ._transpose import conv_transpose as _conv_transpose
 from ._transpose import conv_transpose_backward as _conv_transpose_backward
 from ._spec import _is_int, _sequence
+from ._typing import ArrayLike as _ArrayLike
+from ._typing import DTypeLike as _DTypeLike
+from ._typing import Padding as _Padding
+from ._typing import TransposePadding as _TransposePadding
+from ._typing import PerAxis as _PerAxis
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
            "ConvTranspose3d"]
@@ -73,9 +81,12 @@ class _Layer:
     _nd = 2
     _transposed = False
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 dilation=1, groups=1, bias=True, padding_mode="zeros", *, output_padding=0,
-                 dtype=np.float32, rng=None, strategy="auto", needs_input_grad=True):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: _PerAxis,
+                 stride: _PerAxis = 1, padding: _Padding = 0, dilation: _PerAxis = 1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
+                 output_padding: _PerAxis = 0, dtype: _DTypeLike = np.float32,
+                 rng: int | np.random.Generator | np.random.RandomState | None = None,
+                 strategy: str = "auto", needs_input_grad: bool = True) -> None:
         nd = self._nd
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
                         ("groups", groups)):
@@ -116,18 +127,24 @@ class _Layer:
         self._x = None
 
     # -- parameters -------------------------------------------------------------
-    def parameters(self):
+    def parameters(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         """Yield ``(name, array, grad)`` for the weight and (if any) the bias.
 
-        ``array`` is the parameter itself (update it in place); ``grad`` is its
-        gradient summed over the ``backward`` calls since the layer was made or
-        :meth:`zero_grad` last ran (zeros before any).
+        Yields
+        ------
+        name : {"weight", "bias"}
+            The parameter's name.
+        array : ndarray
+            The parameter itself: update it in place.
+        grad : ndarray
+            Its gradient summed over the ``backward`` calls since the layer
+            was made or :meth:`zero_grad` last ran (zeros before any).
         """
         yield "weight", self.weight, self._grad("weight")
         if self.bias is not None:
             yield "bias", self.bias, self._grad("bias")
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set the accumulated gradients (``.grads``) to zero, in place.
 
         As ``torch.nn.Module.zero_grad``: :meth:`backward` adds to the
@@ -150,7 +167,7 @@ class _Layer:
         return g
 
     @property
-    def n_parameters(self):
+    def n_parameters(self) -> int:
         """Number of trainable values (weight and bias)."""
         return self.weight.size + (0 if self.bias is None else self.bias.size)
 
@@ -158,11 +175,21 @@ class _Layer:
     def __call__(self, x):
         return self.forward(x)
 
-    def forward(self, x):
-        """Output for ``x`` of shape ``(N, C_in, *spatial)`` or ``(C_in, *spatial)``.
+    def forward(self, x: _ArrayLike) -> np.ndarray:
+        """The layer's output for ``x``; calling the layer does the same.
 
         Keeps a reference to ``x`` (not a copy) for :meth:`backward`: do not
         modify ``x`` in place before calling it.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, C_in, *spatial) or (C_in, *spatial)
+            Input; without the batch axis the output has none either.
+
+        Returns
+        -------
+        ndarray, shape (N, C_out, *out_spatial) or (C_out, *out_spatial)
+            In the dtype of ``x`` and the weight (at least float32).
         """
         x = np.asarray(x)
         self._x = x
@@ -173,7 +200,8 @@ class _Layer:
         return _conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                      self.groups, strategy=self.strategy, padding_mode=self.padding_mode)
 
-    def backward(self, grad_out, *, needs_input_grad=None):
+    def backward(self, grad_out: _ArrayLike, *,
+                 needs_input_grad: bool | None = None) -> np.ndarray | None:
         """Add dL/dweight and dL/dbias to ``.grads`` and return dL/dx.
 
         The gradients accumulate over calls until :meth:`zero_grad`, as in
@@ -181,7 +209,8 @@ class _Layer:
 
         Parameters
         ----------
-        grad_out : ndarray, the shape of the last ``forward``'s output
+        grad_out : array_like, the shape of the last ``forward``'s output
+            dL/dy.
         needs_input_grad : bool, optional
             False skips computing dL/dx (a first layer needs none) and returns
             None; default: the layer's ``needs_input_grad``.
@@ -189,6 +218,14 @@ class _Layer:
         Returns
         -------
         ndarray of the input's shape, or None
+            dL/dx of the last ``forward``'s input.
+
+        Raises
+        ------
+        RuntimeError
+            When :meth:`forward` has not run.
+        ValueError
+            When ``grad_out`` does not have the output's shape.
         """
         if self._x is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
@@ -229,57 +266,74 @@ class _Layer:
         return s + ")"
 
 
+# The layers' parameters not in the shared tables (a later table wins): the
+# transposed layers' padding_mode, and output_padding, which the convolution
+# layers take (one constructor for all) and ignore.
+_LAYER = _table('''
+padding_mode : {"zeros"}, default "zeros"
+    Only "zeros", as in torch's transposed convolution layers.
+output_padding : int or tuple of int, default 0
+    Not used by a convolution layer: its constructor is the transposed
+    layers', which use it.
+''')
+
+
 def _make(nd, transposed):
     name = f"{'ConvTranspose' if transposed else 'Conv'}{nd}d"
-    sig = ("in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, "
-           "groups=1, bias=True, padding_mode='zeros', *, output_padding=0"
-           if transposed else
-           "in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, "
-           "groups=1, bias=True, padding_mode='zeros'")
-    doc = f"""{nd}-D {'transposed ' if transposed else ''}convolution layer on NumPy arrays.
+    what = "transposed convolution" if transposed else "convolution"
+    w_shape = "(C_in, C_out/groups, *kernel)" if transposed else "(C_out, C_in/groups, *kernel)"
+    doc = f"""{nd}-D {what} layer on NumPy arrays.
 
-    ``{name}({sig}, dtype=np.float32, rng=None, strategy="auto", needs_input_grad=True)``
+    Arguments as ``torch.nn.{name}``, plus ``dtype``, ``rng``, ``strategy`` and
+    ``needs_input_grad``.
 
-    Arguments as ``torch.nn.{name}`` (``padding`` also takes fastconv's
-    ``(before, after)`` pairs{'' if transposed else ' and "same"/"valid"'}; ``padding_mode``
-    {'"zeros" only, as in torch' if transposed
-     else '"zeros", "reflect", "replicate" or "circular", as in torch'}), plus
-
-    dtype : float32 or float64
-    rng : numpy.random.Generator or int, optional
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the input.
+    out_channels : int
+        Channels of the output.
+    kernel_size : int or tuple of int
+        Kernel size: one int for every spatial axis, or one per axis.
+    bias : bool, default True
+        Whether the layer has a bias (one value per output channel).
+    dtype : float32 or float64, default float32
+        dtype of the weight and bias.
+    rng : int, numpy.random.Generator, numpy.random.RandomState or None, optional
         Source of the initial weights (PyTorch's default initialization); an
         int is a seed (``numpy.random.default_rng(rng)``), None fresh entropy.
-    strategy : str, default "auto"
-        fastconv strategy for every pass.
     needs_input_grad : bool, default True
         False: :meth:`backward` skips dL/dx and returns None (a first layer).
 
     Attributes
     ----------
-    weight : ndarray, {'(C_in, C_out/groups, *kernel)' if transposed
-                       else '(C_out, C_in/groups, *kernel)'}
-    bias : ndarray (C_out,) or None
+    weight : ndarray, shape {w_shape}
+        The kernels, updated in place by a training step.
+    bias : ndarray, shape (C_out,), or None
+        The bias, None without one.
     grads : dict
-        ``{{"weight": ..., "bias": ...}}``: the gradients summed over the
-        :meth:`backward` calls since the layer was made or :meth:`zero_grad`
+        ``grads["weight"]`` and ``grads["bias"]``: the gradients summed over
+        the :meth:`backward` calls since the layer was made or :meth:`zero_grad`
         last ran (zeros before any; the bias entry is None without a bias).
         They accumulate as in PyTorch: call :meth:`zero_grad` once per step.
     """
     attrs = {"_nd": nd, "_transposed": transposed, "__doc__": doc, "__module__": __name__}
     if transposed:
         # torch's ConvTranspose order: (..., padding, output_padding, groups, bias, dilation)
-        def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                     output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
-                     *, dtype=np.float32, rng=None, strategy="auto", needs_input_grad=True):
+        def __init__(self, in_channels: int, out_channels: int, kernel_size: _PerAxis,
+                     stride: _PerAxis = 1, padding: _TransposePadding = 0,
+                     output_padding: _PerAxis = 0, groups: int = 1, bias: bool = True,
+                     dilation: _PerAxis = 1,
+                     padding_mode: str = "zeros", *, dtype: _DTypeLike = np.float32,
+                     rng: int | np.random.Generator | np.random.RandomState | None = None,
+                     strategy: str = "auto", needs_input_grad: bool = True) -> None:
             _Layer.__init__(self, in_channels, out_channels, kernel_size, stride, padding,
                             dilation, groups, bias, padding_mode,
                             output_padding=output_padding, dtype=dtype, rng=rng,
                             strategy=strategy, needs_input_grad=needs_input_grad)
         attrs["__init__"] = __init__
-        attrs["__doc__"] = doc.replace(sig, "in_channels, out_channels, kernel_size, stride=1, "
-                                       "padding=0, output_padding=0, groups=1, bias=True, "
-                                       "dilation=1, padding_mode='zeros'")
-    return type(name, (_Layer,), attrs)
+    tables = (_LAYER, _TRANSPOSE) if transposed else (_LAYER, _CONV)
+    return _shared_parameters(*tables)(type(name, (_Layer,), attrs))
 
 
 Conv1d, Conv2d, Conv3d = (_make(n, False) for n in (1, 2, 3))

@@ -25,7 +25,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ._spec import make_spec
+from ._docstrings import CONV, shared_parameters
+from ._spec import ConvSpec, make_spec
+from ._typing import Padding, PerAxis, Shape
 
 __all__ = ["ParamCounts", "conv_vs_dense", "from_spec"]
 
@@ -73,27 +75,34 @@ class ParamCounts:
     dense_macs: int
 
     @property
-    def conv_total(self):
+    def conv_total(self) -> int:
         """Weights plus biases of the conv layer."""
         return self.conv_weights + self.conv_biases
 
     @property
-    def dense_total(self):
+    def dense_total(self) -> int:
         """Weights plus biases of the dense layer."""
         return self.dense_weights + self.dense_biases
 
     @property
-    def ratio(self):
+    def ratio(self) -> float:
         """``dense_total / conv_total``: how many times more parameters the dense layer has."""
         return self.dense_total / self.conv_total
 
     @property
-    def macs_ratio(self):
+    def macs_ratio(self) -> float:
         """``dense_macs / conv_macs``."""
         return self.dense_macs / self.conv_macs
 
-    def as_dict(self):
-        """Plain dict (JSON-ready) of every count, the totals and the ratios."""
+    def as_dict(self) -> dict:
+        """Plain dict (JSON-ready) of every count, the totals and the ratios.
+
+        Returns
+        -------
+        dict
+            The fields (tuples as lists), ``conv_total``, ``dense_total``,
+            ``ratio`` and ``macs_ratio``.
+        """
         return {
             "ndim": self.ndim, "in_shape": list(self.in_shape),
             "out_shape": list(self.out_shape), "kernel": list(self.kernel),
@@ -117,17 +126,20 @@ class ParamCounts:
         )
 
 
-def from_spec(spec, *, bias=True):
+def from_spec(spec: ConvSpec, *, bias: bool = True) -> ParamCounts:
     """:class:`ParamCounts` of the layer a :class:`~fastconv.ConvSpec` describes.
 
     Parameters
     ----------
     spec : ConvSpec
+        The layer, from :func:`fastconv.make_spec`.
     bias : bool, default True
+        Count a bias in both layers.
 
     Returns
     -------
     ParamCounts
+        The counts of the conv layer and of its dense equivalent.
     """
     cin_g = spec.in_channels // spec.groups
     in_shape = (spec.in_channels,) + tuple(spec.in_spatial)
@@ -146,8 +158,10 @@ def from_spec(spec, *, bias=True):
     )
 
 
-def conv_vs_dense(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
-                  bias=True):
+@shared_parameters(CONV)
+def conv_vs_dense(input_shape: Shape, weight_shape: Shape, stride: PerAxis = 1,
+                  padding: Padding = 0, dilation: PerAxis = 1, groups: int = 1, *,
+                  bias: bool = True) -> ParamCounts:
     """Parameter and multiply-add counts of a conv layer and of the equivalent dense layer.
 
     The dense layer maps the same input, flattened (``C_in * prod(in_spatial)``
@@ -161,8 +175,6 @@ def conv_vs_dense(input_shape, weight_shape, stride=1, padding=0, dilation=1, gr
     weight_shape : tuple of int
         ``(C_out, C_in / groups, *kernel)``; its length sets the number of
         spatial axes (1, 2 or 3).
-    stride, padding, dilation, groups :
-        As in :func:`fastconv.conv`; they set the output size.
     bias : bool, default True
         Count a bias in both layers (``C_out`` for the conv layer,
         ``C_out * prod(out_spatial)`` for the dense one).
@@ -183,6 +195,7 @@ def conv_vs_dense(input_shape, weight_shape, stride=1, padding=0, dilation=1, gr
     LeNet-5 C1, 1x32x32 -> 6x28x28 with 5x5 kernels: 6*25 + 6 = 156 parameters,
     against (1*32*32) * (6*28*28) + 6*28*28 = 4,821,600 for a dense layer.
 
+    >>> from fastconv.params import conv_vs_dense
     >>> p = conv_vs_dense((1, 32, 32), (6, 1, 5, 5))
     >>> p.out_shape, p.conv_total, p.dense_total
     ((6, 28, 28), 156, 4821600)

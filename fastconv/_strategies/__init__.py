@@ -60,7 +60,7 @@ def all_strategies():
     return tuple(_REGISTRY.values())
 
 
-def release_buffers():
+def release_buffers() -> None:
     """Free the scratch memory fastconv keeps between calls.
 
     im2col keeps its column buffer per Python thread and FFT keeps the transform
@@ -70,6 +70,8 @@ def release_buffers():
     are allocated again on demand. Call it after a burst of large convolutions
     when the memory matters more than the next call's speed.
 
+    Examples
+    --------
     >>> import fastconv
     >>> fastconv.release_buffers()
     """

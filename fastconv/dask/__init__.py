@@ -50,6 +50,7 @@ except ImportError as e:  # pragma: no cover - depends on the install
 import fastconv
 from fastconv import _transpose
 from fastconv._config import _validated
+from fastconv._docstrings import CONV, TRANSPOSE, shared_parameters, table
 
 from . import _blocks
 from ._plan import forward_window, grad_input_window, input_bounds, output_bounds, pieces
@@ -60,6 +61,24 @@ __all__ = ["conv", "conv1d", "conv2d", "conv3d", "grad_input", "grad_weight", "c
            "ChunkWarning"]
 
 SPLIT_EVERY = 8
+
+# The parameters only the dask functions have; the others are those of the
+# NumPy API (fastconv._docstrings' CONV and TRANSPOSE).
+_DASK = table('''
+x : dask.array.Array, shape (N, C_in, *spatial) or (C_in, *spatial)
+    Chunked along batch and/or spatial axes; channels in one chunk (else
+    rechunked, with a :class:`ChunkWarning`).
+grad_output : dask.array.Array, the forward output's shape
+    dL/dy, chunked along batch and/or spatial axes; channels in one chunk.
+n_threads : int, optional
+    Kernel threads per block; default: the worker's thread count divided
+    among the fastconv blocks it is running.
+split_every : int, default 8
+    How many partial weight gradients the tree reduction sums at a time (>= 2).
+input_chunks : tuple of tuple of int, optional
+    Chunks of the result (e.g. ``x.chunks``); by default derived from
+    grad_output's chunks.
+''')
 
 
 class ChunkWarning(UserWarning):
@@ -195,28 +214,42 @@ def _array(name, dsk, deps, chunks, dtype):
 # ---------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------
+@shared_parameters(CONV, _DASK)
 def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, flip=False,
          strategy="auto", n_threads=None):
     """Forward pass of an N-d convolution layer on a dask array.
 
-    Parameters are those of :func:`fastconv.conv`; ``x`` is a dask array,
+    The parameters are those of :func:`fastconv.conv`; ``x`` is a dask array,
     ``weight`` and ``bias`` NumPy arrays.
 
     Parameters
     ----------
-    x : dask.array.Array, shape (N, C_in, *spatial) or (C_in, *spatial)
-        Chunked along batch and/or spatial axes; channels in one chunk.
     weight : ndarray, shape (C_out, C_in / groups, *kernel)
+        Kernels, put in the graph once.
     bias : ndarray, shape (C_out,), optional
-    n_threads : int, optional
-        Kernel threads per block; default: the worker's thread count divided
-        among the fastconv blocks it is running.
+        Added to every output position of its channel.
 
     Returns
     -------
     y : dask.array.Array, shape (N, C_out, *out_spatial) or without N
         Batch chunks of ``x``; spatial chunks follow ``x``'s (output ``o``
         belongs to the chunk holding its window's centre), a single channel chunk.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument, as the NumPy API, or an input that is not a
+        dask array.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastconv.dask
+    >>> x = da.ones((4, 3, 32, 32), chunks=(2, 3, 16, 16))
+    >>> y = fastconv.dask.conv(x, np.ones((8, 3, 3, 3)), padding=1)
+    >>> y.shape, y.chunks[2]
+    ((4, 8, 32, 32), (16, 16))
+    >>> float(y[0, 0, 10, 10].compute())
+    27.0
     """
     return _conv(x, weight, bias, stride, padding, dilation, groups, flip, strategy, n_threads)
 
@@ -279,8 +312,27 @@ def _fixed(ndim, fname):
                     n_threads=n_threads)
 
     f.__name__ = f.__qualname__ = fname
-    f.__doc__ = f"{ndim}-D convolution of a dask array; see :func:`fastconv.dask.conv`."
-    return f
+    f.__doc__ = f"""{ndim}-D convolution of a dask array (:func:`fastconv.dask.conv` for {ndim}-D).
+
+    Parameters
+    ----------
+    weight : ndarray, shape (C_out, C_in / groups, *kernel)
+        Kernels with {ndim} spatial axes.
+    bias : ndarray, shape (C_out,), optional
+        Added to every output position of its channel.
+
+    Returns
+    -------
+    dask.array.Array, shape (N, C_out, *out_spatial) or (C_out, *out_spatial)
+        Chunked as :func:`fastconv.dask.conv` says.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument, as the NumPy API, or an input that is not a
+        dask array.
+    """
+    return shared_parameters(CONV, _DASK)(f)
 
 
 conv1d, conv2d, conv3d = (_fixed(n, f"conv{n}d") for n in (1, 2, 3))
@@ -292,25 +344,35 @@ def _check_gy(gy, spec):
                          f"{spec.input_shape}, weight {spec.weight_shape}), got shape {gy.shape}")
 
 
+@shared_parameters(CONV, _DASK)
 def grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
                flip=False, strategy="auto", ndim=None, input_chunks=None, n_threads=None):
-    """dL/dx of a convolution, as a dask array (see :func:`fastconv.grad_input`).
+    """Gradient of a convolution with respect to its input, on dask arrays.
 
-    Each grad_input block is computed from the grad_output rows whose windows
-    touch it (a halo on grad_output) and is exact.
+    :func:`fastconv.grad_input` block by block: each grad_input block is
+    computed from the grad_output rows whose windows touch it (a halo on
+    grad_output) and is exact.
 
     Parameters
     ----------
     input_shape : tuple of int
-    weight : ndarray
-    grad_output : dask.array.Array, the forward output's shape
-    input_chunks : tuple of tuples, optional
+        Shape of the forward input.
+    weight : ndarray, shape (C_out, C_in / groups, *kernel)
+        The forward pass's kernels.
+    input_chunks : tuple of tuple of int, optional
         Chunks of the result (e.g. ``x.chunks``); by default derived from
         grad_output's chunks (the inverse of the forward pass's rule).
 
     Returns
     -------
     grad_x : dask.array.Array of shape ``input_shape``
+        dL/dx.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument, as the NumPy API, or an input that is not a
+        dask array.
     """
     w = _numpy(weight, "weight")
     gy = _dask(grad_output, "grad_output")
@@ -356,16 +418,32 @@ def grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1
     return gx if spec.batched else gx[0]
 
 
+@shared_parameters(CONV, _DASK)
 def grad_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
                 flip=False, strategy="auto", ndim=None, split_every=SPLIT_EVERY, n_threads=None):
-    """dL/dw of a convolution over a dask array (see :func:`fastconv.grad_weight`).
+    """Gradient of a convolution with respect to its weight, over dask arrays.
 
-    One partial gradient per grad_output block (from that block and the input
-    rows its windows read), summed by a tree reduction ``split_every`` at a time.
+    :func:`fastconv.grad_weight` block by block: one partial gradient per
+    grad_output block (from that block and the input rows its windows read),
+    summed by a tree reduction ``split_every`` at a time.
+
+    Parameters
+    ----------
+    input : dask.array.Array, shape (N, C_in, *spatial) or (C_in, *spatial)
+        The forward pass's input.
+    weight_shape : tuple of int
+        ``(C_out, C_in / groups, *kernel)``.
 
     Returns
     -------
     grad_w : dask.array.Array of shape ``weight_shape`` (one chunk)
+        dL/dw, summed over the batch.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument, as the NumPy API, or an input that is not a
+        dask array.
     """
     x = _dask(input, "input")
     gy = _dask(grad_output, "grad_output")
@@ -408,15 +486,39 @@ def grad_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=
     return partials.sum(axis=0, dtype=dtype, split_every=split_every)
 
 
+@shared_parameters(CONV, _DASK)
 def conv_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
                   flip=False, strategy="auto", split_every=SPLIT_EVERY, n_threads=None):
     """Both backward passes over dask arrays (see :func:`fastconv.conv_backward`).
 
+    Parameters
+    ----------
+    weight : ndarray, shape (C_out, C_in / groups, *kernel)
+        The forward pass's kernels.
+
     Returns
     -------
     grad_x : dask.array.Array, shape and chunks of ``x``
+        dL/dx.
     grad_w : dask.array.Array, shape of ``weight``
+        dL/dw, summed over the batch.
     grad_b : dask.array.Array, shape (C_out,)
+        Gradient for a bias, ``grad_output`` summed over batch and space.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument, as the NumPy API, or an input that is not a
+        dask array.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastconv.dask
+    >>> x = da.ones((4, 3, 16, 16), chunks=(2, 3, 8, 8))
+    >>> gx, gw, gb = fastconv.dask.conv_backward(x, np.ones((8, 3, 3, 3)),
+    ...                                          da.ones((4, 8, 14, 14), chunks=(2, 8, 7, 7)))
+    >>> gx.chunks == x.chunks, gw.shape, gb.compute()[:2]
+    (True, (8, 3, 3, 3), array([784., 784.]))
     """
     x = _dask(x, "x")
     w = _numpy(weight, "weight")
@@ -462,6 +564,7 @@ def _crop_extra(a, extra):
                                  for i, e in enumerate(extra))]
 
 
+@shared_parameters(TRANSPOSE, _DASK)
 def conv_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                    dilation=1, *, strategy="auto", n_threads=None):
     """Transposed convolution of a dask array (see :func:`fastconv.conv_transpose`).
@@ -472,21 +575,22 @@ def conv_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0, 
 
     Parameters
     ----------
-    x : dask.array.Array, shape (N, C_in, *spatial) or (C_in, *spatial)
-        Chunked along batch and/or spatial axes; channels in one chunk.
     weight : ndarray, shape (C_in, C_out / groups, *kernel)
+        Kernels, in PyTorch's transposed layout.
     bias : ndarray, shape (C_out,), optional
-    stride, padding, output_padding, groups, dilation, strategy :
-        As in :func:`fastconv.conv_transpose` (padding: ints or (before, after)
-        pairs).
-    n_threads : int, optional
-        Kernel threads per block, as in :func:`conv`.
+        Added to every output position of its channel.
 
     Returns
     -------
     y : dask.array.Array, shape (N, C_out, *out_spatial) or without N
         Batch chunks of ``x``; spatial chunks follow ``x``'s (the inverse of
         :func:`conv`'s rule); dtype as :func:`fastconv.conv_transpose`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument, as the NumPy API, or an input that is not a
+        dask array.
     """
     x = _dask(x, "x")
     w = _numpy(weight, "weight")
@@ -525,33 +629,65 @@ def _fixed_transpose(ndim):
                               strategy=strategy, n_threads=n_threads)
 
     f.__name__ = f.__qualname__ = fname
-    f.__doc__ = (f"{ndim}-D transposed convolution of a dask array; see "
-                 ":func:`fastconv.dask.conv_transpose`.")
-    return f
+    f.__doc__ = f"""{ndim}-D transposed convolution of a dask array.
+
+    :func:`fastconv.dask.conv_transpose` for {ndim}-D.
+
+    Parameters
+    ----------
+    weight : ndarray, shape (C_in, C_out / groups, *kernel)
+        Kernels with {ndim} spatial axes.
+    bias : ndarray, shape (C_out,), optional
+        Added to every output position of its channel.
+
+    Returns
+    -------
+    dask.array.Array, shape (N, C_out, *out_spatial) or (C_out, *out_spatial)
+        Chunked as :func:`fastconv.dask.conv_transpose` says.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument, as the NumPy API, or an input that is not a
+        dask array.
+    """
+    return shared_parameters(TRANSPOSE, _DASK)(f)
 
 
 conv_transpose1d, conv_transpose2d, conv_transpose3d = (_fixed_transpose(n) for n in (1, 2, 3))
 
 
+@shared_parameters(TRANSPOSE, _DASK)
 def conv_transpose_grad_input(input_shape, weight, grad_output, stride=1, padding=0,
                               output_padding=0, groups=1, dilation=1, *, strategy="auto",
                               input_chunks=None, n_threads=None):
-    """dL/dx of a transposed convolution: the :func:`conv` graph of ``grad_output``
-    (see :func:`fastconv.conv_transpose_grad_input`).
+    """Gradient of a transposed convolution with respect to its input, on dask arrays.
+
+    The :func:`conv` graph of ``grad_output`` (see
+    :func:`fastconv.conv_transpose_grad_input`).
 
     Parameters
     ----------
     input_shape : tuple of int
         Shape of the transposed convolution's input ``x``.
     weight : ndarray, shape (C_in, C_out / groups, *kernel)
+        The transposed convolution's kernels.
     grad_output : dask.array.Array, the transposed output's shape
-    input_chunks : tuple of tuples, optional
+        dL/dy.
+    input_chunks : tuple of tuple of int, optional
         Chunks of the result (e.g. ``x.chunks``); by default derived from
         grad_output's chunks (:func:`conv`'s rule).
 
     Returns
     -------
     grad_x : dask.array.Array of shape ``input_shape``
+        dL/dx.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument, as the NumPy API, or an input that is not a
+        dask array.
     """
     w = _numpy(weight, "weight")
     gy = _dask(grad_output, "grad_output")
@@ -574,21 +710,34 @@ def conv_transpose_grad_input(input_shape, weight, grad_output, stride=1, paddin
     return _crop_extra(gx, extra)
 
 
+@shared_parameters(TRANSPOSE, _DASK)
 def conv_transpose_grad_weight(input, weight_shape, grad_output, stride=1, padding=0,
                                output_padding=0, groups=1, dilation=1, *, strategy="auto",
                                split_every=SPLIT_EVERY, n_threads=None):
-    """dL/dw of a transposed convolution: the :func:`grad_weight` graph with
-    input and grad_output exchanged (see :func:`fastconv.conv_transpose_grad_weight`).
+    """Gradient of a transposed convolution with respect to its weight, over dask arrays.
+
+    The :func:`grad_weight` graph with input and grad_output exchanged (see
+    :func:`fastconv.conv_transpose_grad_weight`).
 
     Parameters
     ----------
     input : dask.array.Array, shape (N, C_in, *spatial) or (C_in, *spatial)
+        The transposed convolution's input.
     weight_shape : tuple of int, (C_in, C_out / groups, *kernel)
+        Shape of its weight.
     grad_output : dask.array.Array, the transposed output's shape
+        dL/dy.
 
     Returns
     -------
     grad_w : dask.array.Array of shape ``weight_shape`` (one chunk)
+        dL/dw, summed over the batch.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument, as the NumPy API, or an input that is not a
+        dask array.
     """
     x = _dask(input, "input")
     gy = _dask(grad_output, "grad_output")
@@ -604,17 +753,36 @@ def conv_transpose_grad_weight(input, weight_shape, grad_output, stride=1, paddi
                        split_every=split_every, n_threads=n_threads)
 
 
+@shared_parameters(TRANSPOSE, _DASK)
 def conv_transpose_backward(x, weight, grad_output, stride=1, padding=0, output_padding=0,
                             groups=1, dilation=1, *, strategy="auto", split_every=SPLIT_EVERY,
                             n_threads=None):
-    """The backward passes of a transposed convolution over dask arrays
-    (see :func:`fastconv.conv_transpose_backward`; dtypes as there).
+    """The backward passes of a transposed convolution over dask arrays.
+
+    As :func:`fastconv.conv_transpose_backward` (dtypes as there), all three
+    gradients.
+
+    Parameters
+    ----------
+    weight : ndarray, shape (C_in, C_out / groups, *kernel)
+        The forward pass's kernels.
+    grad_output : dask.array.Array, the transposed output's shape
+        dL/dy.
 
     Returns
     -------
     grad_x : dask.array.Array, shape and chunks of ``x``
+        dL/dx.
     grad_w : dask.array.Array, shape of ``weight``
+        dL/dw, summed over the batch.
     grad_b : dask.array.Array, shape (C_out,)
+        Gradient for a bias, ``grad_output`` summed over batch and space.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed argument, as the NumPy API, or an input that is not a
+        dask array.
     """
     x = _dask(x, "x")
     w = _numpy(weight, "weight")

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _ops
+from .._docstrings import CONV, TRANSPOSE, shared_parameters, table
 from .._padmode import check_mode as _check_padding_mode
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
@@ -29,24 +30,56 @@ class UnsupportedTensorError(RuntimeError):
     """A tensor fastconv cannot compute on, met in strict mode."""
 
 
-def set_strict(enabled=True):
+def set_strict(enabled: bool = True) -> None:
     """Strict mode on or off for the whole process.
 
     In strict mode a tensor fastconv cannot compute on (not on the CPU, not
     float32/float64, mixed dtypes) raises :class:`UnsupportedTensorError`
     instead of silently running on torch's own kernels.
+
+    Parameters
+    ----------
+    enabled : bool, default True
+        True turns strict mode on, False off.
     """
     _state["strict"] = bool(enabled)
 
 
-def is_strict():
-    """Whether strict mode is on."""
+def is_strict() -> bool:
+    """Whether strict mode is on.
+
+    Returns
+    -------
+    bool
+        True in strict mode (:func:`set_strict`, :func:`strict`).
+    """
     return _state["strict"]
 
 
 @contextlib.contextmanager
-def strict(enabled=True):
-    """Context manager form of :func:`set_strict`; restores the previous mode."""
+def strict(enabled: bool = True):
+    """Context manager form of :func:`set_strict`; restores the previous mode.
+
+    Parameters
+    ----------
+    enabled : bool, default True
+        Strict mode on (True) or off (False) inside the ``with`` block.
+
+    Yields
+    ------
+    None
+        Nothing: the block runs with the mode set.
+
+    Examples
+    --------
+    >>> import torch, fastconv.torch as fct
+    >>> x, w = torch.ones(1, 1, 5, dtype=torch.float16), torch.ones(1, 1, 3, dtype=torch.float16)
+    >>> with fct.strict():
+    ...     fct.conv1d(x, w)
+    Traceback (most recent call last):
+    ...
+    fastconv.torch._functional.UnsupportedTensorError: fastconv.torch.conv1d: cannot run on ...
+    """
     old = _state["strict"]
     _state["strict"] = bool(enabled)
     try:
@@ -55,8 +88,26 @@ def strict(enabled=True):
         _state["strict"] = old
 
 
-def unsupported_reason(*tensors):
-    """Why fastconv would not run on these tensors, or None if it would."""
+def unsupported_reason(*tensors: torch.Tensor | None) -> str | None:
+    """Why fastconv would not run on these tensors, or None if it would.
+
+    Parameters
+    ----------
+    *tensors : Tensor or None
+        The operands of one call (None for a missing bias is skipped).
+
+    Returns
+    -------
+    str or None
+        The reason (device, layout, dtype or mixed dtypes), None if fastconv
+        computes on them.
+
+    Examples
+    --------
+    >>> import torch, fastconv.torch as fct
+    >>> fct.unsupported_reason(torch.ones(2), torch.ones(2, dtype=torch.float64))
+    "mixed dtypes ['torch.float32', 'torch.float64']"
+    """
     ts = [t for t in tensors if t is not None]
     for t in ts:
         if t.device.type != "cpu":
@@ -247,28 +298,34 @@ def _conv_transpose(nd, x, weight, bias, stride, padding, output_padding, groups
     return _ops.in_format(y, fmt) if batched else y.squeeze(0)
 
 
+# The torch functions' own parameters; the others are fastconv's (CONV, TRANSPOSE).
+_TORCH = table('''
+input : Tensor, shape (N, C_in, *spatial) or (C_in, *spatial)
+    Input; without the batch axis the result has none either.
+bias : Tensor, shape (C_out,), optional
+    Added to every output position of its channel.
+''')
+
+
 def _make_conv(nd):
-    def f(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-          strategy="auto", padding_mode="zeros"):
+    def f(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+          stride=1, padding=0, dilation=1, groups: int = 1, *, strategy: str = "auto",
+          padding_mode: str = "zeros") -> torch.Tensor:
         return _conv(nd, input, weight, bias, stride, padding, dilation, groups, strategy,
                      padding_mode)
 
     f.__name__ = f.__qualname__ = f"conv{nd}d"
     f.__doc__ = f"""{nd}-D convolution with the signature of ``torch.nn.functional.conv{nd}d``.
 
+    Plus fastconv's ``strategy=`` and ``padding_mode=``.
+
     Parameters
     ----------
-    input : Tensor, (N, C_in, *spatial) or (C_in, *spatial)
-    weight : Tensor, (C_out, C_in / groups, *kernel)
-    bias : Tensor, (C_out,), optional
-    stride, dilation : int or tuple
-    padding : int, tuple, "valid", "same", or fastconv's (before, after) pairs
-    groups : int
-    strategy : str, default "auto"
-        fastconv's strategy ("auto", "direct", "im2col", "fft", ...).
-    padding_mode : {{"zeros", "reflect", "replicate", "circular"}}, default "zeros"
-        How the padding is filled, as ``torch.nn.Conv{nd}d``'s ``padding_mode``
-        (``F.pad`` pads, then the convolution runs without padding).
+    weight : Tensor, shape (C_out, C_in / groups, *kernel)
+        Kernels with {nd} spatial axes.
+    padding : int, tuple, "valid", "same", or (before, after) pairs, default 0
+        As torch takes it (zeros on both sides of each axis; "same" for stride
+        1 only), or fastconv's ``(before, after)`` pair per axis.
 
     Returns
     -------
@@ -277,36 +334,48 @@ def _make_conv(nd):
         by fastconv for CPU float32/float64 tensors, else by torch (see
         :func:`set_strict`); under ``torch.autocast("cpu")`` in the autocast
         dtype, by torch. channels_last when the input or the weight is.
+
+    Raises
+    ------
+    UnsupportedTensorError
+        In strict mode, for tensors fastconv cannot compute on.
+    TypeError, ValueError
+        For a malformed argument, as torch.
     """
-    return f
+    return shared_parameters(CONV, _TORCH)(f)
 
 
 def _make_conv_transpose(nd):
-    def f(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-          dilation=1, *, strategy="auto"):
+    def f(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+          stride=1, padding=0, output_padding=0, groups: int = 1, dilation=1, *,
+          strategy: str = "auto") -> torch.Tensor:
         return _conv_transpose(nd, input, weight, bias, stride, padding, output_padding,
                                groups, dilation, strategy)
 
     f.__name__ = f.__qualname__ = f"conv_transpose{nd}d"
-    f.__doc__ = f"""{nd}-D transposed convolution with the signature of
-    ``torch.nn.functional.conv_transpose{nd}d``, plus ``strategy=``.
+    f.__doc__ = f"""{nd}-D transposed convolution, as ``torch.nn.functional.conv_transpose{nd}d``.
+
+    The same arguments, plus ``strategy=``.
 
     Parameters
     ----------
-    input : Tensor, (N, C_in, *spatial) or (C_in, *spatial)
-    weight : Tensor, (C_in, C_out / groups, *kernel)
-    bias : Tensor, (C_out,), optional
-    stride, output_padding, dilation : int or tuple
-    padding : int, tuple, or fastconv's (before, after) pairs
-    groups : int
-    strategy : str, default "auto"
+    weight : Tensor, shape (C_in, C_out / groups, *kernel)
+        Kernels with {nd} spatial axes.
 
     Returns
     -------
     Tensor
-        Differentiable (``fastconv::conv_transpose``).
+        Differentiable (``fastconv::conv_transpose``); computed by fastconv
+        for CPU float32/float64 tensors, else by torch (see :func:`set_strict`).
+
+    Raises
+    ------
+    UnsupportedTensorError
+        In strict mode, for tensors fastconv cannot compute on.
+    TypeError, ValueError
+        For a malformed argument, as torch.
     """
-    return f
+    return shared_parameters(TRANSPOSE, _TORCH)(f)
 
 
 conv1d, conv2d, conv3d = (_make_conv(n) for n in (1, 2, 3))

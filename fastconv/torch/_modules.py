@@ -19,7 +19,14 @@ class _FastConvMixin:
 
     strategy = "auto"  # class default: a module converted in place has it too
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
+        """The arguments of the module's repr, ``strategy`` included.
+
+        Returns
+        -------
+        str
+            torch's arguments, then ``strategy=...``.
+        """
         # always shown: after convert(), print(model) tells which layers fastconv runs
         return f"{super().extra_repr()}, strategy={self.strategy!r}"
 
@@ -103,14 +110,28 @@ def _conv_class(nd, base):
 
     C.__name__ = C.__qualname__ = base.__name__
     C.__module__ = "fastconv.torch"
-    C.__doc__ = (f"``torch.nn.{base.__name__}`` computed by fastconv (same constructor "
-                 "and state_dict; the repr adds ``strategy=``) plus the keyword "
-                 "``strategy=\"auto\"``.\n\n"
-                 "Every padding_mode runs on fastconv (F.pad pads, then fastconv convolves); "
-                 "a module moved to another device or dtype runs on torch's kernels (see "
-                 ":func:`fastconv.torch.set_strict`). ``torch.jit.script`` compiles it: the "
-                 "scripted module calls ``torch.ops.fastconv.conv`` (import fastconv.torch "
-                 "before loading a saved one); strict mode and autocast do not apply there.")
+    C.__doc__ = f"""``torch.nn.{base.__name__}`` computed by fastconv.
+
+    The same constructor and state_dict, plus the keyword ``strategy``; the repr
+    adds ``strategy=``. Every padding_mode runs on fastconv (F.pad pads, then
+    fastconv convolves); a module moved to another device or dtype runs on
+    torch's kernels (see :func:`fastconv.torch.set_strict`). ``torch.jit.script``
+    compiles it: the scripted module calls ``torch.ops.fastconv.conv`` (import
+    fastconv.torch before loading a saved one); strict mode and autocast do not
+    apply there.
+
+    Parameters
+    ----------
+    *args
+        ``torch.nn.{base.__name__}``'s arguments (``in_channels``, ``out_channels``,
+        ``kernel_size``, ...), by position or by name.
+    strategy : str, default "auto"
+        fastconv's strategy for every pass ("auto" lets the dispatcher decide;
+        see :func:`fastconv.strategies`).
+    **kwargs
+        ``torch.nn.{base.__name__}``'s keyword arguments (``padding_mode``, ``device``,
+        ``dtype``, ...).
+    """
     return C
 
 
@@ -124,6 +145,22 @@ def _transpose_class(nd, base):
             self.strategy = strategy
 
         def forward(self, input: Tensor, output_size: Optional[List[int]] = None) -> Tensor:
+            """The transposed convolution of ``input``, as torch's module computes it.
+
+            Parameters
+            ----------
+            input : Tensor, shape (N, C_in, *spatial) or (C_in, *spatial)
+                Input.
+            output_size : list of int, optional
+                The output's spatial size (or full shape); it chooses the
+                output padding, as in torch.
+
+            Returns
+            -------
+            Tensor
+                Differentiable; computed by fastconv for CPU float32/float64
+                tensors, else by torch.
+            """
             if torch.jit.is_scripting():
                 if self.padding_mode != "zeros":
                     raise ValueError("Only `zeros` padding mode is supported for ConvTranspose")
@@ -144,9 +181,23 @@ def _transpose_class(nd, base):
 
     C.__name__ = C.__qualname__ = base.__name__
     C.__module__ = "fastconv.torch"
-    C.__doc__ = (f"``torch.nn.{base.__name__}`` computed by fastconv (same constructor "
-                 "and state_dict; the repr adds ``strategy=``) plus the keyword "
-                 "``strategy=\"auto\"``; scriptable as the convolution modules are.")
+    C.__doc__ = f"""``torch.nn.{base.__name__}`` computed by fastconv.
+
+    The same constructor and state_dict, plus the keyword ``strategy``; the repr
+    adds ``strategy=``; scriptable as the convolution modules are.
+
+    Parameters
+    ----------
+    *args
+        ``torch.nn.{base.__name__}``'s arguments (``in_channels``, ``out_channels``,
+        ``kernel_size``, ...), by position or by name.
+    strategy : str, default "auto"
+        fastconv's strategy for every pass ("auto" lets the dispatcher decide;
+        see :func:`fastconv.strategies`).
+    **kwargs
+        ``torch.nn.{base.__name__}``'s keyword arguments (``padding_mode``, ``device``,
+        ``dtype``, ...).
+    """
     return C
 
 
@@ -193,7 +244,7 @@ def _reason(m):
     return Fc.unsupported_reason(m.weight, m.bias)
 
 
-def convert(model, *, strategy="auto"):
+def convert(model: tnn.Module, *, strategy: str = "auto") -> ConvertReport:
     """Swap the model's torch conv modules for fastconv's, in place.
 
     Each supported ``torch.nn.Conv{1,2,3}d`` / ``ConvTranspose{1,2,3}d`` (exactly
@@ -212,6 +263,23 @@ def convert(model, *, strategy="auto"):
     -------
     ConvertReport
         ``.swapped`` and ``.left`` (with reasons); ``print(report)`` lists them.
+
+    Raises
+    ------
+    TypeError
+        When ``model`` is not a ``torch.nn.Module``.
+
+    Examples
+    --------
+    >>> import torch, fastconv.torch as fct
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(),
+    ...                             torch.nn.Conv2d(8, 8, 3).double())
+    >>> print(fct.convert(model))
+    fastconv.torch.convert: 2 swapped, 0 left
+      swapped 0 (Conv2d)
+      swapped 2 (Conv2d)
+    >>> type(model[0]).__module__
+    'fastconv.torch'
     """
     if not isinstance(model, tnn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
