@@ -93,8 +93,8 @@ def _parallel_overhead(make_spec, threads):
     diffs = []
     # Three passes over the ops, the smallest difference kept: on a shared
     # machine a burst of other work makes a team wait for a descheduled thread
-    # (measured here: 21-26 us between bursts, 6-8 ms during one), which is the
-    # load of the moment, not this machine's cost of a team.
+    # (milliseconds, where a team costs microseconds), which is the load of the
+    # moment, not this machine's cost of a team.
     for _ in range(3):
         for op in OPS:
             a, b = _tuning.random_operands(op, spec, strategy=strat)

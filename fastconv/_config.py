@@ -176,8 +176,8 @@ class Options:
 
 
 # GNU OpenMP (libgomp) cannot start threads in a child forked after the parent ran
-# a parallel region: the child's first parallel loop hangs for ever (measured: every
-# strategy, in a child forked by os.fork or multiprocessing's "fork" start method).
+# a parallel region: the child's first parallel loop hangs for ever (every strategy,
+# in a child forked by os.fork or by multiprocessing's "fork" start method).
 # A forked child therefore runs fastconv on one thread; one thread per worker is
 # also what a pool of forked workers wants (no oversubscription of the cores).
 _forked_child = False
