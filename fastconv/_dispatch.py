@@ -57,10 +57,14 @@ class Decision:
     Attributes
     ----------
     op : str
-    strategy : str
-        The chosen strategy's name.
+    strategy : str or None
+        The chosen strategy's name; None when nothing fits.
     decided_by : str
-        "argument", "context", "config-rule", "tuning-cache" or "cost-model".
+        "argument", "context", "config-rule", "tuning-cache", "cost-model",
+        "empty-batch" (a batch of 0: no kernel runs; ``strategy`` is the one
+        asked for, "auto" if none was) or "nothing-fits" (only from
+        :func:`explain_decision`, i.e. ``fastconv.explain``: no strategy can run
+        the op within the memory budget; the candidates say why).
     detail : str
         The rule or cache entry that decided, or a short explanation.
     candidates : list of Candidate

@@ -1,10 +1,13 @@
 """Turn user arrays into the 5-D C-contiguous compute-dtype arrays kernels expect.
 
 Every strategy sees the kernel flipped when ``flip=True`` and 1-D/2-D data viewed
-as 3-D with singleton axes. A strategy whose ``pads_inside`` is true gets the input
-as it is and handles the zero border itself; any other gets a zero-padded copy (so
-its kernels compute *valid* correlations) and returns grad_input of the padded
-shape, cropped here. Inputs are never written to: arrays are only read, or copied.
+as 3-D with singleton axes. The four strategies pad inside (``pads_inside``): they
+get the input as it is and handle the zero border themselves, so no call copies
+its input into a padded array. The strategy protocol still lets a strategy
+without ``pads_inside`` (a new one's first version, a test's stand-in) take a
+zero-padded copy, so that its kernels compute *valid* correlations, and return
+grad_input of the padded shape, cropped here. Inputs are never written to:
+arrays are only read, or copied.
 """
 from __future__ import annotations
 
