@@ -17,6 +17,8 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
+from ._spec import _is_int, _show
+
 __all__ = ["Options", "config", "set_config", "get_config", "default_threads", "max_threads"]
 
 MiB = 1 << 20
@@ -217,18 +219,6 @@ _global = Options()
 _current = contextvars.ContextVar("fastconv_options", default=None)
 
 
-def _int(v):
-    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
-
-
-def _show(v):
-    """A value for an error message: arrays by type and shape, long text cut."""
-    if isinstance(v, np.ndarray):
-        return f"{type(v).__name__} of shape {v.shape} and dtype {v.dtype}"
-    r = repr(v)
-    return r if len(r) <= 80 else r[:77] + "..."
-
-
 def _validated(base, **kwargs):
     unknown = set(kwargs) - _FIELDS
     if unknown:
@@ -247,11 +237,11 @@ def _validated(base, **kwargs):
         )
     if not isinstance(opts.mode, str) or opts.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {_show(opts.mode)}")
-    if not _int(opts.memory_budget) or opts.memory_budget <= 0:
+    if not _is_int(opts.memory_budget) or opts.memory_budget <= 0:
         raise ValueError("memory_budget must be a positive int (bytes) or a string such as "
                          f"'512MiB', got {_show(opts.memory_budget)}")
     if opts.n_threads is not None:
-        if not _int(opts.n_threads) or opts.n_threads < 1:
+        if not _is_int(opts.n_threads) or opts.n_threads < 1:
             raise ValueError(f"n_threads must be None or a positive int, got {_show(opts.n_threads)}")
         if opts.n_threads > max_threads():
             raise ValueError(
@@ -260,7 +250,7 @@ def _validated(base, **kwargs):
                 "OpenMP cannot create that many threads")
     if not isinstance(opts.allow_fft, (bool, np.bool_)):
         raise TypeError(f"allow_fft must be True or False, got {_show(opts.allow_fft)}")
-    if not _int(opts.fft_max_stride) or opts.fft_max_stride < 1:
+    if not _is_int(opts.fft_max_stride) or opts.fft_max_stride < 1:
         raise ValueError(f"fft_max_stride must be a positive int, got {_show(opts.fft_max_stride)}")
     if opts.fft_rtol is not None and not (
             isinstance(opts.fft_rtol, numbers.Real) and not isinstance(opts.fft_rtol, (bool, np.bool_))
@@ -294,9 +284,9 @@ def _normalized(kw):
                 v = parse_size(v)
             except ConfigError as e:
                 raise ValueError(str(e)) from None
-        kw["memory_budget"] = int(v) if _int(v) else v
+        kw["memory_budget"] = int(v) if _is_int(v) else v
     for key in ("n_threads", "fft_max_stride"):
-        if _int(kw.get(key)):
+        if _is_int(kw.get(key)):
             kw[key] = int(kw[key])
     if isinstance(kw.get("allow_fft"), np.bool_):
         kw["allow_fft"] = bool(kw["allow_fft"])

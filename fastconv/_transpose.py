@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _api
 from . import _prepare as prep
-from ._spec import _sequence, result_dtype
+from ._spec import _sequence, conv_transpose_output_size, result_dtype
 
 __all__ = ["conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
            "conv_transpose_grad_input", "conv_transpose_grad_weight",
@@ -108,7 +108,8 @@ def _geometry(x_shape, w_shape, stride, padding, output_padding, dilation, group
     out = []
     for a in range(ndim):
         i, k = x_shape[len(x_shape) - ndim + a], w_shape[2 + a]
-        n = ((i - 1) * stride[a] - sum(pads[a]) + dilation[a] * (k - 1) + opad[a] + 1)
+        n = conv_transpose_output_size(i, k, stride[a], pads[a][0], pads[a][1], opad[a],
+                                       dilation[a])
         if n < 1:
             raise ValueError(f"the transposed output would be empty on axis {a} (size {n}): "
                              f"x {x_shape}, weight {w_shape}, stride {stride}, padding {pads}, "
@@ -123,8 +124,8 @@ def conv_transpose_output_shape(input_shape, weight_shape, stride=1, padding=0,
                                 output_padding=0, groups=1, dilation=1):
     """Shape of :func:`conv_transpose`'s result (as ``torch.nn.functional`` computes it).
 
-    Spatial sizes are ``(I - 1)*stride - pad_before - pad_after + dilation*(K - 1)
-    + output_padding + 1``.
+    Spatial sizes are :func:`fastconv._spec.conv_transpose_output_size`:
+    ``(I - 1)*stride - pad_before - pad_after + dilation*(K - 1) + output_padding + 1``.
     """
     return _geometry(input_shape, weight_shape, stride, padding, output_padding, dilation,
                      groups)[0]

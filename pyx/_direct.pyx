@@ -38,6 +38,8 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
+from fastconv._spec import conv_output_size
+
 from _openmp cimport FASTCONV_HAVE_OPENMP, omp_get_thread_num
 from _geom cimport Geom, make_geom
 
@@ -673,7 +675,7 @@ def _check(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, t
         if s < 1 or d < 1 or pb < 0 or pa < 0:
             raise ValueError(f"{op}: stride {stride}, dilation {dilation} must be >= 1 and "
                              f"padding {padding} >= 0")
-        o = (xs[2 + i] + pb + pa - d * (ws[2 + i] - 1) - 1) // s + 1
+        o = conv_output_size(xs[2 + i], ws[2 + i], s, pb, pa, d)
         if o < 1 or ys[2 + i] != o:
             raise ValueError(f"{op}: output shape {ys} does not match input {xs}, weight "
                              f"{ws}, stride {stride}, padding {padding}, dilation {dilation}")

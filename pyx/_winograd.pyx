@@ -190,7 +190,7 @@ def unit_sizes(C, S, CO, SO, P, A2, nb, tc, Pl, KD, groups, gw, S1=0, SO1=0):
     if S1:
         return (Pl * C * S1, (Pl - KD + 1) * CO * SO1) + unit_sizes(
             C, S, CO, SO, P, A2, nb, tc, Pl, KD, groups, gw)[2:]
-    return (nb * C * S, nb * CO * SO, P * (tc * Pl * C + 16), P * (tc * CO + 16),
+    return (nb * C * S, nb * CO * SO, P * (tc * Pl * C + PAD), P * (tc * CO + PAD),
             A2 * max(C, CO), (P * (KD * (C // groups) * CO + UPAD)) if gw else 0)
 
 

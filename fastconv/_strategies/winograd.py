@@ -321,7 +321,7 @@ def _plan_memo(spec, op, m, n_threads, budget, knobs):
     units = -(-N // nb)
     omp = threads > 1 and units >= threads and bool(_winograd.HAVE_OPENMP)
     # U with padded position strides, aligned to 64 bytes (see _u_buffer)
-    u_elems = geo.P * (KD * C * CO // spec.groups + _winograd.U_PAD) + 16
+    u_elems = geo.P * (KD * C * CO // spec.groups + _winograd.U_PAD) + _ALIGN_SLACK
     kt_bytes = 8 * _winograd.kt_scratch(KD, math.prod(spec.kernel3[1:]), threads)
     if _all_images(spec, geo, tc, C, CO):
         nbi = max(1, min(N, ALL_MAX_TILES // geo.T2))   # whole images per block
@@ -393,12 +393,17 @@ def _all_images(spec, geo, tc, C, CO):
             and spec.batch * geo.T2 >= ALL_MIN_TILES)
 
 
+#: elements allocated beyond U's size so that it can start on a 64-byte boundary
+#: (16 float32; float64 needs only 8)
+_ALIGN_SLACK = 16
+
+
 def _u_buffer(P, G, rows, cols, dtype):
     """U (P, G, rows, cols) on a 64-byte boundary, positions ``U_PAD`` elements
     further apart than their size (a power-of-two stride puts a kernel-transform
     block's writes to all positions in one cache set)."""
     ups = G * rows * cols + _winograd.U_PAD
-    buf = np.empty(P * ups + 16, dtype=dtype)
+    buf = np.empty(P * ups + _ALIGN_SLACK, dtype=dtype)
     item = buf.itemsize
     off = (-buf.ctypes.data % 64) // item
     return np.lib.stride_tricks.as_strided(

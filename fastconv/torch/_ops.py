@@ -34,6 +34,7 @@ from torch._functorch.utils import enable_single_level_autograd_function
 
 from .. import _api, _transpose
 from .._config import config as _fc_config, get_config as _fc_get_config, max_threads
+from .._spec import conv_output_size, conv_transpose_output_size
 
 __all__ = ["conv", "conv_grad_input", "conv_grad_weight", "conv_transpose"]
 
@@ -72,11 +73,6 @@ def _check_batched(x, weight, op):
 
 def _out(t):
     return torch.from_numpy(t)
-
-
-def _conv_size(i, k, s, pb, pa, d):
-    # plain arithmetic, so the fake implementations also work on SymInts
-    return (i + pb + pa - d * (k - 1) - 1) // s + 1
 
 
 def _sum_but_channels(gy):
@@ -190,8 +186,8 @@ def conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int],
 def _(x, weight, bias, stride, padding, dilation, groups, strategy):
     _check_geometry(stride, dilation, groups, "conv")
     nd = weight.dim() - 2
-    sp = [_conv_size(x.shape[2 + a], weight.shape[2 + a], stride[a], padding[2 * a],
-                     padding[2 * a + 1], dilation[a]) for a in range(nd)]
+    sp = [conv_output_size(x.shape[2 + a], weight.shape[2 + a], stride[a], padding[2 * a],
+                           padding[2 * a + 1], dilation[a]) for a in range(nd)]
     return x.new_empty([x.shape[0], weight.shape[0]] + sp)
 
 
@@ -340,16 +336,13 @@ def conv_transpose(x: Tensor, weight: Tensor, bias: Tensor | None, stride: list[
     return _out(y)
 
 
-def _transpose_size(i, k, s, pb, pa, op, d):
-    return (i - 1) * s - pb - pa + d * (k - 1) + op + 1
-
-
 @conv_transpose.register_fake
 def _(x, weight, bias, stride, padding, output_padding, groups, dilation, strategy):
     _check_geometry(stride, dilation, groups, "conv_transpose")
     nd = weight.dim() - 2
-    sp = [_transpose_size(x.shape[2 + a], weight.shape[2 + a], stride[a], padding[2 * a],
-                          padding[2 * a + 1], output_padding[a], dilation[a]) for a in range(nd)]
+    sp = [conv_transpose_output_size(x.shape[2 + a], weight.shape[2 + a], stride[a],
+                                     padding[2 * a], padding[2 * a + 1], output_padding[a],
+                                     dilation[a]) for a in range(nd)]
     return x.new_empty([x.shape[0], weight.shape[1] * groups] + sp)
 
 
