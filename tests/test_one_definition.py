@@ -39,7 +39,10 @@ pytestmark = pytest.mark.skipif(not (ROOT / "pyx").is_dir(), reason="needs the s
     (TRANSPOSE_SIZE, "fastconv/_spec.py"),
     (re.compile(r"^def _show\b"), "fastconv/_spec.py"),
     (re.compile(r"^def _(is_)?int\(v\)"), "fastconv/_spec.py"),  # a predicate
-], ids=["conv_output_size", "conv_transpose_output_size", "_show", "_is_int"])
+    (re.compile(r"^def _?available_memory\b"), "fastconv/_resources.py"),
+    (re.compile(r"^def _cgroup_cpu_quota\b"), "fastconv/_resources.py"),
+], ids=["conv_output_size", "conv_transpose_output_size", "_show", "_is_int",
+        "_available_memory", "_cgroup_cpu_quota"])
 def test_defined_once(pattern, where):
     hits = _hits(pattern)
     assert len(hits) == 1 and hits[0].startswith(where + ":"), hits

@@ -33,7 +33,8 @@ from torch import Tensor, _C
 from torch._functorch.utils import enable_single_level_autograd_function
 
 from .. import _api, _transpose
-from .._config import config as _fc_config, get_config as _fc_get_config, max_threads
+from .._config import config as _fc_config, get_config as _fc_get_config
+from .._resources import max_threads
 from .._spec import conv_output_size, conv_transpose_output_size
 
 __all__ = ["conv", "conv_grad_input", "conv_grad_weight", "conv_transpose"]
@@ -54,7 +55,7 @@ def _threads():
 
     torch takes any thread count (``torch.set_num_threads(100)`` on 2 CPUs);
     fastconv refuses counts its OpenMP runtime may fail to start, so torch's
-    count is clamped to :func:`fastconv._config.max_threads`.
+    count is clamped to :func:`fastconv._resources.max_threads`.
     """
     if _fc_get_config().n_threads is None:
         with _fc_config(n_threads=min(max(1, torch.get_num_threads()), max_threads())):
