@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv.bench import calls as _calls
 from fastconv._tuning import time_call
+from fastconv.bench import calls as _calls
+
 from layers import get_layer
 
 LAYERS = ("resnet3x3-56", "resnet3x3-14")

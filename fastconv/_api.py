@@ -10,8 +10,7 @@ import numpy as np
 from . import _padmode
 from . import _prepare as prep
 from ._config import get_config
-from ._dispatch import (check_available, choose_run, decide, explain_decision, run_budget,
-                        total_workspace)
+from ._dispatch import check_available, choose_run, decide, explain_decision, run_budget, total_workspace
 from ._spec import make_spec, result_dtype
 from ._strategies import get as get_strategy
 

@@ -7,6 +7,7 @@ line and the tests import this module; a call never does.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -98,8 +99,9 @@ def _parallel_overhead(make_spec, threads):
     for _ in range(3):
         for op in OPS:
             a, b = _tuning.random_operands(op, spec, strategy=strat)
-            t1 = _tuning.time_call(lambda: strat.run(op, spec, a, b, 1), repeat=5)
-            tn = _tuning.time_call(lambda: strat.run(op, spec, a, b, threads), repeat=5)
+            t1 = _tuning.time_call(functools.partial(strat.run, op, spec, a, b, 1), repeat=5)
+            tn = _tuning.time_call(functools.partial(strat.run, op, spec, a, b, threads),
+                                   repeat=5)
             # the ideal parallel time is t1 / threads: what tn exceeds it by is the cost
             diffs.append(max(0.0, tn - t1 / threads))
     return min(diffs)
@@ -115,7 +117,7 @@ def _measure(op, spec, names, threads, repeat):
     for name in names:
         strat = _strategies.get(name)
         a, b = _tuning.random_operands(op, spec, strategy=strat)
-        fn = lambda: strat.run(op, spec, a, b, threads)  # noqa: E731
+        fn = functools.partial(strat.run, op, spec, a, b, threads)
         t = _tuning.time_call(fn, repeat=repeat, max_time=3 * best if best < math.inf else 2.0)
         out[name] = t
         best = min(best, t)

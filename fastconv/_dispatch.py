@@ -96,7 +96,8 @@ class Decision:
             else:
                 est = f"{c.estimate_s * 1e3:10.3f} ms est" if c.estimate_s is not None else ""
                 meas = f"  {c.measured_s * 1e3:10.3f} ms measured" if c.measured_s is not None else ""
-                ws = f"  workspace {c.workspace_bytes / 2**20:.1f} MiB" if c.workspace_bytes is not None else ""
+                ws = (f"  workspace {c.workspace_bytes / 2**20:.1f} MiB"
+                      if c.workspace_bytes is not None else "")
                 th = f"  on {c.threads} thread(s)" if c.threads is not None else ""
                 lines.append(f"  {c.name:8s}{est}{th}{meas}{ws}")
         return "\n".join(lines)

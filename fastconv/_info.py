@@ -34,9 +34,8 @@ def config_info():
             modules[name] = "loaded"
         except ImportError as e:
             modules[name] = f"not available ({e})"
-    from ._ext import _direct
-
     from . import _cpu
+    from ._ext import _direct
 
     opts = get_config()
     return {

@@ -43,8 +43,8 @@ def _make(ndim, fn, kind):
 
         f.__doc__ = (f"dL/dx of a {ndim}-D convolution: ``{name}(input_shape, weight, "
                      "grad_output, stride=1, padding=0, dilation=1, groups=1, *, flip=False, "
-                     "strategy='auto', padding_mode='zeros')``; ``input_size=`` (torch.nn.grad's name) is accepted "
-                     "for ``input_shape``. See :func:`fastconv.grad_input`.")
+                     "strategy='auto', padding_mode='zeros')``; ``input_size=`` (torch.nn.grad's "
+                     "name) is accepted for ``input_shape``. See :func:`fastconv.grad_input`.")
     else:
         def f(input=_MISSING, weight_shape=_MISSING, grad_output=_MISSING, stride=1, padding=0,
               dilation=1, groups=1, *, flip=False, strategy="auto", weight_size=_MISSING,
@@ -58,8 +58,8 @@ def _make(ndim, fn, kind):
 
         f.__doc__ = (f"dL/dw of a {ndim}-D convolution: ``{name}(input, weight_shape, "
                      "grad_output, stride=1, padding=0, dilation=1, groups=1, *, flip=False, "
-                     "strategy='auto', padding_mode='zeros')``; ``weight_size=`` (torch.nn.grad's name) is accepted "
-                     "for ``weight_shape``. See :func:`fastconv.grad_weight`.")
+                     "strategy='auto', padding_mode='zeros')``; ``weight_size=`` (torch.nn.grad's "
+                     "name) is accepted for ``weight_shape``. See :func:`fastconv.grad_weight`.")
     f.__name__ = f.__qualname__ = name
     return f
 

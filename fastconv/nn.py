@@ -30,11 +30,12 @@ import math
 
 import numpy as np
 
-from ._api import conv as _conv, conv_backward as _conv_backward
+from ._api import conv as _conv
+from ._api import conv_backward as _conv_backward
 from ._padmode import check_mode as _check_padding_mode
+from ._spec import _is_int, _sequence
 from ._transpose import conv_transpose as _conv_transpose
 from ._transpose import conv_transpose_backward as _conv_transpose_backward
-from ._spec import _is_int, _sequence
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
            "ConvTranspose3d"]

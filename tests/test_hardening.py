@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _cpu
 import fastconv.grad as fgrad
-from fastconv import _dispatch, _tuning, reference as ref
+from fastconv import _cpu, _dispatch, _tuning
+from fastconv import reference as ref
 from fastconv._resources import max_threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))

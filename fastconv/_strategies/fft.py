@@ -78,11 +78,11 @@ Numerics
   ``1e-7 * log2(prod(F)) * max|y|`` in float32 and ``1e-16 * ...`` in float64.
 * A NaN or Inf anywhere in an input map spreads over the *whole* output map
   of every output channel after the inverse transform -- with a block or tile
-  plan, over every block or tile whose transform window contains it -- unlike the direct and im2col strategies where it stays in
-  the outputs it touches. A NaN or Inf in the kernel poisons the whole map of
-  its output channel (its DFT, by transform or by DFT matrix, has it in every
-  bin). Forbid this strategy with ``fastconv.config(allow_fft=False)`` where
-  that matters.
+  plan, over every block or tile whose transform window contains it -- unlike
+  the direct and im2col strategies where it stays in the outputs it touches.
+  A NaN or Inf in the kernel poisons the whole map of its output channel (its
+  DFT, by transform or by DFT matrix, has it in every bin). Forbid this
+  strategy with ``fastconv.config(allow_fft=False)`` where that matters.
 
 Memory
 ------
@@ -116,9 +116,21 @@ from .._ext import _fft
 from .._threads import blas_limit as _blas_limit
 from .fft_dft import kernel_spectrum, kernel_taps
 from .fft_exec import _batched, _lanes_split, _summed, kept_buffers, release_buffers  # noqa: F401
-from .fft_plan import (BLOCK_COPY_S, GEMM_MIN_CHANNELS, _block_plan, _blocked_geometry, _chunks,
-                       _cost, _fft_geom, _group_extra, _group_spec, _kernel_by_dft, _peak,
-                       _span3, _with_axis)
+from .fft_plan import (
+    BLOCK_COPY_S,
+    GEMM_MIN_CHANNELS,
+    _block_plan,
+    _blocked_geometry,
+    _chunks,
+    _cost,
+    _fft_geom,
+    _group_extra,
+    _group_spec,
+    _kernel_by_dft,
+    _peak,
+    _span3,
+    _with_axis,
+)
 
 _UNIT = (1, 1, 1)
 _ZERO = (0, 0, 0)
@@ -261,7 +273,7 @@ def _core_run(op, spec, a, b, n, nbc, pipes):
         del GY
         core.inverse(GX, gx, s0, _UNIT, pb, t)
     _batched(part, N, nbc, n, k)
-    del Ws
+    Ws = None  # the spectrum's memory back before the inverse transform
     return gx, core.kernel_inverse(_summed(GWs))
 
 

@@ -29,11 +29,12 @@ import contextlib
 import warnings
 
 import torch
-from torch import Tensor, _C
+from torch import _C, Tensor
 from torch._functorch.utils import enable_single_level_autograd_function
 
 from .. import _api, _transpose
-from .._config import config as _fc_config, get_config as _fc_get_config
+from .._config import config as _fc_config
+from .._config import get_config as _fc_get_config
 from .._resources import max_threads
 from .._spec import conv_output_size, conv_transpose_output_size
 
