@@ -327,9 +327,11 @@ def _plan_memo(spec, op, m, n_threads, budget, knobs):
         nbi = max(1, min(N, ALL_MAX_TILES // geo.T2))   # whole images per block
         while nbi * geo.T2 >= ALL_MIN_TILES:
             tca = nbi * geo.T2
-            sizes = _winograd.unit_sizes(C, S, CO, SO, geo.P, geo.ah * max(geo.aw, geo.mw),
-                                         N, tca, 1, 1, spec.groups, False)
-            per = sum(sizes) + (threads - 1) * sizes[4]
+            sizes = _winograd.unit_sizes(
+                channels=C, in_spatial=S, out_channels=CO, out_spatial=SO, positions=geo.P,
+                tmp_per_channel=geo.ah * max(geo.aw, geo.mw), images=N, tiles=tca, planes=1,
+                kernel_depth=1, groups=spec.groups, dw_partials=False)
+            per = sum(sizes) + (threads - 1) * sizes.tmp
             plan = _Plan(m, False, threads, N, tca, 1, per, 1, u_elems, kt_bytes, True)
             if plan.nbytes(item) <= budget:
                 return plan
@@ -341,8 +343,11 @@ def _plan_memo(spec, op, m, n_threads, budget, knobs):
     while True:
         # grad_weight: per-thread partial sums of dU only with several threads
         gw = op == "grad_weight" and omp
-        sizes = _winograd.unit_sizes(C, S, CO, SO, geo.P, geo.ah * max(geo.aw, geo.mw),
-                                     nb, tc, pl, KD, spec.groups, gw, s1 if bp else 0, so1)
+        sizes = _winograd.unit_sizes(
+            channels=C, in_spatial=S, out_channels=CO, out_spatial=SO, positions=geo.P,
+            tmp_per_channel=geo.ah * max(geo.aw, geo.mw), images=nb, tiles=tc, planes=pl,
+            kernel_depth=KD, groups=spec.groups, dw_partials=gw,
+            block_plane=s1 if bp else 0, out_block_plane=so1)
         per = sum(sizes)
         slots = min(threads, units) if omp else 1
         plan = _Plan(m, omp, min(threads, units) if omp else threads, nb, tc, odc, per,
