@@ -21,7 +21,6 @@ import glob
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import textwrap
 import warnings
@@ -141,7 +140,8 @@ class BuildExt(build_ext):
             cflags += omp_c
             lflags += omp_l
         elif not NO_OPENMP:
-            warnings.warn("fastconv: the compiler does not support OpenMP; building serial kernels.")
+            warnings.warn("fastconv: the compiler does not support OpenMP; building serial kernels.",
+                          stacklevel=1)
         levels = self._levels(is_msvc)
         users = [e for e in self.extensions if e.name in KERNEL_USERS]
         objects = self._compile_levels(levels, cflags) if users else []

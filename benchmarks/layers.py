@@ -8,5 +8,13 @@ Each layer exists in three sizes: "full" (representative sizes of real networks)
 (scaled down; ``pytest benchmarks --quick``, as CI runs it) and "tiny".
 """
 from fastconv.bench.layers import (  # noqa: F401
-    LAYER_NAMES, LAYERS, MAX_MACS, SIZES, Layer, get_layer, layers, sweep_layers, too_big,
+    LAYER_NAMES,
+    LAYERS,
+    MAX_MACS,
+    SIZES,
+    Layer,
+    get_layer,
+    layers,
+    sweep_layers,
+    too_big,
 )

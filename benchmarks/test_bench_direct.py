@@ -12,8 +12,9 @@ a held-out 5x5 depthwise layer (row blocks).
 import numpy as np
 import pytest
 
-from fastconv.bench import calls as _calls
 from fastconv._tuning import time_call
+from fastconv.bench import calls as _calls
+
 from layers import get_layer
 
 LAYERS = ("resnet3x3-56", "depthwise", "conv3d", "resnet-stem", "conv1d", "conv3d-volume",

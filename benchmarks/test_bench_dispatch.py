@@ -1,4 +1,4 @@
-"""Dispatch overhead of a repeated call (issue 5): a tiny layer, so the
+"""Dispatch overhead of a repeated call: a tiny layer, so the
 kernel's own time is small next to the Python around it.
 
 * ``kernel``: the strategy object's ``run`` on prepared arrays (no API at all);

@@ -1,17 +1,18 @@
-"""im2col against numpy's matmul of the same GEMM (issue 3's yardstick).
+"""im2col against numpy's matmul of the same GEMM (the yardstick of its speed).
 
 For the 3x3 layers with >= 64 channels, each case times one im2col op and, in
 the same test, numpy's float32 matmul of the GEMM that op reduces to (the
 whole batch as one product), and records both GFLOP/s and their ratio in
-``extra_info`` (``gemm_fraction``). The ratio is the figure quoted for
-issue 3: forward should reach 70% of the matmul's rate, the backward ops 60%.
+``extra_info`` (``gemm_fraction``). The target: forward should reach 70% of the
+matmul's rate, the backward ops 60% (they add a fold or a reduction).
 """
 import numpy as np
 import pytest
 
 import fastconv
-from fastconv.bench import calls as _calls
 from fastconv._tuning import time_call
+from fastconv.bench import calls as _calls
+
 from layers import get_layer
 
 LAYERS = ("resnet3x3-56", "resnet3x3-14")

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv.bench import calls as _calls
 from fastconv._spec import OPS
+from fastconv.bench import calls as _calls
 from fastconv.params import from_spec
+
 from layers import LAYER_NAMES, get_layer, too_big
 
 IMPLS = tuple(fastconv.strategies()) + ("auto",)

@@ -1,6 +1,6 @@
 """Interleaved timing of winograd against direct, im2col, auto and PyTorch.
 
-The layers of issue 9 (float32, padding 1): resnet3x3-56 (32, 64, 56x56) -> 64,
+The 3x3 layers Winograd is for (float32, padding 1): resnet3x3-56 (32, 64, 56x56) -> 64,
 resnet3x3-14 (32, 256, 14x14) -> 256, conv3d (4, 16, 32^3) -> 32 3x3x3, and the
 held-out ho-deep-7x7in (16, 512, 7x7) -> 512. Every
 round runs each contender once, in turn; the table gives each one's minimum

@@ -6,7 +6,8 @@
 Both networks see the same 1,348 training images and are scored on the same 449
 test images. The CNN's two convolution layers are ``fastconv.nn.Conv2d`` objects:
 ``forward`` keeps what ``backward`` needs, ``backward`` returns dL/dx and adds to
-``.grads`` (reset by ``zero_grad()``, as in PyTorch); ReLU, 2x2 max pooling, the linear read-out, softmax and Adam are a few
+``.grads`` (reset by ``zero_grad()``, as in PyTorch); ReLU, 2x2 max pooling, the linear
+read-out, softmax and Adam are a few
 lines of NumPy each, in ``fastconv/demo.py`` (also run by ``fastconv demo``).
 It prints a finite-difference check of the conv layer's backward, then test
 accuracy, parameter count and training time for each network, and plots accuracy

@@ -23,9 +23,8 @@ import tempfile
 import threading
 import time
 
-import numpy as np
-
 import dask.array as da
+import numpy as np
 from dask.distributed import Client, LocalCluster, progress, wait
 
 import fastconv.dask as fd

@@ -15,7 +15,7 @@ Layouts follow PyTorch: input ``(N, C_in, *spatial)`` (or without ``N``), weight
 (1, 4, 8, 8)
 """
 from ._version import __version__
-from . import _cpu  # selects the kernels' instruction-set level (FASTCONV_CPU caps it)
+from . import _cpu  # noqa: F401 -- selects the kernels' instruction-set level (FASTCONV_CPU caps it)
 from ._config import Options, config, get_config, set_config
 from ._spec import ConvSpec, make_spec, output_shape
 from ._api import conv, conv1d, conv2d, conv3d, conv_backward, explain, grad_input, grad_weight

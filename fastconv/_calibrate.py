@@ -7,6 +7,7 @@ line and the tests import this module; a call never does.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -93,13 +94,14 @@ def _parallel_overhead(make_spec, threads):
     diffs = []
     # Three passes over the ops, the smallest difference kept: on a shared
     # machine a burst of other work makes a team wait for a descheduled thread
-    # (measured here: 21-26 us between bursts, 6-8 ms during one), which is the
-    # load of the moment, not this machine's cost of a team.
+    # (milliseconds, where a team costs microseconds), which is the load of the
+    # moment, not this machine's cost of a team.
     for _ in range(3):
         for op in OPS:
             a, b = _tuning.random_operands(op, spec)
-            t1 = _tuning.time_call(lambda: strat.run(op, spec, a, b, 1), repeat=5)
-            tn = _tuning.time_call(lambda: strat.run(op, spec, a, b, threads), repeat=5)
+            t1 = _tuning.time_call(functools.partial(strat.run, op, spec, a, b, 1), repeat=5)
+            tn = _tuning.time_call(functools.partial(strat.run, op, spec, a, b, threads),
+                                   repeat=5)
             # the ideal parallel time is t1 / threads: what tn exceeds it by is the cost
             diffs.append(max(0.0, tn - t1 / threads))
     return min(diffs)
@@ -115,7 +117,7 @@ def _measure(op, spec, names, threads, repeat):
     for name in names:
         strat = _strategies.get(name)
         a, b = _tuning.random_operands(op, spec)
-        fn = lambda: strat.run(op, spec, a, b, threads)  # noqa: E731
+        fn = functools.partial(strat.run, op, spec, a, b, threads)
         t = _tuning.time_call(fn, repeat=repeat, max_time=3 * best if best < math.inf else 2.0)
         out[name] = t
         best = min(best, t)

@@ -7,116 +7,21 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import math
 import numbers
 import os
-import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 
-from . import _docstrings
+from . import _docstrings, _resources
+from ._spec import _is_int, _show
 
-__all__ = ["Options", "config", "set_config", "get_config", "default_threads", "max_threads"]
+__all__ = ["Options", "config", "set_config", "get_config"]
 
 MiB = 1 << 20
-
-
-@functools.lru_cache(maxsize=1)
-def _cgroup_cpu_quota():
-    """CPUs allowed by a cgroup CPU quota (containers), rounded up; None if unlimited.
-
-    cgroup v2 ``cpu.max`` ("max 100000" or "150000 100000") or v1
-    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``; like loky's ``cpu_count``
-    (which scikit-learn's ``_openmp_effective_n_threads`` relies on).
-    """
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            quota, period = f.read().split()[:2]
-        if quota != "max":
-            return max(1, math.ceil(int(quota) / int(period)))
-        return None
-    except (OSError, ValueError):
-        pass
-    try:
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
-            quota = int(f.read())
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
-            period = int(f.read())
-        if quota > 0 and period > 0:
-            return max(1, math.ceil(quota / period))
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def cpu_limit():
-    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        n = os.cpu_count() or 1
-    quota = _cgroup_cpu_quota()
-    return max(1, min(n, quota) if quota else n)
-
-
-def max_threads():
-    """Largest ``n_threads`` accepted: 8 threads per usable CPU, at least 64.
-
-    More gains nothing, and very large counts make the OpenMP runtime fail to
-    create its threads (libgomp aborts or crashes the process), so they are
-    refused up front with a ValueError rather than passed to a kernel.
-    """
-    return max(64, 8 * (os.cpu_count() or 1))
-
-
-_omp_warned = set()
-
-
-def default_threads():
-    """Threads used when ``n_threads`` is None.
-
-    ``$OMP_NUM_THREADS`` when set to a positive int (its first entry, as the
-    OpenMP runtime reads it; clamped with a warning above :func:`max_threads`),
-    else :func:`cpu_limit` (affinity mask and container CPU quota).
-    """
-    raw = os.environ.get("OMP_NUM_THREADS", "")
-    hit = _default_memo.get(raw)
-    now = time.monotonic()
-    if hit is not None and now - hit[0] < _REFRESH_S:
-        return hit[1]
-    n = _default_threads(raw)
-    _default_memo.clear()
-    _default_memo[raw] = (now, n)
-    return n
-
-
-# default_threads() runs on every call; the affinity mask is re-read at most this often
-_REFRESH_S = 1.0
-_default_memo = {}
-
-
-def _default_threads(raw):
-    env = raw.split(",")[0].strip()
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            n = 0
-        if n >= 1:
-            cap = max_threads()
-            if n > cap:
-                if env not in _omp_warned:
-                    _omp_warned.add(env)
-                    warnings.warn(f"fastconv: OMP_NUM_THREADS={env} is more than {cap} "
-                                  f"threads; using {cap}", RuntimeWarning, stacklevel=2)
-                n = cap
-            return n
-    return cpu_limit()
 
 
 @dataclass(frozen=True)
@@ -188,40 +93,12 @@ class Options:
     def threads(self) -> int:
         """Threads calls run on at most (1 in a forked child process).
 
-        ``n_threads``, else :func:`default_threads`.
+        ``n_threads``, else the default of :mod:`fastconv._resources`
+        (``$OMP_NUM_THREADS``, OpenMP's limit, the CPUs the process may use).
         """
-        if _forked_child:
-            return _forked_threads(self.n_threads)
-        return self.n_threads or default_threads()
-
-
-# GNU OpenMP (libgomp) cannot start threads in a child forked after the parent ran
-# a parallel region: the child's first parallel loop hangs for ever (measured: every
-# strategy, in a child forked by os.fork or multiprocessing's "fork" start method).
-# A forked child therefore runs fastconv on one thread; one thread per worker is
-# also what a pool of forked workers wants (no oversubscription of the cores).
-_forked_child = False
-_fork_warned = False
-
-
-def _after_fork_in_child():
-    global _forked_child
-    _forked_child = True
-
-
-def _forked_threads(requested):
-    global _fork_warned
-    if requested is not None and requested > 1 and not _fork_warned:
-        _fork_warned = True
-        warnings.warn(f"fastconv: n_threads={requested} in a forked child process: OpenMP "
-                      "cannot start threads after fork, running on 1 thread (start "
-                      "processes with the 'spawn' or 'forkserver' method for threads)",
-                      RuntimeWarning, stacklevel=3)
-    return 1
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+        if _resources.in_forked_child():
+            return _resources.forked_threads(self.n_threads)
+        return self.n_threads or _resources.default_threads()
 
 
 # config's and set_config's parameters are the fields of Options, documented there
@@ -238,18 +115,6 @@ strategy_names = tuple
 # (the ``config`` context manager). New threads see the process-wide options.
 _global = Options()
 _current = contextvars.ContextVar("fastconv_options", default=None)
-
-
-def _int(v):
-    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
-
-
-def _show(v):
-    """A value for an error message: arrays by type and shape, long text cut."""
-    if isinstance(v, np.ndarray):
-        return f"{type(v).__name__} of shape {v.shape} and dtype {v.dtype}"
-    r = repr(v)
-    return r if len(r) <= 80 else r[:77] + "..."
 
 
 def _validated(base, **kwargs):
@@ -270,20 +135,20 @@ def _validated(base, **kwargs):
         )
     if not isinstance(opts.mode, str) or opts.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {_show(opts.mode)}")
-    if not _int(opts.memory_budget) or opts.memory_budget <= 0:
+    if not _is_int(opts.memory_budget) or opts.memory_budget <= 0:
         raise ValueError("memory_budget must be a positive int (bytes) or a string such as "
                          f"'512MiB', got {_show(opts.memory_budget)}")
     if opts.n_threads is not None:
-        if not _int(opts.n_threads) or opts.n_threads < 1:
+        if not _is_int(opts.n_threads) or opts.n_threads < 1:
             raise ValueError(f"n_threads must be None or a positive int, got {_show(opts.n_threads)}")
-        if opts.n_threads > max_threads():
+        if opts.n_threads > _resources.max_threads():
             raise ValueError(
-                f"n_threads={opts.n_threads} is more than fastconv accepts ({max_threads()}: "
+                f"n_threads={opts.n_threads} is more than fastconv accepts ({_resources.max_threads()}: "
                 f"8 per CPU, at least 64; this machine has {os.cpu_count()} CPUs); "
                 "OpenMP cannot create that many threads")
     if not isinstance(opts.allow_fft, (bool, np.bool_)):
         raise TypeError(f"allow_fft must be True or False, got {_show(opts.allow_fft)}")
-    if not _int(opts.fft_max_stride) or opts.fft_max_stride < 1:
+    if not _is_int(opts.fft_max_stride) or opts.fft_max_stride < 1:
         raise ValueError(f"fft_max_stride must be a positive int, got {_show(opts.fft_max_stride)}")
     if opts.fft_rtol is not None and not (
             isinstance(opts.fft_rtol, numbers.Real) and not isinstance(opts.fft_rtol, (bool, np.bool_))
@@ -317,9 +182,9 @@ def _normalized(kw):
                 v = parse_size(v)
             except ConfigError as e:
                 raise ValueError(str(e)) from None
-        kw["memory_budget"] = int(v) if _int(v) else v
+        kw["memory_budget"] = int(v) if _is_int(v) else v
     for key in ("n_threads", "fft_max_stride"):
-        if _int(kw.get(key)):
+        if _is_int(kw.get(key)):
             kw[key] = int(kw[key])
     if isinstance(kw.get("allow_fft"), np.bool_):
         kw["allow_fft"] = bool(kw["allow_fft"])

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _cpu, _strategies, _tuning
+from . import _cpu, _resources, _strategies, _tuning
 from ._config import get_config
 from ._spec import OPS
 
@@ -117,7 +117,8 @@ class Decision:
             else:
                 est = f"{c.estimate_s * 1e3:10.3f} ms est" if c.estimate_s is not None else ""
                 meas = f"  {c.measured_s * 1e3:10.3f} ms measured" if c.measured_s is not None else ""
-                ws = f"  workspace {c.workspace_bytes / 2**20:.1f} MiB" if c.workspace_bytes is not None else ""
+                ws = (f"  workspace {c.workspace_bytes / 2**20:.1f} MiB"
+                      if c.workspace_bytes is not None else "")
                 th = f"  on {c.threads} thread(s)" if c.threads is not None else ""
                 lines.append(f"  {c.name:8s}{est}{th}{meas}{ws}")
         return "\n".join(lines)
@@ -139,29 +140,6 @@ def total_workspace(strategy, spec, op, opts=None):
     return int(strategy.workspace(spec, op))
 
 
-def _available_memory():
-    """Bytes the machine (and this process's cgroup) can still give, or None."""
-    avail = None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    avail = int(line.split()[1]) * 1024
-                    break
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        with open("/sys/fs/cgroup/memory.max") as f:
-            limit = f.read().strip()
-        if limit != "max":
-            with open("/sys/fs/cgroup/memory.current") as f:
-                free = int(limit) - int(f.read())
-            avail = free if avail is None else min(avail, free)
-    except (OSError, ValueError):
-        pass
-    return avail
-
-
 # Below this, a result cannot matter to the machine's memory: skip the /proc read.
 _CHECK_ABOVE = 64 << 20
 
@@ -170,7 +148,7 @@ def check_available(nbytes, what, spec):
     """MemoryError (with the numbers) if ``nbytes`` exceed the memory available now."""
     if nbytes <= _CHECK_ABOVE:
         return
-    avail = _available_memory()
+    avail = _resources.available_memory()
     if avail is not None and nbytes > avail:
         raise MemoryError(
             f"the {what} needs {nbytes} bytes ({nbytes / 2**30:.2f} GiB) but the machine has "

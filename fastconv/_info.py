@@ -47,9 +47,8 @@ def config_info():
             modules[name] = "loaded"
         except ImportError as e:
             modules[name] = f"not available ({e})"
-    from ._ext import _direct
-
     from . import _cpu
+    from ._ext import _direct
 
     opts = get_config()
     return {
@@ -67,9 +66,24 @@ def config_info():
         "compiled modules": modules,
         "openmp": bool(_direct.HAVE_OPENMP),
         "threads": opts.threads,
+        "resources": _resources_info(),
         "memory budget (bytes)": opts.memory_budget,
         "strategies": list(strategies()),
         "blas": _blas_info(),
+    }
+
+
+def _resources_info():
+    """Where the default thread count and the memory check get their numbers."""
+    from . import _resources
+
+    avail = _resources.available_memory()
+    return {
+        "usable cpus (affinity, cpu quota)": _resources.cpu_limit(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or "not set",
+        "openmp limit": _resources.omp_max_threads(),
+        "memory available": "unknown" if avail is None else format_bytes(avail),
+        "forked child": _resources.in_forked_child(),
     }
 
 

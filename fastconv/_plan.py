@@ -31,8 +31,8 @@ from ._dispatch import _files_signature, check_available, decide
 from ._docstrings import CONV, shared_parameters
 from ._ext import _direct
 from ._spec import OPS, _plain_key, _typed, make_spec, result_dtype
-from ._typing import ArrayLike, DTypeLike, Op, Padding, PaddingMode, PerAxis, Shape
 from ._strategies import get as get_strategy
+from ._typing import ArrayLike, DTypeLike, Op, Padding, PaddingMode, PerAxis, Shape
 
 __all__ = ["Plan", "BoundPlan", "LayerPlan", "plan", "plan_layer", "cached"]
 

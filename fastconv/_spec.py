@@ -27,6 +27,52 @@ _PAD_STRINGS = ("valid", "same", "full")
 _MAX = 2**31 - 1
 
 
+# The two size formulas are written only here; the kernels' checks, the transposed
+# convolution and the torch bridge's shape functions call them. Plain arithmetic on
+# their arguments, so they also work on torch's symbolic sizes (SymInt).
+def conv_output_size(size, kernel, stride=1, pad_before=0, pad_after=0, dilation=1):
+    """Output length of a convolution along one axis.
+
+    Parameters
+    ----------
+    size, kernel : int
+        Input and kernel length along the axis.
+    stride, pad_before, pad_after, dilation : int
+        The layer's geometry along the axis.
+
+    Returns
+    -------
+    int
+        ``(size + pad_before + pad_after - dilation*(kernel - 1) - 1) // stride + 1``;
+        below 1 when the dilated kernel is longer than the padded input.
+    """
+    return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def conv_transpose_output_size(size, kernel, stride=1, pad_before=0, pad_after=0,
+                               output_padding=0, dilation=1):
+    """Output length of a transposed convolution along one axis.
+
+    The largest input length whose convolution output is ``size`` long, less the
+    stride's remainder not asked for by ``output_padding`` (as PyTorch computes it).
+
+    Parameters
+    ----------
+    size, kernel : int
+        Input and kernel length along the axis.
+    stride, pad_before, pad_after, output_padding, dilation : int
+        The layer's geometry along the axis.
+
+    Returns
+    -------
+    int
+        ``(size - 1)*stride - pad_before - pad_after + dilation*(kernel - 1)
+        + output_padding + 1``.
+    """
+    return ((size - 1) * stride - pad_before - pad_after + dilation * (kernel - 1)
+            + output_padding + 1)
+
+
 @dataclass(frozen=True)
 class ConvSpec:
     """A normalized N-d (N = 1, 2, 3) convolution layer problem.
@@ -93,8 +139,9 @@ class ConvSpec:
     @cached_property
     def out_spatial(self):
         return tuple(
-            (p - d * (k - 1) - 1) // s + 1
-            for p, k, s, d in zip(self.padded_spatial, self.kernel, self.stride, self.dilation)
+            conv_output_size(i, k, s, b, a, d)
+            for i, k, s, (b, a), d in zip(self.in_spatial, self.kernel, self.stride,
+                                          self.padding, self.dilation)
         )
 
     @property
@@ -205,11 +252,13 @@ class ConvSpec:
 # argument normalization
 # ---------------------------------------------------------------------------
 def _is_int(v):
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+    """A Python or NumPy integer, not a bool (``True`` is no stride or size)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
 
 
 def _show(v):
-    """An argument for an error message: arrays by type and shape, long reprs cut."""
+    """An argument or option for an error message: arrays by type, shape and dtype,
+    long reprs cut."""
     if isinstance(v, np.ndarray):
         return f"{type(v).__name__} of shape {v.shape} and dtype {v.dtype}"
     r = repr(v)

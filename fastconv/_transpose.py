@@ -23,7 +23,7 @@ import numpy as np
 from . import _api
 from . import _prepare as prep
 from ._docstrings import TRANSPOSE, shared_parameters
-from ._spec import _sequence, result_dtype
+from ._spec import _sequence, conv_transpose_output_size, result_dtype
 from ._typing import ArrayLike, Needs, PerAxis, Shape, TransposePadding
 
 __all__ = ["conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
@@ -96,7 +96,8 @@ def _geometry(x_shape, w_shape, stride, padding, output_padding, dilation, group
     out = []
     for a in range(ndim):
         i, k = x_shape[len(x_shape) - ndim + a], w_shape[2 + a]
-        n = ((i - 1) * stride[a] - sum(pads[a]) + dilation[a] * (k - 1) + opad[a] + 1)
+        n = conv_transpose_output_size(i, k, stride[a], pads[a][0], pads[a][1], opad[a],
+                                       dilation[a])
         if n < 1:
             raise ValueError(f"the transposed output would be empty on axis {a} (size {n}): "
                              f"x {x_shape}, weight {w_shape}, stride {stride}, padding {pads}, "

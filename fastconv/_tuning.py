@@ -44,6 +44,7 @@ write and by :func:`clear_cache`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import json
 import math
@@ -56,8 +57,8 @@ import warnings
 
 import numpy as np
 
-from . import _prepare as prep
 from . import _cpu, _strategies
+from . import _prepare as prep
 from ._config import Options, get_config
 from ._version import __version__
 
@@ -435,7 +436,7 @@ def measure(op, spec, names, threads, budget_s=None):
     for name in names:
         strat = _strategies.get(name)
         a, b = random_operands(op, spec)
-        fn = lambda: strat.run(op, spec, a, b, threads)  # noqa: E731
+        fn = functools.partial(strat.run, op, spec, a, b, threads)
         t = time_call(fn, max_time=3 * best if best < math.inf else budget_s)
         out[name] = t
         best = min(best, t)

@@ -8,7 +8,7 @@ after)`` pairs or a word, and a strategy is "auto" or a registered name (a
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal, Union
+from typing import Literal
 
 from numpy.typing import ArrayLike, DTypeLike
 
@@ -16,10 +16,9 @@ __all__ = ["ArrayLike", "DTypeLike", "Shape", "PerAxis", "Padding", "TransposePa
            "PaddingMode", "Op", "Needs"]
 
 Shape = tuple[int, ...]
-PerAxis = Union[int, tuple[int, ...]]
-Padding = Union[int, tuple[int, ...], tuple[tuple[int, int], ...],
-                Literal["valid", "same", "full"]]
-TransposePadding = Union[int, tuple[int, ...], tuple[tuple[int, int], ...]]
+PerAxis = int | tuple[int, ...]
+Padding = int | tuple[int, ...] | tuple[tuple[int, int], ...] | Literal["valid", "same", "full"]
+TransposePadding = int | tuple[int, ...] | tuple[tuple[int, int], ...]
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 Op = Literal["forward", "grad_input", "grad_weight"]
-Needs = Union[str, Iterable[str]]
+Needs = str | Iterable[str]

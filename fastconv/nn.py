@@ -31,18 +31,21 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ._api import conv as _conv, conv_backward as _conv_backward
-from ._docstrings import CONV as _CONV, TRANSPOSE as _TRANSPOSE
-from ._docstrings import shared_parameters as _shared_parameters, table as _table
+from ._api import conv as _conv
+from ._api import conv_backward as _conv_backward
+from ._docstrings import CONV as _CONV
+from ._docstrings import TRANSPOSE as _TRANSPOSE
+from ._docstrings import shared_parameters as _shared_parameters
+from ._docstrings import table as _table
 from ._padmode import check_mode as _check_padding_mode
+from ._spec import _is_int, _sequence
 from ._transpose import conv_transpose as _conv_transpose
 from ._transpose import conv_transpose_backward as _conv_transpose_backward
-from ._spec import _is_int, _sequence
 from ._typing import ArrayLike as _ArrayLike
 from ._typing import DTypeLike as _DTypeLike
 from ._typing import Padding as _Padding
-from ._typing import TransposePadding as _TransposePadding
 from ._typing import PerAxis as _PerAxis
+from ._typing import TransposePadding as _TransposePadding
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
            "ConvTranspose3d"]

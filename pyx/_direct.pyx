@@ -40,6 +40,8 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 
 import numpy as np
 
+from fastconv._spec import conv_output_size
+
 from _openmp cimport FASTCONV_HAVE_OPENMP, omp_get_thread_num
 from _geom cimport Geom, make_geom
 
@@ -704,7 +706,7 @@ def _check(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, t
         if s < 1 or d < 1 or pb < 0 or pa < 0:
             raise ValueError(f"{op}: stride {stride}, dilation {dilation} must be >= 1 and "
                              f"padding {padding} >= 0")
-        o = (xs[2 + i] + pb + pa - d * (ws[2 + i] - 1) - 1) // s + 1
+        o = conv_output_size(xs[2 + i], ws[2 + i], s, pb, pa, d)
         if o < 1 or ys[2 + i] != o:
             raise ValueError(f"{op}: output shape {ys} does not match input {xs}, weight "
                              f"{ws}, stride {stride}, padding {padding}, dilation {dilation}")
@@ -770,8 +772,8 @@ def _poly_plan(tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tuple
 
 
 # plans by their arguments: a repeated call (a training loop) skips the planner
-# and, on the wide path, rebuilding its tap offsets and vector bases (measured
-# 0.1-0.2 ms of a 1 ms depthwise call); a few small index arrays per entry
+# and, on the wide path, rebuilding its tap offsets and vector bases (a large
+# share of a small call); a few small index arrays per entry
 _PLANS = {}
 _PLANS_MAX = 64
 
@@ -851,9 +853,9 @@ def _plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tu
             if op != "grad_weight":
                 nvbest = min(nvbest, outs[0] * outs[1] * ((outs[2] + vl - 1) // vl))
             # (unit stride only, and 10% fewer vectors: its fill costs KW times
-            # more, and measured, 5% fewer did not pay)
-            # (not under row blocks: measured, their KW component planes ran
-            # 2-3x slower than the plain buffer)
+            # more, which a small saving does not pay for)
+            # (not under row blocks: their KW component planes run slower than
+            # the plain buffer)
             if (not rows4 and all(st == 1 for st in stride) and nvh < 0.9 * nvbest
                     and cigb * len(sh[3]) * P1h * itemsize <= _SHIFT_BYTES):
                 outs, B, phases, phq, wlen = sh
@@ -866,8 +868,8 @@ def _plan(str op, tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tu
         if op == "grad_weight":
             wpad = _rup(wlen, vl)
             # output channels per task: each input plane is filled once for all
-            # of them (up to FC_GW_OCH: measured on stride-2 layers, where the
-            # fill gathers, 128 ran 1.25x faster than 32), while their grad_output
+            # of them (up to FC_GW_OCH: the fewer fills pay most on strided
+            # layers, where the fill gathers), while their grad_output
             # rows stay within _GW_ROWS_BYTES
             och = min(FC_GW_OCH, _rup(COG, FC_OBLOCK),
                       max(FC_OBLOCK, _GW_ROWS_BYTES // (wpad * itemsize)

@@ -1,9 +1,9 @@
 # The geometry of one prepared problem, shared by the direct and im2col kernels.
-# Arrays are 5-D C-contiguous (N, C, D, H, W). Kernels that pad inside set pd, ph, pw
-# (zeros before each spatial axis; those after follow from the output size); for the
-# others the input arrives padded and they stay 0.
+# Arrays are 5-D C-contiguous (N, C, D, H, W), the input unpadded: both kernels pad
+# inside, so their entry points set pd, ph, pw from the padding (zeros before each
+# spatial axis; those after follow from the output size). make_geom leaves them 0.
 cdef struct Geom:
-    Py_ssize_t N, C, D, H, W           # input, as the kernel receives it
+    Py_ssize_t N, C, D, H, W           # input, unpadded
     Py_ssize_t pd, ph, pw              # zero padding before each axis, done by the kernel
     Py_ssize_t CO, CIG, COG, G         # channels: out, in per group, out per group, groups
     Py_ssize_t KD, KH, KW, K           # kernel, K = taps per channel

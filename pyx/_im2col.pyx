@@ -44,10 +44,17 @@ from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm_rm, NoTrans, TransT
-from _openmp cimport FASTCONV_HAVE_OPENMP
+from _openmp cimport FASTCONV_HAVE_OPENMP, omp_get_max_threads
 from _geom cimport Geom, make_geom
 
 HAVE_OPENMP = bool(FASTCONV_HAVE_OPENMP)
+
+
+def omp_max_threads():
+    """OpenMP's limit on a team started from the calling thread
+    (``omp_get_max_threads``; 1 without OpenMP). fastconv._resources caps the
+    default thread count with it."""
+    return omp_get_max_threads()
 
 
 cpdef enum ParallelMode:

@@ -31,6 +31,8 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memset
 
+from collections import namedtuple
+
 import numpy as np
 
 from _blas cimport gemm_rm, NoTrans, TransT
@@ -98,8 +100,11 @@ cdef int _setup(WG* g, Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, Py_ssize_t H, P
     g.tc = tc
     g.nunits = (N + g.nb - 1) // g.nb
     g.bp = D > 1 and fwd
-    sizes = unit_sizes(C, D * H * W, CO, OD * OH * OW, g.P, g.ah * max(g.aw, g.mw),
-                       g.nb, tc, g.Pl, KD, groups, gw, H * W if g.bp else 0, OH * OW)
+    sizes = unit_sizes(channels=C, in_spatial=D * H * W, out_channels=CO,
+                       out_spatial=OD * OH * OW, positions=g.P,
+                       tmp_per_channel=g.ah * max(g.aw, g.mw), images=g.nb, tiles=tc,
+                       planes=g.Pl, kernel_depth=KD, groups=groups, dw_partials=gw,
+                       block_plane=H * W if g.bp else 0, out_block_plane=OH * OW)
     g.xt_sz, g.yt_sz, g.v_sz, g.m_sz, g.tmp_sz, g.du_sz = sizes
     g.per_thread = sum(sizes)
     g.ups = KD * g.CIG * CO + UPAD
@@ -182,16 +187,52 @@ def fast_transforms(enable=None):
     return old
 
 
-def unit_sizes(C, S, CO, SO, P, A2, nb, tc, Pl, KD, groups, gw, S1=0, SO1=0):
-    """Scratch elements of one thread: (xt, yt, V, M, tmp, dU).
+#: Scratch elements of one thread (:func:`unit_sizes`), in the order :func:`_parts`
+#: cuts them: ``xt`` channel-last input, ``yt`` channel-last output (grad_output in
+#: grad_weight), ``v`` transformed input tiles, ``m`` their products with U, ``tmp``
+#: the tile temporary, ``du`` the thread's partial sum of dU (0 without one).
+UnitSizes = namedtuple("UnitSizes", "xt yt v m tmp du")
 
-    ``S1`` (elements per input plane) when a 3-D forward pass keeps only a block's
-    planes channel-last (``Pl`` input, ``Pl - KD + 1`` output planes of ``SO1``)."""
-    if S1:
-        return (Pl * C * S1, (Pl - KD + 1) * CO * SO1) + unit_sizes(
-            C, S, CO, SO, P, A2, nb, tc, Pl, KD, groups, gw)[2:]
-    return (nb * C * S, nb * CO * SO, P * (tc * Pl * C + 16), P * (tc * CO + 16),
-            A2 * max(C, CO), (P * (KD * (C // groups) * CO + UPAD)) if gw else 0)
+
+def unit_sizes(*, channels, in_spatial, out_channels, out_spatial, positions,
+               tmp_per_channel, images, tiles, planes, kernel_depth, groups, dw_partials,
+               block_plane=0, out_block_plane=0):
+    """Scratch elements of one thread (:data:`UnitSizes`) for one unit of work.
+
+    Parameters
+    ----------
+    channels, out_channels : int
+        Channels of the pass's input and output (C, CO).
+    in_spatial, out_spatial : int
+        Elements of one input and one output image (D*H*W, OD*OH*OW).
+    positions : int
+        Transform positions of a tile (alpha_h * alpha_w).
+    tmp_per_channel : int
+        Elements per channel of the tile transforms' temporary.
+    images : int
+        Images per unit (1 when D > 1).
+    tiles : int
+        Tiles per block.
+    planes : int
+        Input planes per block (output planes per block + kernel_depth - 1).
+    kernel_depth : int
+        Kernel taps along D, stacked into the GEMMs' inner dimension.
+    groups : int
+    dw_partials : bool
+        grad_weight on several threads: each keeps a partial sum of dU.
+    block_plane, out_block_plane : int
+        Elements of one input and one output plane, when a 3-D forward pass keeps
+        only a block's planes channel-last (``planes`` input planes,
+        ``planes - kernel_depth + 1`` output planes); 0: whole images.
+    """
+    C, CO, P, Pl, KD = channels, out_channels, positions, planes, kernel_depth
+    if block_plane:
+        xt, yt = Pl * C * block_plane, (Pl - KD + 1) * CO * out_block_plane
+    else:
+        xt, yt = images * C * in_spatial, images * CO * out_spatial
+    return UnitSizes(xt, yt, P * (tiles * Pl * C + PAD), P * (tiles * CO + PAD),
+                     tmp_per_channel * max(C, CO),
+                     P * (KD * (C // groups) * CO + UPAD) if dw_partials else 0)
 
 
 cdef inline void _parts(const WG* g, floating* wk, floating** xt, floating** yt,

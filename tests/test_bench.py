@@ -3,8 +3,8 @@ other suites' hook, missing peers, the report's opening, a fourth strategy."""
 import copy
 import importlib.util
 import io
-import os
 import json
+import os
 import sys
 import time
 import types
@@ -12,11 +12,10 @@ import types
 import pytest
 
 import fastconv
-from fastconv.bench.timing import LOADED_FACTOR
 from fastconv.bench import layers as _layers
 from fastconv.bench import run as _run
 from fastconv.bench.schema import validate_results
-from fastconv.bench.timing import time_interleaved
+from fastconv.bench.timing import LOADED_FACTOR, time_interleaved
 from fastconv.cli import main
 
 

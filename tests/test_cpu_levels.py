@@ -115,7 +115,7 @@ def test_every_level_matches_the_reference(case, dtype, each_level):
     names = ["direct"] + (["winograd"] if ws[2:] == (3,) * (len(ws) - 2)
                           and spec.stride == (1,) * (len(ws) - 2) and ws[1] > 1 else [])
     for name in names:
-        got = each_level(lambda: (fastconv.conv(x, w, strategy=name, **kw),
+        got = each_level(lambda name=name: (fastconv.conv(x, w, strategy=name, **kw),
                                   fastconv.grad_input(xs, w, gy, strategy=name, **kw),
                                   fastconv.grad_weight(x, ws, gy, strategy=name, **kw)))
         tol = 1e-4 if dtype == np.float32 else 1e-10

@@ -14,6 +14,7 @@ import fastconv
 from fastconv import reference
 from fastconv._ext import _direct
 from fastconv._spec import make_spec
+
 from conftest import traced_direct_call
 
 HALO = [

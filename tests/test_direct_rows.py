@@ -11,6 +11,7 @@ import pytest
 
 from fastconv._ext import _direct
 from fastconv._spec import make_spec
+
 from conftest import direct_checker, direct_plan, traced_direct_call
 
 CASES = [

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _cpu
-from fastconv import _calibrate, _dispatch, _strategies, _tuning
+from fastconv import _calibrate, _cpu, _dispatch, _strategies, _tuning
 from fastconv._configfile import ConfigError, read_config_file
 from fastconv._spec import make_spec
 
@@ -120,7 +119,8 @@ def test_guard_float32_fft_error(fakes):
         assert _dispatch.decide("forward", big).strategy == "fft"
     # float64 is far below any sensible tolerance: not excluded
     with fastconv.config(fft_rtol=err / 2):
-        assert _dispatch.decide("forward", spec(input_shape=(1, 4, 512, 512), dtype=np.float64)).strategy == "fft"
+        f64 = spec(input_shape=(1, 4, 512, 512), dtype=np.float64)
+        assert _dispatch.decide("forward", f64).strategy == "fft"
 
 
 def test_guard_memory_budget(fakes):

@@ -97,10 +97,10 @@ def test_decision_memo_follows_omp_num_threads(monkeypatch):
     _dispatch.clear_memo()
     s = make_spec((8, 64, 64, 64), (64, 64, 3, 3), padding=1, dtype=np.float32)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setattr(fastconv._config, "_default_memo", {})
+    monkeypatch.setattr(fastconv._resources, "_default_memo", {})
     assert _dispatch.decide("forward", s).threads == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    monkeypatch.setattr(fastconv._config, "_default_memo", {})
+    monkeypatch.setattr(fastconv._resources, "_default_memo", {})
     assert _dispatch.decide("forward", s).threads == 2
 
 

@@ -26,8 +26,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import fastconv  # noqa: E402
-from fastconv import _cpu  # noqa: E402
-from fastconv import _config, _configfile, _dispatch, _tuning  # noqa: E402
+from fastconv import _config, _configfile, _cpu, _dispatch, _tuning  # noqa: E402
 
 ALLOWED = (fastconv.ConfigError, ValueError, TypeError, MemoryError)
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=None,

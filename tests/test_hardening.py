@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _cpu
 import fastconv.grad as fgrad
-from fastconv import _dispatch, _tuning, reference as ref
-from fastconv._config import max_threads
+from fastconv import _cpu, _dispatch, _tuning
+from fastconv import reference as ref
+from fastconv._resources import max_threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
 
@@ -154,7 +154,7 @@ def test_env_threads_and_bad_config_files_at_import(tmp_path):
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         import numpy as np, fastconv
-        from fastconv._config import default_threads
+        from fastconv._resources import default_threads
         from fastconv._configfile import load_env_config
         assert any("FASTCONV_CONFIG" in str(r.message) for r in rec), [str(r.message) for r in rec]
         assert default_threads() == {max_threads()}, default_threads()
@@ -184,7 +184,7 @@ def test_cli_tune_clear_works_with_a_broken_config(tmp_path):
 
 
 def test_default_threads_follows_omp_num_threads(monkeypatch):
-    from fastconv._config import cpu_limit, default_threads
+    from fastconv._resources import cpu_limit, default_threads
 
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert default_threads() == 3
@@ -197,10 +197,10 @@ def test_default_threads_follows_omp_num_threads(monkeypatch):
 
 
 def test_cgroup_quota_caps_cpu_limit(monkeypatch):
-    from fastconv import _config
+    from fastconv import _resources
 
-    monkeypatch.setattr(_config, "_cgroup_cpu_quota", lambda: 1)
-    assert _config.cpu_limit() == 1
+    monkeypatch.setattr(_resources, "_cgroup_cpu_quota", lambda: 1)
+    assert _resources.cpu_limit() == 1
 
 
 # ---------------------------------------------------------------------------

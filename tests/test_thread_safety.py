@@ -14,6 +14,7 @@ import pytest
 
 import fastconv
 from fastconv import _config, _dispatch
+from fastconv._threads import blas_threads
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +24,7 @@ def _default_options(monkeypatch):
     _dispatch.clear_memo()
     yield
     _dispatch.clear_memo()
-from fastconv._threads import blas_threads
+
 
 # children start where the tested package was imported from (the installed
 # package, or this checkout with its compiled modules)

@@ -463,7 +463,7 @@ def test_threads_clamped_to_what_fastconv_accepts(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 10**6)
     with fastconv.config(n_threads=None):
         fct.conv2d(_t(1, 2, 5, 5), _t(2, 2, 3, 3))
-    from fastconv._config import max_threads
+    from fastconv._resources import max_threads
     assert seen == [max_threads()]
 
 

@@ -125,6 +125,18 @@ def test_against_torch(strategy, case, rng):
         fastconv.conv_transpose_grad_weight(x, w.shape, gy, **kw, strategy=strategy), gw)
 
 
+def _counting(prepare, calls):
+    """``prepare`` whose prepared calls append their op to ``calls``."""
+    def wrapped(op, *a, **k):
+        run = prepare(op, *a, **k)
+
+        def counted(*b):
+            calls.append(op)
+            return run(*b)
+        return counted
+    return wrapped
+
+
 def test_needs_skips_gradients(rng, monkeypatch):
     x = rng.standard_normal((2, 3, 6, 5))
     w = rng.standard_normal((4, 3, 3, 2))
@@ -135,8 +147,7 @@ def test_needs_skips_gradients(rng, monkeypatch):
         orig = s.run
         monkeypatch.setattr(s, "run", lambda op, *a, _o=orig, **k: calls.append(op) or _o(op, *a, **k))
         if hasattr(s, "prepare"):   # a strategy that plans its kernel call runs that
-            monkeypatch.setattr(s, "prepare", lambda op, *a, _p=s.prepare, **k: (
-                lambda *b, _r=_p(op, *a, **k): calls.append(op) or _r(*b)))
+            monkeypatch.setattr(s, "prepare", _counting(s.prepare, calls))
         if hasattr(s, "backward"):
             monkeypatch.setattr(s, "backward", lambda *a, **k: pytest.fail("fused pass ran"))
     fastconv._dispatch.clear_memo()   # plans made before the spies

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _cpu
-from fastconv import _strategies
+from fastconv import _cpu, _strategies
 from fastconv import reference as ref
 from fastconv._spec import make_spec
 from fastconv._strategies import winograd as W

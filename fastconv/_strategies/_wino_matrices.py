@@ -22,7 +22,7 @@ computed in exact rationals, then rounded once to float64.
 from __future__ import annotations
 
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -46,7 +46,7 @@ def _poly_from_roots(roots):
     return c
 
 
-@lru_cache(maxsize=None)
+@cache
 def exact(m):
     """(BT, G, AT) as lists of lists of Fractions for F(m, 3)."""
     if m == 1:  # trivial: a kernel axis of extent 1
@@ -72,7 +72,7 @@ def exact(m):
     return BT, G, AT
 
 
-@lru_cache(maxsize=None)
+@cache
 def matrices(m):
     """(BT (alpha, alpha), G (alpha, 3 or 1), AT (m, alpha)) as float64 arrays."""
     return tuple(np.array([[float(v) for v in row] for row in M], dtype=np.float64)

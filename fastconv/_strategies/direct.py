@@ -1,10 +1,11 @@
 """Direct strategy: loops over kernel taps (``pyx/_direct.pyx``), padding inside.
 
-The kernels take the input unpadded. At unit stride each thread
-copies the planes it works on into a zero-bordered buffer and runs register
-tiles over them ("wide" path); any other stride runs row loops on the unpadded
-arrays with no scratch at all ("rows" path). When the wide path's buffers exceed
-the memory budget, the row loops run instead, so direct always fits.
+The kernels take the input unpadded. Each thread copies the
+planes it works on into a zero-bordered buffer and runs register tiles over
+them ("wide" path); at stride s > 1 the same tiles run on polyphase components
+(see below). The row loops on the unpadded arrays, with no scratch at all
+("rows" path), run when the wide path's buffers exceed the memory budget, so
+direct always fits, and for grad_input with non-finite weights.
 
 The cost model follows the kernels' structure, because their speed varies 20x
 with the problem's shape:
@@ -30,11 +31,10 @@ with the problem's shape:
 * over the memory budget, or with non-finite weights in grad_input, row loops:
   per multiply-add and per row of outputs.
 
-Coefficients are single-thread float32 seconds measured on an AMD EPYC (Zen 4,
-AVX-512 on 256-bit units; ``lscpu`` says "AMD EPYC", 2 vCPUs, KVM) as process CPU
-time (the machine was heavily loaded), normalised so that numpy's 512x512 float32
-matmul runs at 101 GFLOP/s on one thread; ``fastconv tune --calibrate`` rescales
-them per op, ndim and dtype.
+Coefficients are single-thread float32 seconds of the avx512 kernels, taken as
+process CPU time (steady on a shared machine); ``fastconv tune --calibrate``
+rescales them per op, ndim and dtype, so only their ratios to each other matter.
+How they were fitted: ``docs/bench/notes.md`` ("direct's cost model").
 """
 from __future__ import annotations
 
@@ -52,39 +52,24 @@ GW_OCH = _direct.GW_OCH
 _TAP4 = 4.9e-9      # wide: one tap of one input channel, OBLOCK output channels x TILE
 _TAP1 = 4.2e-9      # ... one output channel x TILE (groups with < OBLOCK channels)
 # ... of which a part is paid per tile, not per tap (the accumulators loaded and
-# stored, the tile's set-up): a tap costs _TAP1 * (_TAP1_TAP + _TAP1_TILE / K).
-# Fitted on measured/estimated ratios of one-channel groups at 2 threads (full
-# and held-out suites, 06:00 UTC calibration): 3x3 depthwise ran at 1.3-1.6x the
-# per-tap estimate, 31x31 depthwise and 125 taps (the 3-D volume's grad_input)
-# at 0.49-0.58, a 1024-tap 1-D kernel at 0.55 -- a fixed cost of ~8 taps per tile.
+# stored, the tile's set-up): a tap costs _TAP1 * (_TAP1_TAP + _TAP1_TILE / K), so
+# few-tap depthwise kernels cost more per tap than many-tap ones.
 _TAP1_TAP, _TAP1_TILE = 0.51, 8.1
-# wide grad_weight, fitted on one-thread CPU times of 22 layers (the 2-D and 1-D
-# calibration grid and six held-out-like ones, load 2-3): the multiply-adds and
-# loads of a step overlap, so a step costs the larger count, not the sum (the
-# sum, 0.38 ns per multiply-add plus 0.25 ns per load, put large kernels at
-# 0.50-0.57 of the estimate and 3x3 ones at 0.75-0.83: a 4x6 block is bound by
-# its 24 multiply-adds, its 16 load slots hide behind them). Fitted: 0.33 ns per
-# slot and 44 ns per call; both are scaled here by 1/0.647 so that the estimates
-# keep the old model's level on those layers (geometric mean), which the shipped
-# calibration factors were fitted to.
+# wide grad_weight: the multiply-adds and loads of a step overlap, so a step costs
+# the larger count, not the sum (a 4x6 block is bound by its 24 multiply-adds, its
+# 16 load slots hide behind them). Both coefficients are scaled so that the
+# estimates keep the level the shipped calibration factors were fitted to.
 _GW_SLOT = 0.51e-9  # one step slot (a vector multiply-add, or a load slot)
 _GW_CALL = 68e-9    # one register block over one plane (call, lane sums)
-# (no extra cost when a block's grad_output rows outgrow L1: with a 1.3x term for
-# that, one-thread timings of 15 layers ran at 0.46-0.50 of the estimate on every
-# plane wider than 2048 and at 0.63-1.2 on the others; the hardware prefetcher
-# streams those rows)
-# Strided ops, fitted on one-thread timings of the calibration grid's strided
-# layers (not the held-out set): per modelled tap, polyphase grad_input ran 1.2-1.3x
-# the forward kernel's rate with 2 components (1-D stride 2) and 2.5x with 4 (2-D),
-# i.e. each component past the first adds ~0.4 of the whole tap work (short
-# component rows, a tile's accumulators loaded and stored per component);
-# grad_weight on phase-split planes ran 1.3-1.4x its stride-1 rate (1-D and 2-D)
-# with the additive model; fitted with the overlapping one, 1.23x.
+# (no extra cost when a block's grad_output rows outgrow L1: the hardware
+# prefetcher streams those rows, and a term for it made such estimates too high)
+# Strided ops: each polyphase component past the first adds a share of the whole
+# tap work (short component rows, a tile's accumulators loaded and stored per
+# component); grad_weight on phase-split planes runs slower than at stride 1.
 _POLY_COMPONENT = 0.4
 _GW_POLY = 1.23
-# row blocks (one channel in and out per group, 4-7 kernel rows: 0.4 loads per
-# multiply-add at 5x5 instead of 1): measured, whole calls of a 5x5 depthwise
-# layer ran 0.70x the quads' time, fills and copies included
+# row blocks (one channel in and out per group, 4-7 kernel rows) share their input
+# loads between four output rows: a fraction of the quads' tap cost
 _ROWS4 = 0.65
 # The rates above are those of the avx512 tiles (64-byte registers). A level with
 # narrower registers runs the same contracts in more passes, and not every path
@@ -178,7 +163,7 @@ def _wide_seconds(spec, op, info):
         # static schedule, tasks in (n, group, slab) order: each thread fills each
         # of its slab buffers once, a buffer split between two threads twice
         fills = (N * G * info["nsl"] + info["threads"] - 1) * cig * P
-    # (row blocks were measured as a whole against the per-tap model: 0.65 of it)
+    # (row blocks are priced as a fraction of the per-tap model, fills included)
     one = _TAP1 * (_ROWS4 * srows if info.get("rows4") else (_TAP1_TAP + _TAP1_TILE / K) * s1)
     t = N * G * tile_taps * cig * (nob * _TAP4 * s4 + rest * one)
     outs = math.prod(spec.input_shape5 if op == "grad_input" else spec.output_shape5)

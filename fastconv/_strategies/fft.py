@@ -60,7 +60,7 @@ Threads: on ``n`` threads each chunk of the batch is cut into ``n`` slices,
 and each slice runs the whole chain (pack, transform, contraction, inverse,
 unpack) single-threaded in its own thread (:func:`fft_exec._batched`): the
 OpenMP loops and pocketfft's own thread pool, alternated on the same cores,
-fought for them (measured in :mod:`fft_exec`). grad_weight keeps one spectrum
+fought for them (see :mod:`fft_exec`). grad_weight keeps one spectrum
 sum per pipeline and adds them in a fixed order. A batch of one (after
 blocking) runs every step on all threads instead.
 
@@ -78,13 +78,11 @@ Numerics
   ``1e-7 * log2(prod(F)) * max|y|`` in float32 and ``1e-16 * ...`` in float64.
 * A NaN or Inf anywhere in an input map spreads over the *whole* output map
   of every output channel after the inverse transform -- with a block or tile
-  plan, over every block or tile whose transform window contains it (measured:
-  one NaN in a (1, 16, 128x128) 11x11 layer with 44x44 tiles poisoned 12% of
-  the outputs) -- unlike the direct and im2col strategies where it stays in
-  the outputs it touches. A NaN or Inf in the kernel poisons the whole map of
-  its output channel (its DFT, by transform or by DFT matrix, has it in every
-  bin). Forbid this strategy with ``fastconv.config(allow_fft=False)`` where
-  that matters.
+  plan, over every block or tile whose transform window contains it -- unlike
+  the direct and im2col strategies where it stays in the outputs it touches.
+  A NaN or Inf in the kernel poisons the whole map of its output channel (its
+  DFT, by transform or by DFT matrix, has it in every bin). Forbid this
+  strategy with ``fastconv.config(allow_fft=False)`` where that matters.
 
 Memory
 ------
@@ -93,9 +91,8 @@ workspace stays within ``fastconv.get_config().memory_budget``; if a single
 sample of a single group does not fit, ``MemoryError`` says how many bytes
 were needed. The buffers a call frees are kept for the next call
 (:func:`kept_buffers`): scipy.fft allocates every transform's output itself,
-and fresh buffers of several MiB are page-faulted on every call (measured on
-(16, 32, 28x28) -> 64, 5x5 forward, one thread: 4615 page faults, 32 ms per
-call against 12 ms with kept buffers). :meth:`FFTStrategy.workspace` reports
+and fresh buffers of several MiB would be page-faulted on every call, which
+can cost more than the transforms. :meth:`FFTStrategy.workspace` reports
 the bytes the call holds at its worst: every buffer of the core (:func:`_phases`;
 kept, they can all be held at once), and the overlap-add and group-chunk
 copies, which are taken from the budget first. The multi-axis inverse runs
@@ -119,9 +116,21 @@ from .._ext import _fft
 from .._threads import blas_limit as _blas_limit
 from .fft_dft import kernel_spectrum, kernel_taps
 from .fft_exec import _batched, _lanes_split, _summed, kept_buffers, release_buffers  # noqa: F401
-from .fft_plan import (BLOCK_COPY_S, GEMM_MIN_CHANNELS, _block_plan, _blocked_geometry, _chunks,
-                       _cost, _fft_geom, _group_extra, _group_spec, _kernel_by_dft, _peak,
-                       _span3, _with_axis)
+from .fft_plan import (
+    BLOCK_COPY_S,
+    GEMM_MIN_CHANNELS,
+    _block_plan,
+    _blocked_geometry,
+    _chunks,
+    _cost,
+    _fft_geom,
+    _group_extra,
+    _group_spec,
+    _kernel_by_dft,
+    _peak,
+    _span3,
+    _with_axis,
+)
 
 _UNIT = (1, 1, 1)
 _ZERO = (0, 0, 0)
@@ -264,7 +273,7 @@ def _core_run(op, spec, a, b, n, nbc, pipes, memo=None, mkey=None):
         del GY
         core.inverse(GX, gx, s0, _UNIT, pb, t)
     _batched(part, N, nbc, n, k)
-    del Ws
+    Ws = None  # the spectrum's memory back before the inverse transform
     return gx, core.kernel_inverse(_summed(GWs))
 
 

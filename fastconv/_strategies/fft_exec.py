@@ -51,9 +51,8 @@ def release_buffers():
 # Why: the moves and contractions run in OpenMP loops, the transforms in
 # pocketfft's own thread pool. Alternating the two on the same cores, the
 # OpenMP team spins after each loop (libgomp waits actively for the next one)
-# while pocketfft's workers need those cores: measured on 2 cores, pack and a
-# 2-D rfftn alternated 4 times took 32-68 ms on 2 threads against 6 ms on one
-# (6.2-6.6 ms with GOMP_SPINCOUNT<=10000). Instead, each of ``k`` threads runs
+# while pocketfft's workers need those cores, so two threads ran slower than one.
+# Instead, each of ``k`` threads runs
 # the whole chain (move, transform, contraction, inverse, move) single-threaded
 # on its own slice of the chunk's samples; scipy.fft and the Cython kernels
 # release the GIL.

@@ -16,48 +16,39 @@ import scipy.fft
 from .fft_dft import dft_bytes, dft_cmacs
 
 # ---------------------------------------------------------------------------
-# Cost model coefficients, measured on the development machine (1 thread,
-# float32). Only ratios to the other strategies'
-# figures matter; `fastconv tune --calibrate` may rescale them.
+# Cost model coefficients: single-thread float32 seconds. Only ratios to the
+# other strategies' figures matter; `fastconv tune --calibrate` may rescale
+# them. The timings they were fitted to: docs/bench/notes.md ("FFT's cost model").
 # ---------------------------------------------------------------------------
-#: seconds per element per log2(F) of one real N-d transform lane (r2c or c2r;
-#: pocketfft measured 1.7-2.8e-10 on 24x24..128x128 planes, 64-1024 lanes)
+#: seconds per element per log2(F) of one real N-d transform lane (r2c or c2r)
 FFT_S_PER_NLOGN = 2.5e-10
 #: seconds per complex multiply-add of the spectral contraction: batched
 #: cgemm, ``CMAC_GEMM_S * (1 + GEMM_SMALL / d)`` with ``d`` the smallest
-#: dimension of the per-frequency product (measured on 16..64 channels:
-#: 7-19e-10 at d=1, 2.6-6e-10 at d=4, 1.5-2e-10 at d=16, 1.2-1.5e-10 at
-#: d>=64), and the hand loop (1.5-1.7e-9 for <= 4x4 channels per group and
-#: 1.0e-9 depthwise)
+#: dimension of the per-frequency product (a thin product runs far below the
+#: GEMM's rate), and the hand loop for few channels per group
 CMAC_GEMM_S = 1.2e-10
 GEMM_SMALL = 5.0
 CMAC_LOOP_S = 1.6e-9
-#: ... and the depthwise loop (one channel per group): 0.72e-9 measured on
-#: (8, 64, 64x64) 31x31 at 96x96 (1 thread, buffers kept)
+#: ... and the depthwise loop (one channel per group)
 CMAC_DW_S = 0.8e-9
 #: seconds per complex multiply-add (as counted by :func:`dft_cmacs`) of a
-#: kernel DFT by matrix products (:mod:`fft_dft`; measured single-thread with
-#: the conjugate-symmetric full axes: 1.6-1.9e-10 on 24x24..40x40 transforms
-#: of 5x5 and 7x7 kernels, 0.7e-10 on 75x75 of 11x11, 3.3e-10 on 90x90 of 5x5)
+#: kernel DFT by matrix products (:mod:`fft_dft`, with the conjugate-symmetric
+#: full axes)
 CMAC_DFT_S = 2.0e-10
-#: ... and of the inverse (grad_weight's taps, :func:`fft_dft.kernel_taps`: no
-#: conjugate-symmetric shortcut, a contiguous copy per step): measured 20.4 ms
-#: where 2.0e-10 said 10.1 (ho-B-5x5, 90x90) and 2.45 where it said 0.98
-#: (ho-3x7, 50x54), one thread
+#: ... and of the inverse (grad_weight's taps, :func:`fft_dft.kernel_taps`): no
+#: conjugate-symmetric shortcut and a contiguous copy per step, so about twice
+#: the forward's cost
 CMAC_IDFT_S = 4.5e-10
 #: seconds per byte of a kernel spectrum (``CO*CIG`` planes of the spectrum
 #: size) written and read once per call and pipeline (every pipeline reads
 #: all of W, or has its own grad_weight sum): memory-bound, and grad_weight's
 #: zeroed sum is a one-thread memset, so it is not divided by the threads.
-#: The gap between whole calls and the sum of their parts, one thread, was
-#: 2 ms on ho-5x5 forward (8.9 MB) and ho-3x7 grad_weight (11.5 MB), but
-#: only 1-2 ms on ho-B-5x5 grad_weight (76 MB): a compromise, which keeps the
-#: unblocked plan there (measured 61-69 ms against 86 ms for 24x24 tiles)
+#: A compromise between small and large spectra (the gap between whole calls
+#: and the sum of their parts grows less than the bytes), which keeps the
+#: unblocked plan where it is the faster one
 SPECTRUM_S = 1.0e-10
 #: seconds per real element moved by pack (zeroing included) / unpack, Cython
-#: loops on all threads: measured 0.4-1.1e-9 on 32x32..96x96 transforms
-#: (ho-5x5, depthwise-k31, 1 thread, buffers kept; 1.5e-9 before, when the
-#: buffers were page-faulted on every call)
+#: loops on all threads, with the buffers kept between calls
 COPY_S = 0.6e-9
 #: seconds per real element of the overlap-add block copies (numpy, one thread)
 BLOCK_COPY_S = 1.5e-9
@@ -66,18 +57,16 @@ LANE_S = 2.0e-7
 #: float64 costs this much more than float32
 F64_FACTOR = 1.8
 #: a whole call costs this much more than the sum of its parts measured alone
-#: (spectra streamed through memory between phases). 1.3 while every call
-#: page-faulted fresh buffers; with the buffers kept, one thread: ho-5x5
-#: forward 12.5 ms whole against 10.5 ms of parts, depthwise-k31 forward 36-39
-#: against 38
+#: (spectra streamed through memory between phases); small since the buffers
+#: are kept between calls instead of page-faulted on every one
 IN_SITU = 1.1
 #: the GEMM contraction is used when a group's channel product CIG*COG is at least this
 GEMM_MIN_CHANNELS = 64
 #: a block plan must beat the unblocked cost by this factor to be used
 BLOCK_GAIN = 0.75
 #: equal tiles over all axes must beat the per-axis plan by this factor (1:
-#: measured, tiles beat equal-cost strips by 15-20% -- smaller spectra --
-#: which the model does not see)
+#: tiles beat equal-cost strips in practice -- smaller spectra -- which the
+#: model does not see)
 TILE_GAIN = 1.0
 
 # ---------------------------------------------------------------------------

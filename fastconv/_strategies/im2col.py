@@ -9,10 +9,8 @@ returned at the input's shape.
 Work is cut into *units* of ``rows`` output rows (``od*OH + oh``) of one image,
 sized so that one unit's column block fits the L2 cache of a core (read from
 the machine; 1 MiB when unknown). Sizing the chunks to the memory budget
-instead (one whole image, 23-29 MiB on the benchmark layers) made the unfold
-and the GEMM's packing stream from DRAM: measured on 2 cores, a 4 MiB budget
-alone took a 5x5 layer's forward from 70 to 42 ms and a 3-D grad_weight from
-8.6 to 4.9 ms. The column buffers are kept between calls, one set per Python
+instead (one whole image, tens of MiB on the benchmark layers) made the unfold
+and the GEMM's packing stream from DRAM. The column buffers are kept between calls, one set per Python
 thread (:class:`threading.local`), so calls do not page-fault fresh buffers;
 a kept buffer never exceeds the memory budget of the call that made it, and is
 replaced when a later call has a smaller budget.
@@ -21,14 +19,9 @@ Threading (:class:`ParallelMode`, forced with :func:`parallel_mode`): ``OMP``
 runs units in an OpenMP loop, each thread unfolding into its own buffer and
 calling a single-threaded BLAS (limited with threadpoolctl); ``BLAS`` runs the
 units one after another with the GEMMs on all BLAS threads. The two pools never
-run at full width at once. Measured on 2 cores, float32, 3x3 pad 1 layers,
-GFLOP/s of omp mode vs blas mode (serial unfold) in one run:
-
-    (32, 64, 56x56, 64)    forward 114 vs 92, grad_input 133 vs 98, grad_weight 122 vs 91
-    (32, 256, 14x14, 256)  forward 161 vs 108, grad_input 151 vs 112, grad_weight 141 vs 145
-
-With an OpenMP-parallel unfold between BLAS-threaded GEMMs, blas mode fell to
-33-47 GFLOP/s: the idle pool's spinning threads compete for the two cores.
+run at full width at once: with an OpenMP-parallel unfold between
+BLAS-threaded GEMMs, the idle pool's spinning threads compete for the cores.
+omp mode is the faster one on ResNet-like 3x3 layers (``docs/bench/notes.md``).
 
 grad_weight is deterministic: the units are cut into fixed blocks (up to 4 per
 thread, their partial sums within 8 MiB), each summed on its own and the sums
@@ -55,45 +48,34 @@ from .._threads import blas_limit as _blas_limit
 #: the kernel module): ``ParallelMode.OMP`` or ``ParallelMode.BLAS``.
 ParallelMode = _im2col.ParallelMode
 
-# Cost-model coefficients, measured on the development machine (2 AVX-512 cores,
-# scipy's OpenBLAS, float32, 3x3 ResNet layers with the cores otherwise idle):
-# the single-threaded sgemm rate our per-unit GEMMs reach (161 GFLOP/s on two
-# threads for the 32x256x14x14 layer, unfold included), and the bandwidth of one
-# pass over the column matrix (unfold write, GEMM read, fold read-scatter) when
-# the column block stays in L2.
-# float64 ran at 0.45-0.5x the float32 rate. GEMMs with few output channels are
-# memory-bound and slower than this model says.
+# Cost-model coefficients: the single-threaded sgemm rate our per-unit GEMMs
+# reach, and the bandwidth of one pass over the column matrix (unfold write, GEMM
+# read, fold read-scatter) when the column block stays in L2; float64 runs at
+# about half the float32 rate. GEMMs with few output channels are memory-bound
+# and slower than this model says.
 _SGEMM_FLOPS_PER_CORE = 8.0e10
 _DGEMM_FACTOR = 0.5
 _COLS_BYTES_PER_S = 1.0e10
 # At a horizontal stride s > 1 the unfold gathers (and grad_input's fold
 # scatters) one element at a time instead of copying rows: seconds per column
-# element on top of the passes. Fitted beside the two terms above on one-thread
-# CPU times of 19 2-D and 1-D layers per op (the calibration grid's and six
-# held-out-like ones, load 2-3): 0.50 ns forward, 0.60 grad_weight, 0.9
-# grad_input; without it strided layers ran at 1.2-1.3x the others'
-# measured/estimated ratio (e.g. the ResNet stem's 7x7 stride-2 grad_weight,
-# which auto gave to im2col at 1.3x direct's time). (Refitting the passes too
-# halved their weight on those layers, but put the 3-D volume's grad_input,
-# 125 taps into one channel, at a third of its time: not done.)
+# element on top of the passes. Without it strided layers were estimated too
+# cheap, and auto gave the ResNet stem's 7x7 stride-2 grad_weight to im2col. (The
+# passes keep their weight: refitting them too misjudged 3-D grad_input.)
 _GATHER_S = 0.6e-9
 #: seconds per call outside the kernels: none here, the calibrated per-call
 #: overhead (timed on a tiny problem) covers planning and the BLAS limiter; a
-#: fixed 150 us here counted it twice and kept auto off im2col on tiny problems
-#: where it was fastest (1.3-1.4x regret on a (1, 4, 64) conv1d)
+#: fixed cost here would count it twice and keep auto off im2col on tiny
+#: problems where it is fastest
 _CALL_S = 0.0
 
 _DEFAULT_L2 = 1 << 20
 #: one unit's column block is sized to this fraction of L2
 _L2_FRACTION = 1.0
 #: grad_weight units twice that: its GEMM sums over the unit's columns into a
-#: small weight gradient, so short units mean many short reductions (PERF-NOTES:
-#: 2 MiB per thread took a 3-D grad_weight from 8.6 to 4.9 ms)
+#: small weight gradient, so short units mean many short reductions
 _GW_UNIT_FACTOR = 2
 #: ... and units span at least this many columns: every unit's GEMM packs the whole
-#: weight matrix again, so very short units make that packing dominate (measured:
-#: (32, 256, 14x14) -> 256 at 8 of 14 rows per unit ran 1.08-1.14x slower than
-#: whole images, and 0.79x as fast on grad_input at 112 columns vs 196)
+#: weight matrix again, so very short units make that packing dominate
 _MIN_COLS = 192
 
 

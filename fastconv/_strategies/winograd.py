@@ -313,7 +313,7 @@ def _plan_memo(spec, op, m, n_threads, budget, knobs):
     pl = odc + KD - 1
     per_tile = geo.P * (pl * C + CO)
     # BLAS packs U[p] (C x CO) on every call: enough tiles per block to amortize
-    # that (measured on (32, 256, 14x14): 64 tiles 70 ms, 128 54 ms, 256 51 ms).
+    # that (fewer than a hundred or so leave the packing a large share of the time).
     tc = max(MIN_TILES, BLOCK_ELEMS // per_tile, min(MAX_TILES, CO))
     threads = max(1, int(n_threads))
     nb = 1 if D > 1 else max(1, min(-(-tc // geo.T2), -(-N // (2 * threads))))
@@ -321,15 +321,17 @@ def _plan_memo(spec, op, m, n_threads, budget, knobs):
     units = -(-N // nb)
     omp = threads > 1 and units >= threads and bool(_winograd.HAVE_OPENMP)
     # U with padded position strides, aligned to 64 bytes (see _u_buffer)
-    u_elems = geo.P * (KD * C * CO // spec.groups + _winograd.U_PAD) + 16
+    u_elems = geo.P * (KD * C * CO // spec.groups + _winograd.U_PAD) + _ALIGN_SLACK
     kt_bytes = 8 * _winograd.kt_scratch(KD, math.prod(spec.kernel3[1:]), threads)
     if _all_images(spec, geo, tc, C, CO):
         nbi = max(1, min(N, ALL_MAX_TILES // geo.T2))   # whole images per block
         while nbi * geo.T2 >= ALL_MIN_TILES:
             tca = nbi * geo.T2
-            sizes = _winograd.unit_sizes(C, S, CO, SO, geo.P, geo.ah * max(geo.aw, geo.mw),
-                                         N, tca, 1, 1, spec.groups, False)
-            per = sum(sizes) + (threads - 1) * sizes[4]
+            sizes = _winograd.unit_sizes(
+                channels=C, in_spatial=S, out_channels=CO, out_spatial=SO, positions=geo.P,
+                tmp_per_channel=geo.ah * max(geo.aw, geo.mw), images=N, tiles=tca, planes=1,
+                kernel_depth=1, groups=spec.groups, dw_partials=False)
+            per = sum(sizes) + (threads - 1) * sizes.tmp
             plan = _Plan(m, False, threads, N, tca, 1, per, 1, u_elems, kt_bytes, True)
             if plan.nbytes(item) <= budget:
                 return plan
@@ -341,8 +343,11 @@ def _plan_memo(spec, op, m, n_threads, budget, knobs):
     while True:
         # grad_weight: per-thread partial sums of dU only with several threads
         gw = op == "grad_weight" and omp
-        sizes = _winograd.unit_sizes(C, S, CO, SO, geo.P, geo.ah * max(geo.aw, geo.mw),
-                                     nb, tc, pl, KD, spec.groups, gw, s1 if bp else 0, so1)
+        sizes = _winograd.unit_sizes(
+            channels=C, in_spatial=S, out_channels=CO, out_spatial=SO, positions=geo.P,
+            tmp_per_channel=geo.ah * max(geo.aw, geo.mw), images=nb, tiles=tc, planes=pl,
+            kernel_depth=KD, groups=spec.groups, dw_partials=gw,
+            block_plane=s1 if bp else 0, out_block_plane=so1)
         per = sum(sizes)
         slots = min(threads, units) if omp else 1
         plan = _Plan(m, omp, min(threads, units) if omp else threads, nb, tc, odc, per,
@@ -393,12 +398,17 @@ def _all_images(spec, geo, tc, C, CO):
             and spec.batch * geo.T2 >= ALL_MIN_TILES)
 
 
+#: elements allocated beyond U's size so that it can start on a 64-byte boundary
+#: (16 float32; float64 needs only 8)
+_ALIGN_SLACK = 16
+
+
 def _u_buffer(P, G, rows, cols, dtype):
     """U (P, G, rows, cols) on a 64-byte boundary, positions ``U_PAD`` elements
     further apart than their size (a power-of-two stride puts a kernel-transform
     block's writes to all positions in one cache set)."""
     ups = G * rows * cols + _winograd.U_PAD
-    buf = np.empty(P * ups + 16, dtype=dtype)
+    buf = np.empty(P * ups + _ALIGN_SLACK, dtype=dtype)
     item = buf.itemsize
     off = (-buf.ctypes.data % 64) // item
     return np.lib.stride_tricks.as_strided(

@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 
-from .._config import get_config
 from .. import _cpu
+from .._config import get_config
 from .._cpu import cpu_model
 from .._info import config_info, strategies
 

@@ -285,7 +285,8 @@ def render_report(obj):
                 note = f"best / torch = {s['torch_ratio']:.2f}"
             pct = None if r["ceiling_fraction"] is None else 100 * r["ceiling_fraction"]
             L.append(f"| {r['op']} | {r['impl']} | {_ms(r['best_s'])} | {_ms(r['median_s'])} | "
-                     f"{_spread(r)} | {_num(r.get('loadavg'), '{:.1f}')} | {_num(r['gflops'])} | {_num(pct, '{:.1f}')} | {_bytes(r['workspace_bytes'])} "
+                     f"{_spread(r)} | {_num(r.get('loadavg'), '{:.1f}')} | {_num(r['gflops'])} | "
+                     f"{_num(pct, '{:.1f}')} | {_bytes(r['workspace_bytes'])} "
                      f"| {note.replace('|', '/')} |")
         L.append("")
     # sweeps

@@ -23,15 +23,29 @@ from .._info import strategies
 from .._spec import OPS
 from ..params import from_spec
 from . import layers as _layers
-from .calls import (auto_decision, excluded, fastconv_call, make_arrays, scipy_applicable,
-                    scipy_calls, torch_call, workspace_bytes)
-from .machine import (PEERS, cpu_snapshot, loadavg, machine_info, missing_peers,
-                      missing_peers_line, others_share)
+from .calls import (
+    auto_decision,
+    excluded,
+    fastconv_call,
+    make_arrays,
+    scipy_applicable,
+    scipy_calls,
+    torch_call,
+    workspace_bytes,
+)
+from .machine import (
+    PEERS,
+    cpu_snapshot,
+    loadavg,
+    machine_info,
+    missing_peers,
+    missing_peers_line,
+    others_share,
+)
 from .plots import write_plots
 from .report import render_report
 from .schema import SCHEMA_ID, validate_results
-from .timing import (LOADED_FACTOR, NOISY_SPREAD, OTHERS_MAX, matmul_ceiling, spread,
-                     time_interleaved)
+from .timing import LOADED_FACTOR, NOISY_SPREAD, OTHERS_MAX, matmul_ceiling, spread, time_interleaved
 
 __all__ = ["run", "PEERS"]
 
@@ -340,7 +354,7 @@ def run(size="quick", names=None, ndims=None, ops=OPS, impls=None, peers=PEERS, 
     progress = progress or print_lines(stream)
     say = lambda text: print(text, file=stream, flush=True)  # noqa: E731
     t_start = time.perf_counter()
-    created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    created = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
     dtype = np.dtype(dtype)
     if max_time is None:
         max_time = 10.0 if size == "full" else 1.0

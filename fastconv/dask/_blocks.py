@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 import fastconv
-from fastconv._config import default_threads
+from fastconv._resources import default_threads
 
 _lock = threading.Lock()
 _active = 0  # fastconv blocks running in this process right now

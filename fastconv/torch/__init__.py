@@ -29,11 +29,29 @@ with ``torch.jit.script`` (the scripted code calls these ops).
 from __future__ import annotations
 
 from . import _ops as ops
-from ._functional import (UnsupportedTensorError, conv1d, conv2d, conv3d, conv_transpose1d,
-                          conv_transpose2d, conv_transpose3d, is_strict, set_strict, strict,
-                          unsupported_reason)
-from ._modules import (Conv1d, Conv2d, Conv3d, ConvertReport, ConvTranspose1d,
-                       ConvTranspose2d, ConvTranspose3d, convert)
+from ._functional import (
+    UnsupportedTensorError,
+    conv1d,
+    conv2d,
+    conv3d,
+    conv_transpose1d,
+    conv_transpose2d,
+    conv_transpose3d,
+    is_strict,
+    set_strict,
+    strict,
+    unsupported_reason,
+)
+from ._modules import (
+    Conv1d,
+    Conv2d,
+    Conv3d,
+    ConvertReport,
+    ConvTranspose1d,
+    ConvTranspose2d,
+    ConvTranspose3d,
+    convert,
+)
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
            "conv_transpose3d", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d",

@@ -13,9 +13,9 @@ import operator
 import torch
 import torch.nn.functional as F
 
-from . import _ops
 from .._docstrings import CONV, TRANSPOSE, shared_parameters, table
 from .._padmode import check_mode as _check_padding_mode
+from . import _ops
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
            "conv_transpose3d", "set_strict", "strict", "is_strict", "UnsupportedTensorError",

@@ -29,11 +29,14 @@ import contextlib
 import warnings
 
 import torch
-from torch import Tensor, _C
+from torch import _C, Tensor
 from torch._functorch.utils import enable_single_level_autograd_function
 
 from .. import _api, _transpose
-from .._config import config as _fc_config, get_config as _fc_get_config, max_threads
+from .._config import config as _fc_config
+from .._config import get_config as _fc_get_config
+from .._resources import max_threads
+from .._spec import conv_output_size, conv_transpose_output_size
 
 __all__ = ["conv", "conv_grad_input", "conv_grad_weight", "conv_transpose"]
 
@@ -53,7 +56,7 @@ def _threads():
 
     torch takes any thread count (``torch.set_num_threads(100)`` on 2 CPUs);
     fastconv refuses counts its OpenMP runtime may fail to start, so torch's
-    count is clamped to :func:`fastconv._config.max_threads`.
+    count is clamped to :func:`fastconv._resources.max_threads`.
     """
     if _fc_get_config().n_threads is None:
         with _fc_config(n_threads=min(max(1, torch.get_num_threads()), max_threads())):
@@ -72,11 +75,6 @@ def _check_batched(x, weight, op):
 
 def _out(t):
     return torch.from_numpy(t)
-
-
-def _conv_size(i, k, s, pb, pa, d):
-    # plain arithmetic, so the fake implementations also work on SymInts
-    return (i + pb + pa - d * (k - 1) - 1) // s + 1
 
 
 def _sum_but_channels(gy):
@@ -190,8 +188,8 @@ def conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int],
 def _(x, weight, bias, stride, padding, dilation, groups, strategy):
     _check_geometry(stride, dilation, groups, "conv")
     nd = weight.dim() - 2
-    sp = [_conv_size(x.shape[2 + a], weight.shape[2 + a], stride[a], padding[2 * a],
-                     padding[2 * a + 1], dilation[a]) for a in range(nd)]
+    sp = [conv_output_size(x.shape[2 + a], weight.shape[2 + a], stride[a], padding[2 * a],
+                           padding[2 * a + 1], dilation[a]) for a in range(nd)]
     return x.new_empty([x.shape[0], weight.shape[0]] + sp)
 
 
@@ -340,16 +338,13 @@ def conv_transpose(x: Tensor, weight: Tensor, bias: Tensor | None, stride: list[
     return _out(y)
 
 
-def _transpose_size(i, k, s, pb, pa, op, d):
-    return (i - 1) * s - pb - pa + d * (k - 1) + op + 1
-
-
 @conv_transpose.register_fake
 def _(x, weight, bias, stride, padding, output_padding, groups, dilation, strategy):
     _check_geometry(stride, dilation, groups, "conv_transpose")
     nd = weight.dim() - 2
-    sp = [_transpose_size(x.shape[2 + a], weight.shape[2 + a], stride[a], padding[2 * a],
-                          padding[2 * a + 1], output_padding[a], dilation[a]) for a in range(nd)]
+    sp = [conv_transpose_output_size(x.shape[2 + a], weight.shape[2 + a], stride[a],
+                                     padding[2 * a], padding[2 * a + 1], output_padding[a],
+                                     dilation[a]) for a in range(nd)]
     return x.new_empty([x.shape[0], weight.shape[1] * groups] + sp)
 
 
