@@ -250,3 +250,13 @@ def test_plain_calls_reuse_one_memoized_plan(monkeypatch):
     _dispatch.clear_memo()   # clears the plans too
     fastconv.conv2d(x, w)
     assert made.count("forward") == 4
+
+
+@pytest.mark.parametrize("strategy", ["direct", "fft", "winograd"])
+def test_bound_weight_with_flip_and_float64(strategy):
+    x, w, gy = _arrays((2, 4, 10, 10), (4, 4, 3, 3), dtype=np.float64, padding=1)
+    for op, data in (("forward", x), ("grad_input", gy)):
+        p = fastconv.plan(op, x.shape, w.shape, padding=1, flip=True, dtype=np.float64,
+                          strategy=strategy)
+        want = _plain(op, x, w, gy, strategy, dict(padding=1, flip=True))
+        np.testing.assert_allclose(p.with_weight(w)(data), want, rtol=1e-12, atol=1e-12)
