@@ -260,3 +260,14 @@ def test_bound_weight_with_flip_and_float64(strategy):
                           strategy=strategy)
         want = _plain(op, x, w, gy, strategy, dict(padding=1, flip=True))
         np.testing.assert_allclose(p.with_weight(w)(data), want, rtol=1e-12, atol=1e-12)
+
+
+def test_the_bench_reports_the_per_call_cost():
+    from fastconv.bench.report import _per_call_section
+    from fastconv.bench.run import PER_CALL, per_call
+
+    rows = per_call(False, 1, calls=3, rounds=1)
+    assert [(tuple(r["input_shape"]), tuple(r["weight_shape"])) for r in rows] == list(PER_CALL)
+    assert all(r["plain_s"] > 0 and r["plan_s"] > 0 and r["torch_s"] is None for r in rows)
+    text = "\n".join(_per_call_section(rows))
+    assert "## Per call" in text and "| (1, 1, 8, 8) | (1, 1, 3, 3) |" in text

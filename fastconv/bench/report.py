@@ -188,6 +188,30 @@ def _spread(r):
     return f"{r['spread']:.2f}" + (" noisy" if r.get("noisy") else "")
 
 
+def _us(s):
+    return "—" if s is None else f"{s * 1e6:.1f} us"
+
+
+def _per_call_section(rows):
+    """What a call of the smallest problems costs: plain, planned, PyTorch."""
+    if not rows:
+        return []
+    L = ["## Per call", "",
+         "The smallest forward problems, where the Python around a kernel is most of a "
+         "call: `fastconv.conv2d` (it fetches a remembered plan), a `fastconv.plan` called "
+         "with both arrays, and PyTorch's `F.conv2d`; medians per call, the least of "
+         "interleaved rounds.", "",
+         "| input | weight | strategy | fastconv.conv2d | plan | torch | plain / torch "
+         "| plan / torch |", "|---|---|---|--:|--:|--:|--:|--:|"]
+    for r in rows:
+        t = r.get("torch_s")
+        L.append(f"| {tuple(r['input_shape'])} | {tuple(r['weight_shape'])} | {r['strategy']} "
+                 f"| {_us(r['plain_s'])} | {_us(r['plan_s'])} | {_us(t)} | "
+                 f"{_num(r['plain_s'] / t if t else None)} | "
+                 f"{_num(r['plan_s'] / t if t else None)} |")
+    return L + [""]
+
+
 def render_report(obj):
     """The Markdown report of a results object."""
     m, c = obj["machine"], obj["ceiling"]
@@ -248,6 +272,7 @@ def render_report(obj):
                   f"{len(regrets)} quiet cases; decision only: {_gmean(choices):.3f} (worst "
                   f"{max(choices):.2f})." if choices else ""]
     L.append("")
+    L += _per_call_section(obj.get("per_call"))
     # per layer
     L += ["## Layers", ""]
     res_by_layer = {}

@@ -18,8 +18,10 @@ import time
 
 import numpy as np
 
+from .._api import conv
 from .._config import get_config
 from .._info import strategies
+from .._plan import plan
 from .._spec import OPS
 from ..params import from_spec
 from . import layers as _layers
@@ -402,19 +404,64 @@ def run(size="quick", names=None, ndims=None, ops=OPS, impls=None, peers=PEERS, 
                              report, rerun)
 
     ceiling = _recheck_ceiling(ceiling, n_ceiling, results, say)
+    calls = per_call(have_torch, threads, calls=50 if size == "tiny" else 300)
     obj = {
         "schema": SCHEMA_ID, "created": created, "suite": size, "dtype": dtype.name,
         "repeat": int(repeat), "min_time_s": float(min_time), "elapsed_s": 0.0,
         "rerun_noisy": rerun,
         "argv": list(argv or []), "machine": machine, "ceiling": ceiling,
         "layers": [_layer_info(lay, dtype) for lay in layers], "results": results,
-        "summary": _summarize(layers, ops, results), "sweeps": sweeps, "plots": [],
+        "summary": _summarize(layers, ops, results), "sweeps": sweeps, "per_call": calls,
+        "plots": [],
         "plots_skipped": None,
     }
     obj = _write(obj, out, plots, t_start, say)
     if missing:
         say(missing_peers_line(missing))
     return obj
+
+
+# The smallest problems, where the Python around a kernel is most of a call's time.
+PER_CALL = (((1, 1, 8, 8), (1, 1, 3, 3)), ((1, 8, 16, 16), (8, 8, 3, 3)))
+
+
+def _median_call(fn, n):
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def per_call(have_torch, threads, calls=300, rounds=3):
+    """Seconds per call (median of ``calls``, the least of ``rounds`` interleaved
+    rounds) of :data:`PER_CALL`'s forward problems: ``fastconv.conv2d``, a
+    :func:`fastconv.plan` called with both arrays, and PyTorch's ``F.conv2d``
+    (None without torch)."""
+    out = []
+    for xs, ws in PER_CALL:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(xs, dtype=np.float32)
+        w = rng.standard_normal(ws, dtype=np.float32)
+        p = plan("forward", xs, ws)
+        fns = {"plain": lambda: conv(x, w), "plan": lambda: p(x, w)}  # noqa: B023 (run here)
+        if have_torch:
+            import torch
+
+            torch.set_num_threads(threads)
+            tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+            fns["torch"] = lambda: torch.nn.functional.conv2d(tx, tw)  # noqa: B023
+        best = {}
+        for _ in range(rounds):
+            for k, fn in fns.items():
+                fn()
+                t = _median_call(fn, calls)
+                best[k] = min(best.get(k, math.inf), t)
+        out.append({"input_shape": list(xs), "weight_shape": list(ws), "strategy": p.strategy,
+                    "plain_s": best["plain"], "plan_s": best["plan"],
+                    "torch_s": best.get("torch")})
+    return out
 
 
 def _recheck_ceiling(ceiling, n, results, say):
