@@ -25,11 +25,8 @@ anything is allocated (:func:`check_available`).
 """
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from . import _cpu, _resources, _strategies, _tuning
 from ._config import get_config
@@ -124,16 +121,6 @@ class Decision:
         return "\n".join(lines)
 
 
-def fft_error_estimate(spec):
-    """Rough relative error of the FFT strategy on ``spec`` (vs max |output|).
-
-    FFT rounding error grows about like eps * log2(transform size).
-    """
-    eps = float(np.finfo(spec.dtype).eps)
-    n = math.prod(spec.padded_spatial)
-    return 2.0 * eps * max(1.0, math.log2(n))
-
-
 def total_workspace(strategy, spec, op, opts=None):
     """The strategy's scratch bytes for ``op`` (every strategy pads inside its
     kernels: no padded copy of an operand is made for it)."""
@@ -164,20 +151,8 @@ def _candidates(op, spec, opts):
     for s in _strategies.all_strategies():
         c = Candidate(s.name)
         reason = s.supports(spec, op)
-        if reason is None and s.name == "fft":
-            if not opts.allow_fft:
-                reason = "forbidden by allow_fft=False"
-            elif max(spec.stride) > opts.fft_max_stride:
-                reason = (f"stride {spec.stride} > fft_max_stride={opts.fft_max_stride}: "
-                          "FFT would compute and discard most outputs")
-            elif opts.fft_rtol is not None and spec.dtype == np.float32 and (
-                    fft_error_estimate(spec) > opts.fft_rtol):
-                reason = (f"estimated float32 FFT error {fft_error_estimate(spec):.1e} "
-                          f"> fft_rtol={opts.fft_rtol:g}")
-        if reason is None and s.name == "winograd" and opts.winograd_rtol is not None and (
-                spec.dtype == np.float32 and s.error_estimate(spec) > opts.winograd_rtol):
-            reason = (f"estimated float32 winograd error {s.error_estimate(spec):.1e} (F(2,3)) "
-                      f"> winograd_rtol={opts.winograd_rtol:g}")
+        if reason is None and hasattr(s, "guard"):   # what the options rule out
+            reason = s.guard(spec, op, opts)
         if reason is None:
             c.workspace_bytes = total_workspace(s, spec, op, opts)
             if c.workspace_bytes > opts.memory_budget:

@@ -19,7 +19,6 @@ the cache files of the process that loads it (a Dask worker plans for itself).
 from __future__ import annotations
 
 import math
-import sys
 import time
 
 import numpy as np
@@ -42,37 +41,6 @@ _F32_SAFE = float(np.finfo(np.float32).max) / 64
 # Which arrays each op takes, in the order of the plain functions' arguments.
 _ARGS = {"forward": ("x", "weight"), "grad_input": ("weight", "grad_output"),
          "grad_weight": ("input", "grad_output")}
-
-
-def _fft_factor(op, spec, n_threads):
-    """Bound on a float32 FFT's values, per unit of max|a| * max|b|.
-
-    A transform's coefficients are bounded by the sum of |values| it transforms;
-    the product of two spectra summed over the contracted channels, before the
-    inverse transform's 1/n, bounds every intermediate.
-    """
-    n = math.prod(p + d * (k - 1) for p, k, d in zip(spec.padded_spatial, spec.kernel,
-                                                        spec.dilation))
-    terms = {"forward": spec.in_channels_per_group * spec.kernel_size,
-             "grad_input": spec.out_channels_per_group * spec.kernel_size,
-             "grad_weight": spec.batch * math.prod(spec.out_spatial)}[op]
-    return float(n) * float(terms)
-
-
-def _winograd_factor(op, spec, n_threads):
-    """Bound on winograd's values, per unit of max|a| * max|b| (its transforms
-    grow them; see ``WinogradStrategy.overflow_factor``)."""
-    return get_strategy("winograd").overflow_factor(spec, op, n_threads)
-
-
-# Strategies whose float32 intermediates can overflow where the exact result is
-# finite: (their bound per unit of max|a| * max|b|, the option that keeps the
-# dispatcher away from them).
-_OVERFLOW_GUARDS = {
-    "fft": (_fft_factor, {"allow_fft": False}),
-    # (a tolerance below every tile's error estimate excludes float32 winograd)
-    "winograd": (_winograd_factor, {"winograd_rtol": sys.float_info.min}),
-}
 
 
 def _max_abs(a, n_threads=1):
@@ -177,12 +145,12 @@ class Plan:
                 _current.reset(token)
         # "auto" never runs a float32 FFT or winograd where its intermediates could
         # overflow: a bound from the operands' largest magnitudes decides per call
-        name = self._strategy.name
         self._guard = None
         self._alt = None
-        if (name in _OVERFLOW_GUARDS and spec.dtype == np.float32 and strategy == "auto"
+        bound = getattr(self._strategy, "overflow_factor", None)
+        if (bound is not None and spec.dtype == np.float32 and strategy == "auto"
                 and opts.strategy == "auto"):
-            factor = _OVERFLOW_GUARDS[name][0](op, spec, self._threads)
+            factor = bound(spec, op, self._threads)
             self._guard = _F32_SAFE / factor if factor > 0 else math.inf
 
     # ------------------------------------------------------------------ info
@@ -257,8 +225,7 @@ class Plan:
         dispatcher from it); it guards its own choice in turn."""
         from ._config import _validated
 
-        self._alt = Plan(self.op, self._args,
-                         _validated(self._opts, **_OVERFLOW_GUARDS[self._strategy.name][1]))
+        self._alt = Plan(self.op, self._args, _validated(self._opts, **self._strategy.avoid))
         return self._alt
 
     def _run(self, s, n, a5, b5, out5=None, memo=None):

@@ -46,6 +46,7 @@ def fakes(monkeypatch, tmp_path):
         "slow": FakeStrategy("slow", 1.0),
         "fft": FakeStrategy("fft", 1e-15, workspace=10),
     }
+    reg["fft"].guard = _strategies._REGISTRY["fft"].guard   # the real FFT's option guards
     monkeypatch.setattr(_strategies, "_REGISTRY", reg)
     monkeypatch.setattr(_tuning, "_shipped", {})  # uncalibrated: factors are 1
     monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path))
@@ -112,7 +113,9 @@ def test_guard_large_stride(fakes):
 
 def test_guard_float32_fft_error(fakes):
     big = spec(input_shape=(1, 4, 512, 512))
-    err = _dispatch.fft_error_estimate(big)
+    from fastconv._strategies import fft as fft_strategy
+
+    err = fft_strategy.error_estimate(big)
     with fastconv.config(fft_rtol=err / 2):
         assert _dispatch.decide("forward", big).strategy == "fast"
     with fastconv.config(fft_rtol=err * 2):

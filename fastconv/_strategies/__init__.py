@@ -22,6 +22,15 @@ A strategy is an object with
     ``memo``: None, or a dict that a caller whose weight ``b`` never changes
     (a plan bound to a weight, :meth:`fastconv.Plan.with_weight`) passes to
     every call: the strategy may keep its transforms of the weight there.
+``prepare(op, spec, n_threads) -> callable`` (optional)
+    ``run(a, b) -> result`` with the kernel call planned now, under the options
+    in force (a :class:`fastconv.Plan` keeps it and calls it).
+``guard(spec, op, opts) -> str | None`` (optional)
+    Why the options rule the strategy out for "auto" on ``spec`` (its own
+    tolerances and switches), or None.
+``overflow_factor(spec, op, n_threads) -> float`` and ``avoid`` (optional)
+    A bound on the strategy's float32 values per unit of max|a| * max|b|, and
+    the options (a dict) that keep "auto" from it where that could overflow.
 ``backward(spec, x, w, gy, n_threads) -> (grad_x, grad_w)`` (optional)
     Both backward passes at once (lets FFT reuse transforms);
     :func:`fastconv.conv_backward` uses it when both ops chose the strategy.

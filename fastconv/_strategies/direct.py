@@ -172,6 +172,7 @@ def _wide_seconds(spec, op, info):
 
 class DirectStrategy:
     name = "direct"
+
     def supports(self, spec, op):
         return None
 

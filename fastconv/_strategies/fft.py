@@ -442,14 +442,59 @@ def _execute(op, spec, a, b, n, plan, budget, memo=None):
     return _overlap_add(gx, axis, nb, B, pb, n_in), gw
 
 
+def error_estimate(spec):
+    """Rough relative error of the FFT strategy on ``spec`` (vs max |output|).
+
+    FFT rounding error grows about like eps * log2(transform size).
+    """
+    eps = float(np.finfo(spec.dtype).eps)
+    n = math.prod(spec.padded_spatial)
+    return 2.0 * eps * max(1.0, math.log2(n))
+
+
+def overflow_factor(spec, op):
+    """Bound on a float32 FFT's values, per unit of max|a| * max|b|.
+
+    A transform's coefficients are bounded by the sum of |values| it transforms;
+    the product of two spectra summed over the contracted channels, before the
+    inverse transform's 1/n, bounds every intermediate.
+    """
+    n = math.prod(p + d * (k - 1) for p, k, d in zip(spec.padded_spatial, spec.kernel,
+                                                        spec.dilation))
+    terms = {"forward": spec.in_channels_per_group * spec.kernel_size,
+             "grad_input": spec.out_channels_per_group * spec.kernel_size,
+             "grad_weight": spec.batch * math.prod(spec.out_spatial)}[op]
+    return float(n) * float(terms)
+
+
 class FFTStrategy:
     """Frequency-domain convolution (see the module docstring)."""
 
     name = "fft"
+    #: the option that keeps "auto" from FFT where its float32 values could overflow
+    avoid = {"allow_fft": False}
+
     def supports(self, spec, op):
         if spec.dtype not in (np.float32, np.float64):
             return f"dtype {spec.dtype} is not float32/float64"
         return None
+
+    def guard(self, spec, op, opts):
+        """Why the options keep "auto" from FFT on this problem, or None."""
+        if not opts.allow_fft:
+            return "forbidden by allow_fft=False"
+        if max(spec.stride) > opts.fft_max_stride:
+            return (f"stride {spec.stride} > fft_max_stride={opts.fft_max_stride}: "
+                    "FFT would compute and discard most outputs")
+        if (opts.fft_rtol is not None and spec.dtype == np.float32
+                and error_estimate(spec) > opts.fft_rtol):
+            return (f"estimated float32 FFT error {error_estimate(spec):.1e} "
+                    f"> fft_rtol={opts.fft_rtol:g}")
+        return None
+
+    def overflow_factor(self, spec, op, n_threads=1):
+        """:func:`overflow_factor` (the float32 overflow guard of plans)."""
+        return overflow_factor(spec, op)
 
     def plan(self, spec, op):
         return _block_plan(spec, op)

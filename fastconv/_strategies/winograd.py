@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -418,6 +419,10 @@ def _u_buffer(P, G, rows, cols, dtype):
 
 class WinogradStrategy:
     name = "winograd"
+    #: the option that keeps "auto" from winograd where its float32 values could
+    #: overflow (a tolerance below every tile's error estimate excludes float32)
+    avoid = {"winograd_rtol": sys.float_info.min}
+
     def supports(self, spec, op):
         if any(s != 1 for s in spec.stride):
             return f"stride {spec.stride}: winograd needs stride 1"
@@ -450,6 +455,14 @@ class WinogradStrategy:
     def error_estimate(spec, m=2):
         """See :func:`error_estimate` (the dispatcher's ``winograd_rtol`` guard)."""
         return error_estimate(spec, m)
+
+    def guard(self, spec, op, opts):
+        """Why the options keep "auto" from winograd on this problem, or None."""
+        if (opts.winograd_rtol is not None and spec.dtype == np.float32
+                and error_estimate(spec) > opts.winograd_rtol):
+            return (f"estimated float32 winograd error {error_estimate(spec):.1e} (F(2,3)) "
+                    f"> winograd_rtol={opts.winograd_rtol:g}")
+        return None
 
     def overflow_factor(self, spec, op, n_threads=1):
         """:func:`overflow_factor` of the tile a call on ``n_threads`` uses (the
