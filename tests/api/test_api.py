@@ -9,7 +9,7 @@ import fastconv
 import fastconv.grad as fgrad
 from fastconv import reference as ref
 
-from conftest import NDIMS, STRATEGIES
+from _helpers import NDIMS, STRATEGIES
 
 
 @pytest.mark.parametrize("args, kwargs, want", [

@@ -17,11 +17,12 @@ import pytest
 
 import fastconv
 
+from _helpers import REPO_ROOT
+
 pytest.importorskip("distributed")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-EXAMPLE = os.path.join(HERE, os.pardir, "examples", "volume_filter_bank.py")
-README = os.path.join(HERE, os.pardir, "README.md")
+EXAMPLE = os.path.join(REPO_ROOT, "examples", "volume_filter_bank.py")
+README = os.path.join(REPO_ROOT, "README.md")
 
 
 def _child_env():

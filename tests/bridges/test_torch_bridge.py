@@ -14,7 +14,7 @@ import fastconv
 from fastconv import _strategies
 from fastconv._spec import make_spec
 
-from conftest import STRATEGIES
+from _helpers import REPO_ROOT, STRATEGIES
 
 torch = pytest.importorskip("torch")
 fct = pytest.importorskip("fastconv.torch")
@@ -295,7 +295,7 @@ def test_readme_pytorch_section_runs():
     import pathlib
     import re
 
-    readme = pathlib.Path(__file__).parent.parent / "README.md"
+    readme = pathlib.Path(REPO_ROOT) / "README.md"
     if not readme.exists():
         pytest.skip("README.md not beside the tests")
     text = readme.read_text()

@@ -15,7 +15,9 @@ from fastconv import _calibrate, _dispatch, _strategies, _tuning
 from fastconv._configfile import ConfigError, read_config_file
 from fastconv._spec import make_spec
 
-EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "fastconv.example.toml")
+from _helpers import REPO_ROOT
+
+EXAMPLE = os.path.join(REPO_ROOT, "docs", "fastconv.example.toml")
 
 
 class FakeStrategy:
@@ -391,7 +393,7 @@ def test_thread_counts_keep_separate_tuning_files(fakes):
 
 
 def test_readme_config_example_is_valid(tmp_path):
-    readme = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
+    readme = os.path.join(REPO_ROOT, "README.md")
     if not os.path.exists(readme):
         pytest.skip("README.md not beside the tests")
     text = open(readme).read()

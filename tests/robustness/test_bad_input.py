@@ -12,7 +12,7 @@ import fastconv
 import fastconv.grad as fgrad
 from fastconv import reference as ref
 
-from conftest import STRATEGIES, assert_close, upcast
+from _helpers import STRATEGIES, assert_close, upcast
 
 X1 = np.ones((2, 4, 9))
 W1 = np.ones((6, 2, 3))

@@ -12,7 +12,7 @@ import fastconv  # noqa: E402
 import fastconv.grad as fgrad  # noqa: E402
 from fastconv import reference as ref  # noqa: E402
 
-from conftest import STRATEGIES, assert_close, supported, upcast  # noqa: E402
+from _helpers import STRATEGIES, assert_close, supported, upcast  # noqa: E402
 
 
 def _padding(draw, ndim):

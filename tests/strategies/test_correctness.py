@@ -12,7 +12,7 @@ import fastconv
 import fastconv.grad as fgrad
 from fastconv import reference as ref
 
-from conftest import (DTYPES, NDIMS, OPS, STRATEGIES, assert_close, naive_loop_forward,
+from _helpers import (DTYPES, NDIMS, OPS, STRATEGIES, assert_close, naive_loop_forward,
                       random_array, upcast)
 
 

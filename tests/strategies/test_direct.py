@@ -14,7 +14,7 @@ import fastconv
 from fastconv import reference
 from fastconv._ext import _direct
 from fastconv._spec import make_spec
-from conftest import traced_direct_call
+from _helpers import traced_direct_call
 
 HALO = [
     ((1, 2, 5, 6), (3, 2, 2, 3), dict(padding=4)),                          # pad > kernel

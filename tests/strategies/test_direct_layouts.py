@@ -13,7 +13,7 @@ import fastconv._strategies
 from fastconv import reference
 from fastconv._ext import _direct
 from fastconv._spec import make_spec
-from conftest import traced_direct_call
+from _helpers import traced_direct_call
 
 OPS = ("forward", "grad_input", "grad_weight")
 

@@ -11,7 +11,7 @@ import pytest
 
 from fastconv._ext import _direct
 from fastconv._spec import make_spec
-from conftest import direct_checker, direct_plan, traced_direct_call
+from _helpers import direct_checker, direct_plan, traced_direct_call
 
 CASES = [
     # depthwise 5x5, 28 wide: two vectors per row, 7 rows (a block of 3)

@@ -10,7 +10,7 @@ import pytest
 
 from fastconv._ext import _direct
 from fastconv._spec import make_spec
-from conftest import direct_checker, direct_plan, traced_direct_call
+from _helpers import direct_checker, direct_plan, traced_direct_call
 
 CASES = [
     # a 3-D volume into few channels: the grad_input of conv3d-volume in small

@@ -9,7 +9,7 @@ import pytest
 import fastconv
 import fastconv.grad as fgrad
 
-from conftest import STRATEGIES
+from _helpers import STRATEGIES
 
 # x1..x5, w1..w3, d1..d3 as small integers: every result below is exact.
 X = np.array([2.0, -1.0, 3.0, 5.0, -4.0])

@@ -19,7 +19,7 @@ from fastconv._ext import _im2col
 from fastconv._spec import make_spec
 from fastconv._strategies import get
 
-from conftest import assert_close, random_array, upcast
+from _helpers import assert_close, random_array, upcast
 
 HALO_CASES = {
     "pad_wider_than_kernel": ((2, 3, 6, 5), (4, 3, 3, 2), dict(padding=(4, 5))),

@@ -15,7 +15,7 @@ from fastconv import reference as ref
 from fastconv._spec import make_spec
 from fastconv._strategies import im2col
 
-from conftest import assert_close, random_array, upcast
+from _helpers import assert_close, random_array, upcast
 
 MiB = 1 << 20
 

@@ -9,7 +9,7 @@ import pytest
 import fastconv
 import fastconv.grad as fgrad
 
-from conftest import NDIMS, STRATEGIES, assert_close
+from _helpers import NDIMS, STRATEGIES, assert_close
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

@@ -15,7 +15,7 @@ from fastconv._spec import make_spec
 from fastconv._strategies import winograd as W
 from fastconv._strategies._wino_matrices import exact, matrices
 
-from conftest import assert_close, upcast
+from _helpers import assert_close, upcast
 
 MiB = 1 << 20
 

@@ -18,7 +18,7 @@ import fastconv.nn
 from fastconv import _padmode, _strategies
 from fastconv._spec import make_spec
 
-from conftest import STRATEGIES
+from _helpers import STRATEGIES
 
 MODES = ("reflect", "replicate", "circular")
 

@@ -15,7 +15,7 @@ from fastconv import _strategies, reference
 from fastconv._spec import make_spec
 from fastconv._transpose import _geometry
 
-from conftest import STRATEGIES, assert_close
+from _helpers import STRATEGIES, assert_close
 
 # (id, ndim, in spatial, kernel, stride, padding, output_padding, groups, dilation, batch)
 CASES = [
