@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
+import tempfile
+import textwrap
 
 import numpy as np
 
@@ -19,6 +23,9 @@ import fastconv
 
 # The repository's root (README.md, docs/, examples/ are read by some tests).
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The folder holding the fastconv package the tests import (the repository's root
+# for an in-place build, site-packages for an installed one).
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
 
 # Collected once, at import time, so strategies registered later (im2col, fft)
 # are parametrized automatically.
@@ -203,3 +210,61 @@ def naive_loop_forward(x, w, stride, pads, dilation, groups, flip=False):
                         acc += xp[(n, g * Cg + c) + idx] * w[(o, c) + k]
                 y[(n, o) + pos] = acc
     return y
+
+
+
+def run_child(code, env=None, cwd=None, timeout=120):
+    """Run ``code`` (dedented) in a fresh interpreter started in the folder that holds
+    the fastconv this process imported; returns (returncode, stdout, stderr). For what
+    could crash or hang the test process."""
+    full_env = dict(os.environ, **(env or {}))
+    p = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                       text=True, env=full_env, cwd=cwd or PACKAGE_PARENT, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+# Subprocesses start outside the source tree, so they import the installed
+# (compiled) package rather than ./fastconv.
+OUTSIDE_TREE = tempfile.gettempdir()
+
+
+def run_outside_tree(code, env_extra):
+    """Run ``code`` (dedented) in a fresh interpreter started in the temporary folder;
+    returns the ``subprocess.CompletedProcess``."""
+    env = {**os.environ, **env_extra}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                          cwd=OUTSIDE_TREE, capture_output=True, text=True, timeout=300)
+
+
+class FakeStrategy:
+    """A stand-in strategy with a fixed estimate and workspace; runs the direct one
+    (the ``fakes`` fixture registers a few)."""
+
+    pads_inside = True  # as the direct strategy it runs
+
+    def __init__(self, name, est, workspace=0):
+        self.name, self.est, self.ws = name, est, workspace
+
+    def supports(self, spec, op):
+        return None
+
+    def workspace(self, spec, op):
+        return self.ws
+
+    def estimate(self, spec, op, n_threads=1):
+        return self.est
+
+    def run(self, op, spec, a, b, n_threads):
+        from fastconv import _strategies
+
+        return _strategies.get("direct").run(op, spec, a, b, n_threads)
+
+
+DISPATCH_SPEC = dict(input_shape=(2, 4, 9, 7), weight_shape=(6, 4, 3, 2), dtype=np.float32)
+
+
+def dispatch_spec(**kw):
+    """A small 2-D float32 spec (``DISPATCH_SPEC``, fields overridden by ``kw``) for
+    the dispatcher's and the config rules' tests."""
+    args = {**DISPATCH_SPEC, **kw}
+    return fastconv.make_spec(args.pop("input_shape"), args.pop("weight_shape"), **args)

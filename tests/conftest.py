@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 import fastconv
-from _helpers import NARROW, supported
+from fastconv import _config, _dispatch, _strategies, _tuning
+
+from _helpers import NARROW, FakeStrategy, supported
 
 # With FASTCONV_REQUIRE_EXTRAS=1 (CI sets it) a test skipped because an optional
 # package is missing (pytest.importorskip) fails instead: the extras' tests must
@@ -66,8 +68,6 @@ fastconv._tuning._shipped_calibration()
 def _skip_narrow_strategy_out_of_scope(request, monkeypatch):
     if request.node.get_closest_marker("strict_strategy"):
         return
-    from fastconv import _dispatch
-
     forced = _dispatch._forced
 
     def skip_or_force(op, spec, name, *args, **kwargs):
@@ -84,3 +84,31 @@ def rng(request):
     # hash() of a str is salted per process; crc32 is stable across runs.
     seed = zlib.crc32(request.node.nodeid.encode())
     return np.random.default_rng(seed)
+
+
+@pytest.fixture
+def default_options(monkeypatch):
+    """The test starts from the default process-wide options (another test may
+    have loaded a config file) and no remembered decisions, and leaves them as it
+    found them."""
+    monkeypatch.setattr(_config, "_global", _config.Options())
+    _dispatch.clear_memo()
+    yield
+    _dispatch.clear_memo()
+
+
+@pytest.fixture
+def fakes(monkeypatch, tmp_path):
+    """Registry = {direct, fast, slow, fft(fake)} with known estimates; private cache dir."""
+    reg = {
+        "direct": _strategies._REGISTRY["direct"],
+        "fast": FakeStrategy("fast", 1e-12),
+        "slow": FakeStrategy("slow", 1.0),
+        "fft": FakeStrategy("fft", 1e-15, workspace=10),
+    }
+    monkeypatch.setattr(_strategies, "_REGISTRY", reg)
+    monkeypatch.setattr(_tuning, "_shipped", {})  # uncalibrated: factors are 1
+    monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path))
+    _dispatch.clear_memo()
+    yield reg
+    _dispatch.clear_memo()

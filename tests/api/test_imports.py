@@ -1,12 +1,14 @@
 """The package's import graph: no cycles (counting imports inside functions too), every
 module importable, and ``import fastconv`` free of the command line, the benchmark and
-their optional libraries."""
+their optional libraries; the unbuilt source tree's import error says what to do."""
 import ast
 import os
 import subprocess
 import sys
 
 import fastconv
+
+from _helpers import run_child
 
 ROOT = os.path.dirname(fastconv.__file__)
 
@@ -176,3 +178,21 @@ def test_a_missing_extra_is_an_import_error_not_an_attribute_error():
     assert [ln.split()[:2] for ln in lines] == [["torch", "ImportError"],
                                                  ["dask", "ImportError"]], r.stdout
     assert "pip install" in lines[1], r.stdout   # fastconv.dask says what to install
+
+
+# importing the unbuilt source tree says what to do
+def test_unbuilt_source_tree_import_message(tmp_path):
+    import shutil
+
+    shutil.copytree(os.path.dirname(fastconv.__file__), tmp_path / "fastconv",
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    # drop an editable install's finder so the copy is what gets imported
+    code = """
+    import sys
+    sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+    import fastconv
+    print(fastconv.__file__)
+    """
+    rc, out, err = run_child(code, cwd=str(tmp_path), env={"PYTHONPATH": str(tmp_path)})
+    assert rc != 0
+    assert "uncompiled source tree" in err and "build_ext --inplace" in err, err[-1500:]

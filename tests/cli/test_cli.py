@@ -13,6 +13,8 @@ import fastconv
 from fastconv import _calibrate, _dispatch, _tuning, cli
 from fastconv.cli import main, parse_param, parse_shape
 
+from _helpers import run_child
+
 
 def _subparsers(parser):
     for action in parser._actions:
@@ -384,3 +386,10 @@ def test_the_grid_puts_every_strategy_and_dimensionality_first():
     new = [i for i, st in enumerate(steps) if st[5]]
     assert new == list(range(len(new))) and len(new) == 3 * 2 * len(fastconv._spec.OPS)
     assert _calibrate.calibration_grid(quick=True) == grid[:9]
+
+
+def test_cli_tune_clear_works_with_a_broken_config(tmp_path):
+    env = {"FASTCONV_CONFIG": str(tmp_path / "missing.toml"),
+           "FASTCONV_CACHE_DIR": str(tmp_path / "cache")}
+    rc, out, err = run_child("from fastconv.cli import main; main(['tune', '--clear'])", env=env)
+    assert rc == 0, err[-2000:]

@@ -1,14 +1,15 @@
-"""Regression tests of the hardening audit: threads, budgets, config and cache files,
-validation, empty batches, non-finite results. Anything that could crash or hang
-runs in a child process (a few interpreters, each running many cases)."""
+"""The tuning cache (calibration and autotune files): bad entries and malformed or
+unusable files are warned about and ignored, temporary and lock files are safe,
+the cache folder's location, autotune measuring each key once, several processes
+sharing the files, one file per thread count."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
-import textwrap
 import threading
+import textwrap
 import time
 import warnings
 
@@ -17,276 +18,15 @@ import pytest
 
 import fastconv
 from fastconv import _cpu
-import fastconv.grad as fgrad
 from fastconv import _dispatch, _tuning, reference as ref
-from fastconv._config import max_threads
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+from _helpers import (OUTSIDE_TREE, PACKAGE_PARENT, dispatch_spec as spec, run_child,
+                      run_outside_tree)
 
-
-@pytest.fixture(autouse=True)
-def _default_options(monkeypatch):
-    """Each test starts from the default process-wide options (another test may
-    have loaded a config file) and leaves them as it found them."""
-    from fastconv import _config
-
-    monkeypatch.setattr(_config, "_global", _config.Options())
-    _dispatch.clear_memo()
-    yield
-    _dispatch.clear_memo()
+# Every test starts from the default options (another may have loaded a config file).
+pytestmark = pytest.mark.usefixtures("default_options")
 
 
-def _child(code, env=None, cwd=None, timeout=120):
-    """Run ``code`` in a fresh interpreter; (returncode, stdout, stderr)."""
-    full_env = dict(os.environ, **(env or {}))
-    p = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                       text=True, env=full_env, cwd=cwd or ROOT, timeout=timeout)
-    return p.returncode, p.stdout, p.stderr
-
-
-# ---------------------------------------------------------------------------
-# 1. thread counts are refused before any kernel sees them
-# ---------------------------------------------------------------------------
-def test_huge_thread_counts_never_reach_a_kernel(tmp_path):
-    cfg = tmp_path / "t.toml"
-    code = f"""
-    import numpy as np, fastconv
-    from fastconv import ConfigError
-    x = np.ones((1, 1, 8, 8), np.float32); w = np.ones((1, 1, 3, 3), np.float32)
-    for n in (100_000, 40_000, 2**31, 2**63 - 1, {max_threads() + 1}):
-        try:
-            with fastconv.config(n_threads=n):
-                fastconv.conv2d(x, w, stride=2, strategy="direct")
-            print("accepted", n)
-        except ValueError as e:
-            assert "n_threads" in str(e), e
-            print("refused", n)
-    for n in (100_000, 2**63 - 1):
-        open({str(cfg)!r}, "w").write(f"n_threads = {{n}}\\n")
-        try:
-            fastconv.load_config({str(cfg)!r})
-            print("accepted file", n)
-        except ConfigError as e:
-            assert "n_threads" in str(e), e
-            print("refused file", n)
-    # the largest accepted count runs every strategy and op
-    gy = np.ones((1, 1, 3, 3), np.float32)
-    with fastconv.config(n_threads={max_threads()}):
-        for s in fastconv.strategies():
-            try:
-                fastconv.conv2d(x, w, stride=2, strategy=s)
-                fastconv.conv_backward(x, w, gy, stride=2, strategy=s)
-            except ValueError as e:  # a strategy without strided support
-                assert "cannot run" in str(e), e
-    print("ran all")
-    """
-    rc, out, err = _child(code)
-    assert rc == 0, err[-2000:]
-    assert "accepted" not in out, out
-    assert out.count("refused") == 7 and "ran all" in out, out
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_forked_child_runs_every_strategy_on_one_thread():
-    """A child forked after a multi-threaded call hung in its first OpenMP loop
-    (libgomp cannot start threads after fork): it now runs on one thread, warns
-    once when more were asked for, and computes the same values."""
-    code = """
-    import os, warnings, numpy as np, fastconv
-    from fastconv import reference as ref
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((4, 16, 20, 20)).astype(np.float32)
-    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
-    want = ref.conv_forward(x, w, padding=1)
-    with fastconv.config(n_threads=2):
-        for s in fastconv.strategies():                 # the parent's OpenMP team exists
-            fastconv.conv2d(x, w, padding=1, strategy=s)
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                for n in (None, 2):
-                    with fastconv.config(n_threads=n):
-                        assert fastconv.get_config().threads == 1
-                        for s in fastconv.strategies():
-                            y = fastconv.conv2d(x, w, padding=1, strategy=s)
-                            assert np.abs(y - want).max() <= 1e-3 * np.abs(want).max(), s
-            msgs = [str(c.message) for c in caught if "forked" in str(c.message)]
-            assert len(msgs) == 1, msgs
-        except BaseException as e:
-            print("child failed:", repr(e), flush=True)
-            code = 1
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    print("child status", status)
-    """
-    rc, out, err = _child(code, timeout=90)
-    assert rc == 0, err[-2000:]
-    assert "child status 0" in out, out + err[-2000:]
-
-
-def test_env_threads_and_bad_config_files_at_import(tmp_path):
-    """OMP_NUM_THREADS huge is clamped; FASTCONV_CONFIG problems warn, never break import."""
-    fifo = tmp_path / "fifo.toml"
-    os.mkfifo(fifo)
-    files = {
-        "missing": str(tmp_path / "nope.toml"),
-        "binary": tmp_path / "bin.toml",
-        "utf16": tmp_path / "u16.toml",
-        "deep": tmp_path / "deep.toml",
-        "tool_int": tmp_path / "a" / "pyproject.toml",
-        "fastconv_int": tmp_path / "b" / "pyproject.toml",
-        "huge_threads": tmp_path / "h.toml",
-        "dir": str(tmp_path),
-        "devzero": "/dev/zero",
-    }
-    files["binary"].write_bytes(bytes(range(256)) * 4)
-    files["utf16"].write_bytes('mode = "heuristic"\n'.encode("utf-16"))
-    files["deep"].write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n")
-    for key, text in (("tool_int", "tool = 1\n"), ("fastconv_int", "[tool]\nfastconv = 5\n")):
-        files[key].parent.mkdir()
-        files[key].write_text(text)
-    files["huge_threads"].write_text(f"n_threads = {2**63 - 1}\n")
-    code = f"""
-    import os, warnings
-    with warnings.catch_warnings(record=True) as rec:
-        warnings.simplefilter("always")
-        import numpy as np, fastconv
-        from fastconv._config import default_threads
-        from fastconv._configfile import load_env_config
-        assert any("FASTCONV_CONFIG" in str(r.message) for r in rec), [str(r.message) for r in rec]
-        assert default_threads() == {max_threads()}, default_threads()
-        assert any("OMP_NUM_THREADS" in str(r.message) for r in rec)
-    for name, path in {json.dumps({k: str(v) for k, v in files.items()})}.items():
-        os.environ["FASTCONV_CONFIG"] = path
-        with warnings.catch_warnings(record=True) as rec:
-            warnings.simplefilter("always")
-            load_env_config()
-        msgs = [str(r.message) for r in rec]
-        assert len(msgs) == 1 and "FASTCONV_CONFIG ignored" in msgs[0], (name, msgs)
-        print("warned", name)
-    y = fastconv.conv2d(np.ones((1, 1, 8, 8)), np.ones((1, 1, 3, 3)))
-    print("call ok", y.shape)
-    """
-    env = {"OMP_NUM_THREADS": "100000", "FASTCONV_CONFIG": str(fifo)}
-    rc, out, err = _child(code, env=env, timeout=60)
-    assert rc == 0, err[-3000:]
-    assert out.count("warned") == len(files) and "call ok" in out, out
-
-
-def test_cli_tune_clear_works_with_a_broken_config(tmp_path):
-    env = {"FASTCONV_CONFIG": str(tmp_path / "missing.toml"),
-           "FASTCONV_CACHE_DIR": str(tmp_path / "cache")}
-    rc, out, err = _child("from fastconv.cli import main; main(['tune', '--clear'])", env=env)
-    assert rc == 0, err[-2000:]
-
-
-def test_default_threads_follows_omp_num_threads(monkeypatch):
-    from fastconv._config import cpu_limit, default_threads
-
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert default_threads() == 3
-    monkeypatch.setenv("OMP_NUM_THREADS", "2,1")  # nested levels: the outer one
-    assert default_threads() == 2
-    monkeypatch.setenv("OMP_NUM_THREADS", "garbage")
-    assert default_threads() == cpu_limit()
-    monkeypatch.delenv("OMP_NUM_THREADS")
-    assert 1 <= default_threads() == cpu_limit() <= os.cpu_count()
-
-
-def test_cgroup_quota_caps_cpu_limit(monkeypatch):
-    from fastconv import _config
-
-    monkeypatch.setattr(_config, "_cgroup_cpu_quota", lambda: 1)
-    assert _config.cpu_limit() == 1
-
-
-# ---------------------------------------------------------------------------
-# 2(a). an output that cannot fit in memory: MemoryError before allocating
-# ---------------------------------------------------------------------------
-def test_output_larger_than_available_memory_raises_memoryerror():
-    # a 400,000 x 400,000 float64 output: 1.2 TiB
-    with pytest.raises(MemoryError, match=r"output needs \d+ bytes.*available"):
-        fastconv.conv2d(np.ones((1, 1, 8, 8)), np.ones((1, 1, 3, 3)), padding=200_000)
-    with pytest.raises(MemoryError, match=r"grad_input needs \d+ bytes.*available"):
-        fastconv.grad_input((1, 1, 400_000, 400_000), np.ones((1, 1, 3, 3)),
-                            np.ones((1, 1, 1, 1)), stride=400_000)
-
-
-def test_forced_strategy_over_budget_raises_with_numbers():
-    """A forced strategy that cannot fit raises with the numbers; one that fits runs."""
-    from fastconv import _strategies
-
-    x, w = np.ones((2, 4, 64, 64)), np.ones((4, 4, 3, 3))
-    spec = fastconv.make_spec(x.shape, w.shape, padding=1)
-    raised = 0
-    for s in fastconv.strategies():
-        with fastconv.config(memory_budget=1024):
-            need = _dispatch.total_workspace(_strategies.get(s), spec, "forward")
-            if need > 1024:
-                raised += 1
-                with pytest.raises(MemoryError, match=r"needs \d+ bytes.*budget is 1024 bytes"):
-                    fastconv.conv2d(x, w, padding=1, strategy=s)
-            else:  # e.g. a strategy that pads inside with no scratch
-                fastconv.conv2d(x, w, padding=1, strategy=s)
-    assert raised >= 1
-
-
-def test_padded_copies_count_against_the_budget(monkeypatch):
-    """2(b): for a strategy that does not pad inside, the padded input copy (and the
-    padded grad_input it returns) is workspace; a chunking strategy plans within
-    what the copies leave of the budget."""
-    from fastconv import _strategies
-
-    seen = {}
-
-    class NoPad:
-        name = "nopad"
-
-        def supports(self, spec, op):
-            return None
-
-        def workspace(self, spec, op):
-            return 1000
-
-        def estimate(self, spec, op, n_threads=1):
-            return 1e-9  # the cheapest: auto picks it whenever it fits
-
-        def run(self, op, spec, a, b, n_threads):
-            seen[op] = (a.shape, fastconv.get_config().memory_budget)
-            shape = {"forward": spec.output_shape5, "grad_input": spec.padded_shape5,
-                     "grad_weight": spec.weight_shape5}[op]
-            return np.zeros(shape, spec.dtype)
-
-    monkeypatch.setitem(_strategies._REGISTRY, "nopad", NoPad())
-    _dispatch.clear_memo()
-    x, w = np.ones((2, 4, 30, 30), np.float32), np.ones((4, 4, 3, 3), np.float32)
-    spec = fastconv.make_spec(x.shape, w.shape, padding=5, dtype=np.float32)
-    padded = 2 * 4 * 40 * 40 * 4
-    assert _dispatch.prep_bytes(NoPad(), spec, "forward") == padded
-    assert _dispatch.prep_bytes(NoPad(), spec, "grad_input") == padded
-    assert _dispatch.prep_bytes(NoPad(), spec, "backward") == 2 * padded
-    NoPad.pads_inside = True
-    assert _dispatch.prep_bytes(NoPad(), spec, "forward") == 0
-    del NoPad.pads_inside
-    with fastconv.config(memory_budget=padded + 999):
-        with pytest.raises(MemoryError, match=rf"{padded} bytes of padded copies"):
-            fastconv.conv2d(x, w, padding=5, strategy="nopad")
-        d = fastconv.explain("forward", x.shape, w.shape, padding=5)
-        assert d.strategy != "nopad"
-        assert "padded copies" in next(c for c in d.candidates if c.name == "nopad").excluded
-    with fastconv.config(memory_budget=padded + 5000):
-        assert fastconv.explain("forward", x.shape, w.shape, padding=5).strategy == "nopad"
-        fastconv.conv2d(x, w, padding=5, strategy="nopad")
-    assert seen["forward"] == ((2, 4, 1, 40, 40), 5000)  # padded input; the budget left over
-    _dispatch.clear_memo()
-
-
-# ---------------------------------------------------------------------------
-# 3, 4, 8, 9, 17: the cache
-# ---------------------------------------------------------------------------
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     """A fresh cache folder and no remembered decisions or warnings."""
@@ -409,7 +149,7 @@ def test_stale_temporary_files_are_removed(cache, monkeypatch):
         _tuning.tuning_cache.store(opts, big)
     """
     p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
-                         text=True, cwd=ROOT)
+                         text=True, cwd=PACKAGE_PARENT)
     p.stdout.readline()
     deadline = time.time() + 30
     while time.time() < deadline and not list(cache.glob(".tmp-*")):
@@ -509,226 +249,94 @@ def test_decision_memo_sees_cache_changes_by_other_processes(cache):
         time.sleep(1.1 * _tuning.SIGNATURE_TTL_S)  # files are stat'ed at most this often
         d = fastconv.explain("forward", x.shape, w.shape)
         assert (d.decided_by, d.strategy) == ("tuning-cache", other)
-        rc, out, err = _child("import fastconv; print(fastconv.clear_cache())",
-                              env={"FASTCONV_CACHE_DIR": str(cache)})
+        rc, out, err = run_child("import fastconv; print(fastconv.clear_cache())",
+                                 env={"FASTCONV_CACHE_DIR": str(cache)})
         assert rc == 0, err
         assert fastconv.explain("forward", x.shape, w.shape).decided_by == "cost-model"
 
 
-# ---------------------------------------------------------------------------
-# 6. BLAS thread counts survive overlapping calls
-# ---------------------------------------------------------------------------
-def test_blas_limit_overlapping_contexts_restore():
-    from fastconv._threads import blas_limit, blas_threads
-
-    before = blas_threads()
-    a, b = blas_limit(1), blas_limit(2)
-    a.__enter__()
-    b.__enter__()
-    assert set(blas_threads().values()) <= {1}
-    a.__exit__(None, None, None)  # leave in the "wrong" order
-    assert set(blas_threads().values()) <= {2, *before.values()}
-    b.__exit__(None, None, None)
-    assert blas_threads() == before
+def _tuning_file(folder, threads=None):
+    return folder / f"tuning-{_cpu.level()}-t{threads or fastconv.get_config().threads}.json"
 
 
-# ---------------------------------------------------------------------------
-# 7(b). float32 FFT overflow: auto does not pick FFT into it
-# ---------------------------------------------------------------------------
-def test_auto_avoids_float32_fft_overflow():
-    rng = np.random.default_rng(0)
-    x = rng.random((2, 8, 64, 64)).astype(np.float32)
-    w = rng.random((8, 8, 31, 31)).astype(np.float32)
-    assert fastconv.explain("forward", x.shape, w.shape, padding=15).strategy == "fft"
-    big_x, big_w = x * np.float32(1e17), w * np.float32(1e17)
-    with np.errstate(over="ignore", invalid="ignore"):
-        forced = fastconv.conv2d(big_x, big_w, padding=15, strategy="fft")
-    assert not np.isfinite(forced).all()          # the defect: FFT overflows ...
-    y = fastconv.conv2d(big_x, big_w, padding=15)  # ... auto must not
-    want = ref.conv_forward(big_x.astype(np.float64), big_w.astype(np.float64), padding=15)
-    assert np.isfinite(want).all() and np.abs(want).max() < np.finfo(np.float32).max
-    assert np.isfinite(y).all()
-    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
-    # ordinary magnitudes still go to FFT
-    gy = rng.random((2, 8, 64, 64)).astype(np.float32)
-    np.testing.assert_allclose(fastconv.conv2d(x, w, padding=15),
-                               ref.conv_forward(x, w, padding=15), rtol=1e-3, atol=1e-3)
-    gx, gw, _ = fastconv.conv_backward(big_x, big_w, gy, padding=15)
-    assert np.isfinite(gx).all() and np.isfinite(gw).all()
+AUTOTUNE = """
+import numpy as np, fastconv
+from fastconv import _dispatch
+fastconv.set_config(mode="{mode}")
+x = np.random.default_rng(0).standard_normal((2, 3, 10, 9)).astype(np.float32)
+w = np.ones((4, 3, 3, 2), np.float32)
+fastconv.conv2d(x, w, padding=1)
+d = fastconv.explain("forward", x.shape, w.shape, padding=1)
+print(d.decided_by, d.strategy)
+"""
 
 
-def test_auto_avoids_float32_winograd_overflow():
-    # winograd's transforms grow values (F(4x4): up to 10x per axis on the input
-    # tiles, 19x on the outputs): float32 overflowed inside the call where the
-    # exact result was 10x below float32's largest value and direct was finite
-    rng = np.random.default_rng(0)
-    x = (rng.standard_normal((8, 64, 32, 32)) * 3e35).astype(np.float32)
-    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
-    assert fastconv.explain("forward", x.shape, w.shape, padding=1).strategy == "winograd"
-    with np.errstate(over="ignore", invalid="ignore"):
-        forced = fastconv.conv2d(x, w, padding=1, strategy="winograd")  # still runs
-    assert not np.isfinite(forced).all()
-    y = fastconv.conv2d(x, w, padding=1)
-    want = fastconv.conv2d(x, w, padding=1, strategy="direct")
-    assert np.isfinite(want).all() and np.isfinite(y).all()
-    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
-
-    x = (rng.standard_normal((4, 32, 24, 24)) * 1e18).astype(np.float32)
-    gy = (rng.standard_normal((4, 32, 24, 24)) * 1e17).astype(np.float32)
-    ws = (32, 32, 3, 3)
-    assert fastconv.explain("grad_weight", x.shape, ws, padding=1).strategy == "winograd"
-    with np.errstate(over="ignore", invalid="ignore"):
-        forced = fastconv.grad_weight(x, ws, gy, padding=1, strategy="winograd")
-    assert not np.isfinite(forced).any()
-    want = fastconv.grad_weight(x, ws, gy, padding=1, strategy="direct")
-    for gw in (fastconv.grad_weight(x, ws, gy, padding=1),
-               fastconv.conv_backward(x, np.ones(ws, np.float32), gy, padding=1)[1]):
-        assert np.isfinite(gw).all()
-        np.testing.assert_allclose(gw, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+def test_autotune_cache_persists_across_processes(tmp_path):
+    env = {"FASTCONV_CACHE_DIR": str(tmp_path)}
+    r = run_outside_tree(AUTOTUNE.format(mode="autotune"), env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == "tuning-cache"
+    data = json.loads(_tuning_file(tmp_path).read_text())
+    assert data["validators"]["threads"] >= 1 and len(data["entries"]) == 1
+    entry = next(iter(data["entries"].values()))
+    timings = entry["seconds"]  # what autotune measured per strategy (not checked: noisy)
+    assert entry["strategy"] in fastconv.strategies() and set(timings) <= set(fastconv.strategies())
+    assert entry["strategy"] in timings
+    # a new process in cache-only mode uses the entry without measuring
+    r = run_outside_tree(AUTOTUNE.format(mode="cache-only"), env)
+    assert r.stdout.split() == ["tuning-cache", entry["strategy"]], r.stderr
 
 
-def test_winograd_overflow_guard_leaves_ordinary_magnitudes_alone():
-    from fastconv._strategies import winograd as wg
-
-    x = np.random.default_rng(1).standard_normal((8, 64, 32, 32)).astype(np.float32) * 1e6
-    w = np.ones((64, 64, 3, 3), np.float32)
-    s, _ = fastconv._api._choose("forward", fastconv.make_spec(x.shape, w.shape, padding=1),
-                                 "auto", x, w)
-    assert s.name == "winograd"
-    # the bound covers the channel sums: it grows with the channels per group
-    spec = fastconv.make_spec((1, 64, 8, 8), (64, 64, 3, 3), padding=1)
-    dw = fastconv.make_spec((1, 64, 8, 8), (64, 1, 3, 3), padding=1, groups=64)
-    assert wg.overflow_factor(spec, "forward", 2) == 64 * wg.overflow_factor(dw, "forward", 2)
+def test_validator_mismatch_ignores_file(tmp_path):
+    env = {"FASTCONV_CACHE_DIR": str(tmp_path)}
+    assert run_outside_tree(AUTOTUNE.format(mode="autotune"), env).returncode == 0
+    path = _tuning_file(tmp_path)
+    data = json.loads(path.read_text())
+    data["validators"]["numpy"] = "0.0.1"
+    path.write_text(json.dumps(data))
+    r = run_outside_tree(AUTOTUNE.format(mode="cache-only"), env)
+    assert r.stdout.split()[0] == "cost-model", r.stderr
 
 
-# ---------------------------------------------------------------------------
-# 10, 16. validation of options and arguments
-# ---------------------------------------------------------------------------
-BAD_OPTIONS = [
-    dict(n_threads=2**31), dict(n_threads=0), dict(n_threads=1.0), dict(n_threads=True),
-    dict(rules=[1]), dict(rules=("x",)), dict(cache_dir=1), dict(cache_dir=b"x"),
-    dict(fft_rtol=True), dict(fft_rtol=float("nan")), dict(fft_rtol=-1.0),
-    dict(memory_budget="lots"), dict(memory_budget=0), dict(memory_budget="0MiB"),
-    dict(memory_budget=1.5), dict(mode=["autotune"]), dict(strategy=5),
-    dict(allow_fft="yes"), dict(fft_max_stride=0),
-]
+def test_corrupt_file_is_survived_and_rebuilt(tmp_path):
+    env = {"FASTCONV_CACHE_DIR": str(tmp_path)}
+    _tuning_file(tmp_path).write_text('{"format": 1, "entries": {"trunc')
+    r = run_outside_tree(AUTOTUNE.format(mode="autotune"), env)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("ignoring unreadable cache file") == 1
+    assert r.stdout.split()[0] == "tuning-cache"
+    assert len(json.loads(_tuning_file(tmp_path).read_text())["entries"]) == 1
 
 
-@pytest.mark.parametrize("kw", BAD_OPTIONS, ids=[repr(k) for k in BAD_OPTIONS])
-def test_bad_options_are_refused_naming_the_option(kw):
-    name = next(iter(kw))
-    with pytest.raises((TypeError, ValueError), match=name):
-        with fastconv.config(**kw):
-            pass
+CONCURRENT = """
+import numpy as np, fastconv
+fastconv.set_config(mode="autotune")
+for k in range({start}, {start} + 6):
+    fastconv.conv1d(np.ones((1, 2, 40 + k)), np.ones((3, 2, 3)))
+"""
 
 
-def test_options_accept_numpy_ints_and_size_strings():
-    with fastconv.config(n_threads=np.int64(1), memory_budget=np.int32(1 << 20),
-                         fft_max_stride=np.uint8(2)) as o:
-        assert type(o.n_threads) is int and o.memory_budget == 1 << 20
-    with fastconv.config(memory_budget="64MiB") as o:
-        assert o.memory_budget == 64 << 20
-    with fastconv.config(fft_rtol=np.float32(1e-3)) as o:
-        assert isinstance(o.fft_rtol, float)
+def test_two_processes_tuning_at_once_leave_a_valid_file(tmp_path):
+    env = {**os.environ, "FASTCONV_CACHE_DIR": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT.format(start=s)], env=env,
+                              cwd=OUTSIDE_TREE, stderr=subprocess.PIPE, text=True) for s in (0, 100)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    data = json.loads(_tuning_file(tmp_path).read_text())
+    assert len(data["entries"]) == 12  # the lock makes the merges lose nothing
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
 
 
-def test_bad_arguments():
-    x, w = np.ones((1, 1, 8, 8)), np.ones((1, 1, 3, 3))
-    with pytest.raises(TypeError, match="padding"):
-        fastconv.conv2d(x, w, padding={0: 1, 1: 1})
-    with pytest.raises(TypeError, match="stride"):
-        fastconv.conv2d(x, w, stride={1, 2})
-    with pytest.raises(TypeError, match="ndim"):
-        fastconv.grad_input((1, 1, 8, 8), w, np.ones((1, 1, 6, 6)), ndim=2.0)
-    with pytest.warns(RuntimeWarning, match="float64"):
-        y = fastconv.conv2d(x.astype(np.longdouble), w)
-    assert y.dtype == np.float64
-    # an array where a shape was expected: type and shape, not 80 lines of numbers
-    with pytest.raises((TypeError, ValueError)) as e:
-        fastconv.conv2d(x, w, stride=np.ones((100, 100)))
-    assert "shape (100, 100)" in str(e.value) and len(str(e.value)) < 300
-    with pytest.raises(TypeError) as e:
-        fastconv.grad_input(np.ones((50, 50)), w, np.ones((1, 1, 6, 6)))
-    assert len(str(e.value)) < 300
-
-
-def test_explain_explains_when_nothing_fits(monkeypatch):
-    # every strategy needs more than the budget (whatever their real scratch)
-    monkeypatch.setattr(_dispatch, "total_workspace", lambda *a, **k: 1 << 40)
-    _dispatch.clear_memo()
-    with fastconv.config(memory_budget=16):
-        d = fastconv.explain("forward", (4, 8, 64, 64), (8, 8, 3, 3), padding=1)
-    _dispatch.clear_memo()
-    assert d.strategy is None and d.decided_by == "nothing-fits"
-    assert all(c.excluded for c in d.candidates) and "budget" in d.detail
-    str(d)
-
-
-# ---------------------------------------------------------------------------
-# 12. torch.nn.grad argument names; 13. empty batches
-# ---------------------------------------------------------------------------
-def test_grad_functions_accept_documented_and_torch_names():
-    rng = np.random.default_rng(1)
-    x, w = rng.standard_normal((2, 3, 9, 8)), rng.standard_normal((4, 3, 3, 2))
-    gy = rng.standard_normal(fastconv.output_shape(x.shape, w.shape, padding=1))
-    want_x = ref.conv_grad_input(x.shape, w, gy, padding=1)
-    want_w = ref.conv_grad_weight(x, w.shape, gy, padding=1)
-    for got in (fgrad.conv2d_input(input_shape=x.shape, weight=w, grad_output=gy, padding=1),
-                fgrad.conv2d_input(input_size=x.shape, weight=w, grad_output=gy, padding=1),
-                fgrad.conv2d_input(x.shape, w, gy, 1, 1)):
-        np.testing.assert_allclose(got, want_x, atol=1e-10)
-    for got in (fgrad.conv2d_weight(input=x, weight_shape=w.shape, grad_output=gy, padding=1),
-                fgrad.conv2d_weight(x, weight_size=w.shape, grad_output=gy, padding=1),
-                fgrad.conv2d_weight(x, w.shape, gy, 1, 1)):
-        np.testing.assert_allclose(got, want_w, atol=1e-10)
-    with pytest.raises(TypeError, match="both"):
-        fgrad.conv2d_input(x.shape, w, gy, input_size=x.shape)
-    with pytest.raises(TypeError, match="weight_shape"):
-        fgrad.conv2d_weight(x, grad_output=gy)
-
-
-@pytest.mark.parametrize("strategy", ("auto",) + tuple(fastconv.strategies()))
-def test_zero_size_batch_follows_pytorch(strategy):
-    x, w = np.ones((0, 4, 9, 7), np.float32), np.ones((6, 2, 3, 3), np.float32)
-    kw = dict(groups=2, padding=1, strategy=strategy)
-    y = fastconv.conv2d(x, w, **kw)
-    assert y.shape == (0, 6, 9, 7) and y.dtype == np.float32
-    gy = np.ones(y.shape, np.float32)
-    gx, gw, gb = fastconv.conv_backward(x, w, gy, **kw)
-    assert gx.shape == x.shape and gw.shape == w.shape and gb.shape == (6,)
-    assert not gw.any() and not gb.any()
-    assert fgrad.conv2d_weight(x, w.shape, gy, **kw).shape == w.shape
-    assert fgrad.conv2d_input(x.shape, w, gy, **kw).shape == x.shape
-    with pytest.raises(ValueError, match="strategy"):
-        fastconv.conv2d(x, w, groups=2, strategy="nope")
-
-
-def test_zero_size_batch_matches_torch():
-    torch = pytest.importorskip("torch")
-    x, w = torch.zeros((0, 4, 9)), torch.ones((6, 4, 3), requires_grad=True)
-    y = torch.nn.functional.conv1d(x, w)
-    y.sum().backward()
-    ours = fastconv.conv1d(x.numpy(), w.detach().numpy())
-    assert ours.shape == tuple(y.shape)
-    gw = fastconv.grad_weight(x.numpy(), w.shape, np.zeros(ours.shape, np.float32))
-    np.testing.assert_array_equal(gw, w.grad.numpy())
-
-
-# ---------------------------------------------------------------------------
-# 14. importing the unbuilt source tree says what to do
-# ---------------------------------------------------------------------------
-def test_unbuilt_source_tree_import_message(tmp_path):
-    import shutil
-
-    shutil.copytree(os.path.dirname(fastconv.__file__), tmp_path / "fastconv",
-                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
-    # drop an editable install's finder so the copy is what gets imported
-    code = """
-    import sys
-    sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
-    import fastconv
-    print(fastconv.__file__)
-    """
-    rc, out, err = _child(code, cwd=str(tmp_path), env={"PYTHONPATH": str(tmp_path)})
-    assert rc != 0
-    assert "uncompiled source tree" in err and "build_ext --inplace" in err, err[-1500:]
+def test_thread_counts_keep_separate_tuning_files(fakes):
+    s = spec()
+    with fastconv.config(mode="autotune", n_threads=1):
+        assert _dispatch.decide("forward", s).decided_by == "tuning-cache"
+    with fastconv.config(mode="autotune", n_threads=2):
+        assert _dispatch.decide("forward", s).decided_by == "tuning-cache"
+    with fastconv.config(mode="cache-only", n_threads=1):
+        _dispatch.clear_memo()
+        assert _dispatch.decide("forward", s).decided_by == "tuning-cache"
+    folder = _tuning.cache_dir()
+    lv = _cpu.level()
+    assert sorted(os.listdir(folder)) == [f"tuning-{lv}-t1.json", f"tuning-{lv}-t1.json.lock",
+                                          f"tuning-{lv}-t2.json", f"tuning-{lv}-t2.json.lock"]

@@ -1,6 +1,7 @@
 """Bad input (docs/architecture.md, "Testing"): every wrong call raises
 TypeError/ValueError naming the argument; odd-but-valid arrays (non-contiguous, Fortran,
-read-only, lists) work; inputs are never modified; NaN/Inf propagate; integer/float16
+read-only, lists) work; inputs are never modified; NaN/Inf propagate, and only to
+the outputs whose taps touch them (strategies that do not transform); integer/float16
 inputs promote.
 """
 from __future__ import annotations
@@ -415,3 +416,48 @@ def test_memory_budget_is_respected(strategy, budget, rng):
                                atol=1e-9)
     np.testing.assert_allclose(gw, ref.conv_grad_weight(x, w.shape, gy, **kw), rtol=1e-9,
                                atol=1e-9)
+
+
+@pytest.mark.usefixtures("default_options")
+def test_bad_arguments():
+    x, w = np.ones((1, 1, 8, 8)), np.ones((1, 1, 3, 3))
+    with pytest.raises(TypeError, match="padding"):
+        fastconv.conv2d(x, w, padding={0: 1, 1: 1})
+    with pytest.raises(TypeError, match="stride"):
+        fastconv.conv2d(x, w, stride={1, 2})
+    with pytest.raises(TypeError, match="ndim"):
+        fastconv.grad_input((1, 1, 8, 8), w, np.ones((1, 1, 6, 6)), ndim=2.0)
+    with pytest.warns(RuntimeWarning, match="float64"):
+        y = fastconv.conv2d(x.astype(np.longdouble), w)
+    assert y.dtype == np.float64
+    # an array where a shape was expected: type and shape, not 80 lines of numbers
+    with pytest.raises((TypeError, ValueError)) as e:
+        fastconv.conv2d(x, w, stride=np.ones((100, 100)))
+    assert "shape (100, 100)" in str(e.value) and len(str(e.value)) < 300
+    with pytest.raises(TypeError) as e:
+        fastconv.grad_input(np.ones((50, 50)), w, np.ones((1, 1, 6, 6)))
+    assert len(str(e.value)) < 300
+
+
+# FFT spreads NaN over the map, winograd over the tiles it touches, by design
+LOCAL = [s for s in fastconv.strategies() if s not in ("fft", "winograd")]
+
+
+@pytest.mark.parametrize("strategy", LOCAL)
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_nonfinite_input_reaches_only_the_taps_that_touch_it(strategy, bad, ndim):
+    # The Inf sits in the first column: with a wider padded row than output
+    # row, a flat sum over the row pitch would also multiply it by zeros.
+    spatial = (4, 5, 6)[-ndim:]
+    x = np.ones((1, 1) + spatial)
+    x[(0, 0) + tuple(s // 2 for s in spatial[:-1]) + (0,)] = bad
+    ws = (1, 1) + (3,) * ndim
+    gy = np.ones((1, 1) + tuple(s - 2 for s in spatial))
+    got = fastconv.grad_weight(x, ws, gy, strategy=strategy)
+    want = ref.conv_grad_weight(x, ws, gy)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    fin = np.isfinite(want)
+    assert fin.any() and not fin.all()
+    np.testing.assert_allclose(got[fin], want[fin])

@@ -4,8 +4,8 @@ Whatever they hold, a call through the public API raises nothing but
 ConfigError / ValueError / TypeError / MemoryError, loading ``$FASTCONV_CONFIG``
 (what ``import fastconv`` does) raises nothing at all, and a bad cache file is
 warned about once and ignored. Crashes are covered by the child-process tests
-in ``test_hardening.py``; values here stay in-process-safe because the options
-are validated before any kernel runs.
+in tests/config (test_threads.py, test_config_file.py); values here stay
+in-process-safe because the options are validated before any kernel runs.
 """
 from __future__ import annotations
 

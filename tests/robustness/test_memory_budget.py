@@ -3,7 +3,9 @@
 For every strategy (forced) and for ``conv_backward``, on padded layers whose
 unbounded workspace is far above the budget: the peak traced by tracemalloc
 (NumPy reports its allocations to it) minus the results is at most 1.1 x the
-budget, or the call raises MemoryError before allocating.
+budget, or the call raises MemoryError before allocating. Also: an output larger
+than the memory available, a forced strategy over the budget, padded copies
+counted against it, and the fused backward pass within it.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _config, _dispatch
+from fastconv import _config, _dispatch, reference
 
 
 @pytest.fixture(autouse=True)
@@ -101,3 +103,107 @@ def test_peak_memory_within_budget(operands, layer, strategy, op, request):
     assert extra <= 1.1 * BUDGET, (
         f"{layer} {strategy} {op}: {extra / MiB:.1f} MiB beyond the results, "
         f"budget {BUDGET / MiB:.0f} MiB")
+
+
+# an output that cannot fit in memory: MemoryError before allocating
+def test_output_larger_than_available_memory_raises_memoryerror():
+    # a 400,000 x 400,000 float64 output: 1.2 TiB
+    with pytest.raises(MemoryError, match=r"output needs \d+ bytes.*available"):
+        fastconv.conv2d(np.ones((1, 1, 8, 8)), np.ones((1, 1, 3, 3)), padding=200_000)
+    with pytest.raises(MemoryError, match=r"grad_input needs \d+ bytes.*available"):
+        fastconv.grad_input((1, 1, 400_000, 400_000), np.ones((1, 1, 3, 3)),
+                            np.ones((1, 1, 1, 1)), stride=400_000)
+
+
+def test_forced_strategy_over_budget_raises_with_numbers():
+    """A forced strategy that cannot fit raises with the numbers; one that fits runs."""
+    from fastconv import _strategies
+
+    x, w = np.ones((2, 4, 64, 64)), np.ones((4, 4, 3, 3))
+    spec = fastconv.make_spec(x.shape, w.shape, padding=1)
+    raised = 0
+    for s in fastconv.strategies():
+        with fastconv.config(memory_budget=1024):
+            need = _dispatch.total_workspace(_strategies.get(s), spec, "forward")
+            if need > 1024:
+                raised += 1
+                with pytest.raises(MemoryError, match=r"needs \d+ bytes.*budget is 1024 bytes"):
+                    fastconv.conv2d(x, w, padding=1, strategy=s)
+            else:  # e.g. a strategy that pads inside with no scratch
+                fastconv.conv2d(x, w, padding=1, strategy=s)
+    assert raised >= 1
+
+
+def test_padded_copies_count_against_the_budget(monkeypatch):
+    """2(b): for a strategy that does not pad inside, the padded input copy (and the
+    padded grad_input it returns) is workspace; a chunking strategy plans within
+    what the copies leave of the budget."""
+    from fastconv import _strategies
+
+    seen = {}
+
+    class NoPad:
+        name = "nopad"
+
+        def supports(self, spec, op):
+            return None
+
+        def workspace(self, spec, op):
+            return 1000
+
+        def estimate(self, spec, op, n_threads=1):
+            return 1e-9  # the cheapest: auto picks it whenever it fits
+
+        def run(self, op, spec, a, b, n_threads):
+            seen[op] = (a.shape, fastconv.get_config().memory_budget)
+            shape = {"forward": spec.output_shape5, "grad_input": spec.padded_shape5,
+                     "grad_weight": spec.weight_shape5}[op]
+            return np.zeros(shape, spec.dtype)
+
+    monkeypatch.setitem(_strategies._REGISTRY, "nopad", NoPad())
+    _dispatch.clear_memo()
+    x, w = np.ones((2, 4, 30, 30), np.float32), np.ones((4, 4, 3, 3), np.float32)
+    spec = fastconv.make_spec(x.shape, w.shape, padding=5, dtype=np.float32)
+    padded = 2 * 4 * 40 * 40 * 4
+    assert _dispatch.prep_bytes(NoPad(), spec, "forward") == padded
+    assert _dispatch.prep_bytes(NoPad(), spec, "grad_input") == padded
+    assert _dispatch.prep_bytes(NoPad(), spec, "backward") == 2 * padded
+    NoPad.pads_inside = True
+    assert _dispatch.prep_bytes(NoPad(), spec, "forward") == 0
+    del NoPad.pads_inside
+    with fastconv.config(memory_budget=padded + 999):
+        with pytest.raises(MemoryError, match=rf"{padded} bytes of padded copies"):
+            fastconv.conv2d(x, w, padding=5, strategy="nopad")
+        d = fastconv.explain("forward", x.shape, w.shape, padding=5)
+        assert d.strategy != "nopad"
+        assert "padded copies" in next(c for c in d.candidates if c.name == "nopad").excluded
+    with fastconv.config(memory_budget=padded + 5000):
+        assert fastconv.explain("forward", x.shape, w.shape, padding=5).strategy == "nopad"
+        fastconv.conv2d(x, w, padding=5, strategy="nopad")
+    assert seen["forward"] == ((2, 4, 1, 40, 40), 5000)  # padded input; the budget left over
+    _dispatch.clear_memo()
+
+
+@pytest.mark.skipif("fft" not in fastconv.strategies(), reason="no fft strategy")
+def test_conv_backward_fused_pass_respects_the_budget():
+    """Both ops fit the budget alone but the fused FFT pass does not: run them apart."""
+    from fastconv import _strategies
+    from fastconv._spec import make_spec
+
+    fft = _strategies.get("fft")
+    spec = make_spec((4, 8, 48, 48), (8, 8, 15, 15), padding=7, dtype=np.float32)
+    with fastconv.config(memory_budget=1 << 40):
+        sizes = {op: fft.workspace(spec, op) for op in ("grad_input", "grad_weight", "backward")}
+    budget = max(sizes["grad_input"], sizes["grad_weight"])
+    assert sizes["backward"] > budget
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 8, 48, 48)).astype(np.float32)
+    w = rng.standard_normal((8, 8, 15, 15)).astype(np.float32)
+    gy = rng.standard_normal((4, 8, 48, 48)).astype(np.float32)
+    with fastconv.config(memory_budget=budget):
+        gx, gw, _ = fastconv.conv_backward(x, w, gy, padding=7, strategy="fft")
+    scale = np.abs(gx).max()
+    np.testing.assert_allclose(gx, reference.conv_grad_input(x.shape, w, gy, padding=7),
+                               atol=1e-4 * scale)
+    np.testing.assert_allclose(gw, reference.conv_grad_weight(x, w.shape, gy, padding=7),
+                               atol=1e-4 * np.abs(gw).max())

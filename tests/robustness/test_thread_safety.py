@@ -234,3 +234,18 @@ def test_forked_child_does_not_wait_on_the_parents_blas_lock():
     print("child", code)
     """)
     assert out.strip() == "child 0", out
+
+
+# BLAS thread counts survive overlapping calls
+def test_blas_limit_overlapping_contexts_restore():
+    from fastconv._threads import blas_limit, blas_threads
+
+    before = blas_threads()
+    a, b = blas_limit(1), blas_limit(2)
+    a.__enter__()
+    b.__enter__()
+    assert set(blas_threads().values()) <= {1}
+    a.__exit__(None, None, None)  # leave in the "wrong" order
+    assert set(blas_threads().values()) <= {2, *before.values()}
+    b.__exit__(None, None, None)
+    assert blas_threads() == before

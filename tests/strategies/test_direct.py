@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -200,3 +201,37 @@ def test_huge_strides_plan_grad_input_by_taps_not_stride():
     p = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                        text=True, cwd=root, timeout=60)
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stdout[-2000:] + p.stderr[-2000:]
+
+
+def test_direct_reports_and_bounds_its_scratch():
+    from fastconv import _strategies
+    from fastconv._spec import make_spec
+
+    direct = _strategies.get("direct")
+    spec = make_spec((1, 1, 40, 40, 40), (8, 1, 5, 5, 5), padding=2, dtype=np.float32)
+    x = np.ones(spec.input_shape, np.float32)
+    w = np.ones(spec.weight_shape, np.float32)
+    peaks = {}
+    for threads in (1, 8):
+        with fastconv.config(n_threads=threads):
+            ws = direct.workspace(spec, "forward")
+            tracemalloc.start()
+            fastconv.conv3d(x, w, padding=2, strategy="direct")
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+        out = 8 * 40 ** 3 * 4
+        assert ws > 0 and peak <= out + ws + (1 << 16)  # padding is done inside
+        peaks[threads] = ws
+    # two blocks of 4 output channels, cut into depth slabs for 8 threads: each
+    # thread has one slab's buffers, smaller than those of one thread (which cuts
+    # the slabs of two)
+    from fastconv._ext import _direct
+    info = _direct.plan("forward", spec.input_shape5, spec.weight_shape5, spec.output_shape5,
+                        spec.stride3, spec.dilation3, spec.padding3, 1, 8, 4)
+    once = _direct.scratch_bytes(dict(info, threads=0), 4)  # tap offsets: not per thread
+    per = _direct.scratch_bytes(dict(info, threads=1), 4) - once
+    assert info["threads"] == 8 and info["tasks"] >= 16 and peaks[8] - once == 8 * per
+    assert per < (peaks[1] - once) / 1.5
+    with fastconv.config(memory_budget=peaks[1] // 2):
+        # over the budget, direct runs its row loops, which need no scratch
+        assert direct.workspace(spec, "forward") == 0
