@@ -31,10 +31,10 @@ def test_repeated_call_reuses_buffers(rng):
     x, w, gy = _operands(rng, (4, 6, 20, 18), (8, 6, 5, 5), padding=2)
     fftmod.release_buffers()
     first = fastconv.conv2d(x, w, padding=2, strategy="fft")
-    _, kept, hits0, _ = _fft.pool_stats()
+    _, kept, hits0, _ = _fft._pool_stats_for_tests()
     assert kept > 0                                  # the call's scratch stayed
     again = fastconv.conv2d(x, w, padding=2, strategy="fft")
-    assert _fft.pool_stats()[2] > hits0              # ... and was handed out again
+    assert _fft._pool_stats_for_tests()[2] > hits0              # ... and was handed out again
     np.testing.assert_array_equal(first, again)
     assert _rel_err(again, ref.conv_forward(x, w, padding=2)) <= 1e-12
 
@@ -55,7 +55,7 @@ def test_changed_shape_dtype_and_budget_get_fresh_correct_buffers(rng):
                 # the pool never holds more than the last call's workspace
                 spec = make_spec(x.shape, w.shape, dtype=dtype, **kw)
                 cap = fftmod.FFTStrategy()._cap(spec, "grad_weight")
-                assert _fft.pool_stats()[1] <= cap
+                assert _fft._pool_stats_for_tests()[1] <= cap
             assert got.dtype == dtype
             assert _rel_err(got, ref.conv_forward(x, w, **kw)) <= tol
             assert _rel_err(gw, ref.conv_grad_weight(x, w.shape, gy, **kw)) <= tol
@@ -65,9 +65,9 @@ def test_outputs_freed_after_the_call_are_not_kept(rng):
     x, w, _ = _operands(rng, (2, 3, 40, 40), (4, 3, 5, 5), padding=2)
     fftmod.release_buffers()
     y = fastconv.conv2d(x, w, padding=2, strategy="fft")
-    before = _fft.pool_stats()[:2]
+    before = _fft._pool_stats_for_tests()[:2]
     del y                                            # the caller drops the output
-    assert _fft.pool_stats()[:2] == before
+    assert _fft._pool_stats_for_tests()[:2] == before
 
 
 def test_pool_handler_bounds_held_bytes():
@@ -78,11 +78,11 @@ def test_pool_handler_bounds_held_bytes():
             b = np.ones(2 << 20, np.uint8)
             del a, b
         c = np.empty(3 << 20, np.uint8)       # a miss: the pool makes room for it
-        assert _fft.pool_stats()[1] == 0
+        assert _fft._pool_stats_for_tests()[1] == 0
         del c
-    assert _fft.pool_stats()[1] <= 3 << 20
+    assert _fft._pool_stats_for_tests()[1] <= 3 << 20
     fftmod.release_buffers()
-    assert _fft.pool_stats()[:2] == (0, 0)
+    assert _fft._pool_stats_for_tests()[:2] == (0, 0)
 
 
 @pytest.mark.parametrize("op", ["forward", "grad_input", "grad_weight", "backward"])
@@ -197,9 +197,9 @@ def test_public_release_buffers_frees_fft_pool_and_im2col_workspace(rng):
     x, w, _ = _operands(rng, (2, 4, 20, 18), (6, 4, 5, 5), padding=2)
     fastconv.conv2d(x, w, padding=2, strategy="fft")
     fastconv.conv2d(x, w, padding=2, strategy="im2col")
-    assert _fft.pool_stats()[1] > 0 and im2colmod._kept.buf is not None
+    assert _fft._pool_stats_for_tests()[1] > 0 and im2colmod._kept.buf is not None
     fastconv.release_buffers()
-    assert _fft.pool_stats()[:2] == (0, 0)
+    assert _fft._pool_stats_for_tests()[:2] == (0, 0)
     assert im2colmod._kept.buf is None
     # and the next calls allocate afresh and stay correct
     np.testing.assert_allclose(fastconv.conv2d(x, w, padding=2, strategy="fft"),
