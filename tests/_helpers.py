@@ -10,6 +10,7 @@ docs/architecture.md "Testing".
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import subprocess
@@ -18,6 +19,7 @@ import tempfile
 import textwrap
 
 import numpy as np
+import pytest
 
 import fastconv
 
@@ -35,19 +37,47 @@ NDIMS = (1, 2, 3)
 OPS = ("forward", "grad_input", "grad_weight", "backward")
 
 
-# Strategies with a narrow scope (supports() refuses most problems): a test that
-# forces one on a problem it does not support is skipped, not failed. A test
-# that checks the refusal itself opts out with @pytest.mark.strict_strategy.
-NARROW = ("winograd",)
+# The ops a strategy's supports() is asked about ("backward" runs the two gradients).
+SUPPORT_OPS = ("forward", "grad_input", "grad_weight")
 
 
-def supported(strategy, spec, op="forward"):
-    """True if ``strategy`` ("auto" too) can run ``op`` on ``spec``."""
+def supported(strategy, spec, ops=SUPPORT_OPS):
+    """True if ``strategy`` ("auto" too) can run every op of ``ops`` (one op name,
+    "backward" included, or several) on ``spec``: its ``supports()`` refuses none."""
     from fastconv import _strategies
 
     if strategy == "auto":
         return True
-    return _strategies.get(strategy).supports(spec, op) is None
+    if isinstance(ops, str):
+        ops = ("grad_input", "grad_weight") if ops == "backward" else (ops,)
+    s = _strategies.get(strategy)
+    return all(s.supports(spec, op) is None for op in ops)
+
+
+def strategies_for(spec, ops=SUPPORT_OPS, strategies=STRATEGIES):
+    """The strategies whose ``supports()`` accepts ``spec`` for every op of ``ops``:
+    the parameters of a test that runs every strategy on one problem."""
+    return tuple(s for s in strategies if supported(s, spec, ops))
+
+
+def strategy_params(spec_of, *axes, strategies=STRATEGIES, ops=SUPPORT_OPS, ids=()):
+    """``pytest.param(strategy, *values)`` for every strategy and every combination
+    of the ``axes``' values, except those whose problem ``spec_of(*values)`` (a
+    spec) the strategy's ``supports()`` refuses for an op of ``ops``: a strategy is
+    only run where it claims to run (its refusals are tested explicitly, e.g.
+    tests/strategies/test_winograd.py). ``ids``: a function per axis giving its
+    part of the test id (``str`` where missing); the strategy's name comes first.
+
+    Use as ``@pytest.mark.parametrize("strategy, case", strategy_params(spec_of, CASES))``.
+    """
+    ids = tuple(ids) + (str,) * (len(axes) - len(ids))
+    out = []
+    for strategy in strategies:
+        for values in itertools.product(*axes):
+            if supported(strategy, spec_of(*values), ops):
+                name = "-".join([strategy] + [f(v) for f, v in zip(ids, values)])
+                out.append(pytest.param(strategy, *values, id=name))
+    return out
 
 
 def tolerances(dtype, strategy, spec=None, scale=1.0):

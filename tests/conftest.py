@@ -16,7 +16,7 @@ import pytest
 import fastconv
 from fastconv import _config, _dispatch, _strategies, _tuning
 
-from _helpers import NARROW, FakeStrategy, supported
+from _helpers import FakeStrategy
 
 # With FASTCONV_REQUIRE_EXTRAS=1 (CI sets it) a test skipped because an optional
 # package is missing (pytest.importorskip) fails instead: the extras' tests must
@@ -62,20 +62,6 @@ def pytest_unconfigure(config):
 # Load the shipped calibration now, so that no traced (tracemalloc) region of a
 # test is the first to read it.
 fastconv._tuning._shipped_calibration()
-
-
-@pytest.fixture(autouse=True)
-def _skip_narrow_strategy_out_of_scope(request, monkeypatch):
-    if request.node.get_closest_marker("strict_strategy"):
-        return
-    forced = _dispatch._forced
-
-    def skip_or_force(op, spec, name, *args, **kwargs):
-        if name in NARROW and not supported(name, spec, op):
-            pytest.skip(f"{name} does not support this problem")
-        return forced(op, spec, name, *args, **kwargs)
-
-    monkeypatch.setattr(_dispatch, "_forced", skip_or_force)
 
 
 @pytest.fixture

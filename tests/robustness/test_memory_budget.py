@@ -17,6 +17,8 @@ import pytest
 import fastconv
 from fastconv import _config, _dispatch, reference
 
+from _helpers import STRATEGIES, strategy_params
+
 
 @pytest.fixture(autouse=True)
 def _default_options(monkeypatch):
@@ -81,20 +83,18 @@ def operands():
 KNOWN = {}
 
 
+def _layer_spec(layer):
+    xs, ws, kw = LAYERS[layer]
+    return fastconv.make_spec(xs, ws, **kw)
+
+
 @pytest.mark.parametrize("op", OPS)
-@pytest.mark.parametrize("strategy", ("auto",) + tuple(fastconv.strategies()))
-@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("strategy, layer", strategy_params(
+    _layer_spec, LAYERS, strategies=("auto",) + STRATEGIES))
 def test_peak_memory_within_budget(operands, layer, strategy, op, request):
     if (layer, strategy, op) in KNOWN:
         request.applymarker(pytest.mark.xfail(reason=KNOWN[layer, strategy, op], strict=False))
     x, w, gy, kw = operands[layer]
-    if strategy != "auto":
-        from fastconv import _strategies
-
-        spec = fastconv.make_spec(x.shape, w.shape, **kw)
-        for o in ("forward", "grad_input", "grad_weight"):
-            if _strategies.get(strategy).supports(spec, o) is not None:
-                pytest.skip(f"{strategy} cannot run {layer}")
     with fastconv.config(memory_budget=BUDGET):
         extra, err = _extra_peak(op, x, w, gy, kw, strategy)
     if extra is None:

@@ -12,8 +12,8 @@ import fastconv
 import fastconv.grad as fgrad
 from fastconv import reference as ref
 
-from _helpers import (DTYPES, NDIMS, OPS, STRATEGIES, assert_close, naive_loop_forward,
-                      random_array, upcast)
+from _helpers import (DTYPES, NDIMS, OPS, assert_close, naive_loop_forward, random_array,
+                      strategies_for, strategy_params, upcast)
 
 
 @dataclass
@@ -88,6 +88,19 @@ CASES = [
 ]
 
 
+def _spec(case, ndim):
+    x_shape, w_shape, kw = case.args(ndim)
+    return fastconv.make_spec(x_shape, w_shape, flip=case.flip, **kw)
+
+
+def _name(case):
+    return case.name
+
+
+def _nd(ndim):
+    return f"{ndim}d"
+
+
 def _run(op, ndim, case, dtype, strategy, rng):
     """Run ``op`` with fastconv and the reference.
 
@@ -126,19 +139,17 @@ def _run(op, ndim, case, dtype, strategy, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("ndim", NDIMS, ids=lambda n: f"{n}d")
 @pytest.mark.parametrize("op", OPS)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy, case, ndim",
+                         strategy_params(_spec, CASES, NDIMS, ids=[_name, _nd]))
 def test_against_reference(strategy, case, op, ndim, dtype, rng):
     for what, got, want, spec, operands in _run(op, ndim, case, dtype, strategy, rng):
         assert_close(got, want, dtype=dtype, strategy=strategy, spec=spec,
                      what=f"{case.name} {ndim}d {what}", operands=operands)
 
 
-@pytest.mark.parametrize("ndim", NDIMS, ids=lambda n: f"{n}d")
-@pytest.mark.parametrize("case", CASES[::3], ids=lambda c: c.name)
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy, case, ndim",
+                         strategy_params(_spec, CASES[::3], NDIMS, ids=[_name, _nd]))
 def test_adjoint_identity(strategy, case, ndim, rng):
     """<conv(x, w), g> == <x, grad_input(g)> == <w, grad_weight(x, g)> (no oracle)."""
     x_shape, w_shape, kw = case.args(ndim)
@@ -171,10 +182,13 @@ def test_reference_matches_scalar_loops(case, ndim, rng):
                                rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("ndim", NDIMS, ids=lambda n: f"{n}d")
+FLIP_CASE = Case("flipcheck", padding=((1, 0), (0, 2), (1, 1)), stride=(1, 2, 1))
+
+
+@pytest.mark.parametrize("strategy, ndim",
+                         strategy_params(lambda n: _spec(FLIP_CASE, n), NDIMS, ids=[_nd]))
 def test_flip_is_correlation_with_flipped_kernel(strategy, ndim, rng):
-    case = Case("flipcheck", padding=((1, 0), (0, 2), (1, 1)), stride=(1, 2, 1))
+    case = FLIP_CASE
     x_shape, w_shape, kw = case.args(ndim)
     x = rng.standard_normal(x_shape)
     w = rng.standard_normal(w_shape)
@@ -189,12 +203,16 @@ def test_flip_is_correlation_with_flipped_kernel(strategy, ndim, rng):
                                rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+LARGE = ((3, 16, 23, 19), (12, 8, 5, 3),
+         dict(stride=(2, 1), padding=((2, 1), (1, 1)), dilation=(1, 2), groups=2))
+
+
+@pytest.mark.parametrize("strategy", strategies_for(fastconv.make_spec(*LARGE[:2], **LARGE[2])))
 def test_strategies_agree_on_a_larger_problem(strategy, rng):
     """A moderately sized 2-D layer (more channels, multi-thread chunks)."""
-    x = rng.standard_normal((3, 16, 23, 19)).astype(np.float32)
-    w = rng.standard_normal((12, 8, 5, 3)).astype(np.float32)
-    kw = dict(stride=(2, 1), padding=((2, 1), (1, 1)), dilation=(1, 2), groups=2)
+    x = rng.standard_normal(LARGE[0]).astype(np.float32)
+    w = rng.standard_normal(LARGE[1]).astype(np.float32)
+    kw = LARGE[2]
     y = fastconv.conv2d(x, w, strategy=strategy, **kw)
     spec = fastconv.make_spec(x.shape, w.shape, dtype=np.float32, **kw)
     assert_close(y, ref.conv_forward(upcast(x), upcast(w), **kw), dtype=np.float32,

@@ -8,8 +8,9 @@ import pytest
 
 import fastconv
 import fastconv.grad as fgrad
+from fastconv import make_spec
 
-from _helpers import STRATEGIES
+from _helpers import strategies_for, strategy_params
 
 # x1..x5, w1..w3, d1..d3 as small integers: every result below is exact.
 X = np.array([2.0, -1.0, 3.0, 5.0, -4.0])
@@ -32,7 +33,7 @@ def _eq(got, want, strategy):
         np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", strategies_for(make_spec((1, 1, 5), (1, 1, 3))))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 class TestWorked1D:
     """Input (x1..x5), kernel (w1, w2, w3), stride 1: three outputs."""
@@ -96,27 +97,33 @@ class TestWorked1D:
         want_gw = [sum(D[i] * X[i + 2 - j] for i in range(3)) for j in range(3)]
         _eq(gw.ravel(), want_gw, strategy)
 
-    def test_stride_and_padding(self, strategy, dtype):
-        w1, w2, w3 = W
-        xp = np.concatenate([[0.0], X, [0.0, 0.0]])       # padding (1, 2)
-        y = fastconv.conv1d(_x(X).astype(dtype), _x(W).astype(dtype), stride=2,
-                            padding=((1, 2),), strategy=strategy)
-        want = [w1 * xp[i] + w2 * xp[i + 1] + w3 * xp[i + 2] for i in (0, 2, 4)]
-        _eq(y.ravel(), want, strategy)
-        # dilation 2: taps x_i, x_(i+2), x_(i+4)
-        y = fastconv.conv1d(_x(X).astype(dtype), _x(W).astype(dtype), dilation=2,
-                            strategy=strategy)
-        _eq(y.ravel(), [w1 * X[0] + w2 * X[2] + w3 * X[4]], strategy)
-        # full padding == numpy's full correlation
-        y = fastconv.conv1d(_x(X).astype(dtype), _x(W).astype(dtype), padding="full",
-                            strategy=strategy)
-        _eq(y.ravel(), np.correlate(X, W, mode="full"), strategy)
-        y = fastconv.conv1d(_x(X).astype(dtype), _x(W).astype(dtype), padding="same",
-                            strategy=strategy)
-        _eq(y.ravel(), np.correlate(X, W, mode="same"), strategy)
+
+# stride 2 and dilation 2: not for the strategies that refuse them (winograd)
+@pytest.mark.parametrize("strategy", strategies_for(
+    make_spec((1, 1, 5), (1, 1, 3), stride=2),
+    strategies=strategies_for(make_spec((1, 1, 5), (1, 1, 3), dilation=2))))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_worked_1d_stride_and_padding(strategy, dtype):
+    w1, w2, w3 = W
+    xp = np.concatenate([[0.0], X, [0.0, 0.0]])       # padding (1, 2)
+    y = fastconv.conv1d(_x(X).astype(dtype), _x(W).astype(dtype), stride=2,
+                        padding=((1, 2),), strategy=strategy)
+    want = [w1 * xp[i] + w2 * xp[i + 1] + w3 * xp[i + 2] for i in (0, 2, 4)]
+    _eq(y.ravel(), want, strategy)
+    # dilation 2: taps x_i, x_(i+2), x_(i+4)
+    y = fastconv.conv1d(_x(X).astype(dtype), _x(W).astype(dtype), dilation=2,
+                        strategy=strategy)
+    _eq(y.ravel(), [w1 * X[0] + w2 * X[2] + w3 * X[4]], strategy)
+    # full padding == numpy's full correlation
+    y = fastconv.conv1d(_x(X).astype(dtype), _x(W).astype(dtype), padding="full",
+                        strategy=strategy)
+    _eq(y.ravel(), np.correlate(X, W, mode="full"), strategy)
+    y = fastconv.conv1d(_x(X).astype(dtype), _x(W).astype(dtype), padding="same",
+                        strategy=strategy)
+    _eq(y.ravel(), np.correlate(X, W, mode="same"), strategy)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", strategies_for(make_spec((1, 2, 3, 4), (2, 2, 2, 2))))
 def test_worked_2d_multichannel(strategy):
     """Two input channels, two kernels: each output map sums over the channels."""
     x = np.arange(2 * 3 * 4, dtype=np.float64).reshape(1, 2, 3, 4) - 7
@@ -165,10 +172,11 @@ def _fd_check(f, a, grad, rng, n_max=16, eps=1e-6):
         assert abs(grad[idx] - fd) <= 1e-7 + 1e-6 * abs(fd), (idx, grad[idx], fd)
 
 
-@pytest.mark.parametrize("ndim, kw, x_shape, w_shape", FD_CASES,
-                         ids=[f"{c[0]}d-{i}" for i, c in enumerate(FD_CASES)])
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_finite_differences(strategy, ndim, kw, x_shape, w_shape, rng):
+@pytest.mark.parametrize("strategy, case", strategy_params(
+    lambda c: make_spec(c[2], c[3], **c[1]), FD_CASES,
+    ids=[lambda c: f"{c[0]}d-{FD_CASES.index(c)}"]))
+def test_finite_differences(strategy, case, rng):
+    ndim, kw, x_shape, w_shape = case
     x = rng.standard_normal(x_shape)
     w = rng.standard_normal(w_shape)
     b = rng.standard_normal(w_shape[0])

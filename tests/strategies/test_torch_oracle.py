@@ -9,7 +9,7 @@ import pytest
 import fastconv
 import fastconv.grad as fgrad
 
-from _helpers import NDIMS, STRATEGIES, assert_close
+from _helpers import NDIMS, assert_close, strategies_for, strategy_params
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -36,19 +36,30 @@ PARAMS = [
 ]
 
 
-def _pairs(spec):
-    return [list(p) for p in spec.padding]
-
-
-@pytest.mark.parametrize("ndim", NDIMS, ids=lambda n: f"{n}d")
-@pytest.mark.parametrize("params", PARAMS, ids=[p[0] for p in PARAMS])
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_against_torch(strategy, params, ndim, rng):
+def _shapes(params, ndim):
+    """(x shape, w shape, conv kwargs) of ``params`` cut to ``ndim`` axes."""
     _, in_sp, k, stride, padding, dilation, groups, cin, cout, batch, flip = params
     x_shape = ((batch,) if batch is not None else ()) + (cin,) + cut(in_sp, ndim)
     w_shape = (cout, cin // groups) + cut(k, ndim)
     kw = dict(stride=cut(stride, ndim), padding=cut(padding, ndim),
               dilation=cut(dilation, ndim), groups=groups)
+    return x_shape, w_shape, kw
+
+
+def _spec(params, ndim):
+    x_shape, w_shape, kw = _shapes(params, ndim)
+    return fastconv.make_spec(x_shape, w_shape, flip=params[-1], **kw)
+
+
+def _pairs(spec):
+    return [list(p) for p in spec.padding]
+
+
+@pytest.mark.parametrize("strategy, params, ndim", strategy_params(
+    _spec, PARAMS, NDIMS, ids=[lambda p: p[0], lambda n: f"{n}d"]))
+def test_against_torch(strategy, params, ndim, rng):
+    groups, cout, batch, flip = params[6], params[8], params[9], params[10]
+    x_shape, w_shape, kw = _shapes(params, ndim)
     spec = fastconv.make_spec(x_shape, w_shape, flip=flip, **kw)
     x = rng.standard_normal(x_shape)
     w = rng.standard_normal(w_shape)
@@ -91,14 +102,20 @@ def test_against_torch(strategy, params, ndim, rng):
     assert_close(gb, gyb.sum(axis=sum_axes), what="backward grad_b", **check)
 
 
-@pytest.mark.parametrize("ndim", NDIMS, ids=lambda n: f"{n}d")
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_torch_symmetric_padding_and_autograd(strategy, ndim, rng):
-    """Torch's own padding argument and autograd (no numpy pre-padding)."""
+def _symmetric(ndim):
     x_shape = (2, 4) + (8, 7, 6)[:ndim]
     w_shape = (6, 2) + (3, 2, 3)[:ndim]
     kw = dict(stride=(2, 1, 1)[:ndim], padding=(1, 2, 0)[:ndim], dilation=(1, 1, 2)[:ndim],
               groups=2)
+    return x_shape, w_shape, kw
+
+
+@pytest.mark.parametrize("strategy, ndim", strategy_params(
+    lambda n: fastconv.make_spec(*_symmetric(n)[:2], **_symmetric(n)[2]), NDIMS,
+    ids=[lambda n: f"{n}d"]))
+def test_torch_symmetric_padding_and_autograd(strategy, ndim, rng):
+    """Torch's own padding argument and autograd (no numpy pre-padding)."""
+    x_shape, w_shape, kw = _symmetric(ndim)
     x = rng.standard_normal(x_shape)
     w = rng.standard_normal(w_shape)
     xt = torch.from_numpy(x.copy()).requires_grad_(True)
@@ -116,7 +133,8 @@ def test_torch_symmetric_padding_and_autograd(strategy, ndim, rng):
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same'")
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", strategies_for(
+    fastconv.make_spec((2, 3, 10, 9), (4, 3, 4, 3), padding="same", dilation=(1, 2))))
 def test_torch_same_padding_string(strategy, rng):
     x = rng.standard_normal((2, 3, 10, 9))
     w = rng.standard_normal((4, 3, 4, 3))     # even kernel: asymmetric "same"

@@ -39,23 +39,43 @@ def test_1d_transform_is_exact_correlation(m):
                                rtol=0, atol=1e-14 * 4 ** m)
 
 
-@pytest.mark.parametrize("kw, why", [
+# Problems out of winograd's scope (the other tests' parameters leave them out for
+# winograd: tests/_helpers.py strategy_params): kwargs, and the reason's key word.
+REFUSED = [
     (dict(stride=2), "stride"), (dict(dilation=2), "dilation"),
     (dict(k=5), "kernel"), (dict(k=(3, 2)), "kernel"), (dict(k=(1, 1)), "no 3-tap"),
-])
-def test_supports_refuses_with_a_reason(kw, why):
+]
+
+
+def _refused(kw):
+    kw = dict(kw)
     k = kw.pop("k", 3)
     k = (k, k) if isinstance(k, int) else k
-    spec = make_spec((1, 2, 9, 9), (2, 2) + k, **kw)
-    reason = _strategies.get("winograd").supports(spec, "forward")
-    assert reason is not None and why in reason
+    return (1, 2, 9, 9), (2, 2) + k, kw
 
 
-@pytest.mark.strict_strategy
-def test_forcing_it_out_of_scope_raises():
-    with pytest.raises(ValueError, match="winograd.*stride"):
-        fastconv.conv2d(np.ones((1, 2, 9, 9)), np.ones((2, 2, 3, 3)), stride=2,
-                        strategy="winograd")
+@pytest.mark.parametrize("kw, why", REFUSED)
+def test_supports_refuses_with_a_reason(kw, why):
+    xs, ws, kw = _refused(kw)
+    spec = make_spec(xs, ws, **kw)
+    for op in ("forward", "grad_input", "grad_weight"):
+        reason = _strategies.get("winograd").supports(spec, op)
+        assert reason is not None and why in reason
+
+
+@pytest.mark.parametrize("kw, why", REFUSED)
+def test_forcing_it_out_of_scope_raises(kw, why):
+    """Forced on a problem it refuses, every op raises naming the reason."""
+    xs, ws, kw = _refused(kw)
+    x, w = np.ones(xs), np.ones(ws)
+    gy = np.ones(fastconv.output_shape(xs, ws, **kw))
+    calls = {"forward": lambda: fastconv.conv(x, w, strategy="winograd", **kw),
+             "grad_input": lambda: fastconv.grad_input(xs, w, gy, strategy="winograd", **kw),
+             "grad_weight": lambda: fastconv.grad_weight(x, ws, gy, strategy="winograd", **kw),
+             "backward": lambda: fastconv.conv_backward(x, w, gy, strategy="winograd", **kw)}
+    for op, call in calls.items():
+        with pytest.raises(ValueError, match=f"winograd.*{why}"):
+            call()
 
 
 def _ops(x, w, gy, kw):

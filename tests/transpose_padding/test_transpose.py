@@ -15,7 +15,7 @@ from fastconv import _strategies, reference
 from fastconv._spec import make_spec
 from fastconv._transpose import _geometry
 
-from _helpers import STRATEGIES, assert_close
+from _helpers import STRATEGIES, assert_close, strategy_params
 
 # (id, ndim, in spatial, kernel, stride, padding, output_padding, groups, dilation, batch)
 CASES = [
@@ -51,22 +51,23 @@ def _conv_spec(x, w, kw, dtype):
     return make_spec(conv_in, w.shape, stride, pads, dil, kw["groups"], dtype=dtype)
 
 
-def _skip_unsupported(strategy, spec):
-    s = _strategies.get(strategy)
-    for op in ("forward", "grad_input", "grad_weight"):
-        reason = s.supports(spec, op)
-        if reason:
-            pytest.skip(f"{strategy} does not run {op} here: {reason}")
+def _case_spec(case):
+    """The spec of the convolution whose adjoint ``case`` is (what supports() sees)."""
+    x, w, _, kw = _arrays(case, np.float64, np.random.default_rng(0))
+    return _conv_spec(x, w, kw, np.float64)
+
+
+# every strategy on every case it supports (the transposed convolution runs the
+# convolution's grad_input forward and its forward and grad_weight backward)
+STRATEGY_CASES = strategy_params(_case_spec, CASES, ids=[lambda c: c[0]])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy, case", STRATEGY_CASES)
 def test_adjoint_of_reference_conv(strategy, case, dtype, rng):
     """<T(x), y> = <x, conv(y)>, <gx> = conv(gy), gw = grad_weight(gy, x), per strategy."""
     x, w, b, kw = _arrays(case, dtype, rng)
     spec = _conv_spec(x, w, kw, dtype)
-    _skip_unsupported(strategy, spec)
     y = fastconv.conv_transpose(x, w, None, **kw, strategy=strategy)
     assert y.shape == fastconv.conv_transpose_output_shape(x.shape, w.shape, **kw)
     assert y.dtype == dtype
@@ -96,13 +97,11 @@ def test_adjoint_of_reference_conv(strategy, case, dtype, rng):
     np.testing.assert_allclose(gb, np.asarray(gy, np.float64).sum(axis=axes), rtol=1e-5)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy, case", STRATEGY_CASES)
 def test_against_torch(strategy, case, rng):
     torch = pytest.importorskip("torch")
     x, w, b, kw = _arrays(case, np.float64, rng)
     spec = _conv_spec(x, w, kw, np.float64)
-    _skip_unsupported(strategy, spec)
     nd = w.ndim - 2
     tf = getattr(torch.nn.functional, f"conv_transpose{nd}d")
     xt = torch.tensor(x, requires_grad=True)
