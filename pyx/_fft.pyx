@@ -518,6 +518,7 @@ def pool_trim(size_t keep):
         fc_trim(keep)
 
 
-def pool_stats():
-    """``(buffers, bytes, hits, misses)`` of the pool (since the process started)."""
+def _pool_stats_for_tests():
+    """For tests only (nothing in the package calls it): ``(buffers, bytes, hits,
+    misses)`` of the pool (since the process started)."""
     return fc_n, fc_bytes, fc_hits, fc_misses

@@ -427,12 +427,16 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C_in, D, H, W), u
 
 
 # ---------------------------------------------------------------------------
-# test wrappers: the unfold and fold of one image, to test them as adjoints
+# For the tests only (nothing in the package calls them): the unfold and fold of
+# one image, entry points to test the two kernels as adjoints
+# (tests/strategies/test_halo.py).
 # ---------------------------------------------------------------------------
-def unfold(const floating[:, :, :, :, ::1] x,  # IN  (1, C, D, H, W), unpadded
-           floating[:, ::1] cols,              # OUT (C*K, L)
-           tuple kernel, tuple out_spatial, tuple stride, tuple dilation, tuple padding):
-    """cols = the column matrix of image 0 of x (zero where a tap is in the padding)."""
+def _unfold_for_tests(const floating[:, :, :, :, ::1] x,  # IN  (1, C, D, H, W), unpadded
+                      floating[:, ::1] cols,              # OUT (C*K, L)
+                      tuple kernel, tuple out_spatial, tuple stride, tuple dilation,
+                      tuple padding):
+    """For tests: cols = the column matrix of image 0 of x (zero where a tap is in
+    the padding)."""
     cdef Py_ssize_t ws[5]
     cdef Py_ssize_t ys[5]
     cdef Geom g
@@ -446,10 +450,12 @@ def unfold(const floating[:, :, :, :, ::1] x,  # IN  (1, C, D, H, W), unpadded
         _unfold_image(&x[0, 0, 0, 0, 0], &cols[0, 0], g.L, &g, 0, g.R)
 
 
-def fold(const floating[:, ::1] cols,          # IN  (C*K, L)
-         floating[:, :, :, :, ::1] gx,         # OUT (1, C, D, H, W), unpadded
-         tuple kernel, tuple out_spatial, tuple stride, tuple dilation, tuple padding):
-    """gx = the adjoint of :func:`unfold` applied to cols (overwrites gx)."""
+def _fold_for_tests(const floating[:, ::1] cols,          # IN  (C*K, L)
+                    floating[:, :, :, :, ::1] gx,         # OUT (1, C, D, H, W), unpadded
+                    tuple kernel, tuple out_spatial, tuple stride, tuple dilation,
+                    tuple padding):
+    """For tests: gx = the adjoint of :func:`_unfold_for_tests` applied to cols
+    (overwrites gx)."""
     cdef Py_ssize_t ws[5]
     cdef Py_ssize_t ys[5]
     cdef Geom g

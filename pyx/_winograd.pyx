@@ -170,8 +170,9 @@ def select_level(int level_id):
         raise ValueError(f"instruction-set level {level_id} is not available here")
 
 
-def tf_tables_match(const double[:, ::1] BT, const double[:, ::1] AT):
-    """Whether (BT, AT) are the constant tables of _winograd_tf.h (for tests)."""
+def _tf_tables_match_for_tests(const double[:, ::1] BT, const double[:, ::1] AT):
+    """For tests only (nothing in the package calls it): whether (BT, AT) are the
+    constant tables of _winograd_tf.h."""
     if BT.shape[0] != BT.shape[1] or AT.shape[1] != BT.shape[0] or BT.shape[0] > MAXA:
         return False
     return bool(wg_tf_match(<int>BT.shape[0], &BT[0, 0], &AT[0, 0]))

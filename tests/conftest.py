@@ -1,12 +1,10 @@
-"""Shared helpers for the fastconv test suite.
+"""pytest configuration and the fixtures shared by the test folders.
 
-The oracles are :mod:`fastconv.reference` (naive NumPy), hand-written formulas,
-finite differences and, when installed, PyTorch. Tolerances follow docs/architecture.md
-"Testing".
+The helper functions and constants are in _helpers.py (imported by the test
+modules as ``from _helpers import ...``).
 """
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
@@ -14,8 +12,10 @@ import zlib
 
 import numpy as np
 import pytest
+from _helpers import FakeStrategy
 
 import fastconv
+from fastconv import _config, _dispatch, _strategies, _tuning
 
 # With FASTCONV_REQUIRE_EXTRAS=1 (CI sets it) a test skipped because an optional
 # package is missing (pytest.importorskip) fails instead: the extras' tests must
@@ -62,174 +62,6 @@ def pytest_unconfigure(config):
 # test is the first to read it.
 fastconv._tuning._shipped_calibration()
 
-# Collected once, at import time, so strategies registered later (im2col, fft)
-# are parametrized automatically.
-STRATEGIES = tuple(fastconv.strategies())
-DTYPES = (np.float32, np.float64)
-NDIMS = (1, 2, 3)
-OPS = ("forward", "grad_input", "grad_weight", "backward")
-
-
-# Strategies with a narrow scope (supports() refuses most problems): a test that
-# forces one on a problem it does not support is skipped, not failed. A test
-# that checks the refusal itself opts out with @pytest.mark.strict_strategy.
-NARROW = ("winograd",)
-
-
-def supported(strategy, spec, op="forward"):
-    """True if ``strategy`` ("auto" too) can run ``op`` on ``spec``."""
-    from fastconv import _strategies
-
-    if strategy == "auto":
-        return True
-    return _strategies.get(strategy).supports(spec, op) is None
-
-
-@pytest.fixture(autouse=True)
-def _skip_narrow_strategy_out_of_scope(request, monkeypatch):
-    if request.node.get_closest_marker("strict_strategy"):
-        return
-    from fastconv import _dispatch
-
-    forced = _dispatch._forced
-
-    def skip_or_force(op, spec, name, *args, **kwargs):
-        if name in NARROW and not supported(name, spec, op):
-            pytest.skip(f"{name} does not support this problem")
-        return forced(op, spec, name, *args, **kwargs)
-
-    monkeypatch.setattr(_dispatch, "_forced", skip_or_force)
-
-
-def tolerances(dtype, strategy, spec=None, scale=1.0):
-    """(rtol, atol) for comparing a strategy's result with a float64 oracle.
-
-    ``scale`` is max|reference| (float32 atol is relative to it); ``spec`` gives
-    the transform size for the FFT allowance.
-    """
-    dtype = np.dtype(dtype)
-    if dtype == np.float64:
-        tol = 1e-9 if strategy == "fft" else 1e-10
-        return tol, tol
-    atol = 1e-5 * scale
-    if strategy == "fft":
-        atol *= fft_log2_size(spec)
-    return 1e-4, atol
-
-
-def fft_log2_size(spec):
-    """A generous log2 of the FFT transform size for ``spec`` (>= 1)."""
-    if spec is None:
-        return 20.0
-    n = 1
-    for p, k, d in zip(spec.padded_spatial, spec.kernel, spec.dilation):
-        n *= p + d * (k - 1) + 1
-    return max(1.0, math.log2(n) + 1.0)
-
-
-def assert_close(actual, expected, *, dtype, strategy, spec=None, what="", operands=()):
-    """Compare ``actual`` (from fastconv) with ``expected`` (float64 oracle).
-
-    ``operands``: the two arrays whose products were summed. The float32 atol
-    scale is max|reference|, but at least max|a| * max|b| (the size of one
-    term): a reference that is exactly zero (e.g. an input no tap touches) still
-    allows the rounding noise a transform method leaves there.
-    """
-    expected = np.asarray(expected, dtype=np.float64)
-    assert isinstance(actual, np.ndarray), f"{what}: got {type(actual).__name__}"
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    assert actual.dtype == np.dtype(dtype), f"{what}: dtype {actual.dtype} != {np.dtype(dtype)}"
-    scale = float(np.abs(expected).max()) if expected.size else 0.0
-    if len(operands) == 2:
-        scale = max(scale, float(np.prod([np.abs(np.asarray(a, np.float64)).max()
-                                          for a in operands])))
-    rtol, atol = tolerances(dtype, strategy, spec, scale)
-    np.testing.assert_allclose(
-        actual.astype(np.float64), expected, rtol=rtol, atol=atol,
-        err_msg=f"{what} strategy={strategy} dtype={np.dtype(dtype)}")
-
-
-def random_array(rng, shape, dtype):
-    """Standard normal data, rounded to ``dtype``."""
-    return rng.standard_normal(shape).astype(dtype)
-
-
-def upcast(a):
-    """float64 copy: the oracle sees exactly the values fastconv sees."""
-    return np.asarray(a, dtype=np.float64)
-
-
-def direct_plan(op, spec, n_threads=1):
-    """The direct kernel's plan (layout, slabs, row blocks) for ``op`` on ``spec``."""
-    from fastconv._ext import _direct
-
-    return _direct.plan(op, spec.input_shape5, spec.weight_shape5, spec.output_shape5,
-                        spec.stride3, spec.dilation3, spec.padding3, spec.groups,
-                        n_threads, spec.itemsize)
-
-
-def direct_checker(op, xs, ws, kw, dtype, seed):
-    """``(spec, check)``: ``check(n_threads)`` runs ``op`` ("forward" or "grad_input")
-    with the direct strategy forced on float64 operands drawn with ``seed``, cast to
-    ``dtype``, and compares it with the reference (float64 1e-10; float32 rtol 1e-4,
-    atol 1e-5 x max|reference|)."""
-    from fastconv import reference
-
-    rng = np.random.default_rng(seed)
-    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
-    gy = rng.standard_normal(fastconv.output_shape(xs, ws, **kw))
-    spec = fastconv.make_spec(xs, ws, dtype=dtype, **kw)
-    if op == "forward":
-        want = reference.conv_forward(x, w, **kw)
-    else:
-        want = reference.conv_grad_input(xs, w, gy, **kw)
-    tol = (dict(rtol=1e-10, atol=1e-10) if dtype == np.float64
-           else dict(rtol=1e-4, atol=1e-5 * np.abs(want).max()))
-
-    def check(n_threads):
-        with fastconv.config(n_threads=n_threads):
-            if op == "forward":
-                got = fastconv.conv(x.astype(dtype), w.astype(dtype), strategy="direct", **kw)
-            else:
-                got = fastconv.grad_input(xs, w.astype(dtype), gy.astype(dtype),
-                                          strategy="direct", **kw)
-        assert got.dtype == dtype
-        np.testing.assert_allclose(got, want, err_msg=f"{n_threads} threads", **tol)
-
-    return spec, check
-
-
-def traced_direct_call(op, xs, ws, kw, seed=0):
-    """Run ``op`` of the direct strategy (2 threads, float32, 2-D) under tracemalloc.
-
-    Returns (plan info, ``workspace()`` bytes, bytes traced beyond the result):
-    what the workspace tests compare.
-    """
-    import tracemalloc
-
-    from fastconv import _strategies
-    from fastconv._ext import _direct
-
-    spec = fastconv.make_spec(xs, ws, dtype=np.float32, **kw)
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(xs).astype(np.float32)
-    w = rng.standard_normal(ws).astype(np.float32)
-    gy = rng.standard_normal(spec.output_shape).astype(np.float32)
-    with fastconv.config(n_threads=2):
-        ws_bytes = _strategies.get("direct").workspace(spec, op)
-        info = _direct.plan(op, spec.input_shape5, spec.weight_shape5, spec.output_shape5,
-                            spec.stride3, spec.dilation3, spec.padding3, 1, 2, 4)
-        tracemalloc.start()
-        if op == "forward":
-            out = fastconv.conv2d(x, w, **kw, strategy="direct")
-        elif op == "grad_input":
-            out = fastconv.grad_input(xs, w, gy, **kw, strategy="direct")
-        else:
-            out = fastconv.grad_weight(x, ws, gy, **kw, strategy="direct")
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    return info, ws_bytes, peak - out.nbytes
-
 
 @pytest.fixture
 def rng(request):
@@ -239,33 +71,30 @@ def rng(request):
     return np.random.default_rng(seed)
 
 
-def naive_loop_forward(x, w, stride, pads, dilation, groups, flip=False):
-    """Scalar-loop forward pass for (N, C, *spatial) input: a third oracle, used to
-    check the reference itself. ``pads`` is a list of (before, after) pairs."""
-    x = np.asarray(x, np.float64)
-    w = np.asarray(w, np.float64)
-    ndim = w.ndim - 2
-    if flip:
-        w = w[(Ellipsis,) + (slice(None, None, -1),) * ndim]
-    N, C = x.shape[:2]
-    O, Cg = w.shape[:2]
-    Og = O // groups
-    ksz = w.shape[2:]
-    xp = np.zeros((N, C) + tuple(s + b + a for s, (b, a) in zip(x.shape[2:], pads)))
-    xp[(slice(None), slice(None)) + tuple(slice(b, b + s) for s, (b, _) in
-                                          zip(x.shape[2:], pads))] = x
-    out_sp = tuple((p - d * (k - 1) - 1) // s + 1
-                   for p, k, s, d in zip(xp.shape[2:], ksz, stride, dilation))
-    y = np.zeros((N, O) + out_sp)
-    for n in range(N):
-        for o in range(O):
-            g = o // Og
-            for pos in np.ndindex(*out_sp):
-                acc = 0.0
-                for c in range(Cg):
-                    for k in np.ndindex(*ksz):
-                        idx = tuple(p * s + kk * d for p, s, kk, d in
-                                    zip(pos, stride, k, dilation))
-                        acc += xp[(n, g * Cg + c) + idx] * w[(o, c) + k]
-                y[(n, o) + pos] = acc
-    return y
+@pytest.fixture
+def default_options(monkeypatch):
+    """The test starts from the default process-wide options (another test may
+    have loaded a config file) and no remembered decisions, and leaves them as it
+    found them."""
+    monkeypatch.setattr(_config, "_global", _config.Options())
+    _dispatch.clear_memo()
+    yield
+    _dispatch.clear_memo()
+
+
+@pytest.fixture
+def fakes(monkeypatch, tmp_path):
+    """Registry = {direct, fast, slow, fft(fake)} with known estimates; private cache dir."""
+    reg = {
+        "direct": _strategies._REGISTRY["direct"],
+        "fast": FakeStrategy("fast", 1e-12),
+        "slow": FakeStrategy("slow", 1.0),
+        "fft": FakeStrategy("fft", 1e-15, workspace=10),
+    }
+    reg["fft"].guard = _strategies._REGISTRY["fft"].guard   # the real FFT's option guards
+    monkeypatch.setattr(_strategies, "_REGISTRY", reg)
+    monkeypatch.setattr(_tuning, "_shipped", {})  # uncalibrated: factors are 1
+    monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path))
+    _dispatch.clear_memo()
+    yield reg
+    _dispatch.clear_memo()

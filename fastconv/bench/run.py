@@ -396,15 +396,23 @@ def run(size="quick", names=None, ndims=None, ops=OPS, impls=None, peers=PEERS, 
 
     timing = (repeat, max_time, min_time)
     rerun = size != "tiny" if rerun is None else bool(rerun)
-    results = _run_layers(layers, ops, cases, dtype, timing, ceiling["gflops"], threads, report,
-                          rerun)
-    sweeps = []
-    if do_sweep and sw_impls:
-        sweeps = _run_sweeps(size, sw_impls, dtype, min(repeat, 3), max_time, min_time, threads,
-                             report, rerun)
+    # the peers run at fastconv's thread count; the caller's torch setting is restored
+    # after (torch.set_num_threads also sets the OpenMP runtime's limit for the process)
+    torch_threads = _torch_threads() if have_torch else None
+    try:
+        results = _run_layers(layers, ops, cases, dtype, timing, ceiling["gflops"], threads,
+                              report, rerun)
+        sweeps = []
+        if do_sweep and sw_impls:
+            sweeps = _run_sweeps(size, sw_impls, dtype, min(repeat, 3), max_time, min_time,
+                                 threads, report, rerun)
+        ceiling = _recheck_ceiling(ceiling, n_ceiling, results, say)
+        calls = per_call(have_torch, threads, calls=50 if size == "tiny" else 300)
+    finally:
+        if torch_threads is not None:
+            import torch
 
-    ceiling = _recheck_ceiling(ceiling, n_ceiling, results, say)
-    calls = per_call(have_torch, threads, calls=50 if size == "tiny" else 300)
+            torch.set_num_threads(torch_threads)
     obj = {
         "schema": SCHEMA_ID, "created": created, "suite": size, "dtype": dtype.name,
         "repeat": int(repeat), "min_time_s": float(min_time), "elapsed_s": 0.0,
@@ -423,6 +431,12 @@ def run(size="quick", names=None, ndims=None, ops=OPS, impls=None, peers=PEERS, 
 
 # The smallest problems, where the Python around a kernel is most of a call's time.
 PER_CALL = (((1, 1, 8, 8), (1, 1, 3, 3)), ((1, 8, 16, 16), (8, 8, 3, 3)))
+
+
+def _torch_threads():
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _median_call(fn, n):

@@ -1,0 +1,237 @@
+"""The direct kernels: padding done inside (halo cases), both code paths (the
+stride-1 wide kernels and the row loops), shape checks at the kernel entry,
+exact scratch accounting, non-finite values, determinism."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+
+import numpy as np
+import pytest
+from _helpers import traced_direct_call
+
+import fastconv
+from fastconv import reference
+from fastconv._ext import _direct
+from fastconv._spec import make_spec
+
+HALO = [
+    ((1, 2, 5, 6), (3, 2, 2, 3), dict(padding=4)),                          # pad > kernel
+    ((2, 3, 7, 9), (5, 3, 3, 2), dict(padding=((2, 0), (1, 3)))),           # asymmetric
+    ((1, 2, 6, 8), (2, 2, 3, 3), dict(padding=((0, 0), (2, 2)))),           # one axis only
+    ((2, 3, 11), (2, 3, 4), dict(padding=((3, 1),))),                       # 1-D
+    ((1, 2, 4, 5, 6), (3, 2, 2, 3, 2), dict(padding=1)),                    # 3-D
+    ((1, 2, 9, 10), (2, 2, 3, 2), dict(padding=3, dilation=(2, 3))),        # dilation
+    ((2, 2, 9, 11), (3, 2, 3, 3), dict(padding=(1, 2), stride=(2, 3))),     # stride
+    ((1, 4, 7, 8), (6, 2, 3, 3), dict(padding=1, groups=2)),                # groups
+    ((2, 5, 6, 7), (5, 1, 3, 3), dict(padding=(2, 1), groups=5)),           # depthwise
+    ((1, 1, 2, 2), (1, 1, 3, 3), dict(padding=2)),                          # tiny output
+    ((2, 5, 13, 17), (6, 5, 3, 3), dict(padding=1)),                        # partial tile
+    ((1, 3, 3, 4, 70), (9, 3, 1, 2, 5), dict(padding=((1, 0), (0, 1), (2, 2)))),
+    ((2, 6, 7, 9), (6, 1, 3, 2), dict(padding="same", groups=6, dilation=(2, 1))),
+    # strided: polyphase components in the wide kernels
+    ((1, 2, 9, 10), (3, 2, 1, 1), dict(stride=2)),                          # one component
+    ((2, 3, 17), (4, 3, 5), dict(stride=3, padding=2, dilation=2)),
+    ((1, 2, 7, 8, 9), (2, 2, 3, 2, 3), dict(stride=(2, 1, 3), padding=(1, 0, 2))),
+    ((1, 3, 20, 23), (5, 3, 7, 7), dict(stride=2, padding=3)),              # stem-like
+    ((2, 4, 11, 12), (4, 1, 3, 3), dict(stride=2, padding=(4, 1), groups=4)),
+    # strides beyond the sizes: phases no tap reaches, phases holding no grad_x
+    ((1, 2, 5, 6), (3, 2, 3, 2), dict(stride=(7, 9), padding=(2, 1), dilation=(2, 1))),
+    ((2, 1, 5), (2, 1, 3), dict(stride=1000, padding=((1, 4),))),
+    ((1, 1, 4, 3, 5), (2, 1, 2, 3, 2), dict(stride=(5, 11, 3), padding=(0, 2, 2), dilation=(3, 2, 3))),
+]
+
+
+def _kernels(x, w, gy, kw, general, n_threads=2):
+    """The three kernels called directly on float64 5-D arrays."""
+    spec = make_spec(x.shape, w.shape, dtype=np.float64, **kw)
+    args = (spec.stride3, spec.dilation3, spec.padding3, spec.groups, n_threads, general)
+    x5, w5 = x.reshape(spec.input_shape5), w.reshape(spec.weight_shape5)
+    gy5 = gy.reshape(spec.output_shape5)
+    y, gx, gw = (np.empty(s) for s in (spec.output_shape5, spec.input_shape5,
+                                        spec.weight_shape5))
+    _direct.forward(x5, w5, y, *args)
+    _direct.grad_input(gy5, w5, gx, *args)
+    _direct.grad_weight(x5, gy5, gw, *args)
+    return y.reshape(spec.output_shape), gx.reshape(x.shape), gw.reshape(w.shape)
+
+
+@pytest.mark.parametrize("general", [False, True], ids=["wide", "rows"])
+@pytest.mark.parametrize("xs, ws, kw", HALO)
+def test_halo_cases_match_the_reference(xs, ws, kw, general):
+    rng = np.random.default_rng(len(xs) * 7 + ws[0])
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    gy = rng.standard_normal(fastconv.output_shape(xs, ws, **kw))
+    y, gx, gw = _kernels(x, w, gy, kw, general)
+    np.testing.assert_allclose(y, reference.conv_forward(x, w, **kw), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gx, reference.conv_grad_input(xs, w, gy, **kw),
+                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gw, reference.conv_grad_weight(x, ws, gy, **kw),
+                               rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("xs, ws, kw", [HALO[1], HALO[8], HALO[10]])
+def test_float32_through_the_api(xs, ws, kw):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    gy = rng.standard_normal(fastconv.output_shape(xs, ws, **kw)).astype(np.float32)
+    for got, want in [
+        (fastconv.conv(x, w, **kw, strategy="direct"), reference.conv_forward(x, w, **kw)),
+        (fastconv.grad_input(xs, w, gy, **kw, strategy="direct"),
+         reference.conv_grad_input(xs, w, gy, **kw)),
+        (fastconv.grad_weight(x, ws, gy, **kw, strategy="direct"),
+         reference.conv_grad_weight(x, ws, gy, **kw)),
+    ]:
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+def test_inf_weight_meets_no_padding_zero_in_grad_input():
+    """Issue 13 item 7(a): 0 * Inf from a zero-padded grad_output gave NaN."""
+    w = np.array([[[np.inf, 1.0, 1.0]]])
+    got = fastconv.grad.conv1d_input((1, 1, 8), w, np.ones((1, 1, 6)), strategy="direct")
+    np.testing.assert_array_equal(got[0, 0], [np.inf] * 6 + [2.0, 1.0])
+    want = fastconv.grad.conv1d_input((1, 1, 8), w, np.ones((1, 1, 6)), strategy="im2col")
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("where", ["inside", "last column", "first column"])
+def test_grad_weight_keeps_nonfinite_local(where):
+    """A non-finite input reaches only the weights whose taps touch it, also when
+    the wide layout puts it beside zero columns (ow >= OW) of grad_output."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 9, 20))
+    col = {"inside": 7, "last column": 19, "first column": 0}[where]
+    x[1, 2, 4, col] = np.inf
+    gy = rng.standard_normal((2, 8, 9, 18))
+    got = fastconv.grad_weight(x, (8, 3, 3, 3), gy, padding=(1, 0), strategy="direct")
+    want = reference.conv_grad_weight(x, (8, 3, 3, 3), gy, padding=(1, 0))
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+    fin = np.isfinite(want)
+    assert fin.any() and not fin.all()
+    np.testing.assert_allclose(got[fin], want[fin], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_grad_weight_is_deterministic_and_threads_agree(threads):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 6, 12, 13)).astype(np.float32)
+    gy = rng.standard_normal((3, 10, 12, 13)).astype(np.float32)
+    with fastconv.config(n_threads=threads):
+        runs = [fastconv.grad_weight(x, (10, 6, 3, 3), gy, padding=1, strategy="direct")
+                for _ in range(4)]
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r, runs[0])
+    want = reference.conv_grad_weight(x, (10, 6, 3, 3), gy, padding=1)
+    np.testing.assert_allclose(runs[0], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("op", ["forward", "grad_input", "grad_weight"])
+def test_wrong_output_shape_is_a_value_error_at_the_kernel(op):
+    x, w = np.ones((1, 2, 6, 6)), np.ones((3, 2, 3, 3))
+    spec = make_spec(x.shape, w.shape, padding=1, dtype=np.float64)
+    x5, w5 = x.reshape(spec.input_shape5), w.reshape(spec.weight_shape5)
+    gy5 = np.ones(spec.output_shape5)
+    args = (spec.stride3, spec.dilation3, spec.padding3, 1, 2)
+    short = lambda s: np.empty(s[:-1] + (s[-1] - 1,))  # noqa: E731
+    with pytest.raises(ValueError, match="shape"):
+        if op == "forward":
+            _direct.forward(x5, w5, short(spec.output_shape5), *args)
+        elif op == "grad_input":
+            _direct.grad_input(gy5, w5, short(spec.input_shape5), *args)
+        else:
+            _direct.grad_weight(x5, gy5, np.empty((3, 1, 1, 3, 3)), *args)
+    with pytest.raises(ValueError, match="output shape"):
+        _direct.forward(x5, w5, np.empty((1, 3, 1, 7, 6)), *args)
+
+
+def test_kernel_constants_are_exported():
+    assert _direct.TILE == 64 and _direct.OBLOCK == 4
+    assert _direct.LANES[4] * 4 == _direct.LANES[8] * 8
+
+
+@pytest.mark.parametrize("op", ["forward", "grad_input", "grad_weight"])
+@pytest.mark.parametrize("kw", [dict(padding=2), dict(padding=(1, 3), stride=2)])
+def test_workspace_is_every_byte_beyond_inputs_and_output(op, kw):
+    info, ws_bytes, extra = traced_direct_call(op, (3, 8, 40, 44), (12, 8, 5, 3), kw)
+    assert ws_bytes == _direct.scratch_bytes(info, 4)
+    assert ws_bytes > 10_000
+    assert abs(extra - ws_bytes) < 16384, (extra, ws_bytes)  # the rest: Python objects
+
+
+def test_huge_strides_plan_grad_input_by_taps_not_stride():
+    # grad_input's polyphase plan listed every phase of every axis (s per axis,
+    # a product over three axes, outside any budget): 1-D stride 1e7 took ~1 GB
+    # and seconds, 3-D stride 800 minutes. Now at most one component per tap.
+    # In a child with a timeout, as a regression would run for minutes.
+    code = """
+    import numpy as np, fastconv
+    from fastconv import reference
+    from fastconv._ext import _direct
+
+    import tracemalloc
+    one = np.ones((1, 1, 1))
+    tracemalloc.start()
+    gx = fastconv.grad_input((1, 1, 5), np.ones((1, 1, 3)), one, stride=10**7,
+                             strategy="direct")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert np.array_equal(gx, [[[1, 1, 1, 0, 0]]]), gx
+    assert peak < 16 << 20, peak   # a problem of a few numbers
+    for s in (200, 800):
+        w = np.arange(27.0).reshape(1, 1, 3, 3, 3)
+        gy = np.full((1, 1, 1, 1, 1), 2.0)
+        gx = fastconv.grad_input((1, 1, 5, 5, 5), w, gy, stride=s, strategy="direct")
+        np.testing.assert_array_equal(
+            gx, reference.conv_grad_input((1, 1, 5, 5, 5), w, gy, stride=s))
+        info = _direct.plan("grad_input", (1, 1, 5, 5, 5), w.shape, (1, 1, 1, 1, 1),
+                            (s,) * 3, (1,) * 3, ((0, 0),) * 3, 1, 1, 8)
+        assert info["path"] == "poly" and len(info["meta"]) <= 27, info["path"]
+    y = fastconv.conv_transpose3d(np.ones((1, 1, 1, 1, 1)), np.ones((1, 1, 3, 3, 3)),
+                                  stride=600)
+    assert y.shape == (1, 1, 3, 3, 3) and np.all(y == 1), y.shape
+    text = fastconv.explain("grad_input", (1, 1, 5, 5, 5), (1, 1, 3, 3, 3), stride=800)
+    assert "direct" in str(text), text
+    print("ok")
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+    p = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                       text=True, cwd=root, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stdout[-2000:] + p.stderr[-2000:]
+
+
+def test_direct_reports_and_bounds_its_scratch():
+    from fastconv import _strategies
+    from fastconv._spec import make_spec
+
+    direct = _strategies.get("direct")
+    spec = make_spec((1, 1, 40, 40, 40), (8, 1, 5, 5, 5), padding=2, dtype=np.float32)
+    x = np.ones(spec.input_shape, np.float32)
+    w = np.ones(spec.weight_shape, np.float32)
+    peaks = {}
+    for threads in (1, 8):
+        with fastconv.config(n_threads=threads):
+            ws = direct.workspace(spec, "forward")
+            tracemalloc.start()
+            fastconv.conv3d(x, w, padding=2, strategy="direct")
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+        out = 8 * 40 ** 3 * 4
+        assert ws > 0 and peak <= out + ws + (1 << 16)  # padding is done inside
+        peaks[threads] = ws
+    # two blocks of 4 output channels, cut into depth slabs for 8 threads: each
+    # thread has one slab's buffers, smaller than those of one thread (which cuts
+    # the slabs of two)
+    from fastconv._ext import _direct
+    info = _direct.plan("forward", spec.input_shape5, spec.weight_shape5, spec.output_shape5,
+                        spec.stride3, spec.dilation3, spec.padding3, 1, 8, 4)
+    once = _direct.scratch_bytes(dict(info, threads=0), 4)  # tap offsets: not per thread
+    per = _direct.scratch_bytes(dict(info, threads=1), 4) - once
+    assert info["threads"] == 8 and info["tasks"] >= 16 and peaks[8] - once == 8 * per
+    assert per < (peaks[1] - once) / 1.5
+    with fastconv.config(memory_budget=peaks[1] // 2):
+        # over the budget, direct runs its row loops, which need no scratch
+        assert direct.workspace(spec, "forward") == 0
