@@ -1271,35 +1271,39 @@ cdef class WideForward:
 
     cdef void _run_f(self, const float* x, const float* w, float* y, char* buf,
                      Py_ssize_t* key) noexcept nogil:
-        cdef Py_ssize_t t, stride = self.xbytes + self.wbytes
-        cdef int tid
+        # the object's fields as locals: nothing inside the parallel loop may need a
+        # check that can raise (the bounds-checked build checks attribute access)
+        cdef Wide* s = &self.s
+        cdef const Py_ssize_t* off = self.off
+        cdef Py_ssize_t t, tasks = self.tasks, xb = self.xbytes, stride = xb + self.wbytes
+        cdef int tid, nthr = self.nthr
         cdef char* b
-        if self.nthr == 1:   # no parallel region to enter
-            for t in range(self.tasks):
-                _wide_task(x, w, y, &self.s, self.off, t, <float*> buf,
-                           <float*> (buf + self.xbytes), key)
+        if nthr == 1:   # no parallel region to enter
+            for t in range(tasks):
+                _wide_task(x, w, y, s, off, t, <float*> buf, <float*> (buf + xb), key)
             return
-        for t in prange(self.tasks, num_threads=self.nthr, schedule="static"):
+        for t in prange(tasks, num_threads=nthr, schedule="static"):
             tid = omp_get_thread_num()
             b = buf + tid * stride
-            _wide_task(x, w, y, &self.s, self.off, t, <float*> b, <float*> (b + self.xbytes),
-                       key + tid)
+            _wide_task(x, w, y, s, off, t, <float*> b, <float*> (b + xb), key + tid)
 
     cdef void _run_d(self, const double* x, const double* w, double* y, char* buf,
                      Py_ssize_t* key) noexcept nogil:
-        cdef Py_ssize_t t, stride = self.xbytes + self.wbytes
-        cdef int tid
+        # the object's fields as locals: nothing inside the parallel loop may need a
+        # check that can raise (the bounds-checked build checks attribute access)
+        cdef Wide* s = &self.s
+        cdef const Py_ssize_t* off = self.off
+        cdef Py_ssize_t t, tasks = self.tasks, xb = self.xbytes, stride = xb + self.wbytes
+        cdef int tid, nthr = self.nthr
         cdef char* b
-        if self.nthr == 1:
-            for t in range(self.tasks):
-                _wide_task(x, w, y, &self.s, self.off, t, <double*> buf,
-                           <double*> (buf + self.xbytes), key)
+        if nthr == 1:   # no parallel region to enter
+            for t in range(tasks):
+                _wide_task(x, w, y, s, off, t, <double*> buf, <double*> (buf + xb), key)
             return
-        for t in prange(self.tasks, num_threads=self.nthr, schedule="static"):
+        for t in prange(tasks, num_threads=nthr, schedule="static"):
             tid = omp_get_thread_num()
             b = buf + tid * stride
-            _wide_task(x, w, y, &self.s, self.off, t, <double*> b, <double*> (b + self.xbytes),
-                       key + tid)
+            _wide_task(x, w, y, s, off, t, <double*> b, <double*> (b + xb), key + tid)
 
 
 def _shape(a):
