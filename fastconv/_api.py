@@ -10,7 +10,7 @@ from . import _prepare as prep
 from ._config import _current
 from ._dispatch import Decision, explain_decision, total_workspace
 from ._docstrings import CONV, shared_parameters
-from ._plan import _NEEDS, _check_needs, cached
+from ._plan import _NEEDS, _check_needs, cached, check_shape
 from ._spec import make_spec, result_dtype
 from ._typing import ArrayLike, DTypeLike, Needs, Op, Padding, PaddingMode, PerAxis, Shape
 
@@ -116,14 +116,6 @@ def _fixed(ndim, name):
 conv1d = _fixed(1, "conv1d")
 conv2d = _fixed(2, "conv2d")
 conv3d = _fixed(3, "conv3d")
-
-
-def _check_grad_output(gy, spec):
-    if gy.shape != spec.output_shape:
-        raise ValueError(
-            f"grad_output must have the output shape {spec.output_shape} (input "
-            f"{spec.input_shape}, weight {spec.weight_shape}), got shape {gy.shape}"
-        )
 
 
 @shared_parameters(CONV)
@@ -270,7 +262,7 @@ def conv_backward(x: ArrayLike, weight: ArrayLike, grad_output: ArrayLike,
     dtype = result_dtype(x.dtype, weight.dtype, gy.dtype)
     spec = make_spec(x.shape, weight.shape, stride, padding, dilation, groups, flip=flip,
                      dtype=dtype)
-    _check_grad_output(gy, spec)
+    check_shape("grad_output", gy.shape, spec.output_shape, spec)
     want = _check_needs(needs)
     args = (x.shape, weight.shape, stride, padding, dilation, groups, flip, dtype, strategy,
             "zeros")

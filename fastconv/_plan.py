@@ -197,12 +197,7 @@ class Plan:
         """``a`` as an array of the plan's shape and dtype (a copy only when needed)."""
         if type(a) is not np.ndarray or a.dtype != self.spec.dtype:
             a = prep.as_array(a, _ARGS[self.op][i])
-        shape = self._in_shapes[i]
-        if a.shape != shape:
-            s, name = self.spec, _ARGS[self.op][i]
-            what = "the output shape" if name == "grad_output" else "the plan's shape"
-            raise ValueError(f"{name} must have {what} {shape} (input {s.input_shape}, "
-                             f"weight {s.weight_shape}), got shape {a.shape}")
+        check_shape(_ARGS[self.op][i], a.shape, self._in_shapes[i], self.spec)
         return a
 
     def _chosen(self, data, other, mb=None):
@@ -331,6 +326,15 @@ class Plan:
             Called with the other operand only.
         """
         return BoundPlan(self, weight)
+
+
+def check_shape(name, got, shape, spec):
+    """ValueError naming ``name`` unless its shape ``got`` is ``shape`` (grad_output's
+    is the forward output's; the others the plan's)."""
+    if got != shape:
+        what = "the output shape" if name == "grad_output" else "the plan's shape"
+        raise ValueError(f"{name} must have {what} {shape} (input {spec.input_shape}, "
+                         f"weight {spec.weight_shape}), got shape {got}")
 
 
 def _check_out(out, shape, dtype):

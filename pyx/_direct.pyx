@@ -1233,8 +1233,10 @@ cdef class WideForward:
 
     def __call__(self, x, w, y):
         cdef Py_buffer bx, bw, by
-        cdef Py_ssize_t per = self.xbytes + self.wbytes, t
+        cdef Py_ssize_t per = self.xbytes + self.wbytes, t, tasks, xb
         cdef int nthr = self.nthr
+        cdef Wide* s
+        cdef const Py_ssize_t* off
         cdef char* mem
         cdef char* buf
         cdef Py_ssize_t* key
@@ -1253,13 +1255,16 @@ cdef class WideForward:
                         key = <Py_ssize_t*> (buf + nthr * per)
                         for t in range(nthr):
                             key[t] = -1
+                        s, off, tasks, xb = &self.s, self.off, self.tasks, self.xbytes
                         with nogil:
                             if self.itemsize == 4:
-                                self._run_f(<const float*> bx.buf, <const float*> bw.buf,
-                                            <float*> by.buf, buf, key)
+                                _wide_tasks(<const float*> bx.buf, <const float*> bw.buf,
+                                            <float*> by.buf, s, off, tasks, nthr, buf, xb,
+                                            per, key)
                             else:
-                                self._run_d(<const double*> bx.buf, <const double*> bw.buf,
-                                            <double*> by.buf, buf, key)
+                                _wide_tasks(<const double*> bx.buf, <const double*> bw.buf,
+                                            <double*> by.buf, s, off, tasks, nthr, buf, xb,
+                                            per, key)
                     finally:
                         PyMem_Free(mem)
                 finally:
@@ -1269,41 +1274,25 @@ cdef class WideForward:
         finally:
             PyBuffer_Release(&bx)
 
-    cdef void _run_f(self, const float* x, const float* w, float* y, char* buf,
-                     Py_ssize_t* key) noexcept nogil:
-        # the object's fields as locals: nothing inside the parallel loop may need a
-        # check that can raise (the bounds-checked build checks attribute access)
-        cdef Wide* s = &self.s
-        cdef const Py_ssize_t* off = self.off
-        cdef Py_ssize_t t, tasks = self.tasks, xb = self.xbytes, stride = xb + self.wbytes
-        cdef int tid, nthr = self.nthr
-        cdef char* b
-        if nthr == 1:   # no parallel region to enter
-            for t in range(tasks):
-                _wide_task(x, w, y, s, off, t, <float*> buf, <float*> (buf + xb), key)
-            return
-        for t in prange(tasks, num_threads=nthr, schedule="static"):
-            tid = omp_get_thread_num()
-            b = buf + tid * stride
-            _wide_task(x, w, y, s, off, t, <float*> b, <float*> (b + xb), key + tid)
 
-    cdef void _run_d(self, const double* x, const double* w, double* y, char* buf,
-                     Py_ssize_t* key) noexcept nogil:
-        # the object's fields as locals: nothing inside the parallel loop may need a
-        # check that can raise (the bounds-checked build checks attribute access)
-        cdef Wide* s = &self.s
-        cdef const Py_ssize_t* off = self.off
-        cdef Py_ssize_t t, tasks = self.tasks, xb = self.xbytes, stride = xb + self.wbytes
-        cdef int tid, nthr = self.nthr
-        cdef char* b
-        if nthr == 1:   # no parallel region to enter
-            for t in range(tasks):
-                _wide_task(x, w, y, s, off, t, <double*> buf, <double*> (buf + xb), key)
-            return
-        for t in prange(tasks, num_threads=nthr, schedule="static"):
-            tid = omp_get_thread_num()
-            b = buf + tid * stride
-            _wide_task(x, w, y, s, off, t, <double*> b, <double*> (b + xb), key + tid)
+cdef void _wide_tasks(const floating* x, const floating* w, floating* y, Wide* s,
+                      const Py_ssize_t* off, Py_ssize_t tasks, int nthr, char* buf,
+                      Py_ssize_t xb, Py_ssize_t stride, Py_ssize_t* key) noexcept nogil:
+    """:class:`WideForward`'s tasks: each thread's two buffers are at ``buf +
+    tid * stride`` (the input buffer) and ``xb`` bytes after it (the wide outputs).
+    Everything arrives as arguments: nothing inside the parallel loop may need a
+    check that can raise (the bounds-checked build checks attribute access)."""
+    cdef Py_ssize_t t
+    cdef int tid
+    cdef char* b
+    if nthr == 1:   # no parallel region to enter
+        for t in range(tasks):
+            _wide_task(x, w, y, s, off, t, <floating*> buf, <floating*> (buf + xb), key)
+        return
+    for t in prange(tasks, num_threads=nthr, schedule="static"):
+        tid = omp_get_thread_num()
+        b = buf + tid * stride
+        _wide_task(x, w, y, s, off, t, <floating*> b, <floating*> (b + xb), key + tid)
 
 
 def _shape(a):
