@@ -67,12 +67,12 @@ cdef extern from "_kernels.h" nogil:
     void fc_tile4_f64(const double* x, const double* w0, const Py_ssize_t* off,
                       Py_ssize_t cig, Py_ssize_t plane, Py_ssize_t ksz, Py_ssize_t wstride,
                       double* out, Py_ssize_t ostride)
-    void fc_pair4_f32(const float* x, const float* w0, const Py_ssize_t* off, Py_ssize_t cig,
-                      Py_ssize_t plane, Py_ssize_t ksz, Py_ssize_t wstride, Py_ssize_t b0,
-                      Py_ssize_t b1, float* out, Py_ssize_t ostride)
-    void fc_pair4_f64(const double* x, const double* w0, const Py_ssize_t* off,
-                      Py_ssize_t cig, Py_ssize_t plane, Py_ssize_t ksz, Py_ssize_t wstride,
-                      Py_ssize_t b0, Py_ssize_t b1, double* out, Py_ssize_t ostride)
+    void fc_pairs4_f32(const float* x, const float* w0, const Py_ssize_t* off, Py_ssize_t cig,
+                       Py_ssize_t plane, Py_ssize_t ksz, Py_ssize_t wstride,
+                       const Py_ssize_t* vb, Py_ssize_t ng, float* out, Py_ssize_t ostride)
+    void fc_pairs4_f64(const double* x, const double* w0, const Py_ssize_t* off,
+                       Py_ssize_t cig, Py_ssize_t plane, Py_ssize_t ksz, Py_ssize_t wstride,
+                       const Py_ssize_t* vb, Py_ssize_t ng, double* out, Py_ssize_t ostride)
     void fc_quad1_f32(const float* x, const float* w, const Py_ssize_t* off, Py_ssize_t cig,
                       Py_ssize_t plane, Py_ssize_t ksz, const Py_ssize_t* vb, float* out)
     void fc_quad1_f64(const double* x, const double* w, const Py_ssize_t* off,
@@ -256,7 +256,7 @@ cdef void _wide_task(const floating* src, const floating* w, floating* y, Wide* 
     cdef Py_ssize_t o0 = grp * s.COG + (task % nob) * FC_OBLOCK
     cdef Py_ssize_t nout = min(FC_OBLOCK, (grp + 1) * s.COG - o0)
     cdef Py_ssize_t wstride = s.CIG * s.ksz, splane = s.pad.SD * s.pad.SH * s.pad.SW
-    cdef Py_ssize_t b, q, r, c, od, oh, npair = s.npair, nq = s.nv4 // 4, nv
+    cdef Py_ssize_t q, r, c, od, oh, npair = s.npair, nq = s.nv4 // 4, nv
     # this slab's outputs along the slab axis: [s0, s0 + ns)
     cdef Py_ssize_t s0 = sl * s.dsl
     cdef Py_ssize_t ns = min(s.dsl, (s.YD if s.sax == 0 else s.YH) - s0)
@@ -283,13 +283,12 @@ cdef void _wide_task(const floating* src, const floating* w, floating* y, Wide* 
     if s.rows4 and nout < FC_OBLOCK:
         _rows_blocks(xbuf, w, s, o0, nout, od_n, oh_n, wide)
     elif nout == FC_OBLOCK:
-        for b in range(npair):
-            if floating is float:
-                fc_pair4_f32(xbuf, w + o0 * wstride, off, s.CIG, s.P, s.ksz, wstride,
-                             s.vb[2 * b], s.vb[2 * b + 1], wide + 2 * b * s.VL, s.wpad)
-            else:
-                fc_pair4_f64(xbuf, w + o0 * wstride, off, s.CIG, s.P, s.ksz, wstride,
-                             s.vb[2 * b], s.vb[2 * b + 1], wide + 2 * b * s.VL, s.wpad)
+        if floating is float:
+            fc_pairs4_f32(xbuf, w + o0 * wstride, off, s.CIG, s.P, s.ksz, wstride, s.vb,
+                          2 * npair, wide, s.wpad)
+        else:
+            fc_pairs4_f64(xbuf, w + o0 * wstride, off, s.CIG, s.P, s.ksz, wstride, s.vb,
+                          2 * npair, wide, s.wpad)
     else:
         for q in range(nq):
             for r in range(nout):

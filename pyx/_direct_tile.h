@@ -41,6 +41,14 @@
 #include "_simd.h"
 #include "_kconst.h"
 
+/* Forward passes of 4 channels x 3 registers (fc_k4x3_*) where the register
+ * file is 16 registers of FMA (AVX2); elsewhere 4 x 2 (AVX-512: 32 registers,
+ * and its 2-register pass already reaches the matmul rate; SSE2: no FMA, so a
+ * product needs a register of its own). -DFC_PAIRS_K3=0/1 overrides. */
+#ifndef FC_PAIRS_K3
+#define FC_PAIRS_K3 (FC_LEVEL_ID == 1)
+#endif
+
 #ifdef FC_HAVE_VEC
 _Static_assert(sizeof(fc_vf) == FC_RB && sizeof(fc_vd) == FC_RB, "one register per vector");
 
@@ -68,6 +76,42 @@ static inline void fc_k4x2_##S(const T *x0, const T *x1, const T *w0, ptrdiff_t 
     memcpy(o0 + os, &a10, sizeof(VT)); memcpy(o1 + os, &a11, sizeof(VT));             \
     memcpy(o0 + 2 * os, &a20, sizeof(VT)); memcpy(o1 + 2 * os, &a21, sizeof(VT));     \
     memcpy(o0 + 3 * os, &a30, sizeof(VT)); memcpy(o1 + 3 * os, &a31, sizeof(VT));     \
+}
+
+/* 4 output channels x 3 registers read at x0, x1, x2: 12 accumulators, 3 loads
+ * and 1 broadcast register fill 16 registers (AVX2), and 12 independent
+ * multiply-adds per tap hide the FMA latency that 8 only just cover. */
+#define FC_K4X3(T, VT, S)                                                              \
+static inline void fc_k4x3_##S(const T *x0, const T *x1, const T *x2, const T *w0,     \
+                               ptrdiff_t ws, const ptrdiff_t *off, ptrdiff_t cig,      \
+                               ptrdiff_t plane, ptrdiff_t ksz, T *o0, T *o1, T *o2,    \
+                               ptrdiff_t os)                                           \
+{                                                                                      \
+    VT a00, a01, a02, a10, a11, a12, a20, a21, a22, a30, a31, a32, v0, v1, v2;         \
+    memset(&a00, 0, sizeof(VT));                                                       \
+    a01 = a00; a02 = a00; a10 = a00; a11 = a00; a12 = a00;                             \
+    a20 = a00; a21 = a00; a22 = a00; a30 = a00; a31 = a00; a32 = a00;                  \
+    for (ptrdiff_t c = 0; c < cig; c++) {                                              \
+        const T *wc = w0 + c * ksz;                                                    \
+        for (ptrdiff_t k = 0; k < ksz; k++) {                                          \
+            ptrdiff_t q = off[k];                                                      \
+            memcpy(&v0, x0 + q, sizeof(VT)); memcpy(&v1, x1 + q, sizeof(VT));          \
+            memcpy(&v2, x2 + q, sizeof(VT));                                           \
+            T w_0 = wc[k], w_1 = wc[ws + k], w_2 = wc[2 * ws + k], w_3 = wc[3 * ws + k]; \
+            a00 += w_0 * v0; a01 += w_0 * v1; a02 += w_0 * v2;                         \
+            a10 += w_1 * v0; a11 += w_1 * v1; a12 += w_1 * v2;                         \
+            a20 += w_2 * v0; a21 += w_2 * v1; a22 += w_2 * v2;                         \
+            a30 += w_3 * v0; a31 += w_3 * v1; a32 += w_3 * v2;                         \
+        }                                                                              \
+        x0 += plane; x1 += plane; x2 += plane;                                         \
+    }                                                                                  \
+    memcpy(o0, &a00, sizeof(VT)); memcpy(o1, &a01, sizeof(VT)); memcpy(o2, &a02, sizeof(VT)); \
+    memcpy(o0 + os, &a10, sizeof(VT)); memcpy(o1 + os, &a11, sizeof(VT));             \
+    memcpy(o2 + os, &a12, sizeof(VT));                                                 \
+    memcpy(o0 + 2 * os, &a20, sizeof(VT)); memcpy(o1 + 2 * os, &a21, sizeof(VT));     \
+    memcpy(o2 + 2 * os, &a22, sizeof(VT));                                             \
+    memcpy(o0 + 3 * os, &a30, sizeof(VT)); memcpy(o1 + 3 * os, &a31, sizeof(VT));     \
+    memcpy(o2 + 3 * os, &a32, sizeof(VT));                                             \
 }
 
 /* 1 output channel x 4 registers read at p[0..3]; results to o + i*L. */
@@ -143,24 +187,31 @@ static inline void fc_k1x8_##S(const T *const *p, const T *w, const ptrdiff_t *o
 /* The contracts the Cython kernels call (pyx/_direct.pyx):
  *   fc_tile_*:  1 output channel x FC_TILE outputs from x; out[j]
  *   fc_tile4_*: FC_OBLOCK channels x FC_TILE outputs; out[r*ostride + j]
- *   fc_pair4_*: 4 channels x 2 granules at b0, b1; out[r*ostride + l] (granule
- *               b0), out[r*ostride + VL + l] (granule b1)
+ *   fc_pairs4_*: 4 channels x ng granules (ng even) at vb[0..ng); granule v to
+ *               out[r*ostride + v*VL + l]
  *   fc_quad1_*: 1 channel x 4 granules at vb[0..3]; out[v*VL + l] */
 #define FC_TILES(T, VT, L, VL, S)                                                      \
 FC_K4X2(T, VT, S)                                                                      \
+FC_K4X3(T, VT, S)                                                                      \
 FC_K1X4(T, VT, L, S)                                                                   \
 FC_K1X8(T, VT, L, S)                                                                   \
-static void fc_pair4_##S(const T *x, const T *w0, const ptrdiff_t *off, ptrdiff_t cig, \
-                         ptrdiff_t plane, ptrdiff_t ksz, ptrdiff_t wstride, ptrdiff_t b0, \
-                         ptrdiff_t b1, T *out, ptrdiff_t ostride)                      \
+static void fc_pairs4_##S(const T *x, const T *w0, const ptrdiff_t *off, ptrdiff_t cig,\
+                          ptrdiff_t plane, ptrdiff_t ksz, ptrdiff_t wstride,           \
+                          const ptrdiff_t *vb, ptrdiff_t ng, T *out, ptrdiff_t ostride)\
 {                                                                                      \
-    /* register q of the pair: granule q / FC_G, lanes (q % FC_G)*L of it */           \
-    for (int q = 0; q < 2 * FC_G; q += 2) {                                            \
-        const T *x0 = x + (q < FC_G ? b0 : b1) + (q % FC_G) * L;                       \
-        const T *x1 = x + (q + 1 < FC_G ? b0 : b1) + ((q + 1) % FC_G) * L;             \
-        fc_k4x2_##S(x0, x1, w0, wstride, off, cig, plane, ksz, out + q * L,            \
-                    out + (q + 1) * L, ostride);                                       \
-    }                                                                                  \
+    /* register i of the run: granule i / FC_G, lanes (i % FC_G)*L of it; its         \
+     * outputs at out + i*L (granule v at out + v*VL) */                               \
+    const int L_ = L;                                                                  \
+    ptrdiff_t nreg = ng * FC_G, i = 0;                                                 \
+    if (FC_PAIRS_K3)                                                                   \
+        /* threes while more than four are left; four left go as two pairs */          \
+        for (; nreg - i >= 3 && nreg - i != 4; i += 3)                                 \
+            fc_k4x3_##S(FC_REG_(i), FC_REG_(i + 1), FC_REG_(i + 2), w0, wstride, off,   \
+                        cig, plane, ksz, out + i * L, out + (i + 1) * L,               \
+                        out + (i + 2) * L, ostride);                                   \
+    for (; i < nreg; i += 2)                                                           \
+        fc_k4x2_##S(FC_REG_(i), FC_REG_(i + 1), w0, wstride, off, cig, plane, ksz,     \
+                    out + i * L, out + (i + 1) * L, ostride);                          \
 }                                                                                      \
 static void fc_tile4_##S(const T *x, const T *w0, const ptrdiff_t *off, ptrdiff_t cig, \
                          ptrdiff_t plane, ptrdiff_t ksz, ptrdiff_t wstride, T *out,    \
@@ -182,6 +233,7 @@ static void fc_quad1_##S(const T *x, const T *w, const ptrdiff_t *off, ptrdiff_t
     const int L_ = L;                                                                  \
     FC_ONE_CHANNEL(T, S, L, 4 * FC_G, FC_QUAD_BASE_, w, off, cig, plane, ksz, out);    \
 }
+#define FC_REG_(i) (x + vb[(i) / FC_G] + ((i) % FC_G) * L_)
 #define FC_TILE_BASE_(i) (x + (i) * L_)
 #define FC_QUAD_BASE_(i) (x + vb[(i) / FC_G] + ((i) % FC_G) * L_)
 FC_TILES(float, fc_vf, FC_LF, FC_VL_F32, f32)
@@ -313,14 +365,14 @@ static inline void NAME(const T *x, const T *w0, const ptrdiff_t *off, ptrdiff_t
 }
 FC_TILE4_GENERIC(float, fc_tile4_f32, fc_tile_f32)
 FC_TILE4_GENERIC(double, fc_tile4_f64, fc_tile_f64)
-#define FC_PAIR4_GENERIC(T, VL, NAME)                                                  \
+#define FC_PAIRS4_GENERIC(T, VL, NAME)                                                 \
 static inline void NAME(const T *x, const T *w0, const ptrdiff_t *off, ptrdiff_t cig,  \
-                        ptrdiff_t plane, ptrdiff_t ksz, ptrdiff_t wstride, ptrdiff_t b0, \
-                        ptrdiff_t b1, T *out, ptrdiff_t ostride)                       \
+                        ptrdiff_t plane, ptrdiff_t ksz, ptrdiff_t wstride,             \
+                        const ptrdiff_t *vb, ptrdiff_t ng, T *out, ptrdiff_t ostride)  \
 {                                                                                      \
     for (int r = 0; r < 4; r++)                                                        \
-        for (int h = 0; h < 2; h++) {                                                  \
-            const T *xb = x + (h ? b1 : b0);                                           \
+        for (ptrdiff_t h = 0; h < ng; h++) {                                           \
+            const T *xb = x + vb[h];                                                   \
             T *o = out + r * ostride + h * VL;                                         \
             for (int l = 0; l < VL; l++) o[l] = 0;                                     \
             for (ptrdiff_t c = 0; c < cig; c++)                                        \
@@ -344,8 +396,8 @@ static inline void NAME(const T *x, const T *w, const ptrdiff_t *off, ptrdiff_t 
             }                                                                          \
     }                                                                                  \
 }
-FC_PAIR4_GENERIC(float, FC_VL_F32, fc_pair4_f32)
-FC_PAIR4_GENERIC(double, FC_VL_F64, fc_pair4_f64)
+FC_PAIRS4_GENERIC(float, FC_VL_F32, fc_pairs4_f32)
+FC_PAIRS4_GENERIC(double, FC_VL_F64, fc_pairs4_f64)
 FC_QUAD1_GENERIC(float, FC_VL_F32, fc_quad1_f32)
 FC_QUAD1_GENERIC(double, FC_VL_F64, fc_quad1_f64)
 

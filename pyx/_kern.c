@@ -23,7 +23,7 @@
 #if FC_LEVEL_ID == 2
 #define FC_GW_SHAPE 4, 6, 3
 #elif FC_LEVEL_ID == 1
-#define FC_GW_SHAPE 3, 3, 3
+#define FC_GW_SHAPE 3, 4, 3
 #else
 #define FC_GW_SHAPE 4, 2, 3
 #endif
@@ -53,7 +53,7 @@ static int fc_absmax_bits(const int *u, ptrdiff_t n)
 
 FC_HIDDEN const fc_kern FC_CAT(fc_kern_, FC_LEVEL_NAME) = {
     FC_STR(FC_LEVEL_NAME), FC_GW_SHAPE,
-    fc_tile_f32, fc_tile_f64, fc_tile4_f32, fc_tile4_f64, fc_pair4_f32, fc_pair4_f64,
+    fc_tile_f32, fc_tile_f64, fc_tile4_f32, fc_tile4_f64, fc_pairs4_f32, fc_pairs4_f64,
     fc_quad1_f32, fc_quad1_f64, fc_gw_float, fc_gw_double, fc_rows4_f32, fc_rows4_f64,
     wg_tf_match, wg_tf_lanes_f, wg_tf_lanes_d,
     WG_F16(wg_in_tile), wg_in_tile_f8, wg_in_tile_d,

@@ -21,10 +21,10 @@ typedef struct fc_kern {
                       ptrdiff_t, ptrdiff_t, float *, ptrdiff_t);
     void (*tile4_f64)(const double *, const double *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t,
                       ptrdiff_t, ptrdiff_t, double *, ptrdiff_t);
-    void (*pair4_f32)(const float *, const float *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t,
-                      ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, float *, ptrdiff_t);
-    void (*pair4_f64)(const double *, const double *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t,
-                      ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, double *, ptrdiff_t);
+    void (*pairs4_f32)(const float *, const float *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t,
+                       ptrdiff_t, ptrdiff_t, const ptrdiff_t *, ptrdiff_t, float *, ptrdiff_t);
+    void (*pairs4_f64)(const double *, const double *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t,
+                       ptrdiff_t, ptrdiff_t, const ptrdiff_t *, ptrdiff_t, double *, ptrdiff_t);
     void (*quad1_f32)(const float *, const float *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t,
                       ptrdiff_t, const ptrdiff_t *, float *);
     void (*quad1_f64)(const double *, const double *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t,
