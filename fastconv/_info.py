@@ -33,8 +33,12 @@ def _blas_info():
         from threadpoolctl import threadpool_info
     except ImportError:  # pragma: no cover
         return ["threadpoolctl not installed"]
+    # the kernel architecture OpenBLAS picked (OPENBLAS_CORETYPE caps it): a
+    # comparison with the matmul rate is only fair at the same level
     return [f"{p.get('internal_api')} {p.get('version')} ({p.get('threading_layer', '?')} threads, "
-            f"{p.get('num_threads')} threads) {p.get('filepath')}"
+            f"{p.get('num_threads')} threads"
+            + (f", {p['architecture']} kernels" if p.get("architecture") else "")
+            + f") {p.get('filepath')}"
             for p in threadpool_info() if p.get("user_api") == "blas"]
 
 

@@ -90,6 +90,19 @@ def others_share(before, after):
     return round(max(0.0, other / (wall * (os.cpu_count() or 1))), 3)
 
 
+def torch_cpu_capability():
+    """The instruction set PyTorch's CPU kernels run at ("AVX512", "AVX2", ...;
+    ``ATEN_CPU_CAPABILITY`` caps it), or None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except AttributeError:  # pragma: no cover - a torch without it
+        return None
+
+
 def machine_info():
     """The ``machine`` object of results.json (see the schema)."""
     info = config_info()
@@ -104,6 +117,7 @@ def machine_info():
         "numpy": np.__version__,
         "scipy": _version("scipy"),
         "torch": _version("torch"),
+        "torch_cpu": torch_cpu_capability(),
         "matplotlib": _version("matplotlib"),
         "fastconv": info["version"],
         "openmp": info.get("openmp"),

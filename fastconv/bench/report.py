@@ -236,7 +236,9 @@ def render_report(obj):
         "bursts of load from other processes hit them alike",
         f"- **Versions:** fastconv {m['fastconv']} (strategies: {', '.join(m['strategies'])}; "
         f"OpenMP {'on' if m.get('openmp') else 'off'}), numpy {m['numpy']}, scipy {m['scipy']}, "
-        f"torch {m.get('torch') or 'not installed'}, Python {m['python']}",
+        f"torch {m.get('torch') or 'not installed'}"
+        + (f" ({m['torch_cpu']} kernels)" if m.get("torch_cpu") else "")
+        + f", Python {m['python']}",
         f"- **BLAS:** {'; '.join(m['blas']) or 'unknown'}",
         f"- **Ceiling:** numpy float32 matmul {c['n']}x{c['n']}: **{c['gflops']:.1f} GFLOP/s**, "
         "measured in this run" + _ceiling_detail(c) + ". GFLOP/s below count 2 x the "
