@@ -140,9 +140,9 @@ def upcast(a):
 
 def direct_plan(op, spec, n_threads=1):
     """The direct kernel's plan (layout, slabs, row blocks) for ``op`` on ``spec``."""
-    from fastconv._ext import _direct
+    from fastconv._strategies import direct_plan as planner
 
-    return _direct.plan(op, spec.input_shape5, spec.weight_shape5, spec.output_shape5,
+    return planner.plan(op, spec.input_shape5, spec.weight_shape5, spec.output_shape5,
                         spec.stride3, spec.dilation3, spec.padding3, spec.groups,
                         n_threads, spec.itemsize)
 
@@ -187,7 +187,7 @@ def traced_direct_call(op, xs, ws, kw, seed=0):
     import tracemalloc
 
     from fastconv import _strategies
-    from fastconv._ext import _direct
+    from fastconv._strategies import direct_plan as planner
 
     spec = fastconv.make_spec(xs, ws, dtype=np.float32, **kw)
     rng = np.random.default_rng(seed)
@@ -203,7 +203,7 @@ def traced_direct_call(op, xs, ws, kw, seed=0):
 
     with fastconv.config(n_threads=2):
         ws_bytes = _strategies.get("direct").workspace(spec, op)
-        info = _direct.plan(op, spec.input_shape5, spec.weight_shape5, spec.output_shape5,
+        info = planner.plan(op, spec.input_shape5, spec.weight_shape5, spec.output_shape5,
                             spec.stride3, spec.dilation3, spec.padding3, 1, 2, 4)
         # Once untraced first: the first call adds its spec and decision to the ones
         # make_spec and the dispatcher remember, and when one of those dicts grows

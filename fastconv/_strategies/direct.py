@@ -45,6 +45,7 @@ import numpy as np
 from .. import _cpu
 from .._config import get_config
 from .._ext import _direct
+from . import direct_plan
 
 TILE, OBLOCK, LANES = _direct.TILE, _direct.OBLOCK, _direct.LANES
 GW_OCH = _direct.GW_OCH
@@ -90,28 +91,31 @@ _F64 = 1.8          # float64 / float32 for the vectorized paths
 _F64_GEN = 1.1      # ... and for the row loops
 
 
-def _plan(spec, op, n_threads, general=False):
-    """The kernel's plan (``_direct.plan``) for ``op`` on ``spec``."""
-    return _direct.plan(op, spec.input_shape5, spec.weight_shape5, spec.output_shape5,
-                        spec.stride3, spec.dilation3, spec.padding3, spec.groups,
-                        int(n_threads), spec.itemsize, general)
+def _plan(spec, op, n_threads, general=False, finite=True):
+    """The kernel's plan (:func:`.direct_plan.plan`) for ``op`` on ``spec``."""
+    return direct_plan.plan(op, spec.input_shape5, spec.weight_shape5, spec.output_shape5,
+                            spec.stride3, spec.dilation3, spec.padding3, spec.groups,
+                            int(n_threads), spec.itemsize, general, finite)
 
 
-# Plans are pure functions of (problem, op, threads, budget); remembering them
-# keeps the planner out of a repeated call (tens of microseconds on a tiny one).
+# The one cache of the kernel's plans: a pure function of (problem, op, threads,
+# budget, finite weights); remembering them keeps the planner out of a repeated
+# call (tens of microseconds on a tiny one), and a wide plan also keeps the tap
+# offsets and vector bases the kernel derives from it on first use.
 _plans = {}
 
 
-def _choose_plan(spec, op, n_threads):
-    """The wide (or poly) plan if its buffers fit the memory budget, else the row loops."""
+def _choose_plan(spec, op, n_threads, finite=True):
+    """The wide (or poly) plan if its buffers fit the memory budget, else the row
+    loops (also for a grad_input with non-finite weights: ``finite=False``)."""
     budget = get_config().memory_budget
-    key = (spec, op, int(n_threads), budget)
+    key = (spec, op, int(n_threads), budget, finite)
     info = _plans.get(key)
     if info is not None:
         return info
-    info = _plan(spec, op, n_threads)
-    if info["path"] != "rows" and _direct.scratch_bytes(info, spec.itemsize) > budget:
-        info = _plan(spec, op, n_threads, general=True)
+    info = _plan(spec, op, n_threads, finite=finite)
+    if info["path"] != "rows" and direct_plan.scratch_bytes(info, spec.itemsize) > budget:
+        info = _plan(spec, op, n_threads, general=True, finite=finite)
     if len(_plans) >= 1024:
         _plans.clear()
     _plans[key] = info
@@ -186,7 +190,7 @@ class DirectStrategy:
         kernel. Row loops: grad_weight's per-thread accumulators only.
         """
         info = _choose_plan(spec, op, get_config().threads)
-        return _direct.scratch_bytes(info, spec.itemsize)
+        return direct_plan.scratch_bytes(info, spec.itemsize)
 
     def estimate(self, spec, op, n_threads=1):
         info = _choose_plan(spec, op, n_threads)
@@ -211,32 +215,35 @@ class DirectStrategy:
                  "grad_weight": spec.weight_shape5}[op]
         dtype = spec.dtype
         if op == "forward" and info["path"] == "wide":
-            fn = _direct.WideForward(info, spec.input_shape5, spec.weight_shape5,
-                                     spec.output_shape5, spec.stride3, spec.dilation3,
-                                     spec.padding3, spec.groups, spec.itemsize)
-            args = ()
-        else:
-            fn = getattr(_direct, op)
-            args = (spec.stride3, spec.dilation3, spec.padding3, spec.groups, n_threads,
-                    info["path"] == "rows")
+            fn = _direct.WideForward(info)
+
+            def run(a, b):
+                out = np.empty(shape, dtype=dtype)
+                fn(a, b, out)
+                return out
+            return run
+        kernel = getattr(_direct, op)
+        if op == "grad_input" and info["path"] != "rows":
+            rows = _choose_plan(spec, op, n_threads, finite=False)
+
+            def run(a, b):   # non-finite weights: the row loops (see _direct.grad_input)
+                out = np.empty(shape, dtype=dtype)
+                kernel(a, b, out, info if _direct.all_finite(b) else rows)
+                return out
+            return run
 
         def run(a, b):
             out = np.empty(shape, dtype=dtype)
-            fn(a, b, out, *args)
+            kernel(a, b, out, info)
             return out
         return run
 
     def run(self, op, spec, a, b, n_threads, memo=None):
         # (memo: nothing of the weight is worth keeping across calls here)
-        general = _choose_plan(spec, op, n_threads)["path"] == "rows"
-        args = (spec.stride3, spec.dilation3, spec.padding3, spec.groups, n_threads, general)
-        if op == "forward":
-            out = np.empty(spec.output_shape5, dtype=spec.dtype)
-            _direct.forward(a, b, out, *args)
-        elif op == "grad_input":
-            out = np.empty(spec.input_shape5, dtype=spec.dtype)
-            _direct.grad_input(a, b, out, *args)
-        else:
-            out = np.empty(spec.weight_shape5, dtype=spec.dtype)
-            _direct.grad_weight(a, b, out, *args)
+        finite = op != "grad_input" or _direct.all_finite(b)
+        info = _choose_plan(spec, op, n_threads, finite)
+        shape = {"forward": spec.output_shape5, "grad_input": spec.input_shape5,
+                 "grad_weight": spec.weight_shape5}[op]
+        out = np.empty(shape, dtype=spec.dtype)
+        getattr(_direct, op)(a, b, out, info)
         return out

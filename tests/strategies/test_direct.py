@@ -16,6 +16,7 @@ import fastconv
 from fastconv import reference
 from fastconv._ext import _direct
 from fastconv._spec import make_spec
+from fastconv._strategies import direct_plan
 
 HALO = [
     ((1, 2, 5, 6), (3, 2, 2, 3), dict(padding=4)),                          # pad > kernel
@@ -44,17 +45,23 @@ HALO = [
 ]
 
 
+def _plan(op, spec, n_threads, general=False, finite=True):
+    return direct_plan.plan(op, spec.input_shape5, spec.weight_shape5, spec.output_shape5,
+                            spec.stride3, spec.dilation3, spec.padding3, spec.groups,
+                            n_threads, spec.itemsize, general, finite)
+
+
 def _kernels(x, w, gy, kw, general, n_threads=2):
-    """The three kernels called directly on float64 5-D arrays."""
+    """The three kernels called directly on float64 5-D arrays, each with its plan."""
     spec = make_spec(x.shape, w.shape, dtype=np.float64, **kw)
-    args = (spec.stride3, spec.dilation3, spec.padding3, spec.groups, n_threads, general)
     x5, w5 = x.reshape(spec.input_shape5), w.reshape(spec.weight_shape5)
     gy5 = gy.reshape(spec.output_shape5)
     y, gx, gw = (np.empty(s) for s in (spec.output_shape5, spec.input_shape5,
                                         spec.weight_shape5))
-    _direct.forward(x5, w5, y, *args)
-    _direct.grad_input(gy5, w5, gx, *args)
-    _direct.grad_weight(x5, gy5, gw, *args)
+    finite = _direct.all_finite(w5)
+    _direct.forward(x5, w5, y, _plan("forward", spec, n_threads, general))
+    _direct.grad_input(gy5, w5, gx, _plan("grad_input", spec, n_threads, general, finite))
+    _direct.grad_weight(x5, gy5, gw, _plan("grad_weight", spec, n_threads, general))
     return y.reshape(spec.output_shape), gx.reshape(x.shape), gw.reshape(w.shape)
 
 
@@ -130,22 +137,44 @@ def test_grad_weight_is_deterministic_and_threads_agree(threads):
 
 
 @pytest.mark.parametrize("op", ["forward", "grad_input", "grad_weight"])
-def test_wrong_output_shape_is_a_value_error_at_the_kernel(op):
+def test_arrays_that_do_not_fit_the_plan_are_a_value_error_at_the_kernel(op):
     x, w = np.ones((1, 2, 6, 6)), np.ones((3, 2, 3, 3))
     spec = make_spec(x.shape, w.shape, padding=1, dtype=np.float64)
     x5, w5 = x.reshape(spec.input_shape5), w.reshape(spec.weight_shape5)
     gy5 = np.ones(spec.output_shape5)
-    args = (spec.stride3, spec.dilation3, spec.padding3, 1, 2)
+    info = _plan(op, spec, 2)
     short = lambda s: np.empty(s[:-1] + (s[-1] - 1,))  # noqa: E731
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match="do not fit the plan"):
         if op == "forward":
-            _direct.forward(x5, w5, short(spec.output_shape5), *args)
+            _direct.forward(x5, w5, short(spec.output_shape5), info)
         elif op == "grad_input":
-            _direct.grad_input(gy5, w5, short(spec.input_shape5), *args)
+            _direct.grad_input(gy5, w5, short(spec.input_shape5), info)
         else:
-            _direct.grad_weight(x5, gy5, np.empty((3, 1, 1, 3, 3)), *args)
-    with pytest.raises(ValueError, match="output shape"):
-        _direct.forward(x5, w5, np.empty((1, 3, 1, 7, 6)), *args)
+            _direct.grad_weight(x5, gy5, np.empty((3, 1, 1, 3, 3)), info)
+    with pytest.raises(ValueError, match="do not fit the plan"):   # another op's plan
+        other = _plan("forward" if op != "forward" else "grad_weight", spec, 2)
+        getattr(_direct, op)(*{"forward": (x5, w5, np.empty(spec.output_shape5)),
+                               "grad_input": (gy5, w5, np.empty(spec.input_shape5)),
+                               "grad_weight": (x5, gy5, np.empty(spec.weight_shape5))}[op],
+                             other)
+    with pytest.raises(ValueError, match="output shape"):   # the planner checks the call
+        direct_plan.plan("forward", spec.input_shape5, spec.weight_shape5, (1, 3, 1, 7, 6),
+                         spec.stride3, spec.dilation3, spec.padding3, 1, 2, 8)
+
+
+def test_a_plan_for_finite_weights_refuses_non_finite_ones():
+    x, w = np.ones((1, 2, 6, 6)), np.ones((3, 2, 3, 3))
+    spec = make_spec(x.shape, w.shape, padding=1, dtype=np.float64)
+    w5 = w.reshape(spec.weight_shape5).copy()
+    w5[0, 0, 0, 1, 1] = np.inf
+    gy5, gx = np.ones(spec.output_shape5), np.empty(spec.input_shape5)
+    assert not _direct.all_finite(w5) and _direct.all_finite(gy5)
+    with pytest.raises(ValueError, match="finite"):
+        _direct.grad_input(gy5, w5, gx, _plan("grad_input", spec, 2))
+    rows = _plan("grad_input", spec, 2, finite=False)
+    assert rows["path"] == "rows"
+    _direct.grad_input(gy5, w5, gx, rows)
+    assert np.isinf(gx).any() and not np.isnan(gx).any()
 
 
 def test_kernel_constants_are_exported():
@@ -157,7 +186,7 @@ def test_kernel_constants_are_exported():
 @pytest.mark.parametrize("kw", [dict(padding=2), dict(padding=(1, 3), stride=2)])
 def test_workspace_is_every_byte_beyond_inputs_and_output(op, kw):
     info, ws_bytes, extra = traced_direct_call(op, (3, 8, 40, 44), (12, 8, 5, 3), kw)
-    assert ws_bytes == _direct.scratch_bytes(info, 4)
+    assert ws_bytes == direct_plan.scratch_bytes(info, 4)
     assert ws_bytes > 10_000
     assert abs(extra - ws_bytes) < 16384, (extra, ws_bytes)  # the rest: Python objects
 
@@ -170,7 +199,7 @@ def test_huge_strides_plan_grad_input_by_taps_not_stride():
     code = """
     import numpy as np, fastconv
     from fastconv import reference
-    from fastconv._ext import _direct
+    from fastconv._strategies import direct_plan
 
     import tracemalloc
     one = np.ones((1, 1, 1))
@@ -187,8 +216,8 @@ def test_huge_strides_plan_grad_input_by_taps_not_stride():
         gx = fastconv.grad_input((1, 1, 5, 5, 5), w, gy, stride=s, strategy="direct")
         np.testing.assert_array_equal(
             gx, reference.conv_grad_input((1, 1, 5, 5, 5), w, gy, stride=s))
-        info = _direct.plan("grad_input", (1, 1, 5, 5, 5), w.shape, (1, 1, 1, 1, 1),
-                            (s,) * 3, (1,) * 3, ((0, 0),) * 3, 1, 1, 8)
+        info = direct_plan.plan("grad_input", (1, 1, 5, 5, 5), w.shape, (1, 1, 1, 1, 1),
+                                (s,) * 3, (1,) * 3, ((0, 0),) * 3, 1, 1, 8)
         assert info["path"] == "poly" and len(info["meta"]) <= 27, info["path"]
     y = fastconv.conv_transpose3d(np.ones((1, 1, 1, 1, 1)), np.ones((1, 1, 3, 3, 3)),
                                   stride=600)
@@ -225,11 +254,11 @@ def test_direct_reports_and_bounds_its_scratch():
     # two blocks of 4 output channels, cut into depth slabs for 8 threads: each
     # thread has one slab's buffers, smaller than those of one thread (which cuts
     # the slabs of two)
-    from fastconv._ext import _direct
-    info = _direct.plan("forward", spec.input_shape5, spec.weight_shape5, spec.output_shape5,
-                        spec.stride3, spec.dilation3, spec.padding3, 1, 8, 4)
-    once = _direct.scratch_bytes(dict(info, threads=0), 4)  # tap offsets: not per thread
-    per = _direct.scratch_bytes(dict(info, threads=1), 4) - once
+    info = direct_plan.plan("forward", spec.input_shape5, spec.weight_shape5,
+                            spec.output_shape5, spec.stride3, spec.dilation3, spec.padding3,
+                            1, 8, 4)
+    once = direct_plan.scratch_bytes(dict(info, threads=0), 4)  # tap offsets: not per thread
+    per = direct_plan.scratch_bytes(dict(info, threads=1), 4) - once
     assert info["threads"] == 8 and info["tasks"] >= 16 and peaks[8] - once == 8 * per
     assert per < (peaks[1] - once) / 1.5
     with fastconv.config(memory_budget=peaks[1] // 2):

@@ -1,4 +1,4 @@
-"""The direct kernels' buffer layouts (``_direct.plan``): "flat" row pitch, "seg"
+"""The direct kernels' buffer layouts (``direct_plan.plan``): "flat" row pitch, "seg"
 (each output row cut into vectors) and the kw-shifted buffer (one component per
 tap column), each checked against the reference for all three ops, float32 and
 float64, with odd sizes, non-square kernels, asymmetric padding, dilation,
@@ -14,6 +14,7 @@ import fastconv._strategies
 from fastconv import reference
 from fastconv._ext import _direct
 from fastconv._spec import make_spec
+from fastconv._strategies import direct_plan
 
 OPS = ("forward", "grad_input", "grad_weight")
 
@@ -61,16 +62,18 @@ def _layout(info):
 
 
 def _run(op, spec, x5, w5, gy5, n_threads):
-    args = (spec.stride3, spec.dilation3, spec.padding3, spec.groups, n_threads, False)
+    info = direct_plan.plan(op, spec.input_shape5, spec.weight_shape5, spec.output_shape5,
+                            spec.stride3, spec.dilation3, spec.padding3, spec.groups,
+                            n_threads, spec.itemsize)
     if op == "forward":
         out = np.empty(spec.output_shape5, spec.dtype)
-        _direct.forward(x5, w5, out, *args)
+        _direct.forward(x5, w5, out, info)
     elif op == "grad_input":
         out = np.empty(spec.input_shape5, spec.dtype)
-        _direct.grad_input(gy5, w5, out, *args)
+        _direct.grad_input(gy5, w5, out, info)
     else:
         out = np.empty(spec.weight_shape5, spec.dtype)
-        _direct.grad_weight(x5, gy5, out, *args)
+        _direct.grad_weight(x5, gy5, out, info)
     return out
 
 
@@ -78,7 +81,7 @@ def _run(op, spec, x5, w5, gy5, n_threads):
 def no_row_blocks(monkeypatch):
     """The vector layouts as they run without the row blocks (those force "seg"
     for one-channel groups; tests/test_direct_rows.py covers them)."""
-    monkeypatch.setattr(_direct, "_NO_ROWS4", True)
+    monkeypatch.setattr(direct_plan, "_NO_ROWS4", True)
 
 
 @pytest.mark.usefixtures("no_row_blocks")
@@ -96,9 +99,9 @@ def test_each_layout_matches_the_reference(xs, ws, kw, layouts, dtype):
             "grad_input": reference.conv_grad_input(xs, w, gy, **kw),
             "grad_weight": reference.conv_grad_weight(x, ws, gy, **kw)}
     for op in OPS:
-        info = _direct.plan(op, spec.input_shape5, spec.weight_shape5, spec.output_shape5,
-                            spec.stride3, spec.dilation3, spec.padding3, spec.groups, 1,
-                            spec.itemsize)
+        info = direct_plan.plan(op, spec.input_shape5, spec.weight_shape5,
+                                spec.output_shape5, spec.stride3, spec.dilation3,
+                                spec.padding3, spec.groups, 1, spec.itemsize)
         if op in layouts[dtype]:   # (one thread: two may cut the output into slabs)
             assert _layout(info) == layouts[dtype][op], op
         for n_threads in (1, 2):
@@ -155,5 +158,5 @@ def test_workspace_of_each_layout_is_exact(op, xs, ws, kw, want):
     byte a call allocates beyond its inputs and output."""
     info, ws_bytes, extra = traced_direct_call(op, xs, ws, kw, seed=1)
     assert _layout(info) == want[op]
-    assert ws_bytes == _direct.scratch_bytes(info, 4) > 10_000
+    assert ws_bytes == direct_plan.scratch_bytes(info, 4) > 10_000
     assert abs(extra - ws_bytes) < 16384, (extra, ws_bytes)

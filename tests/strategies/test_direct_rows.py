@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from _helpers import direct_checker, direct_plan, traced_direct_call
 
-from fastconv._ext import _direct
 from fastconv._spec import make_spec
+from fastconv._strategies import direct_plan as planner
 
 CASES = [
     # depthwise 5x5, 28 wide: two vectors per row, 7 rows (a block of 3)
@@ -30,7 +30,7 @@ CASES = [
 
 
 def _expected(op, spec):
-    """The rule of ``_direct.plan``: one channel in, fewer than 4 out per group."""
+    """The rule of ``direct_plan.plan``: one channel in, fewer than 4 out per group."""
     cin, cout = spec.in_channels_per_group, spec.out_channels_per_group
     if op == "grad_input":
         cin, cout = cout, cin
@@ -77,5 +77,5 @@ def test_workspace_of_row_blocks_is_exact():
     xs, ws, kw = (4, 1, 120, 64), (2, 1, 5, 5), dict(padding=2)   # (groups=1: the helper)
     info, ws_bytes, extra = traced_direct_call("forward", xs, ws, kw, seed=2)
     assert info["rows4"]
-    assert ws_bytes == _direct.scratch_bytes(info, 4) > 4_000
+    assert ws_bytes == planner.scratch_bytes(info, 4) > 4_000
     assert abs(extra - ws_bytes) < 16384, (extra, ws_bytes)

@@ -1,4 +1,4 @@
-"""Direct forward and grad_input cut into output slabs (``_direct.plan``'s ``nsl``):
+"""Direct forward and grad_input cut into output slabs (``direct_plan.plan``'s ``nsl``):
 with fewer (image, group, channel block) tasks than threads want, each thread
 works on slabs of depth (3-D) or height (2-D) with its own zero-bordered buffer.
 Checked against the reference for float32 and float64, odd sizes, a short last
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from _helpers import direct_checker, direct_plan, traced_direct_call
 
-from fastconv._ext import _direct
 from fastconv._spec import make_spec
+from fastconv._strategies import direct_plan as planner
 
 CASES = [
     # a 3-D volume into few channels: the grad_input of conv3d-volume in small
@@ -50,7 +50,7 @@ def test_a_short_last_slab_is_covered():
         spec = make_spec(xs, ws, dtype=np.float32, **kw)
         for op in ("forward", "grad_input"):
             for n in (2, 3):
-                info = _direct.plan(op, spec.input_shape5, spec.weight_shape5,
+                info = planner.plan(op, spec.input_shape5, spec.weight_shape5,
                                     spec.output_shape5, spec.stride3, spec.dilation3,
                                     spec.padding3, spec.groups, n, 4)
                 if info["path"] != "wide":
@@ -66,9 +66,9 @@ def test_one_thread_cuts_two_threads_slabs_and_many_tasks_one():
     spec = make_spec((1, 1, 20, 20, 20), (8, 1, 3, 3, 3), padding=1, dtype=np.float32)
     args = (spec.input_shape5, spec.weight_shape5, spec.output_shape5, spec.stride3,
             spec.dilation3, spec.padding3, 1)
-    one, two = (_direct.plan("grad_input", *args, n, 4) for n in (1, 2))
+    one, two = (planner.plan("grad_input", *args, n, 4) for n in (1, 2))
     assert one["nsl"] == two["nsl"] > 1
-    assert _direct.scratch_bytes(one, 4) < _direct.scratch_bytes(two, 4)
+    assert planner.scratch_bytes(one, 4) < planner.scratch_bytes(two, 4)
     spec = make_spec((4, 8, 20, 20), (8, 8, 3, 3), padding=1, dtype=np.float32)
     assert direct_plan("forward", spec, 2)["nsl"] == 1   # 8 tasks for 2 threads
 
@@ -80,10 +80,10 @@ def test_workspace_of_slabs_is_exact(op):
     xs, ws, kw = (1, 2, 90, 40), (3, 2, 5, 5), dict(padding=2)
     info, ws_bytes, extra = traced_direct_call(op, xs, ws, kw, seed=3)
     assert info["nsl"] > 1
-    assert ws_bytes == _direct.scratch_bytes(info, 4) > 10_000
+    assert ws_bytes == planner.scratch_bytes(info, 4) > 10_000
     assert abs(extra - ws_bytes) < 16384, (extra, ws_bytes)
     whole = make_spec((8, 2, 90, 40), ws, dtype=np.float32, **kw)   # 8 images: no slabs
     one = direct_plan(op, whole, 2)
     assert one["nsl"] == 1
     # two threads' slab buffers: under one whole-plane buffer
-    assert _direct.scratch_bytes(info, 4) < _direct.scratch_bytes(dict(one, threads=1), 4)
+    assert planner.scratch_bytes(info, 4) < planner.scratch_bytes(dict(one, threads=1), 4)
