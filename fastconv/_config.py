@@ -170,6 +170,23 @@ def _validated(base, **kwargs):
     return opts
 
 
+_with_threads_memo = {}
+
+
+def with_threads(base, n_threads):
+    """``base`` with ``n_threads`` set, validated; remembered, as a bridge (PyTorch's
+    ops) asks for the same few on every call and validating costs tens of
+    microseconds."""
+    key = (base, n_threads)
+    opts = _with_threads_memo.get(key)
+    if opts is None:
+        opts = _validated(base, n_threads=n_threads)
+        if len(_with_threads_memo) >= 64:
+            _with_threads_memo.clear()
+        _with_threads_memo[key] = opts
+    return opts
+
+
 def _normalized(kw):
     """Convert the forms an option may be given in to the one stored."""
     kw = dict(kw)

@@ -81,7 +81,14 @@ def max_threads():
     create its threads (libgomp aborts or crashes the process), so they are
     refused up front with a ValueError rather than passed to a kernel.
     """
-    return max(64, 8 * (os.cpu_count() or 1))
+    return max(64, 8 * _cpu_count())
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_count():
+    # the CPUs the machine has, not those this process may use: fixed for its
+    # lifetime, and os.cpu_count() reads /sys on every call (~10 us)
+    return os.cpu_count() or 1
 
 
 # ---------------------------------------------------------------------------

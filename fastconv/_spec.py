@@ -470,10 +470,17 @@ def make_spec(input_shape: Shape, weight_shape: Shape, stride: PerAxis = 1,
 
 
 def _plain(a):
-    """True for an int or a tuple of ints (not bools): what array shapes and
-    the usual stride/padding arguments are."""
+    """True for an int, or a tuple of ints or of tuples of ints (not bools): what
+    array shapes and the usual stride and padding arguments (pairs too) are."""
     t = type(a)
-    return t is int or (t is tuple and all(type(v) is int for v in a))
+    if t is int:
+        return True
+    if t is not tuple:
+        return False
+    for v in a:
+        if type(v) is not int and not (type(v) is tuple and all(type(u) is int for u in v)):
+            return False
+    return True
 
 
 def _plain_key(args):

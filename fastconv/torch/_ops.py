@@ -33,8 +33,9 @@ from torch import _C, Tensor
 from torch._functorch.utils import enable_single_level_autograd_function
 
 from .. import _api, _transpose
-from .._config import config as _fc_config
+from .._config import _current as _fc_current
 from .._config import get_config as _fc_get_config
+from .._config import with_threads as _fc_with_threads
 from .._resources import max_threads
 from .._spec import conv_output_size, conv_transpose_output_size
 
@@ -58,9 +59,14 @@ def _threads():
     fastconv refuses counts its OpenMP runtime may fail to start, so torch's
     count is clamped to :func:`fastconv._resources.max_threads`.
     """
-    if _fc_get_config().n_threads is None:
-        with _fc_config(n_threads=min(max(1, torch.get_num_threads()), max_threads())):
+    opts = _fc_get_config()
+    if opts.n_threads is None:
+        token = _fc_current.set(_fc_with_threads(
+            opts, min(max(1, torch.get_num_threads()), max_threads())))
+        try:
             yield
+        finally:
+            _fc_current.reset(token)
     else:
         yield
 
