@@ -367,8 +367,10 @@ cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geo
     if c1 <= c0:
         return
     memset(acc, 0, (c1 - c0) * och * ksz * FC_GW_ACC * sizeof(double))
+    # every image writes the same places of gyw: its zeros (the wide layout's
+    # columns ow >= OW, the tail) are set once
+    memset(gyw, 0, nout * wpad * sizeof(floating))
     for n in range(g.N):
-        memset(gyw, 0, nout * wpad * sizeof(floating))
         for r in range(nout):
             for od in range(g.OD):
                 for oh in range(g.OH):
