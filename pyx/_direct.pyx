@@ -339,15 +339,18 @@ cdef void _rows_blocks(const floating* xbuf, const floating* w, Wide* s, Py_ssiz
 cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geom* g,
                         Pad* pad, const Py_ssize_t* off, Py_ssize_t task, Py_ssize_t ncb,
                         Py_ssize_t och, Py_ssize_t wpad, Py_ssize_t nph, const Py_ssize_t* phq,
-                        floating* gyw, floating* xbuf, double* acc) noexcept nogil:
+                        Py_ssize_t cpp, floating* gyw, floating* xbuf,
+                        double* acc) noexcept nogil:
     """grad_w[block of ``och`` output channels, block of input channels, all taps].
 
     For each image: grad_output rows of the block in the wide layout (zeros where
-    ow >= OW), then per input channel its padded plane (filled once for all the
-    block's output channels), then the level's register blocks of FC_GW_NR
-    channels x up to FC_GW_NK taps (the taps split evenly into blocks) over the whole
-    plane (fc_gw_*), added into ``acc`` (FC_GW_ACC doubles per weight) once per
-    image; the lanes are summed once per weight at the end.
+    ow >= OW), then per pass of ``cpp`` (1 or 2) input channels their padded
+    planes (filled once for all the block's output channels, ``xs`` apart), then
+    the level's register blocks of FC_GW_NR channels x up to FC_GW_NK taps over the
+    whole plane (fc_gw_*), the pass's taps (``off``: ``cpp`` * ksz offsets, the
+    second channel's ``xs`` further) split evenly into blocks, added into ``acc``
+    (FC_GW_ACC doubles per weight; per pass, output channel, then the pass's
+    taps) once per image; the lanes are summed once per weight at the end.
     """
     cdef Py_ssize_t nob = (g.COG + och - 1) // och
     cdef Py_ssize_t cb = (g.CIG + ncb - 1) // ncb
@@ -357,16 +360,17 @@ cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geo
     cdef Py_ssize_t c0 = (task % ncb) * cb, c1 = min(g.CIG, (task % ncb + 1) * cb)
     cdef Py_ssize_t P1 = pad.BD * pad.BH * pad.BW, ksz = g.K, xplane = g.D * g.H * g.W
     cdef Py_ssize_t vl = FC_VL_F32 if floating is float else FC_VL_F64
+    cdef Py_ssize_t xs = nph * P1 + vl   # one channel's planes and their slack
+    cdef Py_ssize_t kk = cpp * ksz       # taps of a pass (the accumulators' row)
     # taps per block: the level's block with FC_GW_NR channels; with fewer
     # channels (depthwise) fewer taps (fewer loads per block)
     cdef Py_ssize_t tpb = FC_GW_NK if nout >= FC_GW_NR else FC_GW_NK_FEW
-    cdef Py_ssize_t nblk = (ksz + tpb - 1) // tpb
-    cdef Py_ssize_t n, r, r0, c, k, kb, ke, b, od, oh
+    cdef Py_ssize_t n, r, r0, c, j, m, ntap, nblk, k, kb, ke, b, od, oh
     cdef double* a
     cdef double sm
     if c1 <= c0:
         return
-    memset(acc, 0, (c1 - c0) * och * ksz * FC_GW_ACC * sizeof(double))
+    memset(acc, 0, ((c1 - c0 + cpp - 1) // cpp) * och * kk * FC_GW_ACC * sizeof(double))
     # every image writes the same places of gyw: its zeros (the wide layout's
     # columns ow >= OW, the tail) are set once
     memset(gyw, 0, nout * wpad * sizeof(floating))
@@ -377,25 +381,33 @@ cdef void _gw_wide_task(const floating* x, const floating* gy, floating* gw, Geo
                     memcpy(gyw + r * wpad + (od * pad.BH + oh) * pad.BW,
                            gy + (((n * g.CO + o0 + r) * g.OD + od) * g.OH + oh) * g.OW,
                            g.OW * sizeof(floating))
-        for c in range(c0, c1):
-            _fill_phases(xbuf, x + (n * g.C + grp * g.CIG + c) * xplane, pad, nph, P1, phq)
-            memset(xbuf + nph * P1, 0, vl * sizeof(floating))
+        c = c0
+        while c < c1:
+            m = min(cpp, c1 - c)   # channels in this pass
+            for j in range(m):
+                _fill_phases(xbuf + j * xs, x + (n * g.C + grp * g.CIG + c + j) * xplane, pad,
+                             nph, P1, phq)
+                memset(xbuf + j * xs + nph * P1, 0, vl * sizeof(floating))
+            ntap = m * ksz
+            nblk = (ntap + tpb - 1) // tpb
             r0 = 0
             while r0 < nout:
                 for b in range(nblk):
-                    kb, ke = b * ksz // nblk, (b + 1) * ksz // nblk
-                    a = acc + (((c - c0) * och + r0) * ksz + kb) * FC_GW_ACC
+                    kb, ke = b * ntap // nblk, (b + 1) * ntap // nblk
+                    a = acc + ((((c - c0) // cpp) * och + r0) * kk + kb) * FC_GW_ACC
                     if floating is float:
-                        fc_gw_f32(xbuf, off + kb, gyw + r0 * wpad, wpad, wpad, a, ksz,
+                        fc_gw_f32(xbuf, off + kb, gyw + r0 * wpad, wpad, wpad, a, kk,
                                   min(FC_GW_NR, nout - r0), ke - kb)
                     else:
-                        fc_gw_f64(xbuf, off + kb, gyw + r0 * wpad, wpad, wpad, a, ksz,
+                        fc_gw_f64(xbuf, off + kb, gyw + r0 * wpad, wpad, wpad, a, kk,
                                   min(FC_GW_NR, nout - r0), ke - kb)
                 r0 += FC_GW_NR
+            c += m
     for c in range(c0, c1):
         for r in range(nout):
             for k in range(ksz):
-                a = acc + (((c - c0) * och + r) * ksz + k) * FC_GW_ACC
+                a = acc + ((((c - c0) // cpp) * och + r) * kk + ((c - c0) % cpp) * ksz
+                           + k) * FC_GW_ACC
                 sm = (a[0] + a[1]) + (a[2] + a[3])
                 if not isfinite(sm):
                     # The wide layout also multiplies its zero columns (ow >= OW) by
@@ -1077,7 +1089,7 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C_in, D, H, W), u
     cdef Geom g = _geom(xs, ws, ys, stride, dilation, padding, groups)
     B = info["B"]
     cdef Pad pad = _pad_of(B[0], B[1], B[2], g.D, g.H, g.W, 0, 0, 0)
-    cdef Py_ssize_t t, tasks = info["tasks"], ncb, wpad, och
+    cdef Py_ssize_t t, tasks = info["tasks"], ncb, wpad, och, cpp
     cdef int tid, nthr = info["threads"]
     bufs = _buffers(info, np.asarray(gw).dtype)
     cdef double[:, ::1] acc = bufs["acc"]
@@ -1087,9 +1099,13 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C_in, D, H, W), u
     cdef Py_ssize_t[::1] phq
     cdef Py_ssize_t nph
     if info["path"] == "wide":
-        off = _offsets(info, ws[2:], dilation, stride)
-        phq = _phq(info)
+        cpp = info["cpp"]
+        o1 = _offsets(info, ws[2:], dilation, stride)
         nph = len(info["phq"])
+        # a pass's taps: the first channel's, then the second's one plane further
+        off = np.concatenate([o1 + j * (nph * info["P1"] + LANES[x.itemsize])
+                              for j in range(cpp)])
+        phq = _phq(info)
         pad.sd, pad.sh, pad.sw = stride
         gyw, xbuf = bufs["gyw"], bufs["xbuf"]
         ncb, wpad, och = info["ncb"], info["wpad"], info["och"]
@@ -1097,8 +1113,8 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C_in, D, H, W), u
             for t in prange(tasks, num_threads=nthr, schedule="dynamic"):
                 tid = omp_get_thread_num()
                 _gw_wide_task(&x[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0], &gw[0, 0, 0, 0, 0], &g,
-                              &pad, &off[0], t, ncb, och, wpad, nph, &phq[0], &gyw[tid, 0],
-                              &xbuf[tid, 0], &acc[tid, 0])
+                              &pad, &off[0], t, ncb, och, wpad, nph, &phq[0], cpp,
+                              &gyw[tid, 0], &xbuf[tid, 0], &acc[tid, 0])
         return
     with nogil:
         for t in prange(tasks, num_threads=nthr, schedule="dynamic"):

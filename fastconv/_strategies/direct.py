@@ -140,13 +140,16 @@ def _wide_seconds(spec, op, info):
         # taps when a task has fewer channels), taps split evenly as the kernel does
         gw_nr, gw_nk, gw_nk_few = _direct.gw_block()
         tpb = gw_nk if min(info.get("och", GW_OCH), cog) >= gw_nr else gw_nk_few
-        blocks = -(-K // tpb)
-        nks = [(b + 1) * K // blocks - b * K // blocks for b in range(blocks)]
+        # a pass takes the taps of cpp input channels (the kernel's pairs)
+        cpp = info.get("cpp", 1)
+        taps = cpp * K
+        blocks = -(-taps // tpb)
+        nks = [(b + 1) * taps // blocks - b * taps // blocks for b in range(blocks)]
         nob, rest = divmod(cog, gw_nr)
         per_c = 0.0   # one input channel of one image, all output channels of a group
         for nr, count in ((gw_nr, nob), (rest, 1 if rest else 0)):
             slots = sum(max(nr * nk, nr + 2 * nk) for nk in nks)
-            per_c += count * (vecs * slots * _GW_SLOT * sgw + blocks * _GW_CALL)
+            per_c += count * (vecs * slots * _GW_SLOT * sgw + blocks * _GW_CALL) / cpp
         # strided: taps of one block in different phases (not the kw-shifted
         # layout, whose components are per tap column at stride 1)
         if spec.stride3 != (1, 1, 1):

@@ -201,11 +201,17 @@ def plan(op, xs, ws, ys, stride, dilation, padding, groups, n_threads, itemsize,
             cb = max(1, min(cb, _GW_ACC_BYTES // (och * ksz * FC_GW_ACC * 8)))
             ncb = (CIG + cb - 1) // cb
             tasks = base * ncb
+            # two input channels per pass where a task has two and their planes
+            # stay small: the register blocks then take their taps from both, so
+            # fewer blocks run short of the level's taps (3x3: blocks of 3.6 taps
+            # where one channel's 9 split into threes)
+            cpp = 2 if cb >= 2 and 2 * (P + vl) * itemsize <= _GW_PAIR_BYTES else 1
             per["gyw"] = (min(och, COG) * wpad, "x")
-            per["xbuf"] = (P + vl, "x")
-            per["acc"] = (cb * och * ksz * FC_GW_ACC, "f8")
+            per["xbuf"] = (cpp * (P + vl), "x")
+            per["acc"] = (_rup(cb, cpp) * och * ksz * FC_GW_ACC, "f8")
             info["ncb"] = ncb
             info["och"] = och
+            info["cpp"] = cpp
         else:
             cig, cog = (COG, CIG) if op == "grad_input" else (CIG, COG)
             tasks = N * G * nsl * ((cog + FC_OBLOCK - 1) // FC_OBLOCK)
@@ -301,6 +307,8 @@ _SHIFT_BYTES = 4 << 20
 # grad_weight: a task's grad_output rows and its double accumulators at most
 _GW_ROWS_BYTES = 2 << 20
 _GW_ACC_BYTES = 4 << 20
+# grad_weight: two input planes per pass while both fit this (L2)
+_GW_PAIR_BYTES = 512 << 10
 
 
 def _layout(op, xs, ws, ys, stride, dilation,

@@ -264,3 +264,20 @@ def test_direct_reports_and_bounds_its_scratch():
     with fastconv.config(memory_budget=peaks[1] // 2):
         # over the budget, direct runs its row loops, which need no scratch
         assert direct.workspace(spec, "forward") == 0
+
+
+@pytest.mark.parametrize("ci, n_threads", [(4, 1), (5, 1), (5, 2), (7, 3), (9, 2)])
+def test_grad_weight_passes_of_two_input_channels(ci, n_threads):
+    # the register blocks take their taps from two input planes at once (an odd
+    # channel count leaves one pass of one); every weight must still be its own sum
+    rng = np.random.default_rng(ci)
+    x = rng.standard_normal((2, ci, 9, 10))
+    ws = (6, ci, 3, 3)
+    gy = rng.standard_normal(fastconv.output_shape(x.shape, ws, padding=1))
+    spec = make_spec(x.shape, ws, padding=1, dtype=np.float64)
+    info = _plan("grad_weight", spec, n_threads)
+    assert info["path"] == "wide" and info["cpp"] == 2
+    gw = np.empty(spec.weight_shape5)
+    _direct.grad_weight(x.reshape(spec.input_shape5), gy.reshape(spec.output_shape5), gw, info)
+    np.testing.assert_allclose(gw.reshape(ws), reference.conv_grad_weight(x, ws, gy, padding=1),
+                               rtol=1e-12, atol=1e-12)
