@@ -178,7 +178,10 @@ def with_threads(base, n_threads):
     ops) asks for the same few on every call and validating costs tens of
     microseconds."""
     key = (base, n_threads)
-    opts = _with_threads_memo.get(key)
+    try:
+        opts = _with_threads_memo.get(key)
+    except TypeError:   # an option holding something unhashable: validate every time
+        return _validated(base, n_threads=n_threads)
     if opts is None:
         opts = _validated(base, n_threads=n_threads)
         if len(_with_threads_memo) >= 64:

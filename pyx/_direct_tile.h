@@ -199,8 +199,7 @@ static void fc_pairs4_##S(const T *x, const T *w0, const ptrdiff_t *off, ptrdiff
                           ptrdiff_t plane, ptrdiff_t ksz, ptrdiff_t wstride,           \
                           const ptrdiff_t *vb, ptrdiff_t ng, T *out, ptrdiff_t ostride)\
 {                                                                                      \
-    /* register i of the run: granule i / FC_G, lanes (i % FC_G)*L of it; its         \
-     * outputs at out + i*L (granule v at out + v*VL) */                               \
+    /* register i of the run (FC_REG_) writes its outputs at out + i*L */              \
     const int L_ = L;                                                                  \
     ptrdiff_t nreg = ng * FC_G, i = 0;                                                 \
     if (FC_PAIRS_K3)                                                                   \
@@ -231,11 +230,11 @@ static void fc_quad1_##S(const T *x, const T *w, const ptrdiff_t *off, ptrdiff_t
                          ptrdiff_t plane, ptrdiff_t ksz, const ptrdiff_t *vb, T *out)  \
 {                                                                                      \
     const int L_ = L;                                                                  \
-    FC_ONE_CHANNEL(T, S, L, 4 * FC_G, FC_QUAD_BASE_, w, off, cig, plane, ksz, out);    \
+    FC_ONE_CHANNEL(T, S, L, 4 * FC_G, FC_REG_, w, off, cig, plane, ksz, out);        \
 }
-#define FC_REG_(i) (x + vb[(i) / FC_G] + ((i) % FC_G) * L_)
 #define FC_TILE_BASE_(i) (x + (i) * L_)
-#define FC_QUAD_BASE_(i) (x + vb[(i) / FC_G] + ((i) % FC_G) * L_)
+/* register i of granules at vb: granule i / FC_G, lanes (i % FC_G)*L of it */
+#define FC_REG_(i) (x + vb[(i) / FC_G] + ((i) % FC_G) * L_)
 FC_TILES(float, fc_vf, FC_LF, FC_VL_F32, f32)
 FC_TILES(double, fc_vd, FC_LD, FC_VL_F64, f64)
 
