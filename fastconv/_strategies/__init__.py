@@ -1,6 +1,6 @@
 """Strategy registry.
 
-A strategy is an object with
+A strategy is an object with (:class:`Strategy`, a :class:`typing.Protocol`)
 
 ``name`` : str
 ``supports(spec, op) -> str | None``
@@ -39,6 +39,10 @@ Adding a strategy means adding a module and one line to ``_REGISTRY``.
 """
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
 from .. import _config
 from .direct import DirectStrategy
 from .fft import FFTStrategy
@@ -47,7 +51,26 @@ from .im2col import Im2colStrategy
 from .im2col import release_workspace as _release_im2col
 from .winograd import WinogradStrategy
 
-_REGISTRY = {s.name: s for s in (DirectStrategy(), Im2colStrategy(), FFTStrategy(),
+
+@runtime_checkable
+class Strategy(Protocol):
+    """What every strategy provides (the module docstring says what each does);
+    ``prepare``, ``guard``, ``overflow_factor``/``avoid`` and ``backward`` are
+    optional, looked up with ``getattr``."""
+
+    name: str
+
+    def supports(self, spec, op: str) -> str | None: ...
+
+    def workspace(self, spec, op: str) -> int: ...
+
+    def estimate(self, spec, op: str, n_threads: int = 1) -> float: ...
+
+    def run(self, op: str, spec, a: np.ndarray, b: np.ndarray, n_threads: int,
+            memo: dict | None = None) -> np.ndarray: ...
+
+
+_REGISTRY: dict[str, Strategy] = {s.name: s for s in (DirectStrategy(), Im2colStrategy(), FFTStrategy(),
                                        WinogradStrategy())}
 
 
