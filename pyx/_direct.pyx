@@ -979,17 +979,9 @@ cdef void _wide_tasks(const floating* x, const floating* w, floating* y, Wide* s
         _wide_task(x, w, y, s, off, t, <floating*> b, <floating*> (b + xb), key + tid)
 
 
-def all_finite(a):
-    """True if every value of the C-contiguous float32/float64 array ``a`` is finite
-    (which grad_input's plan depends on)."""
-    cdef const float[::1] f
-    cdef const double[::1] d
-    flat = a.reshape(-1)
-    if flat.dtype == np.float32:
-        f = flat
-        return f.shape[0] == 0 or _all_finite(&f[0], f.shape[0])
-    d = flat
-    return d.shape[0] == 0 or _all_finite(&d[0], d.shape[0])
+class NonFiniteWeights(ValueError):
+    """grad_input was given a plan made for finite weights, and they are not: the
+    caller runs the row-loop plan (``finite=False``) instead."""
 
 
 def _shape(a):
@@ -1048,8 +1040,8 @@ def grad_input(const floating[:, :, :, :, ::1] gy,  # IN  (N, C_out, OD, OH, OW)
                                                              gy.itemsize)
     cdef Geom g = _geom(xs, ws, ys, stride, dilation, padding, groups)
     if info["path"] != "rows" and not _all_finite(&w[0, 0, 0, 0, 0], g.CO * g.CIG * g.K):
-        raise ValueError("grad_input: the plan was made for finite weights (plan with "
-                         "finite=False for these)")
+        raise NonFiniteWeights("grad_input: the plan was made for finite weights (plan "
+                               "with finite=False for these)")
     cdef Py_ssize_t t, tasks = info["tasks"]
     cdef int nthr = info["threads"]
     cdef floating[:, :, :, :, ::1] wt

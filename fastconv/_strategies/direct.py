@@ -225,28 +225,31 @@ class DirectStrategy:
                 fn(a, b, out)
                 return out
             return run
-        kernel = getattr(_direct, op)
-        if op == "grad_input" and info["path"] != "rows":
-            rows = _choose_plan(spec, op, n_threads, finite=False)
-
-            def run(a, b):   # non-finite weights: the row loops (see _direct.grad_input)
-                out = np.empty(shape, dtype=dtype)
-                kernel(a, b, out, info if _direct.all_finite(b) else rows)
-                return out
-            return run
+        rows = (_choose_plan(spec, op, n_threads, finite=False)
+                if op == "grad_input" and info["path"] != "rows" else None)
 
         def run(a, b):
             out = np.empty(shape, dtype=dtype)
-            kernel(a, b, out, info)
+            _call(op, a, b, out, info, rows)
             return out
         return run
 
     def run(self, op, spec, a, b, n_threads, memo=None):
         # (memo: nothing of the weight is worth keeping across calls here)
-        finite = op != "grad_input" or _direct.all_finite(b)
-        info = _choose_plan(spec, op, n_threads, finite)
+        info = _choose_plan(spec, op, n_threads)
         shape = {"forward": spec.output_shape5, "grad_input": spec.input_shape5,
                  "grad_weight": spec.weight_shape5}[op]
         out = np.empty(shape, dtype=spec.dtype)
-        getattr(_direct, op)(a, b, out, info)
+        _call(op, a, b, out, info, lambda: _choose_plan(spec, op, n_threads, finite=False))
         return out
+
+
+def _call(op, a, b, out, info, rows):
+    """The kernel of ``op`` on ``info``. grad_input's kernel checks the weights are
+    finite where the plan needs them to be (the one pass over them); if they are
+    not, the row-loop plan ``rows`` (a plan, or a callable making it) runs."""
+    kernel = getattr(_direct, op)
+    try:
+        kernel(a, b, out, info)
+    except _direct.NonFiniteWeights:
+        kernel(a, b, out, rows() if callable(rows) else rows)
