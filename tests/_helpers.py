@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import fastconv
+from fastconv import reference
 
 # The repository's root (README.md, docs/, examples/ are read by some tests).
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,6 +137,15 @@ def random_array(rng, shape, dtype):
 def upcast(a):
     """float64 copy: the oracle sees exactly the values fastconv sees."""
     return np.asarray(a, dtype=np.float64)
+
+
+def oracle(op, x, w, gy, kw):
+    """The naive reference's ``op`` ("forward", "grad_input", "grad_weight") in float64."""
+    if op == "forward":
+        return reference.conv_forward(upcast(x), upcast(w), **kw)
+    if op == "grad_input":
+        return reference.conv_grad_input(x.shape, upcast(w), upcast(gy), **kw)
+    return reference.conv_grad_weight(upcast(x), w.shape, upcast(gy), **kw)
 
 
 def direct_plan(op, spec, n_threads=1):

@@ -16,16 +16,10 @@ import pytest
 from _helpers import STRATEGIES, strategy_params
 
 import fastconv
-from fastconv import _config, _dispatch, reference
+from fastconv import _dispatch, reference
 
-
-@pytest.fixture(autouse=True)
-def _default_options(monkeypatch):
-    """Start from the default options (another test may have loaded a config file)."""
-    monkeypatch.setattr(_config, "_global", _config.Options())
-    _dispatch.clear_memo()
-    yield
-    _dispatch.clear_memo()
+# every test starts from the default options (the fixture is in conftest.py)
+pytestmark = pytest.mark.usefixtures("default_options")
 
 MiB = 1 << 20
 BUDGET = 64 * MiB

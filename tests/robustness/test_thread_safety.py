@@ -13,17 +13,10 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _config, _dispatch
 from fastconv._threads import blas_threads
 
-
-@pytest.fixture(autouse=True)
-def _default_options(monkeypatch):
-    """Start from the default options (another test may have loaded a config file)."""
-    monkeypatch.setattr(_config, "_global", _config.Options())
-    _dispatch.clear_memo()
-    yield
-    _dispatch.clear_memo()
+# every test starts from the default options (the fixture is in conftest.py)
+pytestmark = pytest.mark.usefixtures("default_options")
 
 
 # children start where the tested package was imported from (the installed

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _helpers import assert_close, random_array, upcast
+from _helpers import assert_close, oracle, random_array
 
 import fastconv
 import fastconv.grad as fgrad
-from fastconv import reference as ref
 from fastconv._ext import _im2col
 from fastconv._spec import make_spec
 
@@ -46,14 +45,6 @@ def _run(strategy, op, x, w, gy, kw):
     return getattr(fgrad, f"conv{nd}d_weight")(x, w.shape, gy, strategy=strategy, **kw)
 
 
-def _oracle(op, x, w, gy, kw):
-    if op == "forward":
-        return ref.conv_forward(upcast(x), upcast(w), **kw)
-    if op == "grad_input":
-        return ref.conv_grad_input(x.shape, upcast(w), upcast(gy), **kw)
-    return ref.conv_grad_weight(upcast(x), w.shape, upcast(gy), **kw)
-
-
 @pytest.mark.parametrize("strategy", ["im2col", "fft"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", sorted(HALO_CASES))
@@ -68,12 +59,12 @@ def test_halo_matches_reference(rng, strategy, dtype, case):
         with fastconv.config(n_threads=threads):
             for op in ("forward", "grad_input", "grad_weight"):
                 got = _run(strategy, op, x, w, gy, kw)
-                assert_close(got, _oracle(op, x, w, gy, kw), dtype=dtype, strategy=strategy,
+                assert_close(got, oracle(op, x, w, gy, kw), dtype=dtype, strategy=strategy,
                              spec=spec, what=f"{case} {op} threads={threads}")
             gx, gw, _ = fastconv.conv_backward(x, w, gy, strategy=strategy, **kw)
-            assert_close(gx, _oracle("grad_input", x, w, gy, kw), dtype=dtype,
+            assert_close(gx, oracle("grad_input", x, w, gy, kw), dtype=dtype,
                          strategy=strategy, spec=spec, what=f"{case} backward gx")
-            assert_close(gw, _oracle("grad_weight", x, w, gy, kw), dtype=dtype,
+            assert_close(gw, oracle("grad_weight", x, w, gy, kw), dtype=dtype,
                          strategy=strategy, spec=spec, what=f"{case} backward gw")
 
 

@@ -8,7 +8,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from _helpers import assert_close, random_array, upcast
+from _helpers import assert_close, oracle, random_array
 
 import fastconv
 import fastconv.grad as fgrad
@@ -27,14 +27,6 @@ def _run(op, x, w, gy, kw):
     if op == "grad_input":
         return getattr(fgrad, f"conv{ndim}d_input")(x.shape, w, gy, strategy="im2col", **kw)
     return getattr(fgrad, f"conv{ndim}d_weight")(x, w.shape, gy, strategy="im2col", **kw)
-
-
-def _oracle(op, x, w, gy, kw):
-    if op == "forward":
-        return ref.conv_forward(upcast(x), upcast(w), **kw)
-    if op == "grad_input":
-        return ref.conv_grad_input(x.shape, upcast(w), upcast(gy), **kw)
-    return ref.conv_grad_weight(upcast(x), w.shape, upcast(gy), **kw)
 
 
 def _problem(rng, x_shape, w_shape, dtype, **kw):
@@ -85,7 +77,7 @@ def test_paths_match_reference(rng, op, case, threads, budget, dtype):
         if budget == "one_row" and not im2col._no_unfold(spec):
             assert plan.rows == 1
         got = _run(op, x, w, gy, kw)
-    assert_close(got, _oracle(op, x, w, gy, kw), dtype=dtype, strategy="im2col", spec=spec,
+    assert_close(got, oracle(op, x, w, gy, kw), dtype=dtype, strategy="im2col", spec=spec,
                  what=f"{case} {op} threads={threads} budget={budget}")
 
 
