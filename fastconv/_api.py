@@ -7,8 +7,7 @@ import numpy as np
 
 from . import _padmode
 from . import _prepare as prep
-from ._config import _current
-from ._dispatch import Decision, explain_decision, total_workspace
+from ._dispatch import Decision, explain_decision
 from ._docstrings import CONV, shared_parameters
 from ._plan import _NEEDS, _check_needs, cached, check_shape
 from ._spec import make_spec, result_dtype
@@ -272,17 +271,11 @@ def conv_backward(x: ArrayLike, weight: ArrayLike, grad_output: ArrayLike,
     if (spec.batch and p_in is not None and p_w is not None and p_in.strategy == p_w.strategy
             and hasattr(p_in._strategy, "backward")):
         x5, w5, gy5 = prep.input5(x, spec), prep.weight5(weight, spec), prep.grad_output5(gy, spec)
-        s_in, n_in = p_in._chosen(gy5, w5)
-        s_w, n_w = p_w._chosen(x5, gy5)
-        # The fused pass (FFT reuses its transforms) holds more at once than either
-        # op alone: take it only when that fits the budget.
-        if (s_in is s_w and hasattr(s_in, "backward")
-                and total_workspace(s_in, spec, "backward") <= p_in.options.memory_budget):
-            token = _current.set(p_in.options)
-            try:
-                gx, gw5 = s_in.backward(spec, x5, w5, gy5, max(n_in, n_w))
-            finally:
-                _current.reset(token)
+        pi, pw = p_in._chosen(gy5, w5), p_w._chosen(x5, gy5)
+        # the fused pass (FFT reuses its transforms), when it fits the budget
+        bp = pi._backward_plan() if pi._strategy is pw._strategy else None
+        if bp is not None:
+            gx, gw5 = pi._strategy.backward(bp, x5, w5, gy5)
             gx = gx.reshape(spec.input_shape)
             if spec.flip:
                 gw5 = prep.flip_kernel(gw5)

@@ -7,13 +7,12 @@ line and the tests import this module; a call never does.
 """
 from __future__ import annotations
 
-import functools
 import math
 import time
 
 import numpy as np
 
-from . import _strategies, _tuning
+from . import _config, _strategies, _tuning
 from ._config import get_config
 from ._spec import OPS
 
@@ -80,17 +79,19 @@ TIME_BUDGETS = {"quick": 15.0, "default": 60.0, "full": None}
 _TIMINGS = {"quick": (1, 2), "default": (2, 2), "full": (2, 3)}
 
 
-def _parallel_overhead(make_spec, threads):
-    """Seconds a small direct call loses on ``threads`` threads against one.
+def _parallel_overhead(make_spec, opts):
+    """Seconds a small direct call loses on ``opts.threads`` threads against one.
 
     The direct kernels split every call into an OpenMP team's tasks; on a
     problem this small the split gains little, so the difference is mostly the
     team's fork/join (more when the cores are busy with other work).
     """
+    threads = opts.threads
     if threads <= 1:
         return 0.0
     spec = make_spec((2, 8, 24, 24), (8, 8, 3, 3), padding=1, dtype=np.float32)
     strat = _strategies.get("direct")
+    one = _config.with_threads(opts, 1)
     diffs = []
     # Three passes over the ops, the smallest difference kept: on a shared
     # machine a burst of other work makes a team wait for a descheduled thread
@@ -99,37 +100,39 @@ def _parallel_overhead(make_spec, threads):
     for _ in range(3):
         for op in OPS:
             a, b = _tuning.random_operands(op, spec)
-            t1 = _tuning.time_call(functools.partial(strat.run, op, spec, a, b, 1), repeat=5)
-            tn = _tuning.time_call(functools.partial(strat.run, op, spec, a, b, threads),
+            t1 = _tuning.time_call(_strategies.planned_call(strat, op, spec, a, b, one),
+                                   repeat=5)
+            tn = _tuning.time_call(_strategies.planned_call(strat, op, spec, a, b, opts),
                                    repeat=5)
             # the ideal parallel time is t1 / threads: what tn exceeds it by is the cost
             diffs.append(max(0.0, tn - t1 / threads))
     return min(diffs)
 
 
-def _measure(op, spec, names, threads, repeat):
+def _measure(op, spec, names, opts, repeat):
     """Seconds of each strategy in ``names``, cheapest estimate first: as
     :func:`fastconv._tuning.measure`, with ``repeat`` timings per strategy. A
     strategy whose warm-up is already 3x the best so far is not timed further
     (its warm-up is its time)."""
-    names = sorted(names, key=lambda n: _strategies.get(n).estimate(spec, op, threads))
+    names = sorted(names, key=lambda n: _strategies.get(n).estimate(spec, op, opts.threads,
+                                                                    opts))
     out, best = {}, math.inf
     for name in names:
         strat = _strategies.get(name)
         a, b = _tuning.random_operands(op, spec)
-        fn = functools.partial(strat.run, op, spec, a, b, threads)
+        fn = _strategies.planned_call(strat, op, spec, a, b, opts)
         t = _tuning.time_call(fn, repeat=repeat, max_time=3 * best if best < math.inf else 2.0)
         out[name] = t
         best = min(best, t)
     return out
 
 
-def _timed(op, spec, names, threads, rounds=2, repeat=3):
+def _timed(op, spec, names, opts, rounds=2, repeat=3):
     """Best seconds of each strategy over interleaved rounds: a burst of other
     processes' work then rarely hits every round of one strategy."""
     secs = {}
     for _ in range(rounds):
-        for name, t in _measure(op, spec, names, threads, repeat).items():
+        for name, t in _measure(op, spec, names, opts, repeat).items():
             secs[name] = min(t, secs.get(name, math.inf))
     return secs
 
@@ -159,7 +162,7 @@ def _plan_steps(problems, dtypes, opts, make_spec):
             for op in OPS:
                 names = [s.name for s in _strategies.all_strategies()
                          if s.supports(spec, op) is None
-                         and s.workspace(spec, op) <= opts.memory_budget]
+                         and s.workspace(spec, op, opts) <= opts.memory_budget]
                 keys = {_tuning._calibration_key(n, op, spec.ndim, dtype) for n in names}
                 steps.append((spec, op, names, ishape, wshape, keys - seen))
                 seen |= keys
@@ -212,9 +215,9 @@ def calibrate(quick=False, dtypes=("float32", "float64"), progress=None, opts=No
     tiny = make_spec((1, 2, 6, 6), (2, 2, 3, 3), padding=1, dtype=np.float64)
     for op in OPS:
         names = [s.name for s in _strategies.all_strategies() if s.supports(tiny, op) is None]
-        for name, t in _tuning.measure(op, tiny, names, 1).items():
+        for name, t in _tuning.measure(op, tiny, names, _config.with_threads(opts, 1)).items():
             factors[f"{name}|{op}|overhead"] = t
-    factors["parallel|overhead"] = _parallel_overhead(make_spec, n)
+    factors["parallel|overhead"] = _parallel_overhead(make_spec, opts)
     logs, spread = {}, {}
     steps = _plan_steps(calibration_grid(quick and not full), dtypes, opts, make_spec)
     predicted = [_predicted_seconds(op, spec, names, opts, rounds, repeat)
@@ -239,7 +242,7 @@ def calibrate(quick=False, dtypes=("float32", "float64"), progress=None, opts=No
         return max(count, done + 1) if i < len(steps) else done
 
     def log_ratio(name, op, spec, t, threads):
-        est = _strategies.get(name).estimate(spec, op, threads)
+        est = _strategies.get(name).estimate(spec, op, threads, opts)
         work = max(t - factors.get(f"{name}|{op}|overhead", 0.0), 0.1 * t)
         return math.log(work / est)
 
@@ -250,12 +253,12 @@ def calibrate(quick=False, dtypes=("float32", "float64"), progress=None, opts=No
             continue
         dtype = spec.dtype.name
         t_step = time.perf_counter()
-        one = _timed(op, spec, names, 1, rounds, repeat)
+        one = _timed(op, spec, names, _config.with_threads(opts, 1), rounds, repeat)
         ref = {name: log_ratio(name, op, spec, t, 1) for name, t in one.items()}
         for name, r in ref.items():
             key = _tuning._calibration_key(name, op, spec.ndim, dtype)
             logs.setdefault(key, []).append(r)
-        many = _timed(op, spec, names, n, rounds, repeat) if n > 1 else {}
+        many = _timed(op, spec, names, opts, rounds, repeat) if n > 1 else {}
         for name, t in many.items():
             spread.setdefault(name, []).append(
                 log_ratio(name, op, spec, t, n) - ref[name])

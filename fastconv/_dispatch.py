@@ -121,10 +121,10 @@ class Decision:
         return "\n".join(lines)
 
 
-def total_workspace(strategy, spec, op, opts=None):
-    """The strategy's scratch bytes for ``op`` (every strategy pads inside its
-    kernels: no padded copy of an operand is made for it)."""
-    return int(strategy.workspace(spec, op))
+def total_workspace(strategy, spec, op, opts):
+    """The strategy's scratch bytes for ``op`` under ``opts`` (every strategy pads
+    inside its kernels: no padded copy of an operand is made for it)."""
+    return int(strategy.workspace(spec, op, opts))
 
 
 # Below this, a result cannot matter to the machine's memory: skip the /proc read.
@@ -197,7 +197,7 @@ def _tuned_entry(op, spec, ok, opts):
             entry = tuning_cache.entries(opts).get(key)  # another thread may have measured
             if entry is None:
                 names = sorted(ok, key=lambda n: ok[n].estimate_s)
-                secs = measure(op, spec, names, opts.threads)
+                secs = measure(op, spec, names, opts)
                 entry = {"strategy": min(secs, key=secs.get), "seconds": secs}
                 tuning_cache.store(opts, {key: entry})
                 tuning_cache.remember(opts, key, entry)

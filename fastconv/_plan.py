@@ -25,12 +25,13 @@ import numpy as np
 
 from . import _cpu, _dispatch, _padmode
 from . import _prepare as prep
-from ._config import Options, _current, get_config
+from ._config import Options, get_config, with_threads
 from ._dispatch import _files_signature, check_available, decide
 from ._docstrings import CONV, shared_parameters
 from ._ext import _direct
 from ._spec import OPS, _plain_key, _typed, make_spec, result_dtype
 from ._strategies import get as get_strategy
+from ._strategies import im2col as _im2col_strategy
 from ._typing import ArrayLike, DTypeLike, Op, Padding, PaddingMode, PerAxis, Shape
 
 __all__ = ["Plan", "BoundPlan", "LayerPlan", "plan", "plan_layer", "cached"]
@@ -87,8 +88,8 @@ class Plan:
     """
 
     __slots__ = ("op", "spec", "padding_mode", "_args", "_decision", "_opts", "_strategy",
-                 "_threads", "_inner", "_in_shapes", "_out_shape", "_guard", "_alt", "_exec",
-                 "__weakref__")
+                 "_threads", "_inner", "_in_shapes", "_out_shape", "_guard", "_alt", "_splan",
+                 "_bwd", "__weakref__")
 
     def __init__(self, op: Op, args: tuple, opts: Options) -> None:
         # args: (input_shape, weight_shape, stride, padding, dilation, groups, flip,
@@ -112,7 +113,7 @@ class Plan:
         self._out_shape = {"forward": spec.output_shape, "grad_input": spec.input_shape,
                            "grad_weight": spec.weight_shape}[op]
         self._inner = None
-        self._exec = None
+        self._splan = self._bwd = None
         if self.padding_mode != "zeros":
             # convolve the explicitly padded input without padding
             _padmode._check_sizes(self.padding_mode, spec)
@@ -135,14 +136,9 @@ class Plan:
             return
         self._strategy = get_strategy(self._decision.strategy)
         self._threads = self._decision.threads or opts.threads
-        # a strategy that can plan its kernel call does so now, under the plan's options
-        prepare = getattr(self._strategy, "prepare", None)
-        if prepare is not None:
-            token = _current.set(opts)
-            try:
-                self._exec = prepare(op, spec, self._threads)
-            finally:
-                _current.reset(token)
+        # the strategy's own decisions, under the plan's options on its threads
+        sopts = self._strategy_options()
+        self._splan = self._strategy.plan(spec, op, sopts)
         # "auto" never runs a float32 FFT or winograd where its intermediates could
         # overflow: a bound from the operands' largest magnitudes decides per call
         self._guard = None
@@ -150,8 +146,13 @@ class Plan:
         bound = getattr(self._strategy, "overflow_factor", None)
         if (bound is not None and spec.dtype == np.float32 and strategy == "auto"
                 and opts.strategy == "auto"):
-            factor = bound(spec, op, self._threads)
+            factor = bound(spec, op, sopts)
             self._guard = _F32_SAFE / factor if factor > 0 else math.inf
+
+    def _strategy_options(self, threads=None):
+        """The plan's options with the thread count its strategy runs on."""
+        n = self._threads if threads is None else threads
+        return self._opts if n == self._opts.threads else with_threads(self._opts, n)
 
     # ------------------------------------------------------------------ info
     @property
@@ -201,15 +202,15 @@ class Plan:
         return a
 
     def _chosen(self, data, other, mb=None):
-        """(strategy, threads) for these operands: the plan's, unless the overflow
-        guard sends a float32 call elsewhere. ``mb``: max |other| when known (a
-        bound weight)."""
+        """The plan to run on these operands: this one, unless the overflow guard
+        sends a float32 call elsewhere (the plan without its strategy). ``mb``:
+        max |other| when known (a bound weight)."""
         if self._guard is None:
-            return self._strategy, self._threads
+            return self
         ma = _max_abs(data, self._threads)
         mb = _max_abs(other) if mb is None else mb
         if not (np.isfinite(ma) and np.isfinite(mb)) or ma * mb <= self._guard:
-            return self._strategy, self._threads  # NaN/Inf: the exact result is not finite
+            return self  # NaN/Inf: the exact result is not finite
         alt = self._alt
         if alt is None:   # the plan without the strategies that could overflow
             alt = self._fallback()
@@ -223,15 +224,21 @@ class Plan:
         self._alt = Plan(self.op, self._args, _validated(self._opts, **self._strategy.avoid))
         return self._alt
 
-    def _run(self, s, n, a5, b5, out5=None, memo=None):
-        """The strategy's result on 5-D operands, under the plan's options."""
-        token = _current.set(self._opts)
-        try:
-            if memo is None:
-                return s.run(self.op, self.spec, a5, b5, n)
-            return s.run(self.op, self.spec, a5, b5, n, memo=memo)
-        finally:
-            _current.reset(token)
+    def _run(self, a5, b5, memo=None):
+        """The strategy's result on prepared 5-D operands."""
+        return self._strategy.run(self._splan, a5, b5, memo=memo)
+
+    def _backward_plan(self):
+        """The strategy's plan of both backward passes at once (this plan's
+        problem, options and threads), or None when the strategy has none or it
+        does not fit the budget. Made on first use and kept."""
+        if self._bwd is None:
+            backward = getattr(self._strategy, "backward", None)
+            bp = (None if backward is None
+                  else self._strategy.plan(self.spec, "backward", self._strategy_options()))
+            # the fused pass holds more at once than either op alone
+            self._bwd = bp if bp is not None and bp.workspace <= bp.budget else False
+        return self._bwd or None
 
     def __call__(self, a, b, *, bias=None, out=None):
         a = self._array(a, 0)
@@ -265,14 +272,12 @@ class Plan:
         spec, op = self.spec, self.op
         if op == "grad_weight":
             x5, gy5 = prep.input5(a, spec), prep.grad_output5(b, spec)
-            gw5 = (self._exec(x5, gy5) if self._exec is not None
-                   else self._run(self._strategy, self._threads, x5, gy5))
+            gw5 = self._run(x5, gy5)
             if (self._guard is not None and not np.isfinite(gw5).all()
                     and np.isfinite(_max_abs(x5, self._threads) * _max_abs(gy5, self._threads))):
                 # overflow inside the strategy (the result is small: checking it
                 # costs nothing, where a bound on the operands costs a pass over both)
-                alt = self._alt or self._fallback()
-                gw5 = alt._run(alt._strategy, alt._threads, x5, gy5)
+                gw5 = (self._alt or self._fallback())._run(x5, gy5)
             if spec.flip:
                 gw5 = prep.flip_kernel(gw5)
             return np.ascontiguousarray(gw5).reshape(spec.weight_shape)
@@ -282,14 +287,9 @@ class Plan:
         else:
             d5 = prep.grad_output5(b, spec)
             w5 = a if memo is not None else prep.weight5(a, spec)
-        s, n = self._chosen(d5, w5, mb)
-        if s is not self._strategy:
-            memo = None   # the transforms kept are the plan's strategy's
-            r = self._run(s, n, d5, w5)
-        elif self._exec is not None:
-            r = self._exec(d5, w5)
-        else:
-            r = self._run(s, n, d5, w5, memo=memo)
+        p = self._chosen(d5, w5, mb)
+        # (the transforms kept in memo are this plan's strategy's)
+        r = p._run(d5, w5, memo if p is self else None)
         if op == "grad_input":
             return r.reshape(spec.input_shape)
         if bias is not None:
@@ -615,3 +615,4 @@ def cached(op, input_shape, weight_shape, stride, padding, dilation, groups, fli
 
 # (clear_memo runs on a cache change or a level change, and in tests)
 _dispatch.on_clear.append(clear)
+_im2col_strategy.on_mode_change.append(clear)

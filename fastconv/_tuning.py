@@ -44,7 +44,6 @@ write and by :func:`clear_cache`.
 from __future__ import annotations
 
 import contextlib
-import functools
 import glob
 import json
 import math
@@ -426,8 +425,9 @@ def time_call(fn, min_time=0.005, repeat=3, max_time=None):
     return best
 
 
-def measure(op, spec, names, threads, budget_s=None):
-    """Seconds of each strategy in ``names`` (ordered cheapest-estimate first).
+def measure(op, spec, names, opts, budget_s=None):
+    """Seconds of each strategy in ``names`` (ordered cheapest-estimate first),
+    each planned under ``opts`` (on ``opts.threads`` threads).
 
     A strategy whose warm-up run is already 3x slower than the best so far is
     not timed further (its warm-up time is reported): the per-key budget.
@@ -436,7 +436,7 @@ def measure(op, spec, names, threads, budget_s=None):
     for name in names:
         strat = _strategies.get(name)
         a, b = random_operands(op, spec)
-        fn = functools.partial(strat.run, op, spec, a, b, threads)
+        fn = _strategies.planned_call(strat, op, spec, a, b, opts)
         t = time_call(fn, max_time=3 * best if best < math.inf else budget_s)
         out[name] = t
         best = min(best, t)
@@ -491,7 +491,7 @@ def calibrated_estimate(strategy, op, spec, opts, threads=None):
     factor = _calibration_entry(_calibration_key(name, op, spec.ndim, spec.dtype), opts, 1.0)
     overhead = _calibration_entry(f"{name}|{op}|overhead", opts, 0.0)
     n = opts.threads if threads is None else threads
-    return factor * strategy.estimate(spec, op, n) + overhead
+    return factor * strategy.estimate(spec, op, n, opts) + overhead
 
 
 #: Default cost of spreading one call over several threads (fork/join of the

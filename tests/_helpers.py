@@ -212,7 +212,7 @@ def traced_direct_call(op, xs, ws, kw, seed=0):
         return fastconv.grad_weight(x, ws, gy, **kw, strategy="direct")
 
     with fastconv.config(n_threads=2):
-        ws_bytes = _strategies.get("direct").workspace(spec, op)
+        ws_bytes = _strategies.get("direct").workspace(spec, op, fastconv.get_config())
         info = planner.plan(op, spec.input_shape5, spec.weight_shape5, spec.output_shape5,
                             spec.stride3, spec.dilation3, spec.padding3, 1, 2, 4)
         # Once untraced first: the first call adds its spec and decision to the ones
@@ -283,6 +283,22 @@ def run_outside_tree(code, env_extra):
                           cwd=OUTSIDE_TREE, capture_output=True, text=True, timeout=300)
 
 
+def planned(strategy, op, spec, *arrays, threads=None):
+    """``strategy`` runs ``op`` on prepared 5-D ``arrays`` with a plan it makes now,
+    under the options in force (on ``threads`` threads when given): the
+    strategy protocol's ``plan`` then ``run`` (``backward`` for op "backward",
+    arrays ``x, w, gy``)."""
+    from fastconv._config import with_threads
+
+    opts = fastconv.get_config()
+    if threads is not None:
+        opts = with_threads(opts, threads)
+    plan = strategy.plan(spec, op, opts)
+    if op == "backward":
+        return strategy.backward(plan, *arrays)
+    return strategy.run(plan, *arrays)
+
+
 class FakeStrategy:
     """A stand-in strategy with a fixed estimate and workspace; runs the direct one
     (the ``fakes`` fixture registers a few)."""
@@ -293,16 +309,21 @@ class FakeStrategy:
     def supports(self, spec, op):
         return None
 
-    def workspace(self, spec, op):
+    def workspace(self, spec, op, options):
         return self.ws
 
-    def estimate(self, spec, op, n_threads=1):
+    def estimate(self, spec, op, n_threads, options):
         return self.est
 
-    def run(self, op, spec, a, b, n_threads):
+    def plan(self, spec, op, options):
         from fastconv import _strategies
 
-        return _strategies.get("direct").run(op, spec, a, b, n_threads)
+        return _strategies.get("direct").plan(spec, op, options)
+
+    def run(self, plan, a, b, out=None, memo=None):
+        from fastconv import _strategies
+
+        return _strategies.get("direct").run(plan, a, b, out)
 
 
 DISPATCH_SPEC = dict(input_shape=(2, 4, 9, 7), weight_shape=(6, 4, 3, 2), dtype=np.float32)

@@ -1,47 +1,15 @@
 """Strategy registry.
 
-A strategy is an object with (:class:`Strategy`, a :class:`typing.Protocol`)
-
-``name`` : str
-``supports(spec, op) -> str | None``
-    None if it can run ``op`` on ``spec``, else the reason it cannot.
-``workspace(spec, op) -> int``
-    Bytes of scratch memory it would allocate (beyond inputs and output).
-``estimate(spec, op, n_threads) -> float``
-    Cost-model estimate in seconds.
-``run(op, spec, a, b, n_threads, memo=None) -> ndarray``
-    On prepared 5-D C-contiguous arrays of dtype ``spec.dtype`` (see
-    :mod:`fastconv._prepare`); the kernel is already flipped when
-    ``spec.flip``, so a strategy computes only the strided, dilated
-    cross-correlation and its adjoints, the zero padding (``spec.padding3``)
-    handled inside its kernels (``x`` below is the unpadded input):
-    forward(x, w) -> y (spec.output_shape5),
-    grad_input(gy, w) -> grad_x,
-    grad_weight(x, gy) -> grad_w (spec.weight_shape5).
-    It allocates and returns a new array; it never writes to ``a`` or ``b``.
-    ``memo``: None, or a dict that a caller whose weight ``b`` never changes
-    (a plan bound to a weight, :meth:`fastconv.Plan.with_weight`) passes to
-    every call: the strategy may keep its transforms of the weight there.
-``prepare(op, spec, n_threads) -> callable`` (optional)
-    ``run(a, b) -> result`` with the kernel call planned now, under the options
-    in force (a :class:`fastconv.Plan` keeps it and calls it).
-``guard(spec, op, opts) -> str | None`` (optional)
-    Why the options rule the strategy out for "auto" on ``spec`` (its own
-    tolerances and switches), or None.
-``overflow_factor(spec, op, n_threads) -> float`` and ``avoid`` (optional)
-    A bound on the strategy's float32 values per unit of max|a| * max|b|, and
-    the options (a dict) that keep "auto" from it where that could overflow.
-``backward(spec, x, w, gy, n_threads) -> (grad_x, grad_w)`` (optional)
-    Both backward passes at once (lets FFT reuse transforms);
-    :func:`fastconv.conv_backward` uses it when both ops chose the strategy.
+A strategy (:class:`Strategy`, a :class:`typing.Protocol` in :mod:`.protocol`)
+says whether it supports a problem, what scratch it needs and what it would
+cost; it plans an op once (:class:`StrategyPlan`, every decision made, the
+options handed in) and runs that plan on prepared arrays, as often as asked.
 
 Adding a strategy means adding a module and one line to ``_REGISTRY``.
 """
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
-import numpy as np
+import functools
 
 from .. import _config
 from .direct import DirectStrategy
@@ -49,29 +17,14 @@ from .fft import FFTStrategy
 from .fft_exec import release_buffers as _release_fft
 from .im2col import Im2colStrategy
 from .im2col import release_workspace as _release_im2col
+from .protocol import Strategy, StrategyPlan
 from .winograd import WinogradStrategy
 
+__all__ = ["Strategy", "StrategyPlan", "names", "get", "all_strategies", "planned_call",
+           "release_buffers"]
 
-@runtime_checkable
-class Strategy(Protocol):
-    """What every strategy provides (the module docstring says what each does);
-    ``prepare``, ``guard``, ``overflow_factor``/``avoid`` and ``backward`` are
-    optional, looked up with ``getattr``."""
-
-    name: str
-
-    def supports(self, spec, op: str) -> str | None: ...
-
-    def workspace(self, spec, op: str) -> int: ...
-
-    def estimate(self, spec, op: str, n_threads: int = 1) -> float: ...
-
-    def run(self, op: str, spec, a: np.ndarray, b: np.ndarray, n_threads: int,
-            memo: dict | None = None) -> np.ndarray: ...
-
-
-_REGISTRY: dict[str, Strategy] = {s.name: s for s in (DirectStrategy(), Im2colStrategy(), FFTStrategy(),
-                                       WinogradStrategy())}
+_REGISTRY: dict[str, Strategy] = {
+    s.name: s for s in (DirectStrategy(), Im2colStrategy(), FFTStrategy(), WinogradStrategy())}
 
 
 def names():
@@ -90,6 +43,13 @@ def get(name):
 
 def all_strategies():
     return tuple(_REGISTRY.values())
+
+
+def planned_call(strategy, op, spec, a, b, options):
+    """``strategy`` running ``op`` on the prepared operands ``a``, ``b``: a
+    callable of no arguments, its plan made now under ``options`` (so timing it
+    times the runs, not the planning)."""
+    return functools.partial(strategy.run, strategy.plan(spec, op, options), a, b)
 
 
 def release_buffers() -> None:

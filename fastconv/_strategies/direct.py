@@ -40,12 +40,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from .. import _cpu
-from .._config import get_config
 from .._ext import _direct
 from . import direct_plan
+from .protocol import StrategyPlan, result_array
 
 TILE, OBLOCK, LANES = _direct.TILE, _direct.OBLOCK, _direct.LANES
 GW_OCH = _direct.GW_OCH
@@ -105,10 +103,9 @@ def _plan(spec, op, n_threads, general=False, finite=True):
 _plans = {}
 
 
-def _choose_plan(spec, op, n_threads, finite=True):
-    """The wide (or poly) plan if its buffers fit the memory budget, else the row
-    loops (also for a grad_input with non-finite weights: ``finite=False``)."""
-    budget = get_config().memory_budget
+def _choose_plan(spec, op, n_threads, budget, finite=True):
+    """The wide (or poly) plan if its buffers fit ``budget``, else the row loops
+    (also for a grad_input with non-finite weights: ``finite=False``)."""
     key = (spec, op, int(n_threads), budget, finite)
     info = _plans.get(key)
     if info is not None:
@@ -120,6 +117,12 @@ def _choose_plan(spec, op, n_threads, finite=True):
         _plans.clear()
     _plans[key] = info
     return info
+
+
+# The cost model prices the plan a call on n threads would run; the budget does
+# not change a plan's time enough to matter to a choice, so it prices the plan
+# made without one.
+_NO_BUDGET = 1 << 62
 
 
 def _parallel(seconds, tasks, n_threads):
@@ -185,18 +188,18 @@ class DirectStrategy:
     def supports(self, spec, op):
         return None
 
-    def workspace(self, spec, op):
+    def workspace(self, spec, op, options):
         """Every byte a call allocates beyond its inputs and output (the kernels' plan).
 
         Wide path: per-thread zero-bordered buffers, output tiles and
         accumulators, the tap offsets and, for grad_input, the transposed
         kernel. Row loops: grad_weight's per-thread accumulators only.
         """
-        info = _choose_plan(spec, op, get_config().threads)
+        info = _choose_plan(spec, op, options.threads, options.memory_budget)
         return direct_plan.scratch_bytes(info, spec.itemsize)
 
-    def estimate(self, spec, op, n_threads=1):
-        info = _choose_plan(spec, op, n_threads)
+    def estimate(self, spec, op, n_threads, options):
+        info = _choose_plan(spec, op, n_threads, _NO_BUDGET)
         f64 = spec.itemsize == 8
         if info["path"] != "rows":
             t = _wide_seconds(spec, op, info)
@@ -207,49 +210,30 @@ class DirectStrategy:
         t = spec.macs * _GEN_MAC[op] + rows * _GEN_ROW
         return _parallel(t * (_F64_GEN if f64 else 1.0), info["tasks"], n_threads)
 
-    def prepare(self, op, spec, n_threads):
-        """``run(a, b) -> result`` for ``op`` on ``spec``: the kernel's plan chosen
-        now (within the memory budget in force), so a call neither plans nor reads
-        the options; the wide forward path is set up once (``_direct.WideForward``).
-        ``a`` and ``b`` must be the prepared operands (C-contiguous, 5-D, of
-        ``spec.dtype``)."""
-        info = _choose_plan(spec, op, n_threads)
-        shape = {"forward": spec.output_shape5, "grad_input": spec.input_shape5,
-                 "grad_weight": spec.weight_shape5}[op]
-        dtype = spec.dtype
-        if op == "forward" and info["path"] == "wide":
-            fn = _direct.WideForward(info)
-
-            def run(a, b):
-                out = np.empty(shape, dtype=dtype)
-                fn(a, b, out)
-                return out
-            return run
-        rows = (_choose_plan(spec, op, n_threads, finite=False)
+    def plan(self, spec, op, options):
+        """The kernel's plan within the memory budget; the wide forward pass set up
+        once (``_direct.WideForward``), and for grad_input the row-loop plan that
+        runs when the weights are not all finite."""
+        n, budget = options.threads, options.memory_budget
+        info = _choose_plan(spec, op, n, budget)
+        kernel = (_direct.WideForward(info) if op == "forward" and info["path"] == "wide"
+                  else info)
+        rows = (_choose_plan(spec, op, n, budget, finite=False)
                 if op == "grad_input" and info["path"] != "rows" else None)
+        return StrategyPlan(self.name, op, spec, n, budget,
+                            direct_plan.scratch_bytes(info, spec.itemsize), kernel, rows)
 
-        def run(a, b):
-            out = np.empty(shape, dtype=dtype)
-            _call(op, a, b, out, info, rows)
-            return out
-        return run
-
-    def run(self, op, spec, a, b, n_threads, memo=None):
+    def run(self, plan, a, b, out=None, memo=None):
         # (memo: nothing of the weight is worth keeping across calls here)
-        info = _choose_plan(spec, op, n_threads)
-        shape = {"forward": spec.output_shape5, "grad_input": spec.input_shape5,
-                 "grad_weight": spec.weight_shape5}[op]
-        out = np.empty(shape, dtype=spec.dtype)
-        _call(op, a, b, out, info, lambda: _choose_plan(spec, op, n_threads, finite=False))
+        out = result_array(plan.spec, plan.op, out)
+        if type(plan.kernel) is _direct.WideForward:
+            plan.kernel(a, b, out)
+            return out
+        kernel = getattr(_direct, plan.op)
+        try:
+            kernel(a, b, out, plan.kernel)
+        except _direct.NonFiniteWeights:
+            # grad_input's kernel learns in its one pass over the weights that
+            # they are not all finite: the row loops handle them
+            kernel(a, b, out, plan.fallback)
         return out
-
-
-def _call(op, a, b, out, info, rows):
-    """The kernel of ``op`` on ``info``. grad_input's kernel checks the weights are
-    finite where the plan needs them to be (the one pass over them); if they are
-    not, the row-loop plan ``rows`` (a plan, or a callable making it) runs."""
-    kernel = getattr(_direct, op)
-    try:
-        kernel(a, b, out, info)
-    except _direct.NonFiniteWeights:
-        kernel(a, b, out, rows() if callable(rows) else rows)

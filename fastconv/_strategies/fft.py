@@ -87,7 +87,7 @@ Numerics
 Memory
 ------
 Complex buffers are chunked over the batch (then over groups) so that the
-workspace stays within ``fastconv.get_config().memory_budget``; if a single
+workspace stays within the plan's memory budget (``memory_budget``); if a single
 sample of a single group does not fit, ``MemoryError`` says how many bytes
 were needed. The buffers a call frees are kept for the next call
 (:func:`kept_buffers`): scipy.fft allocates every transform's output itself,
@@ -111,7 +111,6 @@ import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import as_strided
 
-from .._config import get_config
 from .._ext import _fft
 from .._threads import blas_limit as _blas_limit
 from .fft_dft import kernel_spectrum, kernel_taps
@@ -131,6 +130,7 @@ from .fft_plan import (
     _span3,
     _with_axis,
 )
+from .protocol import StrategyPlan, result_shape
 
 _UNIT = (1, 1, 1)
 _ZERO = (0, 0, 0)
@@ -492,58 +492,64 @@ class FFTStrategy:
                     f"> fft_rtol={opts.fft_rtol:g}")
         return None
 
-    def overflow_factor(self, spec, op, n_threads=1):
+    def overflow_factor(self, spec, op, options):
         """:func:`overflow_factor` (the float32 overflow guard of plans)."""
         return overflow_factor(spec, op)
 
-    def plan(self, spec, op):
-        return _block_plan(spec, op)
-
-    def workspace(self, spec, op):
+    def workspace(self, spec, op, options):
         """Bytes the call allocates beyond its inputs and output: the block
         copies of an overlap-add plan, then the transform buffers of the core
         chunked to the rest of the budget (all of them: the call keeps them
         for the next one)."""
-        sub, extra = _blocked_geometry(spec, self.plan(spec, op))
-        opts = get_config()
+        sub, extra = _blocked_geometry(spec, _block_plan(spec, op))
         try:
-            ws = _chunks(sub, op, opts.memory_budget - extra, opts.threads)[2]
+            ws = _chunks(sub, op, options.memory_budget - extra, options.threads)[2]
         except MemoryError:
             ws = _peak(_group_spec(sub, 1), op, 1, False)
         return int(ws + extra)
 
-    def estimate(self, spec, op, n_threads=1):
-        sub, extra = _blocked_geometry(spec, self.plan(spec, op))
+    def estimate(self, spec, op, n_threads, options):
+        sub, extra = _blocked_geometry(spec, _block_plan(spec, op))
         # the block copies (numpy, one thread) do not divide by the thread count
         serial = BLOCK_COPY_S * extra / spec.itemsize
         return _cost(spec, op, sub.padded_shape5[2:], sub.batch, n_threads) + serial
 
-    def _inner_budget(self, spec, plan):
-        """The budget left for the core once the block copies are made."""
-        return get_config().memory_budget - _blocked_geometry(spec, plan)[1]
+    def plan(self, spec, op, options):
+        """The overlap-add blocks (:func:`fft_plan._block_plan`; ``op`` may be
+        "backward", both backward passes at once, for :meth:`backward`)."""
+        return StrategyPlan(self.name, op, spec, options.threads, options.memory_budget,
+                            self.workspace(spec, op, options), _block_plan(spec, op))
 
-    def run(self, op, spec, a, b, n_threads, memo=None):
-        """``op`` on ``spec`` (see the registry). ``memo``: a dict in which a caller
-        whose weight ``b`` never changes keeps its spectra across calls."""
-        plan = self.plan(spec, op)
-        if op == "grad_weight":
-            memo = None
+    def run(self, plan, a, b, out=None, memo=None):
+        """Execute ``plan`` (see :class:`~.protocol.Strategy`). ``memo``: a dict in
+        which a caller whose weight ``b`` never changes keeps its spectra."""
+        spec, op = plan.spec, plan.op
         # the contractions call cgemm/zgemm inside OpenMP loops: one BLAS thread each
-        with _blas_limit(1), kept_buffers(self._cap(spec, op)):
-            return _execute(op, spec, a, b, n_threads, plan, self._inner_budget(spec, plan),
-                            memo)
+        with _blas_limit(1), kept_buffers(_cap(plan)):
+            r = _execute(op, spec, a, b, plan.threads, plan.kernel, _inner_budget(plan),
+                         None if op == "grad_weight" else memo)
+        if out is None:
+            return r
+        np.copyto(out, r)
+        return out
 
-    def backward(self, spec, x, w, gy, n_threads):
-        plan = self.plan(spec, "backward")
-        with _blas_limit(1), kept_buffers(self._cap(spec, "backward")):
-            return _execute("backward", spec, (x, w), gy, n_threads, plan,
-                            self._inner_budget(spec, plan))
+    def backward(self, plan, x, w, gy):
+        """Both backward passes on a plan made for op "backward" (the transforms
+        of grad_output made once): ``(grad_x, grad_w)``."""
+        with _blas_limit(1), kept_buffers(_cap(plan)):
+            return _execute("backward", plan.spec, (x, w), gy, plan.threads, plan.kernel,
+                            _inner_budget(plan))
 
-    def _cap(self, spec, op):
-        """Bytes the pool may hold during the call: its workspace (which counts
-        every buffer kept) plus its outputs (allocated inside the call)."""
-        outs = {"forward": spec.output_shape5, "grad_input": spec.input_shape5,
-                "grad_weight": spec.weight_shape5}
-        n_out = (math.prod(spec.input_shape5) + math.prod(spec.weight_shape5)
-                 if op == "backward" else math.prod(outs[op]))
-        return self.workspace(spec, op) + n_out * spec.itemsize
+
+def _inner_budget(plan):
+    """The budget left for the core once the block copies are made."""
+    return plan.budget - _blocked_geometry(plan.spec, plan.kernel)[1]
+
+
+def _cap(plan):
+    """Bytes the buffer pool may hold during a call: the plan's workspace (which
+    counts every buffer kept) plus its outputs (allocated inside the call)."""
+    spec = plan.spec
+    n_out = (math.prod(spec.input_shape5) + math.prod(spec.weight_shape5)
+             if plan.op == "backward" else math.prod(result_shape(spec, plan.op)))
+    return plan.workspace + n_out * spec.itemsize

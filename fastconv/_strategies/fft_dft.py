@@ -22,7 +22,6 @@ import math
 
 import numpy as np
 
-from .._config import get_config
 from .._ext import _fft
 
 USE_SYM = True
@@ -54,12 +53,13 @@ def dft_cmacs(F, axes, Q, inverse=False):
     return total
 
 
-def dft_bytes(F, axes, Q, lanes, itemsize, inverse=False, cached=False):
+def dft_bytes(F, axes, Q, lanes, itemsize, inverse=False, cached=False, threads=1):
     """Bytes :func:`kernel_spectrum` (or :func:`kernel_taps`) allocates beyond
     its input and its result: the two stages alive around each step (for the
     inverse, not counting the input spectrum), the real copy of the kernel and
     the DFT matrices with their float64 construction temporaries (an
-    overestimate once a matrix is cached; ``cached=True`` leaves them out)."""
+    overestimate once a matrix is cached; ``cached=True`` leaves them out), on
+    ``threads`` threads (each running task holds its own lanes)."""
     csz = 2 * itemsize
     last = axes[-1]
     shape = [F[i] // 2 + 1 if i == last else F[i] for i in range(3)] if inverse else list(Q)
@@ -75,7 +75,7 @@ def dft_bytes(F, axes, Q, lanes, itemsize, inverse=False, cached=False):
         if i != last and not inverse:
             # dft_axis_sym: cos/sin halves, and A, B of 256 lanes per running task
             mats += M * q * itemsize
-            tmp = max(tmp, 4 * (F[i] // 2 + 1) * 256 * itemsize * get_config().threads)
+            tmp = max(tmp, 4 * (F[i] // 2 + 1) * 256 * itemsize * threads)
     if inverse:
         stages[0] = 0                       # the caller's spectrum
     else:

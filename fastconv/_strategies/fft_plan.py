@@ -294,9 +294,9 @@ def _phases(spec, op, kept=True, threads=1):
     f, c = math.prod(F) * isz, 2 * math.prod(mshape) * isz
     C, CO, wl = spec.in_channels, spec.out_channels, spec.out_channels * spec.in_channels_per_group
     # the kernel's transform (w -> W) and inverse (GW -> gw), beyond W / GW
-    kf = (dft_bytes(F, axes, spec.kernel3, wl, isz) if _kernel_by_dft(spec, F, axes)
-          else wl * (f + c))
-    ki = (dft_bytes(F, axes, spec.kernel3, wl, isz, True)
+    kf = (dft_bytes(F, axes, spec.kernel3, wl, isz, threads=threads)
+          if _kernel_by_dft(spec, F, axes) else wl * (f + c))
+    ki = (dft_bytes(F, axes, spec.kernel3, wl, isz, True, threads=threads)
           if _kernel_by_dft(spec, F, axes, True) else wl * f)
     # kept between calls: the same without the DFT matrices (cached once made)
     kfk = (dft_bytes(F, axes, spec.kernel3, wl, isz, cached=True)

@@ -40,9 +40,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._config import get_config
 from .._ext import _im2col
 from .._threads import blas_limit as _blas_limit
+from .protocol import StrategyPlan, result_array
 
 #: How the units of work are spread over threads (an :class:`enum.IntEnum` from
 #: the kernel module): ``ParallelMode.OMP`` or ``ParallelMode.BLAS``.
@@ -109,6 +109,8 @@ def _l2_bytes():
 L2_BYTES = _l2_bytes()
 
 _forced_mode = contextvars.ContextVar("fastconv_im2col_mode", default=None)
+#: called when :func:`parallel_mode` changes the mode (fastconv._plan forgets its plans)
+on_mode_change = []
 
 
 @contextlib.contextmanager
@@ -127,11 +129,17 @@ def parallel_mode(mode):
         except KeyError:
             raise ValueError(f"im2col parallel mode must be 'omp', 'blas' or None, "
                              f"got {mode!r}") from None
+    # a plan keeps the mode it was made under: the memoized plans of the plain
+    # functions are made again inside and after the block
+    for f in on_mode_change:
+        f()
     token = _forced_mode.set(mode)
     try:
         yield
     finally:
         _forced_mode.reset(token)
+        for f in on_mode_change:
+            f()
 
 
 @dataclass(frozen=True)
@@ -263,7 +271,7 @@ class Im2colStrategy:
                 return f"{what} ({n}) exceed the 32-bit sizes BLAS accepts"
         return None
 
-    def workspace(self, spec, op):
+    def workspace(self, spec, op, options):
         """Bytes of scratch the call holds beyond its inputs and output.
 
         The column buffers (kept between calls) and, for grad_weight on several
@@ -271,13 +279,12 @@ class Im2colStrategy:
         If the problem cannot be chunked to fit, the smallest workspace it would
         need (which then exceeds the budget, so the dispatcher skips im2col).
         """
-        opts = get_config()
         try:
-            return _plan(spec, op, opts.threads, opts.memory_budget).nbytes
+            return _plan(spec, op, options.threads, options.memory_budget).nbytes
         except MemoryError:
             return _geometry(spec)[1] * spec.itemsize
 
-    def estimate(self, spec, op, n_threads=1):
+    def estimate(self, spec, op, n_threads, options):
         threads = max(1, int(n_threads))
         rate = _SGEMM_FLOPS_PER_CORE * threads * (1.0 if spec.itemsize == 4 else _DGEMM_FACTOR)
         gemm = spec.flops / rate
@@ -293,23 +300,25 @@ class Im2colStrategy:
             t += cols * _GATHER_S
         return gemm + t / threads + _CALL_S
 
-    def run(self, op, spec, a, b, n_threads, memo=None):
+    def plan(self, spec, op, options):
+        """Mode, unit size and scratch size within the memory budget (MemoryError
+        when not even one output row's columns fit)."""
+        plan = _plan(spec, op, options.threads, options.memory_budget)
+        return StrategyPlan(self.name, op, spec, options.threads, options.memory_budget,
+                            plan.nbytes, plan)
+
+    def run(self, plan, a, b, out=None, memo=None):
         # (memo: nothing of the weight is worth keeping across calls here)
-        budget = get_config().memory_budget
-        plan = _plan(spec, op, n_threads, budget)
-        if op == "forward":
-            out, fn = np.empty(spec.output_shape5, dtype=spec.dtype), _im2col.forward
-        elif op == "grad_input":
-            out, fn = np.empty(spec.input_shape5, dtype=spec.dtype), _im2col.grad_input
-        else:
-            out, fn = np.empty(spec.weight_shape5, dtype=spec.dtype), _im2col.grad_weight
-        work = _workspace(plan.nbytes, spec.dtype, budget)
-        blas_threads = 1 if plan.mode == ParallelMode.OMP else plan.threads
+        spec, op, kp = plan.spec, plan.op, plan.kernel
+        out = result_array(spec, op, out)
+        fn = getattr(_im2col, op)
+        work = _workspace(kp.nbytes, spec.dtype, plan.budget)
+        blas_threads = 1 if kp.mode == ParallelMode.OMP else kp.threads
         with _blas_limit(blas_threads):
             args = (a, b, out, work, spec.stride3, spec.dilation3, spec.padding3,
-                    spec.groups, plan.rows, plan.mode, plan.threads)
+                    spec.groups, kp.rows, kp.mode, kp.threads)
             if op == "grad_weight":
-                fn(*args, plan.blocks)
+                fn(*args, kp.blocks)
             else:
                 fn(*args)
         return out

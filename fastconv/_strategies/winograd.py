@@ -70,10 +70,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._config import get_config
 from .._ext import _winograd
 from .._threads import blas_limit as _blas_limit
 from ._wino_matrices import matrices
+from .protocol import StrategyPlan, result_array
 
 TILES = (2, 4, 6)
 #: largest estimated error a tile may have when ``winograd_rtol`` is None: F(4x4)
@@ -241,11 +241,11 @@ def _fast_sides(spec, op, m):
     return _winograd.fast_sides(BTh, BTw, ATh, ATw, C, CO, spec.dtype)
 
 
-def plan_tile(spec, op="forward", n_threads=1, opts=None):
+def plan_tile(spec, op, n_threads, options):
     """The output tile m: the cheapest (cost model) whose estimated error is
-    within ``winograd_rtol`` (default :data:`DEFAULT_RTOL`); F(2, 3) if none is."""
-    opts = opts or get_config()
-    return _plan_tile(spec, op, int(n_threads), _rtol(opts), _knobs())
+    within ``options.winograd_rtol`` (default :data:`DEFAULT_RTOL`); F(2, 3) if
+    none is."""
+    return _plan_tile(spec, op, int(n_threads), _rtol(options), _knobs())
 
 
 # Plans are pure in (problem, op, threads, budget or rtol) and this module's tuning
@@ -437,19 +437,20 @@ class WinogradStrategy:
             return f"{n} elements per image exceed the 32-bit sizes BLAS accepts"
         return None
 
-    def _plan(self, spec, op, n_threads, budget):
-        return _plan(spec, op, plan_tile(spec, op, n_threads), n_threads, budget)
-
-    def workspace(self, spec, op):
+    def workspace(self, spec, op, options):
         """Bytes of scratch (per-thread buffers and the transformed kernel)."""
-        opts = get_config()
         try:
-            return self._plan(spec, op, opts.threads, opts.memory_budget).nbytes(spec.itemsize)
+            return self._kernel_plan(spec, op, options).nbytes(spec.itemsize)
         except MemoryError as e:  # the least it needs (more than the budget)
             return e.need
 
-    def estimate(self, spec, op, n_threads=1):
-        return _cost(spec, op, plan_tile(spec, op, n_threads), n_threads)
+    @staticmethod
+    def _kernel_plan(spec, op, options):
+        m = plan_tile(spec, op, options.threads, options)
+        return _plan(spec, op, m, options.threads, options.memory_budget)
+
+    def estimate(self, spec, op, n_threads, options):
+        return _cost(spec, op, plan_tile(spec, op, n_threads, options), n_threads)
 
     @staticmethod
     def error_estimate(spec, m=2):
@@ -464,21 +465,27 @@ class WinogradStrategy:
                     f"> winograd_rtol={opts.winograd_rtol:g}")
         return None
 
-    def overflow_factor(self, spec, op, n_threads=1):
-        """:func:`overflow_factor` of the tile a call on ``n_threads`` uses (the
-        dispatcher's float32 overflow guard)."""
-        return overflow_factor(spec, op, plan_tile(spec, op, n_threads))
+    def overflow_factor(self, spec, op, options):
+        """:func:`overflow_factor` of the tile a call on ``options.threads`` uses
+        (the float32 overflow guard of plans)."""
+        return overflow_factor(spec, op, plan_tile(spec, op, options.threads, options))
 
-    def tile(self, spec, op="forward"):
-        """The output tile m (F(m, 3)) used for ``op`` on ``spec``."""
-        return plan_tile(spec, op, get_config().threads)
+    def tile(self, spec, op, options):
+        """The output tile m (F(m, 3)) a plan of ``op`` on ``spec`` uses."""
+        return plan_tile(spec, op, options.threads, options)
 
-    def run(self, op, spec, a, b, n_threads, memo=None):
-        """``op`` on ``spec`` (see the registry). ``memo``: a dict in which a caller
-        whose weight ``b`` never changes keeps its transform U across calls."""
-        opts = get_config()
-        plan = self._plan(spec, op, n_threads, opts.memory_budget)
-        mh, mw = _tile_ms(spec, plan.m)
+    def plan(self, spec, op, options):
+        """Tile, mode, blocks and scratch (:class:`_Plan`) within the budget."""
+        kp = self._kernel_plan(spec, op, options)
+        return StrategyPlan(self.name, op, spec, options.threads, options.memory_budget,
+                            kp.nbytes(spec.itemsize), kp)
+
+    def run(self, plan, a, b, out=None, memo=None):
+        """Execute ``plan`` (see :class:`~.protocol.Strategy`). ``memo``: a dict in
+        which a caller whose weight ``b`` never changes keeps its transform U."""
+        spec, op, n_threads = plan.spec, plan.op, plan.threads
+        kp = plan.kernel
+        mh, mw = _tile_ms(spec, kp.m)
         BTh, Gh, ATh = matrices(mh)
         BTw, Gw, ATw = matrices(mw)
         KD = spec.kernel3[0]
@@ -488,42 +495,42 @@ class WinogradStrategy:
         kern = spec.kernel3
         C, CO = _chans(spec, op)
         # the transformed kernel first, then the per-thread buffers
-        U = None if memo is None or op == "grad_weight" else memo.get((op, plan.m))
+        U = None if memo is None or op == "grad_weight" else memo.get((op, kp.m))
         have_u = U is not None
         if not have_u:
             U = _u_buffer(P, G, KD * C // G, CO // G, spec.dtype)
-        work = np.empty(plan.per_thread * plan.slots, dtype=spec.dtype)
-        blas_threads = 1 if plan.mode else plan.threads
-        mode = plan.mode
+        work = np.empty(kp.per_thread * kp.slots, dtype=spec.dtype)
+        blas_threads = 1 if kp.mode else kp.threads
+        mode = kp.mode
         args = (BTh, BTw, ATh, ATw)
         # outputs are allocated before the kernel transform: its scratch is part of
         # the peak that workspace() reports (as during grad_weight's untransform)
         if op == "forward":
-            y = np.empty(spec.output_shape5, dtype=spec.dtype)
+            y = result_array(spec, op, out)
             if not have_u:
                 _winograd.kernel_transform(b, Gh, Gw, U, G, False, n_threads)
                 if memo is not None:
-                    memo[(op, plan.m)] = U
+                    memo[(op, kp.m)] = U
             offs = tuple(-p for p in pads)
             with _blas_limit(blas_threads):
-                _winograd.forward(a, U, y, work, *args, offs, KD, G, plan.nb, plan.tc,
-                                  plan.odc, mode, plan.threads)
+                _winograd.forward(a, U, y, work, *args, offs, KD, G, kp.nb, kp.tc,
+                                  kp.odc, mode, kp.threads)
             return y
         if op == "grad_input":
-            gx = np.empty(spec.input_shape5, dtype=spec.dtype)
+            gx = result_array(spec, op, out)
             if not have_u:
                 _winograd.kernel_transform(b, Gh, Gw, U, G, True, n_threads)
                 if memo is not None:
-                    memo[(op, plan.m)] = U
+                    memo[(op, kp.m)] = U
             offs = tuple(p - (k - 1) for p, k in zip(pads, kern))
             with _blas_limit(blas_threads):
-                _winograd.forward(a, U, gx, work, *args, offs, KD, G, plan.nb, plan.tc,
-                                  plan.odc, mode, plan.threads)
+                _winograd.forward(a, U, gx, work, *args, offs, KD, G, kp.nb, kp.tc,
+                                  kp.odc, mode, kp.threads)
             return gx
-        gw = np.empty(spec.weight_shape5, dtype=spec.dtype)
+        gw = result_array(spec, op, out)
         offs = tuple(-p for p in pads)
         with _blas_limit(blas_threads):  # U receives dU, the transformed gradient
-            _winograd.grad_weight(a, b, U, work, *args, offs, KD, G, plan.nb, plan.tc,
-                                  plan.odc, mode, plan.threads)
+            _winograd.grad_weight(a, b, U, work, *args, offs, KD, G, kp.nb, kp.tc,
+                                  kp.odc, mode, kp.threads)
         _winograd.kernel_untransform(U, Gh, Gw, gw, G, n_threads)
         return gw

@@ -102,20 +102,11 @@ def test_config_strategy_is_honored(strategy, monkeypatch, rng):
     obj = _strategies.get(strategy)
     orig_run = obj.run
 
-    def spy(op, *args, **kwargs):
-        calls.append(op)
-        return orig_run(op, *args, **kwargs)
+    def spy(plan, *args, **kwargs):
+        calls.append(plan.op)
+        return orig_run(plan, *args, **kwargs)
 
     monkeypatch.setattr(obj, "run", spy)
-    if hasattr(obj, "prepare"):   # a strategy that plans its kernel call runs that
-        orig_prepare = obj.prepare
-
-        def prepare_spy(op, *args, **kwargs):
-            run = orig_prepare(op, *args, **kwargs)
-            return lambda *a: (calls.append(op), run(*a))[1]
-
-        monkeypatch.setattr(obj, "prepare", prepare_spy)
-    fastconv._dispatch.clear_memo()   # plans made before the spies
     x = rng.standard_normal((1, 2, 9, 8))
     w = rng.standard_normal((3, 2, 3, 3))
     with fastconv.config(strategy=strategy):

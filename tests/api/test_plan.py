@@ -141,25 +141,27 @@ def test_plans_pickle_and_plan_again_on_load():
 
 def test_a_plan_keeps_the_options_it_was_made_under():
     x, w, _ = _arrays((1, 2, 40, 40), (2, 2, 11, 11))
-    with fastconv.config(strategy="im2col", n_threads=1):
+    with fastconv.config(strategy="im2col", n_threads=1, memory_budget="3 MiB"):
         p = fastconv.plan("forward", x.shape, w.shape)
         inside = p.options
     assert p.strategy == "im2col" and p.threads == 1
     assert fastconv.get_config() is not inside
     # outside the block the plan still runs as planned, with the block's options
+    # (the strategy is handed them in its plan; it reads no global configuration)
     seen = []
     real = p._strategy.run
 
-    def spy(*a, **k):
-        seen.append(fastconv.get_config())
-        return real(*a, **k)
+    def spy(plan, *a, **k):
+        seen.append((plan.threads, plan.budget))
+        return real(plan, *a, **k)
 
     p._strategy.run = spy
     try:
-        y = p(x, w)
+        with fastconv.config(n_threads=2, memory_budget="1 GiB"):
+            y = p(x, w)
     finally:
         del p._strategy.run
-    assert seen == [inside]
+    assert seen == [(1, 3 << 20)]
     np.testing.assert_allclose(y, fastconv.conv(x, w), rtol=1e-4, atol=1e-4)
 
 

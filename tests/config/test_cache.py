@@ -204,7 +204,7 @@ def test_default_cache_dir_is_the_linux_one(monkeypatch):
 def test_autotune_measures_each_key_once_across_threads(cache, monkeypatch):
     calls, inside, overlap = [], [0], []
 
-    def fake_measure(op, spec, names, threads, budget_s=None):
+    def fake_measure(op, spec, names, opts, budget_s=None):
         inside[0] += 1
         overlap.append(inside[0])
         time.sleep(0.05)

@@ -146,14 +146,15 @@ def test_calibration_fits_one_thread_then_the_spread_over_threads(fakes, monkeyp
     monkeypatch.setattr(_calibrate, "calibration_grid",
                         lambda quick=False: [((1, 2, 16), (2, 2, 3), {}),
                                              ((1, 2, 3, 16), (2, 2, 3, 3), {})])
-    monkeypatch.setattr(_tuning, "measure", lambda op, spec, names, threads, budget_s=None:
+    monkeypatch.setattr(_tuning, "measure", lambda op, spec, names, opts, budget_s=None:
                         {n: 0.0 for n in names})
-    monkeypatch.setattr(_calibrate, "_parallel_overhead", lambda make_spec, threads: 0.0)
+    monkeypatch.setattr(_calibrate, "_parallel_overhead", lambda make_spec, opts: 0.0)
     seen = []
 
-    def timed(op, spec, names, threads, rounds=2, repeat=3):
+    def timed(op, spec, names, opts, rounds=2, repeat=3):
+        threads = opts.threads
         seen.append(threads)
-        return {n: (0.01 if threads == 1 else 0.015) * fakes[n].estimate(spec, op, threads)
+        return {n: (0.01 if threads == 1 else 0.015) * fakes[n].estimate(spec, op, threads, None)
                 for n in names if n != "direct"}
 
     monkeypatch.setattr(_calibrate, "_timed", timed)

@@ -21,15 +21,18 @@ class Recorder:
     def supports(self, spec, op):
         return None
 
-    def workspace(self, spec, op):
+    def workspace(self, spec, op, options):
         return 0
 
-    def estimate(self, spec, op, n_threads=1):
+    def estimate(self, spec, op, n_threads, options):
         return self.serial_s if n_threads == 1 else self.parallel_s
 
-    def run(self, op, spec, a, b, n_threads):
-        self.threads.append(n_threads)
-        return _strategies.get("direct").run(op, spec, a, b, n_threads)
+    def plan(self, spec, op, options):
+        return _strategies.get("direct").plan(spec, op, options)
+
+    def run(self, plan, a, b, out=None, memo=None):
+        self.threads.append(plan.threads)
+        return _strategies.get("direct").run(plan, a, b, out)
 
 
 @pytest.fixture
@@ -130,11 +133,13 @@ def test_result_dtype_cache_keeps_checks_and_warnings():
 
 def test_direct_plan_memo_follows_the_budget():
     s = make_spec((2, 16, 64, 64), (16, 16, 3, 3), padding=1, dtype=np.float32)
-    wide = direct._choose_plan(s, "forward", 2)
+    wide = direct._choose_plan(s, "forward", 2, 1 << 30)
     assert wide["path"] != "rows"
+    assert direct._choose_plan(s, "forward", 2, 1024)["path"] == "rows"
+    assert direct._choose_plan(s, "forward", 2, 1 << 30) is wide
     with fastconv.config(memory_budget=1024):
-        assert direct._choose_plan(s, "forward", 2)["path"] == "rows"
-    assert direct._choose_plan(s, "forward", 2) is wide
+        assert fastconv.plan("forward", s.input_shape, s.weight_shape, padding=1,
+                             strategy="direct")._splan.kernel["path"] == "rows"
 
 
 def test_blas_limiter_sets_only_what_differs(monkeypatch):

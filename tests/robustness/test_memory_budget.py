@@ -117,7 +117,8 @@ def test_forced_strategy_over_budget_raises_with_numbers():
     raised = 0
     for s in fastconv.strategies():
         with fastconv.config(memory_budget=1024):
-            need = _dispatch.total_workspace(_strategies.get(s), spec, "forward")
+            need = _dispatch.total_workspace(_strategies.get(s), spec, "forward",
+                                             fastconv.get_config())
             if need > 1024:
                 raised += 1
                 with pytest.raises(MemoryError, match=r"needs \d+ bytes.*budget is 1024 bytes"):
@@ -135,7 +136,8 @@ def test_conv_backward_fused_pass_respects_the_budget():
     fft = _strategies.get("fft")
     spec = make_spec((4, 8, 48, 48), (8, 8, 15, 15), padding=7, dtype=np.float32)
     with fastconv.config(memory_budget=1 << 40):
-        sizes = {op: fft.workspace(spec, op) for op in ("grad_input", "grad_weight", "backward")}
+        sizes = {op: fft.workspace(spec, op, fastconv.get_config())
+                 for op in ("grad_input", "grad_weight", "backward")}
     budget = max(sizes["grad_input"], sizes["grad_weight"])
     assert sizes["backward"] > budget
     rng = np.random.default_rng(0)

@@ -243,7 +243,7 @@ def test_direct_reports_and_bounds_its_scratch():
     peaks = {}
     for threads in (1, 8):
         with fastconv.config(n_threads=threads):
-            ws = direct.workspace(spec, "forward")
+            ws = direct.workspace(spec, "forward", fastconv.get_config())
             tracemalloc.start()
             fastconv.conv3d(x, w, padding=2, strategy="direct")
             _, peak = tracemalloc.get_traced_memory()
@@ -263,7 +263,7 @@ def test_direct_reports_and_bounds_its_scratch():
     assert per < (peaks[1] - once) / 1.5
     with fastconv.config(memory_budget=peaks[1] // 2):
         # over the budget, direct runs its row loops, which need no scratch
-        assert direct.workspace(spec, "forward") == 0
+        assert direct.workspace(spec, "forward", fastconv.get_config()) == 0
 
 
 @pytest.mark.parametrize("ci, n_threads", [(4, 1), (5, 1), (5, 2), (7, 3), (9, 2)])

@@ -5,8 +5,11 @@ op x ndim x parameter case.)
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
+from _helpers import planned
 
 import fastconv
 import fastconv.grad as fgrad
@@ -92,7 +95,7 @@ def test_cost_model_blocks_long_inputs():
     # a short input of the same kernel is transformed whole
     assert fftmod._block_plan(make_spec((2, 3, 40), (4, 3, 9), padding=4)) == []
     # estimated work of the blocked plan is near-linear: 10x input -> < 12x cost
-    est = fftmod.FFTStrategy().estimate
+    est = functools.partial(fftmod.FFTStrategy().estimate, n_threads=1, options=None)
     big = make_spec((2, 3, 2000000), (4, 3, 9), padding=4)
     assert est(big, "forward") < 12 * est(spec, "forward")
 
@@ -185,7 +188,7 @@ def test_workspace_within_budget_when_chunked():
     spec = make_spec((64, 32, 64, 64), (32, 32, 15, 15), padding=7, dtype=np.float32)
     budget = 128 << 20
     with fastconv.config(memory_budget=budget):
-        assert fftmod.FFTStrategy().workspace(spec, "forward") <= budget
+        assert fftmod.FFTStrategy().workspace(spec, "forward", fastconv.get_config()) <= budget
     gc, nbc, _, _ = fftmod._chunks(spec, "forward", budget)
     assert nbc < spec.batch
 
@@ -263,13 +266,13 @@ def test_workspace_bounds_traced_memory(rng, x_shape, w_shape, kw, budget):
     w = rng.standard_normal(spec.weight_shape5).astype(np.float32)
     gy = rng.standard_normal(spec.output_shape5).astype(np.float32)
     s = fftmod.FFTStrategy()
-    calls = {"forward": lambda: [s.run("forward", spec, x, w, 2)],
-             "grad_input": lambda: [s.run("grad_input", spec, gy, w, 2)],
-             "grad_weight": lambda: [s.run("grad_weight", spec, x, gy, 2)],
-             "backward": lambda: list(s.backward(spec, x, w, gy, 2))}
+    calls = {"forward": lambda: [planned(s, "forward", spec, x, w, threads=2)],
+             "grad_input": lambda: [planned(s, "grad_input", spec, gy, w, threads=2)],
+             "grad_weight": lambda: [planned(s, "grad_weight", spec, x, gy, threads=2)],
+             "backward": lambda: list(planned(s, "backward", spec, x, w, gy, threads=2))}
     for op, call in calls.items():
         with fastconv.config(memory_budget=budget, n_threads=2):
-            ws = s.workspace(spec, op)
+            ws = s.workspace(spec, op, fastconv.get_config())
             if ws > budget:         # one sample does not fit: refused before allocating
                 with pytest.raises(MemoryError):
                     call()
@@ -283,7 +286,7 @@ def test_workspace_bounds_traced_memory(rng, x_shape, w_shape, kw, budget):
                 tracemalloc.stop()
         extra = peak - sum(o.nbytes for o in out)
         assert extra <= ws + 16 * 1024, (op, extra, ws)
-        if not s.plan(spec, op):
+        if not fftmod._block_plan(spec, op):
             assert extra >= 0.6 * ws, (op, extra, ws)
 
 

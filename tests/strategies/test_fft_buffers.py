@@ -6,6 +6,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from _helpers import planned
 
 import fastconv
 from fastconv import grad as fgrad
@@ -54,7 +55,8 @@ def test_changed_shape_dtype_and_budget_get_fresh_correct_buffers(rng):
                 gw = fgrad.conv2d_weight(x, w.shape, gy, strategy="fft", **kw)
                 # the pool never holds more than the last call's workspace
                 spec = make_spec(x.shape, w.shape, dtype=dtype, **kw)
-                cap = fftmod.FFTStrategy()._cap(spec, "grad_weight")
+                cap = fftmod._cap(fftmod.FFTStrategy().plan(spec, "grad_weight",
+                                                              fastconv.get_config()))
                 assert _fft._pool_stats_for_tests()[1] <= cap
             assert got.dtype == dtype
             assert _rel_err(got, ref.conv_forward(x, w, **kw)) <= tol
@@ -96,12 +98,12 @@ def test_kept_buffers_within_budget_under_tracemalloc(rng, op):
     s = fftmod.FFTStrategy()
     x5, w5, gy5 = (a.reshape(sh) for a, sh in ((x, spec.input_shape5), (w, spec.weight_shape5),
                                                 (gy, spec.output_shape5)))
-    call = {"forward": lambda: [s.run("forward", spec, x5, w5, 2)],
-            "grad_input": lambda: [s.run("grad_input", spec, gy5, w5, 2)],
-            "grad_weight": lambda: [s.run("grad_weight", spec, x5, gy5, 2)],
-            "backward": lambda: list(s.backward(spec, x5, w5, gy5, 2))}[op]
+    call = {"forward": lambda: [planned(s, "forward", spec, x5, w5, threads=2)],
+            "grad_input": lambda: [planned(s, "grad_input", spec, gy5, w5, threads=2)],
+            "grad_weight": lambda: [planned(s, "grad_weight", spec, x5, gy5, threads=2)],
+            "backward": lambda: list(planned(s, "backward", spec, x5, w5, gy5, threads=2))}[op]
     with fastconv.config(memory_budget=budget, n_threads=2):
-        ws = s.workspace(spec, op)
+        ws = s.workspace(spec, op, fastconv.get_config())
         call()                              # one-off state (plans, DFT matrices) outside
         fftmod.release_buffers()
         tracemalloc.start()

@@ -8,7 +8,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from _helpers import assert_close, oracle, random_array
+from _helpers import assert_close, oracle, planned, random_array
 
 import fastconv
 import fastconv.grad as fgrad
@@ -87,11 +87,11 @@ def test_workspace_is_reported_and_within_budget():
     for budget in (256 * MiB, 1 * MiB, 100_000):
         with fastconv.config(memory_budget=budget, n_threads=2):
             for op in ("forward", "grad_input", "grad_weight"):
-                ws = s.workspace(spec, op)
+                ws = s.workspace(spec, op, fastconv.get_config())
                 assert 0 < ws <= budget
     pointwise = make_spec((8, 16, 40, 40), (32, 16, 1, 1), dtype=np.float32)
     with fastconv.config(n_threads=1):
-        assert s.workspace(pointwise, "forward") == 0
+        assert s.workspace(pointwise, "forward", fastconv.get_config()) == 0
 
 
 def test_memory_error_when_one_row_cannot_fit(rng):
@@ -207,13 +207,13 @@ def test_workspace_is_exact_under_tracemalloc(rng):
     s = im2col.Im2colStrategy()
     for op in ("forward", "grad_input", "grad_weight"):
         with fastconv.config(memory_budget=2 * MiB, n_threads=2):
-            ws = s.workspace(spec, op)
+            ws = s.workspace(spec, op, fastconv.get_config())
             assert 0 < ws <= 2 * MiB
-            s.run(op, spec, *args[op], 2)     # one-off state (threadpoolctl) outside
+            planned(s, op, spec, *args[op], threads=2)     # one-off state (threadpoolctl) outside
             im2col.release_workspace()
             tracemalloc.start()
             try:
-                out = s.run(op, spec, *args[op], 2)
+                out = planned(s, op, spec, *args[op], threads=2)
                 peak = tracemalloc.get_traced_memory()[1]
             finally:
                 tracemalloc.stop()

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from _helpers import assert_close, upcast
+from _helpers import assert_close, planned, upcast
 
 import fastconv
 from fastconv import _cpu, _strategies
@@ -127,7 +127,7 @@ def test_every_tile_size_and_thread_count(problem, dtype, threads, m, monkeypatc
     monkeypatch.setattr(W, "MAX_TILES", 8)   # several blocks per unit
     x, w, gy, kw, spec = _problem(problem, dtype)
     with fastconv.config(n_threads=threads, winograd_rtol=1.0):
-        assert _strategies.get("winograd").tile(spec) == m
+        assert _strategies.get("winograd").tile(spec, "forward", fastconv.get_config()) == m
         checks, nd = _ops(x, w, gy, kw)
         for what, got, want, operands in checks:
             assert_close(got, want, dtype=dtype, strategy="winograd", spec=spec,
@@ -200,12 +200,12 @@ def test_workspace_is_exact(op, case, monkeypatch):
     a, b = {"forward": (x, w), "grad_input": (gy, w), "grad_weight": (x, gy)}[op]
     for threads in (1, 2):
         with fastconv.config(n_threads=threads):
-            assert strat._plan(spec, op, threads, 1 << 30).allimg == mode2
-            need = strat.workspace(spec, op)
-            strat.run(op, spec, a, b, threads)  # warm caches (matrices, threadpoolctl)
+            assert strat.plan(spec, op, fastconv.get_config()).kernel.allimg == mode2
+            need = strat.workspace(spec, op, fastconv.get_config())
+            planned(strat, op, spec, a, b, threads=threads)  # warm caches (matrices, threadpoolctl)
             tracemalloc.start()
             try:
-                out = strat.run(op, spec, a, b, threads)
+                out = planned(strat, op, spec, a, b, threads=threads)
                 peak = tracemalloc.get_traced_memory()[1]
             finally:
                 tracemalloc.stop()
@@ -219,10 +219,10 @@ def test_memory_budget_chunks_or_refuses():
     spec = make_spec(x.shape, w.shape, padding=1, dtype=np.float32)
     strat = _strategies.get("winograd")
     with fastconv.config(memory_budget=1 << 30):
-        big = strat.workspace(spec, "forward")
+        big = strat.workspace(spec, "forward", fastconv.get_config())
         want = fastconv.conv(x, w, padding=1, strategy="winograd")
     with fastconv.config(memory_budget=big // 2):
-        assert strat.workspace(spec, "forward") <= big // 2
+        assert strat.workspace(spec, "forward", fastconv.get_config()) <= big // 2
         got = fastconv.conv(x, w, padding=1, strategy="winograd")
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
     with fastconv.config(memory_budget=200_000):
@@ -237,9 +237,9 @@ def test_tile_choice_follows_winograd_rtol():
     spec = make_spec((8, 64, 56, 56), (64, 64, 3, 3), padding=1, dtype=np.float32)
     strat = _strategies.get("winograd")
     with fastconv.config(winograd_rtol=1e-6):
-        assert strat.tile(spec) == 2
+        assert strat.tile(spec, "forward", fastconv.get_config()) == 2
     with fastconv.config(winograd_rtol=1e-4):
-        assert strat.tile(spec) in (4, 6)
+        assert strat.tile(spec, "forward", fastconv.get_config()) in (4, 6)
     assert W.error_estimate(spec, 2) < W.error_estimate(spec, 4) < W.error_estimate(spec, 6)
 
 
@@ -337,7 +337,7 @@ def test_3d_plane_blocks(cin, cout, dtype, monkeypatch):
     assert spec.output_shape[2] == 10   # blocks of 3, 3, 3, 1 planes
     for threads in (1, 2):
         with fastconv.config(n_threads=threads, winograd_rtol=1.0):
-            assert W.WinogradStrategy()._plan(spec, "forward", threads, 1 << 30).odc == 3
+            assert W.WinogradStrategy().plan(spec, "forward", fastconv.get_config()).kernel.odc == 3
             checks, nd = _ops(x, w, gy, kw)
             for what, got, want, operands in checks:
                 assert_close(got, want, dtype=dtype, strategy="winograd", spec=spec,
@@ -355,9 +355,9 @@ def test_plans_are_remembered_per_tuning_constants(monkeypatch):
     monkeypatch.setattr(W, "PLANES", 2)
     assert W._plan(spec, "forward", 4, 2, 1 << 30).odc == 2
     monkeypatch.setattr(W, "TILES", (2,))
-    assert W.plan_tile(spec, "forward", 2) == 2
+    assert W.plan_tile(spec, "forward", 2, fastconv.get_config()) == 2
     monkeypatch.setattr(W, "TILES", (4,))
-    assert W.plan_tile(spec, "forward", 2) == 4
+    assert W.plan_tile(spec, "forward", 2, fastconv.get_config()) == 4
     # the transform path enters the cost: a memo must not hide the switch
     est, knobs = W._cost(spec, "forward", 4, 1), W._knobs()
     old = _winograd.fast_transforms(False)
