@@ -84,6 +84,8 @@ _LEVEL_SCALE = {"avx512": (1.0, 1.0, 1.0, 1.0), "avx2": (1.75, 1.3, 2.0, 2.0),
                 "baseline": (3.2, 1.6, 3.8, 2.6)}
 _GEN_MAC = {"forward": 0.35e-9, "grad_input": 0.48e-9, "grad_weight": 0.9e-9}
 _GEN_ROW = 5.4e-9   # rows path: per row of outputs and tap
+_PLANE_S = 25e-9    # per input plane and block of output channels (a task's set-up,
+#                     which on maps of a few rows outweighs the taps)
 _COPY = 0.15e-9     # per element copied (buffer fills, outputs out of the wide layout)
 _F64 = 1.8          # float64 / float32 for the vectorized paths
 _F64_GEN = 1.1      # ... and for the row loops
@@ -177,7 +179,8 @@ def _wide_seconds(spec, op, info):
         fills = (N * G * info["nsl"] + info["threads"] - 1) * cig * P
     # (row blocks are priced as a fraction of the per-tap model, fills included)
     one = _TAP1 * (_ROWS4 * srows if info.get("rows4") else (_TAP1_TAP + _TAP1_TILE / K) * s1)
-    t = N * G * tile_taps * cig * (nob * _TAP4 * s4 + rest * one)
+    t = N * G * cig * (tile_taps * (nob * _TAP4 * s4 + rest * one)
+                       + (nob + (1 if rest else 0)) * _PLANE_S)
     outs = math.prod(spec.input_shape5 if op == "grad_input" else spec.output_shape5)
     return t + (outs + fills) * _COPY
 

@@ -95,11 +95,14 @@ _ERR = {
 
 # Cost model (seconds, float32, one thread; `fastconv tune --calibrate` rescales):
 _GEMM_FLOPS = 8.0e10     # single-thread sgemm rate on large blocks
-_GEMM_HALF = 24          # a GEMM dimension this small runs at half that rate
+_GEMM_HALF = 12          # a GEMM dimension this small runs at half that rate
 _GEMM_CALL = 4.0e-7      # per BLAS call
 _XFORM_S = 0.35e-9       # per transformed element (V written / M read), all passes
 _XFORM_FAST_S = 0.25e-9  # ... on a side whose transform runs in registers (_fast_sides);
 #                          conv3d (4, 16, 32^3) -> 32: 0.17-0.31 ns there, 1-2 ns generic
+_XFORM_MIN_C = 128       # a chain (not in registers) over a tile costs at least what this
+#                          many channels' would: its per-tile set-up outweighs a few
+_BLAS_MT_MNK = 65536 * 4  # OpenBLAS runs a smaller GEMM (m*n*k) on one thread
 _COPY_S = 0.6e-9         # per element through the channel-last transposes
 _KT_S = 0.6e-9           # per element of U written by the kernel transform
 _PACK_S = 0.6e-9         # per element of U BLAS packs (once per block of tiles) ...
@@ -208,8 +211,9 @@ def _cost(spec, op, m, n_threads):
     calls = tiles / plan.tc * geo.P * (G * KD if G > 1 else 1)
     planes = (plan.odc + KD - 1) / plan.odc
     fin, fout = _fast_sides(spec, op, m)
-    xform = tiles * geo.P * (C * planes * (_XFORM_FAST_S if fin else _XFORM_S)
-                             + CO * (_XFORM_FAST_S if fout else _XFORM_S))
+    xform = tiles * geo.P * ((C * _XFORM_FAST_S if fin else max(C, _XFORM_MIN_C) * _XFORM_S)
+                             * planes
+                             + (CO * _XFORM_FAST_S if fout else max(CO, _XFORM_MIN_C) * _XFORM_S))
     S = math.prod(spec.input_shape5[2:])
     SO = math.prod(spec.output_shape5[2:])
     copy = N * (spec.in_channels * S + spec.out_channels * SO) * _COPY_S
@@ -217,7 +221,12 @@ def _cost(spec, op, m, n_threads):
     cached = u * spec.itemsize <= _L2_BYTES
     ukern = u * (_KT_S + (_PACK_S_CACHED if cached else _PACK_S) * -(-tiles // plan.tc))
     t = gemm + xform + copy + calls * _GEMM_CALL
-    par = max(1, plan.threads if (plan.omp or plan.allimg) else min(n_threads, 2))
+    if plan.omp or plan.allimg:
+        par = max(1, plan.threads)
+    else:
+        # one unit after another on BLAS's threads, which a small GEMM does not use
+        big = plan.tc * kdim * (CO // G) >= _BLAS_MT_MNK
+        par = min(n_threads, 2) if big else 1
     if cached:
         t += ukern
     else:
@@ -254,8 +263,9 @@ def plan_tile(spec, op, n_threads, options):
 # search cost ~30-50 us per call (a few _cost/_plan evaluations).
 _KNOBS = ("TILES", "PLANES", "BLOCK_ELEMS", "MIN_TILES", "MAX_TILES", "ALL_MIN_TILES",
           "ALL_BELOW", "ALL_MIN_U", "ALL_MAX_TILES", "_GEMM_FLOPS", "_GEMM_HALF",
-          "_GEMM_CALL", "_XFORM_S", "_XFORM_FAST_S", "_COPY_S", "_KT_S", "_PACK_S",
-          "_PACK_S_CACHED", "_L2_BYTES", "_F64")   # not _ERR (a dict): replace, don't edit
+          "_GEMM_CALL", "_XFORM_S", "_XFORM_FAST_S", "_XFORM_MIN_C", "_BLAS_MT_MNK", "_COPY_S",
+          "_KT_S", "_PACK_S", "_PACK_S_CACHED", "_L2_BYTES", "_F64")
+# (not _ERR, a dict: replace it, don't edit it)
 
 
 def _knobs():
