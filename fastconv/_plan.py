@@ -589,6 +589,21 @@ def _refresh(opts, threads):
     _checked[:] = [now, sig]
 
 
+def memoized(key, opts, make):
+    """The plan kept under ``key`` in the memo of :func:`cached`, made by ``make()``
+    on a miss: for a caller whose arguments are already normalized (the torch
+    bridge passes tuples of ints), ``key`` naming every one of them and ``opts``.
+    A calibration, a cache change or a level change forgets it as every plan."""
+    _refresh(opts, opts.threads)
+    p = _memo.get(key)
+    if p is None:
+        p = make()
+        if len(_memo) >= _MEMO_MAX:
+            _memo.clear()
+        _memo[key] = p
+    return p
+
+
 def cached(op, input_shape, weight_shape, stride, padding, dilation, groups, flip, dtype,
            strategy, padding_mode, ndim=None):
     """The memoized :class:`Plan` for these arguments under the options in force."""

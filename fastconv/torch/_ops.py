@@ -32,12 +32,13 @@ import torch
 from torch import _C, Tensor
 from torch._functorch.utils import enable_single_level_autograd_function
 
-from .. import _api, _transpose
+from .. import _plan as _fc_plan
+from .. import _transpose
 from .._config import _current as _fc_current
 from .._config import get_config as _fc_get_config
 from .._config import with_threads as _fc_with_threads
 from .._resources import max_threads
-from .._spec import conv_output_size, conv_transpose_output_size
+from .._spec import conv_output_size, conv_transpose_output_size, result_dtype
 
 __all__ = ["conv", "conv_grad_input", "conv_grad_weight", "conv_transpose"]
 
@@ -51,9 +52,9 @@ def _pairs(flat):
     return tuple((int(flat[2 * i]), int(flat[2 * i + 1])) for i in range(len(flat) // 2))
 
 
-@contextlib.contextmanager
-def _threads():
-    """Run fastconv at torch's thread count unless fastconv's was configured.
+def _options():
+    """fastconv's options in force, at torch's thread count unless fastconv's was
+    configured.
 
     torch takes any thread count (``torch.set_num_threads(100)`` on 2 CPUs);
     fastconv refuses counts its OpenMP runtime may fail to start, so torch's
@@ -61,14 +62,33 @@ def _threads():
     """
     opts = _fc_get_config()
     if opts.n_threads is None:
-        token = _fc_current.set(_fc_with_threads(
-            opts, min(max(1, torch.get_num_threads()), max_threads())))
-        try:
-            yield
-        finally:
-            _fc_current.reset(token)
-    else:
+        opts = _fc_with_threads(opts, min(max(1, torch.get_num_threads()), max_threads()))
+    return opts
+
+
+@contextlib.contextmanager
+def _threads():
+    """Run the plain functions under :func:`_options`."""
+    token = _fc_current.set(_options())
+    try:
         yield
+    finally:
+        _fc_current.reset(token)
+
+
+def _plan(op, a_shape, b_shape, stride, padding, dilation, groups, strategy, dtype):
+    """The fastconv plan of ``op`` for these arguments (as the ops receive them) under
+    :func:`_options`: one per shape, kept, so that a training loop's calls skip the
+    plain functions' normalization of their arguments. ``a_shape`` is the input's,
+    ``b_shape`` the weight's."""
+    opts = _options()
+    a_shape, b_shape = tuple(a_shape), tuple(b_shape)
+    stride, padding, dilation = tuple(stride), tuple(padding), tuple(dilation)
+    key = ("torch", op, a_shape, b_shape, stride, padding, dilation, groups, strategy,
+           dtype, opts)
+    return _fc_plan.memoized(key, opts, lambda: _fc_plan.Plan(
+        op, (a_shape, b_shape, stride, _pairs(padding), dilation, groups, False, dtype,
+             strategy, "zeros", None), opts))
 
 
 def _check_batched(x, weight, op):
@@ -184,10 +204,10 @@ def conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int],
          padding: list[int], dilation: list[int], groups: int, strategy: str) -> Tensor:
     """Convolution forward, ``(N, C_in, *sp)`` x ``(C_out, C_in/g, *k)``."""
     _check_batched(x, weight, "conv")
-    with _threads():
-        y = _api.conv(_np(x), _np(weight), None if bias is None else _np(bias), tuple(stride),
-                      _pairs(padding), tuple(dilation), groups, strategy=strategy)
-    return _out(y)
+    xn, wn = _np(x), _np(weight)
+    p = _plan("forward", x.shape, weight.shape, stride, padding, dilation, groups, strategy,
+              result_dtype(xn.dtype, wn.dtype))
+    return _out(p(xn, wn, bias=None if bias is None else _np(bias)))
 
 
 @conv.register_fake
@@ -246,10 +266,10 @@ def conv_grad_input(grad_output: Tensor, weight: Tensor, input_size: list[int],
                     stride: list[int], padding: list[int], dilation: list[int], groups: int,
                     strategy: str) -> Tensor:
     """dL/dx of :func:`conv` (``input_size`` is the forward input's shape)."""
-    with _threads():
-        gx = _api.grad_input(tuple(input_size), _np(weight), _np(grad_output), tuple(stride),
-                             _pairs(padding), tuple(dilation), groups, strategy=strategy)
-    return _out(gx)
+    wn, gyn = _np(weight), _np(grad_output)
+    p = _plan("grad_input", tuple(input_size), weight.shape, stride, padding, dilation, groups,
+              strategy, result_dtype(wn.dtype, gyn.dtype))
+    return _out(p(wn, gyn))
 
 
 @conv_grad_input.register_fake
@@ -291,10 +311,10 @@ def conv_grad_weight(input: Tensor, grad_output: Tensor, weight_size: list[int],
                      stride: list[int], padding: list[int], dilation: list[int], groups: int,
                      strategy: str) -> Tensor:
     """dL/dw of :func:`conv` (``weight_size`` is the weight's shape)."""
-    with _threads():
-        gw = _api.grad_weight(_np(input), tuple(weight_size), _np(grad_output), tuple(stride),
-                              _pairs(padding), tuple(dilation), groups, strategy=strategy)
-    return _out(gw)
+    xn, gyn = _np(input), _np(grad_output)
+    p = _plan("grad_weight", input.shape, tuple(weight_size), stride, padding, dilation, groups,
+              strategy, result_dtype(xn.dtype, gyn.dtype))
+    return _out(p(xn, gyn))
 
 
 @conv_grad_weight.register_fake

@@ -111,18 +111,17 @@ def test_double_backward():
 
 def test_backward_computes_only_needed(monkeypatch):
     calls = []
-    for name in ("grad_input", "grad_weight"):
-        orig = getattr(fastconv._api, name)
-        monkeypatch.setattr(fastconv._api, name,
-                            lambda *a, _o=orig, _n=name, **k: calls.append(_n) or _o(*a, **k))
+    orig = fastconv._plan.Plan.__call__
+    monkeypatch.setattr(fastconv._plan.Plan, "__call__",
+                        lambda self, *a, **k: calls.append(self.op) or orig(self, *a, **k))
     x, w = _t(1, 2, 6, 5), _t(3, 2, 3, 3, grad=True)
     fct.conv2d(x, w, padding=1).sum().backward()
-    assert calls == ["grad_weight"]
+    assert calls == ["forward", "grad_weight"]
     calls.clear()
     x.requires_grad_()
     w.requires_grad_(False)
     fct.conv2d(x, w, padding=1).sum().backward()
-    assert calls == ["grad_input"]
+    assert calls == ["forward", "grad_input"]
 
 
 # ------------------------------------------------------------------ functions
@@ -146,13 +145,13 @@ def test_unbatched_and_transpose_match_torch():
 
 def test_no_copy_of_contiguous_cpu_tensors(monkeypatch):
     seen = {}
-    orig = fastconv._api.conv
+    orig = fastconv._plan.Plan.__call__
 
-    def spy(x, w, *a, **k):
+    def spy(plan, x, w, *a, **k):
         seen["x"], seen["w"] = x, w
-        return orig(x, w, *a, **k)
+        return orig(plan, x, w, *a, **k)
 
-    monkeypatch.setattr(fastconv._api, "conv", spy)
+    monkeypatch.setattr(fastconv._plan.Plan, "__call__", spy)
     x, w = _t(2, 3, 6, 6, dtype=torch.float32), _t(4, 3, 3, 3, dtype=torch.float32, grad=True)
     fct.conv2d(x, w)
     assert np.shares_memory(seen["x"], x.numpy())
@@ -161,9 +160,9 @@ def test_no_copy_of_contiguous_cpu_tensors(monkeypatch):
 
 def test_threads_follow_torch_unless_configured(monkeypatch):
     seen = []
-    orig = fastconv._api.conv
-    monkeypatch.setattr(fastconv._api, "conv", lambda *a, **k: seen.append(
-        fastconv.get_config().threads) or orig(*a, **k))
+    orig = fastconv._plan.Plan.__call__
+    monkeypatch.setattr(fastconv._plan.Plan, "__call__", lambda self, *a, **k: seen.append(
+        self.options.threads) or orig(self, *a, **k))
     x, w = _t(1, 2, 5, 5), _t(2, 2, 3, 3)
     with fastconv.config(n_threads=None):
         for n in (1, 2):
@@ -447,9 +446,9 @@ def test_torch_thread_count_above_fastconv_limit_is_clamped(tmp_path):
 
 def test_threads_clamped_to_what_fastconv_accepts(monkeypatch):
     seen = []
-    orig = fastconv._api.conv
-    monkeypatch.setattr(fastconv._api, "conv", lambda *a, **k: seen.append(
-        fastconv.get_config().threads) or orig(*a, **k))
+    orig = fastconv._plan.Plan.__call__
+    monkeypatch.setattr(fastconv._plan.Plan, "__call__", lambda self, *a, **k: seen.append(
+        self.options.threads) or orig(self, *a, **k))
     monkeypatch.setattr(torch, "get_num_threads", lambda: 10**6)
     with fastconv.config(n_threads=None):
         fct.conv2d(_t(1, 2, 5, 5), _t(2, 2, 3, 3))
