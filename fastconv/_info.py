@@ -42,6 +42,17 @@ def _blas_info():
             for p in threadpool_info() if p.get("user_api") == "blas"]
 
 
+def _omp_wait():
+    """How OpenMP's idle threads wait (see fastconv/_ext/__init__.py)."""
+    from . import _ext
+
+    env = os.environ
+    if _ext.SPIN_SET:
+        return f"GOMP_SPINCOUNT={_ext.SPINCOUNT} (set by fastconv)"
+    shown = [f"{k}={env[k]}" for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY") if k in env]
+    return ", ".join(shown) + " (from the environment)"
+
+
 def config_info():
     """Dict of what :func:`show_config` prints."""
     modules = {}
@@ -69,6 +80,7 @@ def config_info():
         },
         "compiled modules": modules,
         "openmp": bool(_direct.HAVE_OPENMP),
+        "openmp wait": _omp_wait(),
         "threads": opts.threads,
         "resources": _resources_info(),
         "memory budget (bytes)": opts.memory_budget,

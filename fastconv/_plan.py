@@ -44,10 +44,12 @@ _ARGS = {"forward": ("x", "weight"), "grad_input": ("weight", "grad_output"),
          "grad_weight": ("input", "grad_output")}
 
 
-def _max_abs(a, n_threads=1):
+def _max_abs(a):
     """max |a| of a C-contiguous float32 array: one pass over it (Inf or NaN
-    when it holds one)."""
-    return _direct.absmax(a.reshape(-1), n_threads)
+    when it holds one), on the calling thread. An OpenMP team here would spin,
+    waiting for work, while the guarded strategy starts its own threads (FFT's
+    pipelines, BLAS's): on two cores the FFT that followed ran at half speed."""
+    return _direct.absmax(a.reshape(-1), 1)
 
 
 class Plan:
@@ -207,7 +209,7 @@ class Plan:
         max |other| when known (a bound weight)."""
         if self._guard is None:
             return self
-        ma = _max_abs(data, self._threads)
+        ma = _max_abs(data)
         mb = _max_abs(other) if mb is None else mb
         if not (np.isfinite(ma) and np.isfinite(mb)) or ma * mb <= self._guard:
             return self  # NaN/Inf: the exact result is not finite
@@ -274,7 +276,7 @@ class Plan:
             x5, gy5 = prep.input5(a, spec), prep.grad_output5(b, spec)
             gw5 = self._run(x5, gy5)
             if (self._guard is not None and not np.isfinite(gw5).all()
-                    and np.isfinite(_max_abs(x5, self._threads) * _max_abs(gy5, self._threads))):
+                    and np.isfinite(_max_abs(x5) * _max_abs(gy5))):
                 # overflow inside the strategy (the result is small: checking it
                 # costs nothing, where a bound on the operands costs a pass over both)
                 gw5 = (self._alt or self._fallback())._run(x5, gy5)

@@ -263,8 +263,9 @@ def naive_loop_forward(x, w, stride, pads, dilation, groups, flip=False):
 def run_child(code, env=None, cwd=None, timeout=120):
     """Run ``code`` (dedented) in a fresh interpreter started in the folder that holds
     the fastconv this process imported; returns (returncode, stdout, stderr). For what
-    could crash or hang the test process."""
+    could crash or hang the test process. ``env``: variables to set (None: unset)."""
     full_env = dict(os.environ, **(env or {}))
+    full_env = {k: v for k, v in full_env.items() if v is not None}
     p = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                        text=True, env=full_env, cwd=cwd or PACKAGE_PARENT, timeout=timeout)
     return p.returncode, p.stdout, p.stderr

@@ -112,3 +112,21 @@ def test_cgroup_quota_caps_cpu_limit(monkeypatch):
 
     monkeypatch.setattr(_resources, "_cgroup_cpu_quota", lambda: 1)
     assert _resources.cpu_limit() == 1
+
+
+_SPIN = """
+import os, fastconv
+print(os.environ.get("GOMP_SPINCOUNT"), "|", fastconv._info.config_info()["openmp wait"])
+"""
+
+
+def test_openmp_spin_is_short_unless_the_user_chose():
+    """fastconv sets GOMP_SPINCOUNT before its kernels load libgomp (an idle team's
+    spin holds the cores the next threads need), but never over a user's setting."""
+    rc, out, err = run_child(_SPIN, env={"GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": None})
+    assert rc == 0, err
+    assert out.split() == ["10000", "|", "GOMP_SPINCOUNT=10000", "(set", "by", "fastconv)"]
+    rc, out, err = run_child(_SPIN, env={"GOMP_SPINCOUNT": "777", "OMP_WAIT_POLICY": None})
+    assert rc == 0 and out.split()[0] == "777" and "GOMP_SPINCOUNT=777 (from the" in out, out
+    rc, out, err = run_child(_SPIN, env={"GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": "passive"})
+    assert rc == 0 and out.split()[0] == "None" and "OMP_WAIT_POLICY=passive" in out, out
