@@ -71,6 +71,15 @@ def rng(request):
     return np.random.default_rng(seed)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_plans():
+    """Every test decides and plans afresh: a memoized plan keeps what the modules'
+    constants said when it was made, and tests replace them (winograd's TILES,
+    MAX_TILES, ...) with monkeypatch; a plan from another test would run with
+    another test's constants."""
+    _dispatch.clear_memo()
+
+
 @pytest.fixture
 def default_options(monkeypatch):
     """The test starts from the default process-wide options (another test may
