@@ -25,6 +25,16 @@ def bench_size(request):
     return "quick" if request.config.getoption("--quick") else "full"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_plans():
+    """Every case plans afresh: a memoized plan keeps what the modules' constants
+    said when it was made, and cases replace some (im2col's _L2_FRACTION, FFT's
+    block plan) with monkeypatch."""
+    from fastconv import _dispatch
+
+    _dispatch.clear_memo()
+
+
 @pytest.fixture(scope="session")
 def matmul_ceiling(bench_size):
     """``{"n", "gflops", "best_s"}`` of a numpy float32 n x n matmul on this machine."""

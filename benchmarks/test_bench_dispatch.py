@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _dispatch, _prepare, _strategies
+from fastconv import _config, _dispatch, _prepare, _strategies
 from fastconv._spec import make_spec
 
 X = np.random.default_rng(0).standard_normal((1, 4, 8, 8)).astype(np.float32)
@@ -28,7 +28,8 @@ def test_dispatch_overhead(benchmark, path):
     threads = fastconv.get_config().threads
     if path == "kernel":
         xp, w5 = _prepare.input5(X, SPEC), _prepare.weight5(W, SPEC)
-        fn = lambda: strat.run("forward", SPEC, xp, w5, threads)  # noqa: E731
+        splan = strat.plan(SPEC, "forward", _config.with_threads(fastconv.get_config(), threads))
+        fn = lambda: strat.run(splan, xp, w5)  # noqa: E731
     elif path == "forced":
         fn = lambda: fastconv.conv2d(X, W, padding=1, strategy=chosen)  # noqa: E731
     elif path == "auto":

@@ -273,7 +273,8 @@ def conv_backward(x: ArrayLike, weight: ArrayLike, grad_output: ArrayLike,
         x5, w5, gy5 = prep.input5(x, spec), prep.weight5(weight, spec), prep.grad_output5(gy, spec)
         pi, pw = p_in._chosen(gy5, w5), p_w._chosen(x5, gy5)
         # the fused pass (FFT reuses its transforms), when it fits the budget
-        bp = pi._backward_plan() if pi._strategy is pw._strategy else None
+        bp = (pi._backward_plan(max(pi.threads, pw.threads)) if pi._strategy is pw._strategy
+              else None)
         if bp is not None:
             gx, gw5 = pi._strategy.backward(bp, x5, w5, gy5)
             gx = gx.reshape(spec.input_shape)

@@ -46,9 +46,12 @@ def _omp_wait():
     """How OpenMP's idle threads wait (see fastconv/_ext/__init__.py)."""
     from . import _ext
 
+    if _ext.SPIN == "set":
+        return f"GOMP_SPINCOUNT={_ext.SPINCOUNT} (set by fastconv when its kernels loaded GNU OpenMP)"
+    if _ext.SPIN == "loaded":
+        return ("GNU OpenMP's default spin: another module (PyTorch?) loaded it before "
+                f"fastconv; GOMP_SPINCOUNT={_ext.SPINCOUNT} in the environment shortens it")
     env = os.environ
-    if _ext.SPIN_SET:
-        return f"GOMP_SPINCOUNT={_ext.SPINCOUNT} (set by fastconv)"
     shown = [f"{k}={env[k]}" for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY") if k in env]
     return ", ".join(shown) + " (from the environment)"
 

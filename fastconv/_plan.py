@@ -230,17 +230,22 @@ class Plan:
         """The strategy's result on prepared 5-D operands."""
         return self._strategy.run(self._splan, a5, b5, memo=memo)
 
-    def _backward_plan(self):
-        """The strategy's plan of both backward passes at once (this plan's
-        problem, options and threads), or None when the strategy has none or it
-        does not fit the budget. Made on first use and kept."""
-        if self._bwd is None:
+    def _backward_plan(self, threads):
+        """The strategy's plan of both backward passes at once on ``threads``
+        threads (this plan's problem and options), or None when the strategy has
+        none or it does not fit the budget. Made on first use and kept."""
+        bwd = self._bwd
+        if bwd is None:
+            bwd = self._bwd = {}
+        bp = bwd.get(threads)
+        if bp is None:
             backward = getattr(self._strategy, "backward", None)
             bp = (None if backward is None
-                  else self._strategy.plan(self.spec, "backward", self._strategy_options()))
+                  else self._strategy.plan(self.spec, "backward",
+                                           self._strategy_options(threads)))
             # the fused pass holds more at once than either op alone
-            self._bwd = bp if bp is not None and bp.workspace <= bp.budget else False
-        return self._bwd or None
+            bp = bwd[threads] = bp if bp is not None and bp.workspace <= bp.budget else False
+        return bp or None
 
     def __call__(self, a, b, *, bias=None, out=None):
         a = self._array(a, 0)
@@ -597,7 +602,11 @@ def memoized(key, opts, make):
     bridge passes tuples of ints), ``key`` naming every one of them and ``opts``.
     A calibration, a cache change or a level change forgets it as every plan."""
     _refresh(opts, opts.threads)
-    p = _memo.get(key)
+    key = key + (_im2col_strategy.forced_mode(),)
+    try:
+        p = _memo.get(key)
+    except TypeError:   # options holding something unhashable (a hand-made Rule)
+        return make()
     if p is None:
         p = make()
         if len(_memo) >= _MEMO_MAX:
@@ -617,7 +626,8 @@ def cached(op, input_shape, weight_shape, stride, padding, dilation, groups, fli
     try:
         # typed (as make_spec's memo): 2 and 2.0, or True and 1, validate differently
         sargs = args[:8] + (ndim,)   # make_spec's arguments
-        key = (op, _plain_key(sargs) or _typed(sargs), strategy, padding_mode, opts, threads)
+        key = (op, _plain_key(sargs) or _typed(sargs), strategy, padding_mode, opts, threads,
+               _im2col_strategy.forced_mode())
         return _memo[key]
     except KeyError:
         pass
@@ -632,4 +642,3 @@ def cached(op, input_shape, weight_shape, stride, padding, dilation, groups, fli
 
 # (clear_memo runs on a cache change or a level change, and in tests)
 _dispatch.on_clear.append(clear)
-_im2col_strategy.on_mode_change.append(clear)

@@ -11,18 +11,6 @@ import os as _os
 
 _MODULES = ("_direct", "_im2col", "_fft", "_winograd")
 
-# GNU OpenMP's threads spin, waiting for the next parallel region, for about
-# 300,000 rounds before they sleep (milliseconds on recent CPUs). fastconv's
-# OpenMP regions are often followed by other threads (OpenBLAS's, FFT's
-# pipelines, PyTorch's), whose cores the spinning team then holds. A short spin
-# keeps back-to-back regions fast and gives the cores back soon. libgomp reads
-# the setting once, when it loads (with the first kernel module below), so it
-# is set here; a user's GOMP_SPINCOUNT or OMP_WAIT_POLICY is left as it is, and
-# a libgomp that another module loaded earlier keeps what it read.
-SPINCOUNT = "10000"
-SPIN_SET = "GOMP_SPINCOUNT" not in _os.environ and "OMP_WAIT_POLICY" not in _os.environ
-if SPIN_SET:
-    _os.environ["GOMP_SPINCOUNT"] = SPINCOUNT
 _missing = [m for m in _MODULES if _util.find_spec(f"{__name__}.{m}") is None]
 if _missing:
     _src = _os.path.dirname(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))))
@@ -32,3 +20,37 @@ if _missing:
         f"Install fastconv (`pip install .` in {_src}, then run Python from another folder), "
         "or build the kernels in place with `python setup.py build_ext --inplace`."
     )
+
+
+def _libgomp_loaded():
+    """Whether a GNU OpenMP runtime is already mapped into this process (Linux)."""
+    try:
+        with open("/proc/self/maps") as f:
+            return any("libgomp" in line for line in f)
+    except OSError:
+        return False
+
+
+# GNU OpenMP's idle threads spin, waiting for the next parallel region, for about
+# 300,000 rounds before they sleep (milliseconds on recent CPUs). fastconv's
+# OpenMP regions are often followed by other threads (OpenBLAS's, FFT's
+# pipelines, PyTorch's), whose cores the spinning team then holds. A short spin
+# keeps back-to-back regions fast and gives the cores back soon. libgomp reads
+# the setting once, when it loads: so it is put in the environment for the
+# import of the first kernel module (which loads libgomp) and taken out again,
+# so that child processes start from the user's environment. A user's
+# GOMP_SPINCOUNT or OMP_WAIT_POLICY is left as it is; a libgomp that another
+# module loaded earlier (PyTorch bundles one) keeps what it read, and fastconv's
+# kernels share it. SPIN says which of the three applies.
+SPINCOUNT = "10000"
+if "GOMP_SPINCOUNT" in _os.environ or "OMP_WAIT_POLICY" in _os.environ:
+    SPIN = "user"
+elif _libgomp_loaded():
+    SPIN = "loaded"
+else:
+    SPIN = "set"
+    _os.environ["GOMP_SPINCOUNT"] = SPINCOUNT
+    try:
+        from . import _direct  # noqa: F401  (loads libgomp, which reads the variable)
+    finally:
+        del _os.environ["GOMP_SPINCOUNT"]

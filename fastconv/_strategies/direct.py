@@ -121,9 +121,7 @@ def _choose_plan(spec, op, n_threads, budget, finite=True):
     return info
 
 
-# The cost model prices the plan a call on n threads would run; the budget does
-# not change a plan's time enough to matter to a choice, so it prices the plan
-# made without one.
+# (a cost-model call without options: no budget, the wide plan)
 _NO_BUDGET = 1 << 62
 
 
@@ -202,7 +200,9 @@ class DirectStrategy:
         return direct_plan.scratch_bytes(info, spec.itemsize)
 
     def estimate(self, spec, op, n_threads, options):
-        info = _choose_plan(spec, op, n_threads, _NO_BUDGET)
+        # the plan a call would run: within a small budget, the row loops
+        budget = _NO_BUDGET if options is None else options.memory_budget
+        info = _choose_plan(spec, op, n_threads, budget)
         f64 = spec.itemsize == 8
         if info["path"] != "rows":
             t = _wide_seconds(spec, op, info)

@@ -505,7 +505,7 @@ class FFTStrategy:
         try:
             ws = _chunks(sub, op, options.memory_budget - extra, options.threads)[2]
         except MemoryError:
-            ws = _peak(_group_spec(sub, 1), op, 1, False)
+            ws = _peak(_group_spec(sub, 1), op, 1, False, dft_threads=options.threads)
         return int(ws + extra)
 
     def estimate(self, spec, op, n_threads, options):

@@ -275,7 +275,7 @@ def _block_plan(spec, op="forward"):
 # ---------------------------------------------------------------------------
 # memory
 # ---------------------------------------------------------------------------
-def _phases(spec, op, kept=True, threads=1):
+def _phases(spec, op, kept=True, threads=1, dft_threads=None):
     """[(fixed bytes, bytes per batch sample)] alive at each peak of the unblocked core.
 
     The peak of a chunk of ``nb`` samples is ``max(fixed + nb * per)`` over the
@@ -287,16 +287,18 @@ def _phases(spec, op, kept=True, threads=1):
     ``kept=False`` that phase is left out (a budget too small to keep every
     buffer: the call then keeps only what fits its workspace). On ``threads``
     threads grad_weight keeps one spectrum sum per pipeline
-    (:func:`fastconv._strategies.fft._batched`).
+    (:func:`fastconv._strategies.fft._batched`); the kernel's DFT runs on
+    ``dft_threads`` (default ``threads``), each with its own buffers.
     """
+    dt = threads if dft_threads is None else dft_threads
     F, axes, mshape = _fft_geom(spec.padded_shape5[2:])
     isz = spec.itemsize
     f, c = math.prod(F) * isz, 2 * math.prod(mshape) * isz
     C, CO, wl = spec.in_channels, spec.out_channels, spec.out_channels * spec.in_channels_per_group
     # the kernel's transform (w -> W) and inverse (GW -> gw), beyond W / GW
-    kf = (dft_bytes(F, axes, spec.kernel3, wl, isz, threads=threads)
+    kf = (dft_bytes(F, axes, spec.kernel3, wl, isz, threads=dt)
           if _kernel_by_dft(spec, F, axes) else wl * (f + c))
-    ki = (dft_bytes(F, axes, spec.kernel3, wl, isz, True, threads=threads)
+    ki = (dft_bytes(F, axes, spec.kernel3, wl, isz, True, threads=dt)
           if _kernel_by_dft(spec, F, axes, True) else wl * f)
     # kept between calls: the same without the DFT matrices (cached once made)
     kfk = (dft_bytes(F, axes, spec.kernel3, wl, isz, cached=True)
@@ -326,14 +328,14 @@ def _phases(spec, op, kept=True, threads=1):
             (2 * c * wl + gws + kfk + kik, (f + c) * (2 * C + CO))][:None if kept else -1]
 
 
-def _mem(spec, op, kept=True, threads=1):
+def _mem(spec, op, kept=True, threads=1, dft_threads=None):
     """(fixed bytes, bytes per batch sample): bounds over the phases of the core."""
-    ph = _phases(spec, op, kept, threads)
+    ph = _phases(spec, op, kept, threads, dft_threads)
     return max(p[0] for p in ph), max(p[1] for p in ph)
 
 
-def _peak(spec, op, nb, kept=True, threads=1):
-    return max(fx + nb * per for fx, per in _phases(spec, op, kept, threads))
+def _peak(spec, op, nb, kept=True, threads=1, dft_threads=None):
+    return max(fx + nb * per for fx, per in _phases(spec, op, kept, threads, dft_threads))
 
 
 def _group_extra(spec, sub, op):
@@ -364,42 +366,43 @@ def _chunks(spec, op, budget, threads=1):
     Every buffer is kept between calls when that costs no smaller chunks
     than the live buffers alone would need; otherwise the live buffers set
     the chunks and the call keeps only what fits that workspace."""
-    for pipes in dict.fromkeys((max(1, int(threads)), 1)):
+    threads = max(1, int(threads))
+    for pipes in dict.fromkeys((threads, 1)):
         try:
-            live = _chunks_for(spec, op, budget, False, pipes)
+            live = _chunks_for(spec, op, budget, False, pipes, threads)
         except MemoryError:
             if pipes == 1:
                 raise
             continue
         try:
-            kept = _chunks_for(spec, op, budget, True, pipes)
+            kept = _chunks_for(spec, op, budget, True, pipes, threads)
         except MemoryError:
             return live + (pipes,)
         return (kept if kept[:2] == live[:2] else live) + (pipes,)
 
 
-def _chunks_for(spec, op, budget, kept, threads):
+def _chunks_for(spec, op, budget, kept, threads, dft_threads=None):
     G = spec.groups
     gc = G
     while True:
         sub = spec if gc == G else _group_spec(spec, gc)
         extra = _group_extra(spec, sub, op)
-        if _peak(sub, op, 1, kept, threads) + extra <= budget or gc == 1:
+        if _peak(sub, op, 1, kept, threads, dft_threads) + extra <= budget or gc == 1:
             break
         gc = max(1, gc // 2)
     room = budget - extra
-    nbc = min([(room - fx) // per for fx, per in _phases(sub, op, kept, threads) if per]
-              + [spec.batch]) if _peak(sub, op, 1, kept, threads) <= room else 0
+    nbc = min([(room - fx) // per for fx, per in _phases(sub, op, kept, threads, dft_threads) if per]
+              + [spec.batch]) if _peak(sub, op, 1, kept, threads, dft_threads) <= room else 0
     if nbc < 1:
         raise MemoryError(
-            f"fft {op}: one sample of one group needs {_peak(sub, op, 1, kept, threads) + extra} "
-            "bytes "
+            f"fft {op}: one sample of one group needs "
+            f"{_peak(sub, op, 1, kept, threads, dft_threads) + extra} bytes "
             f"of transform buffers (transform size {_fft_geom(spec.padded_shape5[2:])[0]}), "
             f"more than the memory budget of {budget} bytes; raise "
             "fastconv.config(memory_budget=...) or use another strategy"
         )
     nbc = int(min(nbc, spec.batch))
-    return gc, nbc, _peak(sub, op, nbc, kept, threads) + extra
+    return gc, nbc, _peak(sub, op, nbc, kept, threads, dft_threads) + extra
 
 
 def _group_spec(spec, gc):

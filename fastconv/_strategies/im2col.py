@@ -109,13 +109,20 @@ def _l2_bytes():
 L2_BYTES = _l2_bytes()
 
 _forced_mode = contextvars.ContextVar("fastconv_im2col_mode", default=None)
-#: called when :func:`parallel_mode` changes the mode (fastconv._plan forgets its plans)
-on_mode_change = []
+
+
+def forced_mode():
+    """The mode :func:`parallel_mode` forces in this thread / task, or None. A plan
+    keeps the mode it was made under, so the memo of plans keys on it."""
+    return _forced_mode.get()
 
 
 @contextlib.contextmanager
 def parallel_mode(mode):
     """Force im2col's :class:`ParallelMode` in this thread / task.
+
+    Plans made inside the block (also the plain functions' memoized ones, which
+    are kept per mode) run in the forced mode wherever they are called later.
 
     Parameters
     ----------
@@ -129,17 +136,11 @@ def parallel_mode(mode):
         except KeyError:
             raise ValueError(f"im2col parallel mode must be 'omp', 'blas' or None, "
                              f"got {mode!r}") from None
-    # a plan keeps the mode it was made under: the memoized plans of the plain
-    # functions are made again inside and after the block
-    for f in on_mode_change:
-        f()
     token = _forced_mode.set(mode)
     try:
         yield
     finally:
         _forced_mode.reset(token)
-        for f in on_mode_change:
-            f()
 
 
 @dataclass(frozen=True)
