@@ -98,6 +98,11 @@ def _ceiling_line(obj):
             "an implementation comes to the machine's GEMM speed.")
 
 
+def _no_torch_line():
+    return (f"- **PyTorch** was not timed: it is not installed here "
+            f"(`{PEER_INSTALL['torch'][1]}` adds it, the CPU build).")
+
+
 def recommendation(obj):
     """The report's opening lines (a list of Markdown lines), derived from the summary.
 
@@ -116,6 +121,8 @@ def recommendation(obj):
                    f"timings throughout (spread above {NOISY_SPREAD:.2f}, or other processes "
                    f"using over {OTHERS_MAX:.0%} of the CPUs), so this run supports no comparison; "
                    "run it again on a quieter machine.")
+        if not obj["machine"].get("torch"):
+            out.append(_no_torch_line())
         line = _ceiling_line(obj)
         return out + ([line] if line else [])
     wins = {}
@@ -154,8 +161,7 @@ def recommendation(obj):
             f"{_case(best)} ({_ratio(best['torch_ratio'])}); worst: {_case(worst)} "
             f"({_ratio(worst['torch_ratio'])}).")
     elif not obj["machine"].get("torch"):
-        out.append(f"- **PyTorch** was not timed: it is not installed here "
-                   f"(`{PEER_INSTALL['torch'][1]}` adds it, the CPU build).")
+        out.append(_no_torch_line())
     else:
         out.append("- **PyTorch** was not timed in this run (`--no-peers` or `--strategy`).")
     if noisy:

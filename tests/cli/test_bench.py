@@ -500,3 +500,13 @@ def test_progress_to_a_file_is_whole_lines(tmp_path):
     n = len(fastconv.strategies()) + 1
     assert len(cases) == n and cases[-1].startswith(f"[{n}/{n}, ")
     assert all(" ms " in line or "skipped" in line for line in cases)
+
+
+def test_a_run_without_torch_says_so_even_when_every_case_was_noisy():
+    from fastconv.bench import report
+
+    obj = {"summary": [{"layer": "conv1d", "op": "forward", "best": "direct", "noisy": True}],
+           "machine": {"torch": None, "threads": 2}}
+    lines = report.recommendation(obj)
+    assert lines[0].startswith("- **Every case was noisy**")
+    assert any("PyTorch** was not timed: it is not installed" in ln for ln in lines)
