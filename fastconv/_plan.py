@@ -596,19 +596,25 @@ def _refresh(opts, threads):
     _checked[:] = [now, sig]
 
 
-def memoized(key, opts, make):
-    """The plan kept under ``key`` in the memo of :func:`cached`, made by ``make()``
-    on a miss: for a caller whose arguments are already normalized (the torch
-    bridge passes tuples of ints), ``key`` naming every one of them and ``opts``.
-    A calibration, a cache change or a level change forgets it as every plan."""
-    _refresh(opts, opts.threads)
-    key = key + (_im2col_strategy.forced_mode(),)
+def memoized(key, opts, make, *args):
+    """The plan kept under ``key`` and the options ``opts`` (their thread count and
+    im2col's forced mode too), made by ``make(*args)`` on a miss.
+
+    ``key`` names every argument of the plan, normalized by the caller
+    (:func:`cached`; the torch bridge, whose arguments are tuples of ints). A key
+    that cannot be hashed (a list among the arguments, a hand-made ``Rule`` in
+    the options) makes the plan every time. A calibration, a cache change or a
+    level change forgets every plan.
+    """
+    threads = opts.threads
+    _refresh(opts, threads)
+    key = (key, opts, threads, _im2col_strategy.forced_mode())
     try:
         p = _memo.get(key)
-    except TypeError:   # options holding something unhashable (a hand-made Rule)
-        return make()
+    except TypeError:
+        return make(*args)
     if p is None:
-        p = make()
+        p = make(*args)
         if len(_memo) >= _MEMO_MAX:
             _memo.clear()
         _memo[key] = p
@@ -619,25 +625,12 @@ def cached(op, input_shape, weight_shape, stride, padding, dilation, groups, fli
            strategy, padding_mode, ndim=None):
     """The memoized :class:`Plan` for these arguments under the options in force."""
     opts = get_config()
-    threads = opts.threads
     args = (input_shape, weight_shape, stride, padding, dilation, groups, flip, dtype,
             strategy, padding_mode, ndim)
-    _refresh(opts, threads)
-    try:
-        # typed (as make_spec's memo): 2 and 2.0, or True and 1, validate differently
-        sargs = args[:8] + (ndim,)   # make_spec's arguments
-        key = (op, _plain_key(sargs) or _typed(sargs), strategy, padding_mode, opts, threads,
-               _im2col_strategy.forced_mode())
-        return _memo[key]
-    except KeyError:
-        pass
-    except TypeError:   # an unhashable argument (a list): plan every time
-        return Plan(op, args, opts)
-    p = Plan(op, args, opts)
-    if len(_memo) >= _MEMO_MAX:
-        _memo.clear()
-    _memo[key] = p
-    return p
+    # typed (as make_spec's memo): 2 and 2.0, or True and 1, validate differently
+    sargs = args[:8] + (ndim,)   # make_spec's arguments
+    key = (op, _plain_key(sargs) or _typed(sargs), strategy, padding_mode)
+    return memoized(key, opts, Plan, op, args, opts)
 
 
 # (clear_memo runs on a cache change or a level change, and in tests)

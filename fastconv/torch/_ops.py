@@ -84,11 +84,14 @@ def _plan(op, a_shape, b_shape, stride, padding, dilation, groups, strategy, dty
     opts = _options()
     a_shape, b_shape = tuple(a_shape), tuple(b_shape)
     stride, padding, dilation = tuple(stride), tuple(padding), tuple(dilation)
-    key = ("torch", op, a_shape, b_shape, stride, padding, dilation, groups, strategy,
-           dtype, opts)
-    return _fc_plan.memoized(key, opts, lambda: _fc_plan.Plan(
-        op, (a_shape, b_shape, stride, _pairs(padding), dilation, groups, False, dtype,
-             strategy, "zeros", None), opts))
+    key = ("torch", op, a_shape, b_shape, stride, padding, dilation, groups, strategy, dtype)
+    return _fc_plan.memoized(key, opts, _make_plan, op, a_shape, b_shape, stride, padding,
+                             dilation, groups, strategy, dtype, opts)
+
+
+def _make_plan(op, a_shape, b_shape, stride, padding, dilation, groups, strategy, dtype, opts):
+    return _fc_plan.Plan(op, (a_shape, b_shape, stride, _pairs(padding), dilation, groups,
+                              False, dtype, strategy, "zeros", None), opts)
 
 
 def _check_batched(x, weight, op):

@@ -153,5 +153,5 @@ def test_memoized_plans_with_unhashable_options_are_made_each_time():
     opts = dataclasses.replace(fastconv.get_config(), rules=([],))
     made = []
     for _ in range(2):
-        fastconv._plan.memoized(("k", opts), opts, lambda: made.append(1) or object())
+        fastconv._plan.memoized(("k",), opts, lambda: made.append(1) or object())
     assert made == [1, 1]
