@@ -9,7 +9,8 @@ from . import _padmode
 from . import _prepare as prep
 from ._dispatch import Decision, explain_decision
 from ._docstrings import CONV, shared_parameters
-from ._plan import _NEEDS, _check_needs, cached, check_shape
+from ._plan import _NEEDS, _check_needs, check_shape
+from ._plan_memo import cached
 from ._spec import make_spec, result_dtype
 from ._typing import ArrayLike, DTypeLike, Needs, Op, Padding, PaddingMode, PerAxis, Shape
 

@@ -6,7 +6,8 @@ validated :class:`~fastconv.ConvSpec`, the dispatcher's decision (strategy and
 threads), the options the strategy runs under and the padding mode's plan. A call
 checks its arrays against the plan and runs the strategy; nothing is decided again.
 The plain functions (:func:`fastconv.conv`, :mod:`fastconv.grad`,
-:func:`fastconv.conv_backward`) fetch a memoized plan (:func:`cached`) and call it.
+:func:`fastconv.conv_backward`) fetch a memoized plan
+(:func:`fastconv._plan_memo.cached`) and call it.
 
 Plans are immutable: a plan made inside ``with fastconv.config(...)`` keeps that
 block's options after it ends, and several threads may call one plan at once.
@@ -19,22 +20,20 @@ the cache files of the process that loads it (a Dask worker plans for itself).
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 
-from . import _cpu, _dispatch, _padmode
+from . import _cpu, _padmode
 from . import _prepare as prep
 from ._config import Options, get_config, with_threads
-from ._dispatch import _files_signature, check_available, decide
+from ._dispatch import check_available, decide
 from ._docstrings import CONV, shared_parameters
 from ._ext import _direct
-from ._spec import OPS, _plain_key, _typed, make_spec, result_dtype
+from ._spec import OPS, make_spec, result_dtype
 from ._strategies import get as get_strategy
-from ._strategies import im2col as _im2col_strategy
 from ._typing import ArrayLike, DTypeLike, Op, Padding, PaddingMode, PerAxis, Shape
 
-__all__ = ["Plan", "BoundPlan", "LayerPlan", "plan", "plan_layer", "cached"]
+__all__ = ["Plan", "BoundPlan", "LayerPlan", "plan", "plan_layer"]
 
 # float32's largest finite value, with a margin for the rounding of the sums.
 _F32_SAFE = float(np.finfo(np.float32).max) / 64
@@ -565,73 +564,3 @@ def plan_layer(input_shape: Shape, weight_shape: Shape, stride: PerAxis = 1,
     kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, flip=flip,
               dtype=dtype, strategy=strategy, padding_mode=padding_mode)
     return LayerPlan(*(plan(op, input_shape, weight_shape, **kw) for op in OPS))
-
-
-# ---------------------------------------------------------------------------
-# the memo of the plain functions
-# ---------------------------------------------------------------------------
-# Plans by their arguments, per options object; the options and the thread count
-# are part of the key. What the cache files say is checked at most every
-# _REFRESH_S (a calibration or a tune by another process is seen that late; in this
-# process, clear() runs at once).
-_memo = {}
-_MEMO_MAX = 512
-_REFRESH_S = 1.0
-_checked = [0.0, None]
-
-
-def clear():
-    """Forget every memoized plan (after a calibration, a cache change or a level change)."""
-    _memo.clear()
-    _checked[0] = 0.0
-
-
-def _refresh(opts, threads):
-    now = time.monotonic()
-    if now - _checked[0] < _REFRESH_S:
-        return
-    sig = (opts, threads, _files_signature(opts, threads))
-    if sig != _checked[1]:
-        _memo.clear()
-    _checked[:] = [now, sig]
-
-
-def memoized(key, opts, make, *args):
-    """The plan kept under ``key`` and the options ``opts`` (their thread count and
-    im2col's forced mode too), made by ``make(*args)`` on a miss.
-
-    ``key`` names every argument of the plan, normalized by the caller
-    (:func:`cached`; the torch bridge, whose arguments are tuples of ints). A key
-    that cannot be hashed (a list among the arguments, a hand-made ``Rule`` in
-    the options) makes the plan every time. A calibration, a cache change or a
-    level change forgets every plan.
-    """
-    threads = opts.threads
-    _refresh(opts, threads)
-    key = (key, opts, threads, _im2col_strategy.forced_mode())
-    try:
-        p = _memo.get(key)
-    except TypeError:
-        return make(*args)
-    if p is None:
-        p = make(*args)
-        if len(_memo) >= _MEMO_MAX:
-            _memo.clear()
-        _memo[key] = p
-    return p
-
-
-def cached(op, input_shape, weight_shape, stride, padding, dilation, groups, flip, dtype,
-           strategy, padding_mode, ndim=None):
-    """The memoized :class:`Plan` for these arguments under the options in force."""
-    opts = get_config()
-    args = (input_shape, weight_shape, stride, padding, dilation, groups, flip, dtype,
-            strategy, padding_mode, ndim)
-    # typed (as make_spec's memo): 2 and 2.0, or True and 1, validate differently
-    sargs = args[:8] + (ndim,)   # make_spec's arguments
-    key = (op, _plain_key(sargs) or _typed(sargs), strategy, padding_mode)
-    return memoized(key, opts, Plan, op, args, opts)
-
-
-# (clear_memo runs on a cache change or a level change, and in tests)
-_dispatch.on_clear.append(clear)

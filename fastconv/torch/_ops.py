@@ -33,6 +33,7 @@ from torch import _C, Tensor
 from torch._functorch.utils import enable_single_level_autograd_function
 
 from .. import _plan as _fc_plan
+from .. import _plan_memo as _fc_plan_memo
 from .. import _transpose
 from .._config import _current as _fc_current
 from .._config import get_config as _fc_get_config
@@ -85,8 +86,8 @@ def _plan(op, a_shape, b_shape, stride, padding, dilation, groups, strategy, dty
     a_shape, b_shape = tuple(a_shape), tuple(b_shape)
     stride, padding, dilation = tuple(stride), tuple(padding), tuple(dilation)
     key = ("torch", op, a_shape, b_shape, stride, padding, dilation, groups, strategy, dtype)
-    return _fc_plan.memoized(key, opts, _make_plan, op, a_shape, b_shape, stride, padding,
-                             dilation, groups, strategy, dtype, opts)
+    return _fc_plan_memo.memoized(key, opts, _make_plan, op, a_shape, b_shape, stride, padding,
+                                  dilation, groups, strategy, dtype, opts)
 
 
 def _make_plan(op, a_shape, b_shape, stride, padding, dilation, groups, strategy, dtype, opts):

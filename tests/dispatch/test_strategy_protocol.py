@@ -117,8 +117,8 @@ def test_the_fused_fft_backward_runs_on_the_larger_thread_count(monkeypatch):
     with fastconv.config(n_threads=2):
         fastconv.conv_backward(x, w, gy, padding=1, strategy="fft")
         args = (x.shape, w.shape, 1, 1, 1, 1, False, np.float32, "fft", "zeros")
-        want = max(fastconv._plan.cached("grad_input", *args).threads,
-                   fastconv._plan.cached("grad_weight", *args).threads)
+        want = max(fastconv._plan_memo.cached("grad_input", *args).threads,
+                   fastconv._plan_memo.cached("grad_weight", *args).threads)
     assert seen == [want]
 
 
@@ -134,16 +134,16 @@ def test_a_forced_im2col_mode_stays_in_its_thread():
     with fastconv.config(n_threads=2):
         opts = fastconv.get_config()
         with im2col.parallel_mode("blas"):
-            got["forced"] = fastconv._plan.cached("forward", *args)
+            got["forced"] = fastconv._plan_memo.cached("forward", *args)
 
             def other():
                 with fastconv.config(**{"n_threads": opts.n_threads}):
-                    got["other"] = fastconv._plan.cached("forward", *args)
+                    got["other"] = fastconv._plan_memo.cached("forward", *args)
 
             t = threading.Thread(target=other)
             t.start()
             t.join()
-        got["after"] = fastconv._plan.cached("forward", *args)
+        got["after"] = fastconv._plan_memo.cached("forward", *args)
     assert got["forced"]._splan.kernel.mode == im2col.ParallelMode.BLAS
     assert got["other"] is got["after"] and got["other"] is not got["forced"]
     assert got["other"]._splan.kernel.mode == im2col.ParallelMode.OMP
@@ -153,5 +153,5 @@ def test_memoized_plans_with_unhashable_options_are_made_each_time():
     opts = dataclasses.replace(fastconv.get_config(), rules=([],))
     made = []
     for _ in range(2):
-        fastconv._plan.memoized(("k",), opts, lambda: made.append(1) or object())
+        fastconv._plan_memo.memoized(("k",), opts, lambda: made.append(1) or object())
     assert made == [1, 1]
