@@ -87,7 +87,7 @@ def max_threads():
 @functools.lru_cache(maxsize=1)
 def _cpu_count():
     # the CPUs the machine has, not those this process may use: fixed for its
-    # lifetime, and os.cpu_count() reads /sys on every call (~10 us)
+    # lifetime, and os.cpu_count() reads /sys on every call
     return os.cpu_count() or 1
 
 

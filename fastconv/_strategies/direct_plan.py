@@ -150,9 +150,9 @@ def plan(op, xs, ws, ys, stride, dilation, padding, groups, n_threads, itemsize,
         vl = LANES[itemsize]
         sax, dsl, nsl = _slabs(op, xs, ws, ys, groups, n_threads)
         # depthwise-like (one channel in per group, fewer than FC_OBLOCK out) at
-        # unit stride: row blocks on the seg layout. Measured against the vector
-        # quads, one thread: 5x5 depthwise 0.70x the time; 3x3 depthwise 1.1x and
-        # a 5x5x5 grad_input from 8 channels into 1 1.04x (so not those)
+        # unit stride: row blocks on the seg layout, where they beat the vector
+        # quads (kernels of 4 rows or more; not 3x3, nor a grad_input from several
+        # output channels into one input channel: docs/bench/notes.md)
         rows4 = (op != "grad_weight" and unit and dilation[1] == 1 and not _NO_ROWS4
                  and _ROWS_KMIN <= ws[3] <= FC_ROWS_KMAX
                  and (CIG if op == "grad_input" else COG) < FC_OBLOCK

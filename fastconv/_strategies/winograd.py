@@ -98,8 +98,7 @@ _GEMM_FLOPS = 8.0e10     # single-thread sgemm rate on large blocks
 _GEMM_HALF = 12          # a GEMM dimension this small runs at half that rate
 _GEMM_CALL = 4.0e-7      # per BLAS call
 _XFORM_S = 0.35e-9       # per transformed element (V written / M read), all passes
-_XFORM_FAST_S = 0.25e-9  # ... on a side whose transform runs in registers (_fast_sides);
-#                          conv3d (4, 16, 32^3) -> 32: 0.17-0.31 ns there, 1-2 ns generic
+_XFORM_FAST_S = 0.25e-9  # ... on a side whose transform runs in registers (_fast_sides)
 _XFORM_MIN_C = 128       # a chain (not in registers) over a tile costs at least what this
 #                          many channels' would: its per-tile set-up outweighs a few
 _BLAS_MT_MNK = 65536 * 4  # OpenBLAS runs a smaller GEMM (m*n*k) on one thread
@@ -231,9 +230,7 @@ def _cost(spec, op, m, n_threads):
         t += ukern
     else:
         # a U larger than the caches is written and packed at memory bandwidth, which
-        # a second thread does not add to: (16, 512, 7x7) on 2 threads ran F(2x2)
-        # (16 MB U) in 16.0-16.5 ms and F(4x4) (38 MB) in 19.4-19.8 ms, while on one
-        # thread the two took the same time
+        # a second thread does not add to (docs/bench/notes.md)
         t += ukern * par
     if spec.dtype == np.float64:
         t *= _F64
@@ -259,8 +256,8 @@ def plan_tile(spec, op, n_threads, options):
 
 # Plans are pure in (problem, op, threads, budget or rtol) and this module's tuning
 # constants, which tests and benchmarks replace (monkeypatch): the memos key on
-# their current values (_knobs), so a replaced constant gets its own plan. The
-# search cost ~30-50 us per call (a few _cost/_plan evaluations).
+# their current values (_knobs), so a replaced constant gets its own plan, and a
+# repeated problem skips the search (a few _cost/_plan evaluations).
 _KNOBS = ("TILES", "PLANES", "BLOCK_ELEMS", "MIN_TILES", "MAX_TILES", "ALL_MIN_TILES",
           "ALL_BELOW", "ALL_MIN_U", "ALL_MAX_TILES", "_GEMM_FLOPS", "_GEMM_HALF",
           "_GEMM_CALL", "_XFORM_S", "_XFORM_FAST_S", "_XFORM_MIN_C", "_BLAS_MT_MNK", "_COPY_S",
