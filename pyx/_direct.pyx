@@ -707,35 +707,12 @@ def absmax(const float[::1] a, int n_threads=1):
 # ---------------------------------------------------------------------------
 # entry points
 # ---------------------------------------------------------------------------
-cdef inline Py_ssize_t _rup(Py_ssize_t a, Py_ssize_t m):
-    return (a + m - 1) // m * m
-
-
 def _buffers(info, dtype):
     """Allocate the per-thread buffers of ``info`` (one row per thread)."""
     kinds = {"x": dtype, "f8": np.float64, "intp": np.intp}
-    return {name: (np.full((info["threads"], n), -1, np.intp) if name == "key"
-                   else np.empty((info["threads"], n), kinds[k]))
-            for name, (n, k) in info["per_thread"].items()}
-
-
-def _offsets(info, tuple k3, tuple d3, tuple s3):
-    """Flat offset of each tap in one channel's buffer (its component, then its place)."""
-    cdef Py_ssize_t[::1] off = np.empty(k3[0] * k3[1] * k3[2], dtype=np.intp)
-    cdef Py_ssize_t kd, kh, kw, t = 0
-    B, ph, P1 = info["B"], info["phases"], info["P1"]
-    for kd in range(k3[0]):
-        for kh in range(k3[1]):
-            for kw in range(k3[2]):
-                a = [k * d for k, d in zip((kd, kh, kw), d3)]
-                f = [ph[i].index(a[i] % s3[i]) for i in range(3)]
-                a = [a[i] // s3[i] for i in range(3)]
-                if info["wshift"]:   # one component per tap column
-                    f[2], a[2] = kw, 0
-                off[t] = (((f[0] * len(ph[1]) + f[1]) * len(ph[2]) + f[2]) * P1
-                          + (a[0] * B[1] + a[1]) * B[2] + a[2])
-                t += 1
-    return np.asarray(off)
+    return {name: (np.full((info.threads, n), -1, np.intp) if name == "key"
+                   else np.empty((info.threads, n), kinds[k]))
+            for name, (n, k) in info.per_thread.items()}
 
 
 cdef Geom _geom(tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tuple padding,
@@ -751,78 +728,52 @@ cdef Geom _geom(tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tupl
     return g
 
 
-def _vbases(info, tuple outs):
-    """Each vector's base in a channel's buffer (the layout :func:`plan` chose);
-    the vectors that round the count up to 4 read the buffer's start."""
-    nv, vl, B = info["nv"], info["wpad"] // _rup(info["nv"], 4), info["B"]
-    vb = np.zeros(_rup(nv, 4), dtype=np.intp)
-    if info["vmode"] == "flat":
-        vb[:nv] = np.arange(nv) * vl
-    else:
-        od, oh, sg = np.meshgrid(np.arange(outs[0]), np.arange(outs[1]),
-                                 np.arange(info["nseg"]), indexing="ij")
-        vb[:nv] = ((od * B[1] + oh) * B[2] + sg * vl).reshape(-1)
-    return vb
-
-
-cdef Wide _wide(info, Py_ssize_t G, Py_ssize_t CI, Py_ssize_t CO, Py_ssize_t ksz,
-                tuple outs, tuple src3, tuple steps, const Py_ssize_t* phq,
-                const Py_ssize_t* vb):
+cdef Wide _wide(info, Py_ssize_t CI, Py_ssize_t CO, tuple outs, tuple src3) except *:
+    """The wide kernel's geometry from a plan (forward, or grad_input as the forward
+    correlation of grad_output: ``CI`` channels into ``CO`` over ``outs`` from a
+    source of ``src3``). Its pointers point into the plan's arrays: the caller
+    keeps the plan alive while it runs."""
+    cdef const Py_ssize_t[::1] phq = info.phq
+    cdef const Py_ssize_t[::1] vb = info.vb
+    cdef const Py_ssize_t[::1] offr = info.offr
     cdef Wide s
-    B = info["B"]
-    s.vb = vb
-    s.nv4 = _rup(info["nv"], 4)
-    s.npair = (info["nv"] + 1) // 2
-    s.VL = info["wpad"] // s.nv4
-    s.flat = info["vmode"] == "flat"
+    cdef Py_ssize_t G = info.groups
+    B, k3 = info.B, info.ws[2:]
+    s.vb, s.phq, s.offr = &vb[0], &phq[0], &offr[0]
+    s.nv4 = vb.shape[0]
+    s.npair = (info.nv + 1) // 2
+    s.VL = info.wpad // s.nv4
+    s.flat = info.vmode == "flat"
     if s.flat:
         s.srd, s.srh = B[1] * B[2], B[2]
     else:
-        s.srd, s.srh = outs[1] * info["nseg"] * s.VL, info["nseg"] * s.VL
+        s.srd, s.srh = outs[1] * info.nseg * s.VL, info.nseg * s.VL
     s.G, s.CI, s.CO, s.CIG, s.COG = G, CI, CO, CI // G, CO // G
-    s.ksz, s.P1, s.wlen, s.wpad = ksz, info["P1"], info["wlen"], info["wpad"]
-    s.nph = len(info["phq"])
+    s.KD, s.KH, s.KW = k3
+    s.ksz, s.P1, s.wlen, s.wpad = k3[0] * k3[1] * k3[2], info.P1, info.wlen, info.wpad
+    s.nph = info.nph
     s.P = s.nph * s.P1
-    s.phq = phq
-    s.OD, s.OH, s.OW = info["souts"]   # one slab's
+    s.OD, s.OH, s.OW = info.souts   # one slab's
     s.YD, s.YH = outs[0], outs[1]
-    s.sax, s.dsl, s.nsl = info["sax"], info["dsl"], info["nsl"]
+    s.sax, s.dsl, s.nsl = info.sax, info.dsl, info.nsl
     s.BP1, s.BP2 = B[1] * B[2], B[2]
-    s.rows4 = info.get("rows4", False)
-    s.offr = NULL
-    s.nseg = info.get("nseg", 0)
+    s.rows4 = info.rows4
+    s.nseg = info.nseg
     s.pad = _pad_of(B[0], B[1], B[2], src3[0], src3[1], src3[2], 0, 0, 0)
-    s.pad.sd, s.pad.sh, s.pad.sw = steps
+    s.pad.sd, s.pad.sh, s.pad.sw = info.stride
     return s
 
 
-def _phq(info):
-    return np.ascontiguousarray(np.array(info["phq"], dtype=np.intp).reshape(-1))
-
-
-cdef void _run_wide(const floating* src, const floating* w, floating* y, info, Py_ssize_t G,
-                    Py_ssize_t CI, Py_ssize_t CO, tuple outs, tuple src3, tuple k3, tuple d3,
-                    tuple s3) except *:
-    arrays = info.get("arrays")
-    if arrays is None:   # kept in the (cached) plan for the next call
-        o = _offsets(info, k3, d3, s3)
-        arrays = (o, _phq(info), _vbases(info, info["souts"]),
-                  np.ascontiguousarray(o.reshape(k3)[:, 0, :].reshape(-1)))
-        info["arrays"] = arrays
-    cdef Py_ssize_t[::1] off = arrays[0]
-    cdef Py_ssize_t[::1] phq = arrays[1]
-    cdef Py_ssize_t[::1] vb = arrays[2]
-    cdef Py_ssize_t[::1] offr = arrays[3]
+cdef void _run_wide(const floating* src, const floating* w, floating* y, info,
+                    Py_ssize_t CI, Py_ssize_t CO, tuple outs, tuple src3) except *:
+    cdef const Py_ssize_t[::1] off = info.off
     bufs = _buffers(info, np.float32 if floating is float else np.float64)
     cdef floating[:, ::1] xbuf = bufs["xbuf"]
     cdef floating[:, ::1] wide = bufs["wide"]
     cdef Py_ssize_t[:, ::1] key = bufs["key"]
-    cdef Py_ssize_t t, tasks = info["tasks"]
-    cdef int tid, nthr = info["threads"]
-    cdef Wide s = _wide(info, G, CI, CO, k3[0] * k3[1] * k3[2], outs, src3,
-                        s3, &phq[0], &vb[0])
-    s.offr = &offr[0]   # row blocks: each tap column's offset (its first kernel row)
-    s.KD, s.KH, s.KW = k3
+    cdef Py_ssize_t t, tasks = info.tasks
+    cdef int tid, nthr = info.threads
+    cdef Wide s = _wide(info, CI, CO, outs, src3)
     with nogil:
         # static: each thread's tasks are consecutive, so it pads each (n, group,
         # slab) once
@@ -832,41 +783,37 @@ cdef void _run_wide(const floating* src, const floating* w, floating* y, info, P
 
 
 cdef void _run_poly(const floating* gy, w5, floating* gx, info, Geom* g) except *:
-    """grad_input by polyphase components (stride > 1): gather weights and offsets."""
-    meta = info["meta"]
+    """grad_input by polyphase components (stride > 1): gather the weights, run."""
     K = g.K
     bufs = _buffers(info, w5.dtype)
     cdef floating[::1] wt = np.empty(g.CO * g.CIG * K, dtype=w5.dtype)
-    cdef Py_ssize_t[::1] offs = np.empty(K, dtype=np.intp)
-    cdef Py_ssize_t[::1] mv = np.empty(PM * max(1, len(meta)), dtype=np.intp)
+    cdef const Py_ssize_t[::1] offs = info.off
+    cdef const Py_ssize_t[::1] mv = info.meta_table
     # wt, per component: (C_in, C_out/g, its taps), the channel axes swapped per group
     cdef const floating[::1] wf = w5.reshape(-1)
-    cdef Py_ssize_t i, j, t, k, nk, wofs, gi, c, o
-    for i, m in enumerate(meta):
-        nk, wofs = m[0], m[1]
-        for t, (k, off) in enumerate(m[13]):
-            offs[m[2] + t] = off
+    cdef Py_ssize_t t, k, nk, wofs, gi, c, o
+    for m in info.meta:
+        nk, wofs = m.ntaps, m.wofs
+        for t, (k, _) in enumerate(m.taps):
             for gi in range(g.G):
                 for c in range(g.CIG):
                     for o in range(g.COG):
                         wt[wofs + (((gi * g.CIG + c) * g.COG + o) * nk + t)] = \
                             wf[((gi * g.COG + o) * g.CIG + c) * K + k]
-        for j in range(PM):
-            mv[PM * i + j] = m[j]
     cdef Poly s
-    B = info["B"]
+    B = info.B
     s.G, s.CI, s.CO, s.CIG, s.COG = g.G, g.CO, g.C, g.COG, g.CIG
-    s.P, s.BH, s.BW, s.wmax, s.nph = B[0] * B[1] * B[2], B[1], B[2], info["wmax"], len(meta)
+    s.P, s.BH, s.BW, s.wmax, s.nph = B[0] * B[1] * B[2], B[1], B[2], info.wmax, len(info.meta)
     s.D, s.H, s.W, s.sd, s.sh, s.sw = g.D, g.H, g.W, g.sd, g.sh, g.sw
     s.pd, s.ph, s.pw = g.pd, g.ph, g.pw
     s.meta = &mv[0]
-    amax = info["amax"]
+    amax = info.amax
     s.pad = _pad_of(B[0], B[1], B[2], g.OD, g.OH, g.OW, amax[0], amax[1], amax[2])
     cdef floating[:, ::1] xbuf = bufs["xbuf"]
     cdef floating[:, ::1] wide = bufs["wide"]
     cdef Py_ssize_t[:, ::1] key = bufs["key"]
-    cdef Py_ssize_t t2, tasks = info["tasks"]
-    cdef int tid, nthr = info["threads"]
+    cdef Py_ssize_t t2, tasks = info.tasks
+    cdef int tid, nthr = info.threads
     with nogil:
         for t2 in prange(tasks, num_threads=nthr, schedule="static"):
             tid = omp_get_thread_num()
@@ -886,34 +833,23 @@ cdef class WideForward:
     """
     cdef Wide s
     cdef const Py_ssize_t* off
-    cdef object keep                 # the arrays the struct's pointers point into
+    cdef object keep                 # the plan, whose arrays the struct points into
     cdef Py_ssize_t tasks, xbytes, wbytes   # a thread's two buffers, rounded up to 64 bytes
     cdef int nthr, itemsize
 
     def __init__(self, info):
-        op, xs, ws, ys, stride, dilation, padding, groups, itemsize = info["args"]
-        if op != "forward" or info["path"] != "wide":
-            raise ValueError(f"WideForward: a plan of {op}'s {info['path']!r} path, not "
+        if info.op != "forward" or info.path != "wide":
+            raise ValueError(f"WideForward: a plan of {info.op}'s {info.path!r} path, not "
                              "forward's 'wide'")
-        k3 = ws[2:]
-        o = _offsets(info, k3, dilation, stride)
-        arrays = (o, _phq(info), _vbases(info, info["souts"]),
-                  np.ascontiguousarray(o.reshape(k3)[:, 0, :].reshape(-1)))
-        self.keep = arrays
-        cdef Py_ssize_t[::1] off = arrays[0]
-        cdef Py_ssize_t[::1] phq = arrays[1]
-        cdef Py_ssize_t[::1] vb = arrays[2]
-        cdef Py_ssize_t[::1] offr = arrays[3]
+        self.keep = info   # the arrays the struct's pointers point into
+        cdef const Py_ssize_t[::1] off = info.off
         self.off = &off[0]
-        self.s = _wide(info, groups, xs[1], ws[0], k3[0] * k3[1] * k3[2], ys[2:], xs[2:],
-                       stride, &phq[0], &vb[0])
-        self.s.offr = &offr[0]
-        self.s.KD, self.s.KH, self.s.KW = k3
-        self.tasks = info["tasks"]
-        self.nthr = info["threads"]
-        self.xbytes = _rup(info["per_thread"]["xbuf"][0] * itemsize, 64)
-        self.wbytes = _rup(info["per_thread"]["wide"][0] * itemsize, 64)
-        self.itemsize = itemsize
+        self.s = _wide(info, info.xs[1], info.ws[0], info.ys[2:], info.xs[2:])
+        self.tasks = info.tasks
+        self.nthr = info.threads
+        self.xbytes = info.thread_bytes("xbuf")
+        self.wbytes = info.thread_bytes("wide")
+        self.itemsize = info.itemsize
 
     def __call__(self, x, w, y):
         cdef Py_buffer bx, bw, by
@@ -988,15 +924,14 @@ def _shape(a):
     return tuple(a.shape[:5])
 
 
-def _args(info, str op, xs, ws, ys, Py_ssize_t itemsize):
-    """The plan's call, after checking that the arrays are the ones it was made for
-    (the kernels trust the plan: a mismatch would read or write out of bounds)."""
-    args = info["args"]
-    if args[0] != op or args[1] != xs or args[2] != ws or args[3] != ys or args[8] != itemsize:
+def _check(info, str op, xs, ws, ys, Py_ssize_t itemsize):
+    """Refuse arrays other than the ones the plan was made for (the kernels trust
+    the plan: a mismatch would read or write out of bounds)."""
+    if info.op != op or info.xs != xs or info.ws != ws or info.ys != ys \
+            or info.itemsize != itemsize:
         raise ValueError(f"{op}: arrays {xs}, {ws}, {ys} (itemsize {itemsize}) do not fit "
-                         f"the plan, made for {args[0]} {args[1]}, {args[2]}, {args[3]} "
-                         f"(itemsize {args[8]})")
-    return args
+                         f"the plan, made for {info.op} {info.xs}, {info.ws}, {info.ys} "
+                         f"(itemsize {info.itemsize})")
 
 
 def forward(const floating[:, :, :, :, ::1] x,  # IN  (N, C_in, D, H, W), unpadded
@@ -1006,16 +941,15 @@ def forward(const floating[:, :, :, :, ::1] x,  # IN  (N, C_in, D, H, W), unpadd
     """y = the zero-padded, strided, dilated cross-correlation of x with w, as
     ``info`` (:func:`fastconv._strategies.direct_plan.plan`) says."""
     xs, ws, ys = _shape(x), _shape(w), _shape(y)
-    cdef tuple stride, dilation, padding
-    cdef int groups
-    _, _, _, _, stride, dilation, padding, groups, _ = _args(info, "forward", xs, ws, ys,
-                                                             x.itemsize)
+    _check(info, "forward", xs, ws, ys, x.itemsize)
+    cdef tuple stride = info.stride, dilation = info.dilation, padding = info.padding
+    cdef int groups = info.groups
     cdef Geom g = _geom(xs, ws, ys, stride, dilation, padding, groups)
-    cdef Py_ssize_t t, tasks = info["tasks"]
-    cdef int nthr = info["threads"]
-    if info["path"] == "wide":
-        _run_wide(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &y[0, 0, 0, 0, 0], info, groups,
-                  g.C, g.CO, ys[2:], xs[2:], ws[2:], dilation, stride)
+    cdef Py_ssize_t t, tasks = info.tasks
+    cdef int nthr = info.threads
+    if info.path == "wide":
+        _run_wide(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &y[0, 0, 0, 0, 0], info, g.C, g.CO,
+                  ys[2:], xs[2:])
         return
     with nogil:
         for t in prange(tasks, num_threads=nthr, schedule="dynamic"):
@@ -1034,18 +968,17 @@ def grad_input(const floating[:, :, :, :, ::1] gy,  # IN  (N, C_out, OD, OH, OW)
     finite value).
     """
     xs, ws, ys = _shape(gx), _shape(w), _shape(gy)
-    cdef tuple stride, dilation, padding
-    cdef int groups
-    _, _, _, _, stride, dilation, padding, groups, _ = _args(info, "grad_input", xs, ws, ys,
-                                                             gy.itemsize)
+    _check(info, "grad_input", xs, ws, ys, gy.itemsize)
+    cdef tuple stride = info.stride, dilation = info.dilation, padding = info.padding
+    cdef int groups = info.groups
     cdef Geom g = _geom(xs, ws, ys, stride, dilation, padding, groups)
-    if info["path"] != "rows" and not _all_finite(&w[0, 0, 0, 0, 0], g.CO * g.CIG * g.K):
+    if info.path != "rows" and not _all_finite(&w[0, 0, 0, 0, 0], g.CO * g.CIG * g.K):
         raise NonFiniteWeights("grad_input: the plan was made for finite weights (plan "
                                "with finite=False for these)")
-    cdef Py_ssize_t t, tasks = info["tasks"]
-    cdef int nthr = info["threads"]
+    cdef Py_ssize_t t, tasks = info.tasks
+    cdef int nthr = info.threads
     cdef floating[:, :, :, :, ::1] wt
-    if info["path"] == "wide":
+    if info.path == "wide":
         # grad_x is the forward correlation of grad_output, zero-padded by
         # d*(K-1) - padding_before (negative: cropped), with the kernel flipped and
         # its channel axes swapped within each group.
@@ -1053,10 +986,10 @@ def grad_input(const floating[:, :, :, :, ::1] gy,  # IN  (N, C_out, OD, OH, OW)
         wt = np.ascontiguousarray(
             wn.reshape((groups, g.COG, g.CIG) + ws[2:]).swapaxes(1, 2)
         ).reshape((g.C, g.COG) + ws[2:])
-        _run_wide(&gy[0, 0, 0, 0, 0], &wt[0, 0, 0, 0, 0], &gx[0, 0, 0, 0, 0], info, groups,
-                  g.CO, g.C, xs[2:], ys[2:], ws[2:], dilation, stride)
+        _run_wide(&gy[0, 0, 0, 0, 0], &wt[0, 0, 0, 0, 0], &gx[0, 0, 0, 0, 0], info, g.CO, g.C,
+                  xs[2:], ys[2:])
         return
-    if info["path"] == "poly":
+    if info.path == "poly":
         _run_poly(&gy[0, 0, 0, 0, 0], np.asarray(w), &gx[0, 0, 0, 0, 0], info, &g)
         return
     with nogil:
@@ -1074,33 +1007,26 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C_in, D, H, W), u
     task's summation order depend on the shapes and the plan's threads only.
     """
     xs, ws, ys = _shape(x), _shape(gw), _shape(gy)
-    cdef tuple stride, dilation, padding
-    cdef int groups
-    _, _, _, _, stride, dilation, padding, groups, _ = _args(info, "grad_weight", xs, ws, ys,
-                                                             x.itemsize)
+    _check(info, "grad_weight", xs, ws, ys, x.itemsize)
+    cdef tuple stride = info.stride, dilation = info.dilation, padding = info.padding
+    cdef int groups = info.groups
     cdef Geom g = _geom(xs, ws, ys, stride, dilation, padding, groups)
-    B = info["B"]
+    B = info.B
     cdef Pad pad = _pad_of(B[0], B[1], B[2], g.D, g.H, g.W, 0, 0, 0)
-    cdef Py_ssize_t t, tasks = info["tasks"], ncb, wpad, och, cpp
-    cdef int tid, nthr = info["threads"]
+    cdef Py_ssize_t t, tasks = info.tasks, ncb, wpad, och, cpp
+    cdef int tid, nthr = info.threads
     bufs = _buffers(info, np.asarray(gw).dtype)
     cdef double[:, ::1] acc = bufs["acc"]
     cdef floating[:, ::1] xbuf
     cdef floating[:, ::1] gyw
-    cdef Py_ssize_t[::1] off
-    cdef Py_ssize_t[::1] phq
+    cdef const Py_ssize_t[::1] off
+    cdef const Py_ssize_t[::1] phq
     cdef Py_ssize_t nph
-    if info["path"] == "wide":
-        cpp = info["cpp"]
-        o1 = _offsets(info, ws[2:], dilation, stride)
-        nph = len(info["phq"])
-        # a pass's taps: the first channel's, then the second's one plane further
-        off = np.concatenate([o1 + j * (nph * info["P1"] + LANES[x.itemsize])
-                              for j in range(cpp)])
-        phq = _phq(info)
+    if info.path == "wide":
+        cpp, off, phq, nph = info.cpp, info.off, info.phq, info.nph
         pad.sd, pad.sh, pad.sw = stride
         gyw, xbuf = bufs["gyw"], bufs["xbuf"]
-        ncb, wpad, och = info["ncb"], info["wpad"], info["och"]
+        ncb, wpad, och = info.ncb, info.wpad, info.och
         with nogil:
             for t in prange(tasks, num_threads=nthr, schedule="dynamic"):
                 tid = omp_get_thread_num()

@@ -100,8 +100,8 @@ def _plan(spec, op, n_threads, general=False, finite=True):
 
 # The one cache of the kernel's plans: a pure function of (problem, op, threads,
 # budget, finite weights); remembering them keeps the planner out of a repeated
-# call (tens of microseconds on a tiny one), and a wide plan also keeps the tap
-# offsets and vector bases the kernel derives from it on first use.
+# call (tens of microseconds on a tiny one). A plan is frozen, so one may serve
+# any number of Plans and threads.
 _plans = {}
 
 
@@ -113,7 +113,7 @@ def _choose_plan(spec, op, n_threads, budget, finite=True):
     if info is not None:
         return info
     info = _plan(spec, op, n_threads, finite=finite)
-    if info["path"] != "rows" and direct_plan.scratch_bytes(info, spec.itemsize) > budget:
+    if info.path != "rows" and direct_plan.scratch_bytes(info, spec.itemsize) > budget:
         info = _plan(spec, op, n_threads, general=True, finite=finite)
     if len(_plans) >= 1024:
         _plans.clear()
@@ -135,16 +135,16 @@ def _wide_seconds(spec, op, info):
     """Single-thread seconds of the wide path at the running level."""
     s4, s1, srows, sgw = _LEVEL_SCALE.get(_cpu.level(), (1.0, 1.0, 1.0, 1.0))
     N, G, K = spec.batch, spec.groups, spec.kernel_size
-    P = math.prod(info["B"])
+    P = math.prod(info.B)
     if op == "grad_weight":
         cig, cog = spec.in_channels_per_group, spec.out_channels_per_group
-        vecs = info["wpad"] // LANES[spec.itemsize]
+        vecs = info.wpad // LANES[spec.itemsize]
         # the level's register block (gw_nr channels x up to gw_nk taps, fewer
         # taps when a task has fewer channels), taps split evenly as the kernel does
         gw_nr, gw_nk, gw_nk_few = _direct.gw_block()
-        tpb = gw_nk if min(info.get("och", GW_OCH), cog) >= gw_nr else gw_nk_few
+        tpb = gw_nk if min(info.och, cog) >= gw_nr else gw_nk_few
         # a pass takes the taps of cpp input channels (the kernel's pairs)
-        cpp = info.get("cpp", 1)
+        cpp = info.cpp
         taps = cpp * K
         blocks = -(-taps // tpb)
         nks = [(b + 1) * taps // blocks - b * taps // blocks for b in range(blocks)]
@@ -158,25 +158,25 @@ def _wide_seconds(spec, op, info):
         if spec.stride3 != (1, 1, 1):
             per_c *= _GW_POLY
         # each input plane is filled once per task's block of output channels
-        fills = (G * (-(-cog // info.get("och", GW_OCH))) * cig * P
-                 + spec.out_channels * info["wpad"])
+        fills = (G * (-(-cog // info.och)) * cig * P
+                 + spec.out_channels * info.wpad)
         return N * (G * cig * per_c + fills * _COPY)
     cig, cog = ((spec.out_channels_per_group, spec.in_channels_per_group)
                 if op == "grad_input" else
                 (spec.in_channels_per_group, spec.out_channels_per_group))
     nob, rest = divmod(cog, OBLOCK)
-    if info["path"] == "poly":   # components: their own tiles and taps
-        tile_taps = sum(m[12] // TILE * m[0] for m in info["meta"])
-        tile_taps *= 1 + _POLY_COMPONENT * (info["ncomp"] - 1)
-        fills = N * G * cig * P * min(info["threads"], -(-cog // OBLOCK))
+    if info.path == "poly":   # components: their own tiles and taps
+        tile_taps = sum(m.wpad // TILE * m.ntaps for m in info.meta)
+        tile_taps *= 1 + _POLY_COMPONENT * (info.ncomp - 1)
+        fills = N * G * cig * P * min(info.threads, -(-cog // OBLOCK))
     else:
         # the vectors run over all slabs (each a multiple of the call's 2 or 4)
-        tile_taps = info["vrun"] * LANES[spec.itemsize] / TILE * K
+        tile_taps = info.vrun * LANES[spec.itemsize] / TILE * K
         # static schedule, tasks in (n, group, slab) order: each thread fills each
         # of its slab buffers once, a buffer split between two threads twice
-        fills = (N * G * info["nsl"] + info["threads"] - 1) * cig * P
+        fills = (N * G * info.nsl + info.threads - 1) * cig * P
     # (row blocks are priced as a fraction of the per-tap model, fills included)
-    one = _TAP1 * (_ROWS4 * srows if info.get("rows4") else (_TAP1_TAP + _TAP1_TILE / K) * s1)
+    one = _TAP1 * (_ROWS4 * srows if info.rows4 else (_TAP1_TAP + _TAP1_TILE / K) * s1)
     t = N * G * cig * (tile_taps * (nob * _TAP4 * s4 + rest * one)
                        + (nob + (1 if rest else 0)) * _PLANE_S)
     outs = math.prod(spec.input_shape5 if op == "grad_input" else spec.output_shape5)
@@ -204,14 +204,14 @@ class DirectStrategy:
         budget = _NO_BUDGET if options is None else options.memory_budget
         info = _choose_plan(spec, op, n_threads, budget)
         f64 = spec.itemsize == 8
-        if info["path"] != "rows":
+        if info.path != "rows":
             t = _wide_seconds(spec, op, info)
-            return _parallel(t * (_F64 if f64 else 1.0), info["tasks"], n_threads)
+            return _parallel(t * (_F64 if f64 else 1.0), info.tasks, n_threads)
         out3 = spec.output_shape5[2:]
         rows = (spec.batch * spec.out_channels * spec.in_channels_per_group
                 * spec.kernel_size * out3[0] * out3[1])
         t = spec.macs * _GEN_MAC[op] + rows * _GEN_ROW
-        return _parallel(t * (_F64_GEN if f64 else 1.0), info["tasks"], n_threads)
+        return _parallel(t * (_F64_GEN if f64 else 1.0), info.tasks, n_threads)
 
     def plan(self, spec, op, options):
         """The kernel's plan within the memory budget; the wide forward pass set up
@@ -219,10 +219,10 @@ class DirectStrategy:
         runs when the weights are not all finite."""
         n, budget = options.threads, options.memory_budget
         info = _choose_plan(spec, op, n, budget)
-        kernel = (_direct.WideForward(info) if op == "forward" and info["path"] == "wide"
+        kernel = (_direct.WideForward(info) if op == "forward" and info.path == "wide"
                   else info)
         rows = (_choose_plan(spec, op, n, budget, finite=False)
-                if op == "grad_input" and info["path"] != "rows" else None)
+                if op == "grad_input" and info.path != "rows" else None)
         return StrategyPlan(self.name, op, spec, n, budget,
                             direct_plan.scratch_bytes(info, spec.itemsize), kernel, rows)
 

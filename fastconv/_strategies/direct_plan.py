@@ -3,14 +3,20 @@
 Pure Python, run once per problem (``fastconv._strategies.direct`` keeps the
 plans, and a :class:`fastconv.Plan` keeps the kernel call it prepares): the
 path (wide register tiles, polyphase grad_input, or the row loops), the task
-partition, the buffer layout and every scratch buffer. The kernels in
-``pyx/_direct.pyx`` only execute a plan: they check their arrays against the
-call it was made for and trust the rest.
+partition, the buffer layout, every scratch buffer and the index arrays the
+kernels read (tap offsets, vector bases, component tables). The result is a
+frozen :class:`KernelPlan`; the kernels in ``pyx/_direct.pyx`` only execute it:
+they check their arrays against the call it was made for and trust the rest.
 
 The layout constants come from the kernels' headers (``pyx/_kconst.h``), which
 the extension module exports.
 """
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,6 +30,98 @@ FC_GW_ACC = _direct.GW_ACC        # double lanes per weight in grad_weight's acc
 FC_ROWS_KMAX = _direct.ROWS_KMAX  # kernel rows the row blocks are compiled for
 LANES = _direct.LANES             # itemsize -> lanes of a planned (64-byte) vector
 PM = _direct.PM_META              # meta entries per polyphase component
+
+
+class PolyComponent(NamedTuple):
+    """One polyphase component of grad_x ("poly" path). Its first ``PM`` fields,
+    in this order, are the kernel's table entries for it."""
+    ntaps: int     # taps that reach it
+    wofs: int      # where its weights start in the gathered kernel
+    oofs: int      # where its taps' offsets start in the plan's ``off``
+    jd: int        # first grad_x position of the component, per axis
+    jh: int
+    jw: int
+    nd: int        # grad_x positions it holds, per axis
+    nh: int
+    nw: int
+    fd: int        # its phase, per axis
+    fh: int
+    fw: int
+    wpad: int      # its outputs in the buffer's row pitch, rounded up to a tile
+    taps: tuple    # (flat tap index, buffer offset) of each tap
+
+
+def _ro(a):
+    """``a`` as a read-only, contiguous intp array (a plan is shared between threads)."""
+    a = np.ascontiguousarray(a, dtype=np.intp)
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True, eq=False)
+class KernelPlan:
+    """How one call of a ``pyx/_direct.pyx`` kernel runs (:func:`plan` makes it).
+
+    The first fields are the call it was made for, which the kernels check their
+    arrays against. Then the path ("wide", "poly" or "rows"), the task partition
+    (``tasks``, and ``threads`` that get work), the buffer plane ``B``, the
+    scratch buffers (``per_thread`` and ``once``: name -> (elements, kind), kind
+    "x" for the working dtype, "f8" or "intp"), then each path's own fields.
+    Read-only, arrays included: any number of threads may run it at once.
+    """
+    op: str
+    xs: tuple
+    ws: tuple
+    ys: tuple
+    stride: tuple
+    dilation: tuple
+    padding: tuple
+    groups: int
+    itemsize: int
+    finite: bool          # made for finite weights (grad_input: the kernel checks)
+    path: str
+    tasks: int
+    threads: int
+    B: tuple
+    per_thread: Mapping[str, tuple]
+    once: Mapping[str, tuple]
+    #: each tap's offset in a channel's buffer: wide forward/grad_input; wide
+    #: grad_weight: a pass's taps (the second channel's one plane further); poly:
+    #: the components' taps, each component's from its ``oofs``
+    off: np.ndarray | None = None
+    # -- wide
+    phq: np.ndarray | None = None   # each buffer component's (q0, q1, q2), flat
+    nph: int = 0                    # components in a channel's buffer
+    P1: int = 0                     # one component's plane
+    wshift: bool = False            # the kw-shifted layout (one component per tap column)
+    wlen: int = 0                   # outputs in the buffer's row pitch
+    wpad: int = 0                   # ... rounded up to the vectors
+    sax: int = 0                    # slabs: axis, length, count
+    dsl: int = 0
+    nsl: int = 1
+    souts: tuple = ()               # one slab's outputs
+    # -- wide forward / grad_input
+    vmode: str = ""                 # vector layout: "flat" row pitch or "seg" rows
+    nv: int = 0                     # vectors per channel
+    nseg: int = 0                   # vectors per output row ("seg")
+    vrun: int = 0                   # vectors run per channel over all slabs
+    rows4: bool = False             # row blocks (depthwise-like, 4+ kernel rows)
+    vb: np.ndarray | None = None    # each vector's base in a channel's buffer
+    offr: np.ndarray | None = None  # each tap column's offset (its first kernel row)
+    # -- wide grad_weight
+    ncb: int = 1                    # blocks of input channels
+    och: int = 0                    # output channels per task
+    cpp: int = 1                    # input channels per pass
+    # -- poly
+    meta: tuple = ()                # PolyComponent of each component that runs
+    meta_table: np.ndarray | None = None   # their first PM fields, flat (the kernel's)
+    wmax: int = 0                   # the largest component's wpad
+    amax: tuple = ()                # grad_output's front padding in the buffer
+    ncomp: int = 1                  # components that hold grad_x positions
+
+    def thread_bytes(self, name):
+        """Bytes of one thread's buffer ``name``, rounded up to 64 (its alignment)."""
+        return _rup(self.per_thread[name][0] * self.itemsize, 64)
 
 
 def check(op, xs, ws, ys, stride, dilation, padding, groups):
@@ -97,13 +195,19 @@ def _poly_plan(xs, ws, ys, stride, dilation, padding):
         wlen = ((nd - 1) * B[1] + nh - 1) * B[2] + nw
         wpad = _rup(wlen, FC_TILE)
         wmax = max(wmax, wpad)
-        meta.append((len(t), wofs, oofs, jd, jh, jw, nd, nh, nw, fd, fh, fw, wpad, t))
+        meta.append(PolyComponent(len(t), wofs, oofs, jd, jh, jw, nd, nh, nw, fd, fh, fw,
+                                  wpad, tuple(t)))
         wofs += cw * len(t)
         oofs += len(t)
     ncomp = 1
     for s, I in zip(stride, xs[2:]):
         ncomp *= min(s, I)
-    return {"B": B, "wmax": wmax, "meta": meta, "amax": amax, "ncomp": ncomp}
+    off = np.zeros(ws[2] * ws[3] * ws[4], dtype=np.intp)
+    for m in meta:
+        off[m.oofs:m.oofs + m.ntaps] = [o for _, o in m.taps]
+    table = np.array([m[:PM] for m in meta], dtype=np.intp).reshape(-1)
+    return dict(B=tuple(B), wmax=wmax, meta=tuple(meta), amax=tuple(amax), ncomp=ncomp,
+                off=_ro(off), meta_table=_ro(table if len(meta) else np.zeros(PM)))
 
 
 def plan(op, xs, ws, ys, stride, dilation, padding, groups, n_threads, itemsize,
@@ -118,13 +222,7 @@ def plan(op, xs, ws, ys, stride, dilation, padding, groups, n_threads, itemsize,
 
     Returns
     -------
-    dict
-        ``path`` ("wide", "poly" or "rows"), ``tasks``, ``threads`` (that get
-        work), ``B`` (buffer plane dims), ``per_thread`` and ``once``: name ->
-        (elements, kind) with kind "x" (the working dtype), "f8" or "intp";
-        ``args``: the call it was made for, which the kernels check their arrays
-        against; the path's own fields (see the code). The kernels keep the
-        tap offsets and vector bases of a wide plan in it (``arrays``) on first use.
+    KernelPlan
     """
     check(op, xs, ws, ys, stride, dilation, padding, groups)
     N, C, CO, CIG, G = xs[0], xs[1], ws[0], ws[1], groups
@@ -178,10 +276,12 @@ def plan(op, xs, ws, ys, stride, dilation, padding, groups, n_threads, itemsize,
                 outs, B, phases, phq, wlen = sh
                 info["wshift"] = True
         nph = len(phq)
-        P = nph * B[0] * B[1] * B[2]   # one channel's components
+        P1 = B[0] * B[1] * B[2]
+        P = nph * P1   # one channel's components
         once["off"] = (ksz, "intp")
         once["phq"] = (3 * nph, "intp")
-        info.update(phases=phases, phq=phq, P1=B[0] * B[1] * B[2])
+        info.update(phq=_ro(np.array(phq).reshape(-1)), nph=nph, P1=P1)
+        off = _offsets(ws[2:], dilation, stride, B, phases, P1, info["wshift"])
         if op == "grad_weight":
             wpad = _rup(wlen, vl)
             # output channels per task: each input plane is filled once for all
@@ -209,9 +309,10 @@ def plan(op, xs, ws, ys, stride, dilation, padding, groups, n_threads, itemsize,
             per["gyw"] = (min(och, COG) * wpad, "x")
             per["xbuf"] = (cpp * (P + vl), "x")
             per["acc"] = (_rup(cb, cpp) * och * ksz * FC_GW_ACC, "f8")
-            info["ncb"] = ncb
-            info["och"] = och
-            info["cpp"] = cpp
+            # a pass's taps: the first channel's, then the second's one plane further
+            once["off"] = (cpp * ksz, "intp")
+            info.update(ncb=ncb, och=och, cpp=cpp,
+                        off=_ro(np.concatenate([off + j * (P + vl) for j in range(cpp)])))
         else:
             cig, cog = (COG, CIG) if op == "grad_input" else (CIG, COG)
             tasks = N * G * nsl * ((cog + FC_OBLOCK - 1) // FC_OBLOCK)
@@ -241,9 +342,10 @@ def plan(op, xs, ws, ys, stride, dilation, padding, groups, n_threads, itemsize,
             per["key"] = (1, "intp")
             once["vb"] = (_rup(nv, 4), "intp")
             once["offr"] = (ws[2] * ws[4], "intp")
-            info["rows4"] = rows4
             if op == "grad_input":
                 once["wt"] = (CO * CIG * ksz, "x")  # the transposed, flipped kernel
+            info.update(rows4=rows4, off=_ro(off), offr=_ro(off.reshape(ws[2:])[:, 0, :].reshape(-1)),
+                        vb=_ro(_vbases(nv, vl, seg, outs, B, nseg)))
         info.update(wlen=wlen, wpad=wpad, sax=sax, dsl=dsl, nsl=nsl, souts=tuple(outs))
     else:
         B = ys[2:]
@@ -251,9 +353,40 @@ def plan(op, xs, ws, ys, stride, dilation, padding, groups, n_threads, itemsize,
         if op == "grad_weight":
             per["acc"] = (ksz, "f8")
     info.update(tasks=tasks, threads=max(1, min(n_threads, tasks)), B=tuple(B),
-                per_thread=per, once=once, finite=finite,
-                args=(op, xs, ws, ys, stride, dilation, padding, groups, itemsize))
-    return info
+                per_thread=MappingProxyType(per), once=MappingProxyType(once))
+    return KernelPlan(op, tuple(xs), tuple(ws), tuple(ys), tuple(stride), tuple(dilation),
+                      tuple(tuple(p) for p in padding), groups, itemsize, finite, **info)
+
+
+def _offsets(k3, d3, s3, B, phases, P1, wshift):
+    """Flat offset of each tap in one channel's buffer (its component, then its place)."""
+    off = np.empty(k3[0] * k3[1] * k3[2], dtype=np.intp)
+    t = 0
+    for kd in range(k3[0]):
+        for kh in range(k3[1]):
+            for kw in range(k3[2]):
+                a = [k * d for k, d in zip((kd, kh, kw), d3)]
+                f = [phases[i].index(a[i] % s3[i]) for i in range(3)]
+                a = [a[i] // s3[i] for i in range(3)]
+                if wshift:   # one component per tap column
+                    f[2], a[2] = kw, 0
+                off[t] = (((f[0] * len(phases[1]) + f[1]) * len(phases[2]) + f[2]) * P1
+                          + (a[0] * B[1] + a[1]) * B[2] + a[2])
+                t += 1
+    return off
+
+
+def _vbases(nv, vl, seg, outs, B, nseg):
+    """Each vector's base in a channel's buffer; the vectors that round the count
+    up to 4 read the buffer's start."""
+    vb = np.zeros(_rup(nv, 4), dtype=np.intp)
+    if not seg:
+        vb[:nv] = np.arange(nv) * vl
+    else:
+        od, oh, sg = np.meshgrid(np.arange(outs[0]), np.arange(outs[1]),
+                                 np.arange(nseg), indexing="ij")
+        vb[:nv] = ((od * B[1] + oh) * B[2] + sg * vl).reshape(-1)
+    return vb
 
 
 def _slab_len(op, xs, ys, sax):
@@ -349,5 +482,5 @@ def _layout(op, xs, ws, ys, stride, dilation,
 def scratch_bytes(info, itemsize):
     """Bytes of every buffer :func:`plan`'s ``info`` allocates."""
     size = {"x": itemsize, "f8": 8, "intp": np.dtype(np.intp).itemsize}
-    return (info["threads"] * sum(n * size[k] for n, k in info["per_thread"].values())
-            + sum(n * size[k] for n, k in info["once"].values()))
+    return (info.threads * sum(n * size[k] for n, k in info.per_thread.values())
+            + sum(n * size[k] for n, k in info.once.values()))

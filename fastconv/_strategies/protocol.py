@@ -37,7 +37,7 @@ class StrategyPlan:
         Scratch bytes a call holds beyond its operands and result.
     kernel : object
         The strategy's own plan of its kernels: direct's kernel plan
-        (:func:`fastconv._strategies.direct_plan.plan`, or the set-up wide
+        (a :class:`fastconv._strategies.direct_plan.KernelPlan`, or the set-up wide
         forward pass), im2col's and winograd's work plans (frozen dataclasses),
         FFT's block plan.
     fallback : object, optional

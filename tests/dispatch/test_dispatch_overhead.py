@@ -134,12 +134,12 @@ def test_result_dtype_cache_keeps_checks_and_warnings():
 def test_direct_plan_memo_follows_the_budget():
     s = make_spec((2, 16, 64, 64), (16, 16, 3, 3), padding=1, dtype=np.float32)
     wide = direct._choose_plan(s, "forward", 2, 1 << 30)
-    assert wide["path"] != "rows"
-    assert direct._choose_plan(s, "forward", 2, 1024)["path"] == "rows"
+    assert wide.path != "rows"
+    assert direct._choose_plan(s, "forward", 2, 1024).path == "rows"
     assert direct._choose_plan(s, "forward", 2, 1 << 30) is wide
     with fastconv.config(memory_budget=1024):
         assert fastconv.plan("forward", s.input_shape, s.weight_shape, padding=1,
-                             strategy="direct")._splan.kernel["path"] == "rows"
+                             strategy="direct")._splan.kernel.path == "rows"
 
 
 def test_blas_limiter_sets_only_what_differs(monkeypatch):

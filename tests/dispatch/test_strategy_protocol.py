@@ -85,10 +85,10 @@ def test_direct_estimates_the_plan_its_budget_allows():
     spec = fastconv.make_spec((8, 32, 32, 32), (32, 32, 3, 3), padding=1, dtype=np.float32)
     with fastconv.config(n_threads=2, memory_budget="64 KiB"):
         small = fastconv.get_config()
-        assert d.plan(spec, "grad_input", small).kernel["path"] == "rows"
+        assert d.plan(spec, "grad_input", small).kernel.path == "rows"
     with fastconv.config(n_threads=2):
         big = fastconv.get_config()
-        assert d.plan(spec, "grad_input", big).kernel["path"] != "rows"
+        assert d.plan(spec, "grad_input", big).kernel.path != "rows"
     assert d.estimate(spec, "grad_input", 2, small) > 5 * d.estimate(spec, "grad_input", 2, big)
 
 

@@ -2,6 +2,7 @@
 stride-1 wide kernels and the row loops), shape checks at the kernel entry,
 exact scratch accounting, non-finite values, determinism."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -162,6 +163,47 @@ def test_arrays_that_do_not_fit_the_plan_are_a_value_error_at_the_kernel(op):
                          spec.stride3, spec.dilation3, spec.padding3, 1, 2, 8)
 
 
+@pytest.mark.parametrize("op,stride", [("forward", 1), ("grad_input", 1), ("grad_input", 2),
+                                       ("grad_weight", 2)])
+def test_kernel_plan_is_frozen_and_runs_unchanged(op, stride):
+    """A kernel plan is shared by every Plan and thread that runs its problem: no
+    field can be replaced, no index array written, and a call leaves it as it was."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 4, 9, 8))
+    w = rng.standard_normal((6, 4, 3, 3))
+    spec = make_spec(x.shape, w.shape, stride=stride, padding=1, dtype=np.float64)
+    info = _plan(op, spec, 2)
+    assert info.path == ("poly" if op == "grad_input" and stride > 1 else "wide")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.tasks = 1
+    arrays = {k: getattr(info, k) for k in ("off", "phq", "vb", "offr", "meta_table")
+              if getattr(info, k) is not None}
+    assert arrays
+    for a in arrays.values():
+        with pytest.raises(ValueError, match="read-only"):
+            a[0] = 0
+    before = {k: a.copy() for k, a in arrays.items()}
+    x5, w5 = x.reshape(spec.input_shape5), w.reshape(spec.weight_shape5)
+    gy5 = rng.standard_normal(spec.output_shape5)
+    ref = {"forward": lambda: reference.conv_forward(x, w, stride=stride, padding=1),
+           "grad_input": lambda: reference.conv_grad_input(x.shape, w, gy5.reshape(
+               (2, 6) + spec.output_shape5[3:]), stride=stride, padding=1),
+           "grad_weight": lambda: reference.conv_grad_weight(x, w.shape, gy5.reshape(
+               (2, 6) + spec.output_shape5[3:]), stride=stride, padding=1)}[op]()
+    for _ in range(2):
+        if op == "forward":
+            out = np.empty(spec.output_shape5)
+            _direct.forward(x5, w5, out, info)
+        elif op == "grad_input":
+            out = np.empty(spec.input_shape5)
+            _direct.grad_input(gy5, w5, out, info)
+        else:
+            out = np.empty(spec.weight_shape5)
+            _direct.grad_weight(x5, gy5, out, info)
+        np.testing.assert_allclose(out.reshape(ref.shape), ref, rtol=1e-12, atol=1e-12)
+    assert all(np.array_equal(before[k], getattr(info, k)) for k in arrays)
+
+
 def test_a_plan_for_finite_weights_refuses_non_finite_ones():
     x, w = np.ones((1, 2, 6, 6)), np.ones((3, 2, 3, 3))
     spec = make_spec(x.shape, w.shape, padding=1, dtype=np.float64)
@@ -172,7 +214,7 @@ def test_a_plan_for_finite_weights_refuses_non_finite_ones():
     with pytest.raises(_direct.NonFiniteWeights, match="finite"):
         _direct.grad_input(gy5, w5, gx, _plan("grad_input", spec, 2))
     rows = _plan("grad_input", spec, 2, finite=False)
-    assert rows["path"] == "rows"
+    assert rows.path == "rows"
     _direct.grad_input(gy5, w5, gx, rows)
     assert np.isinf(gx).any() and not np.isnan(gx).any()
 
@@ -218,7 +260,7 @@ def test_huge_strides_plan_grad_input_by_taps_not_stride():
             gx, reference.conv_grad_input((1, 1, 5, 5, 5), w, gy, stride=s))
         info = direct_plan.plan("grad_input", (1, 1, 5, 5, 5), w.shape, (1, 1, 1, 1, 1),
                                 (s,) * 3, (1,) * 3, ((0, 0),) * 3, 1, 1, 8)
-        assert info["path"] == "poly" and len(info["meta"]) <= 27, info["path"]
+        assert info.path == "poly" and len(info.meta) <= 27, info.path
     y = fastconv.conv_transpose3d(np.ones((1, 1, 1, 1, 1)), np.ones((1, 1, 3, 3, 3)),
                                   stride=600)
     assert y.shape == (1, 1, 3, 3, 3) and np.all(y == 1), y.shape
@@ -257,9 +299,9 @@ def test_direct_reports_and_bounds_its_scratch():
     info = direct_plan.plan("forward", spec.input_shape5, spec.weight_shape5,
                             spec.output_shape5, spec.stride3, spec.dilation3, spec.padding3,
                             1, 8, 4)
-    once = direct_plan.scratch_bytes(dict(info, threads=0), 4)  # tap offsets: not per thread
-    per = direct_plan.scratch_bytes(dict(info, threads=1), 4) - once
-    assert info["threads"] == 8 and info["tasks"] >= 16 and peaks[8] - once == 8 * per
+    once = direct_plan.scratch_bytes(dataclasses.replace(info, threads=0), 4)  # tap offsets: not per thread
+    per = direct_plan.scratch_bytes(dataclasses.replace(info, threads=1), 4) - once
+    assert info.threads == 8 and info.tasks >= 16 and peaks[8] - once == 8 * per
     assert per < (peaks[1] - once) / 1.5
     with fastconv.config(memory_budget=peaks[1] // 2):
         # over the budget, direct runs its row loops, which need no scratch
@@ -276,7 +318,7 @@ def test_grad_weight_passes_of_two_input_channels(ci, n_threads):
     gy = rng.standard_normal(fastconv.output_shape(x.shape, ws, padding=1))
     spec = make_spec(x.shape, ws, padding=1, dtype=np.float64)
     info = _plan("grad_weight", spec, n_threads)
-    assert info["path"] == "wide" and info["cpp"] == 2
+    assert info.path == "wide" and info.cpp == 2
     gw = np.empty(spec.weight_shape5)
     _direct.grad_weight(x.reshape(spec.input_shape5), gy.reshape(spec.output_shape5), gw, info)
     np.testing.assert_allclose(gw.reshape(ws), reference.conv_grad_weight(x, ws, gy, padding=1),

@@ -54,11 +54,11 @@ CASES = [
 
 
 def _layout(info):
-    if info["path"] != "wide":
-        return info["path"]
-    if info["wshift"]:
+    if info.path != "wide":
+        return info.path
+    if info.wshift:
         return "shift"
-    return info.get("vmode", "flat")
+    return info.vmode or "flat"
 
 
 def _run(op, spec, x5, w5, gy5, n_threads):

@@ -40,7 +40,7 @@ def _expected(op, spec):
 
 def _uses_rows(op, spec, n_threads=1):
     info = direct_plan(op, spec, n_threads)
-    return info["path"] == "wide" and info.get("rows4", False)
+    return info.path == "wide" and info.rows4
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
@@ -76,6 +76,6 @@ def test_workspace_of_row_blocks_is_exact():
     """tracemalloc: the slack rows below the buffer are counted."""
     xs, ws, kw = (4, 1, 120, 64), (2, 1, 5, 5), dict(padding=2)   # (groups=1: the helper)
     info, ws_bytes, extra = traced_direct_call("forward", xs, ws, kw, seed=2)
-    assert info["rows4"]
+    assert info.rows4
     assert ws_bytes == planner.scratch_bytes(info, 4) > 4_000
     assert abs(extra - ws_bytes) < 16384, (extra, ws_bytes)

@@ -5,6 +5,8 @@ Checked against the reference for float32 and float64, odd sizes, a short last
 slab, asymmetric padding, stride (polyphase components per slab), dilation,
 groups, the shifted and seg layouts, batched and unbatched; each case asserts
 that slabs ran."""
+import dataclasses
+
 import numpy as np
 import pytest
 from _helpers import direct_checker, direct_plan, traced_direct_call
@@ -33,11 +35,11 @@ def test_slabs_match_the_reference(op, xs, ws, kw, dtype):
     slabbed = 0
     for n_threads in (2, 3):
         info = direct_plan(op, spec, n_threads)
-        if info["path"] == "wide" and info["nsl"] > 1:
+        if info.path == "wide" and info.nsl > 1:
             slabbed += 1
             outs = (spec.input_shape5 if op == "grad_input" else spec.output_shape5)[2:]
-            assert info["dsl"] * (info["nsl"] - 1) < outs[info["sax"]] <= \
-                info["dsl"] * info["nsl"]
+            assert info.dsl * (info.nsl - 1) < outs[info.sax] <= \
+                info.dsl * info.nsl
         check(n_threads)
     if not (op == "grad_input" and spec.stride3 != (1, 1, 1)):   # (poly: no slabs)
         assert slabbed == 2
@@ -53,10 +55,10 @@ def test_a_short_last_slab_is_covered():
                 info = planner.plan(op, spec.input_shape5, spec.weight_shape5,
                                     spec.output_shape5, spec.stride3, spec.dilation3,
                                     spec.padding3, spec.groups, n, 4)
-                if info["path"] != "wide":
+                if info.path != "wide":
                     continue
                 outs = (spec.input_shape5 if op == "grad_input" else spec.output_shape5)[2:]
-                short += outs[info["sax"]] % info["dsl"] != 0
+                short += outs[info.sax] % info.dsl != 0
     assert short >= 4
 
 
@@ -67,10 +69,10 @@ def test_one_thread_cuts_two_threads_slabs_and_many_tasks_one():
     args = (spec.input_shape5, spec.weight_shape5, spec.output_shape5, spec.stride3,
             spec.dilation3, spec.padding3, 1)
     one, two = (planner.plan("grad_input", *args, n, 4) for n in (1, 2))
-    assert one["nsl"] == two["nsl"] > 1
+    assert one.nsl == two.nsl > 1
     assert planner.scratch_bytes(one, 4) < planner.scratch_bytes(two, 4)
     spec = make_spec((4, 8, 20, 20), (8, 8, 3, 3), padding=1, dtype=np.float32)
-    assert direct_plan("forward", spec, 2)["nsl"] == 1   # 8 tasks for 2 threads
+    assert direct_plan("forward", spec, 2).nsl == 1   # 8 tasks for 2 threads
 
 
 @pytest.mark.parametrize("op", ["forward", "grad_input"])
@@ -79,11 +81,11 @@ def test_workspace_of_slabs_is_exact(op):
     inputs and output, and smaller than one whole-plane buffer."""
     xs, ws, kw = (1, 2, 90, 40), (3, 2, 5, 5), dict(padding=2)
     info, ws_bytes, extra = traced_direct_call(op, xs, ws, kw, seed=3)
-    assert info["nsl"] > 1
+    assert info.nsl > 1
     assert ws_bytes == planner.scratch_bytes(info, 4) > 10_000
     assert abs(extra - ws_bytes) < 16384, (extra, ws_bytes)
     whole = make_spec((8, 2, 90, 40), ws, dtype=np.float32, **kw)   # 8 images: no slabs
     one = direct_plan(op, whole, 2)
-    assert one["nsl"] == 1
+    assert one.nsl == 1
     # two threads' slab buffers: under one whole-plane buffer
-    assert planner.scratch_bytes(info, 4) < planner.scratch_bytes(dict(one, threads=1), 4)
+    assert planner.scratch_bytes(info, 4) < planner.scratch_bytes(dataclasses.replace(one, threads=1), 4)
