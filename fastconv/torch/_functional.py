@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .._docstrings import CONV, TRANSPOSE, shared_parameters, table
 from .._padmode import check_mode as _check_padding_mode
+from .._spec import _plain
 from . import _ops
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
@@ -247,15 +248,40 @@ def _output_format(x, weight, nd):
     return fmt if fmt is not torch.contiguous_format else _ops.memory_format(weight)
 
 
+# The normalized geometry of plain arguments (ints, tuples of ints, "same" or
+# "valid": what torch's modules hold), so that a module's every call does not
+# validate the same attributes again
+_GEOMETRY = {}
+
+
+def _conv_geometry(nd, kernel, stride, padding, dilation, groups):
+    """``(stride, dilation, groups, flat padding)``, validated and normalized."""
+    key = None
+    if (type(groups) is int and _plain(stride) and _plain(dilation)
+            and (type(padding) is str or _plain(padding))):
+        key = (nd, kernel, stride, padding, dilation, groups)
+        geometry = _GEOMETRY.get(key)
+        if geometry is not None:
+            return geometry
+    stride = _ntuple(stride, nd, "stride")
+    dilation = _ntuple(dilation, nd, "dilation")
+    groups = _groups(groups)
+    # tuples: one geometry serves every later call
+    geometry = (tuple(stride), tuple(dilation), groups,
+                tuple(_flat_padding(padding, nd, list(kernel), dilation, stride)))
+    if key is not None:
+        if len(_GEOMETRY) >= 1024:
+            _GEOMETRY.clear()
+        _GEOMETRY[key] = geometry
+    return geometry
+
+
 def _conv(nd, x, weight, bias, stride, padding, dilation, groups, strategy,
           padding_mode="zeros"):
     what = f"conv{nd}d"
     _check_dims(nd, x, weight, what)
-    kernel = list(weight.shape[2:])
-    stride = _ntuple(stride, nd, "stride")
-    dilation = _ntuple(dilation, nd, "dilation")
-    groups = _groups(groups)
-    pads = _flat_padding(padding, nd, kernel, dilation, stride)
+    stride, dilation, groups, pads = _conv_geometry(nd, tuple(weight.shape[2:]), stride,
+                                                    padding, dilation, groups)
     if _check_padding_mode(padding_mode) != "zeros" and any(pads):
         # torch's own padding op (its autograd is the padding's adjoint), then
         # the convolution without padding, as torch's modules do

@@ -395,6 +395,14 @@ def test_argument_types_like_torch():
         fct.conv2d(x, w, groups=True)
     with pytest.raises(TypeError, match="stride must be an int"):
         fct.conv2d(x, w, stride=2.0)
+    # plain arguments' geometry is kept for the next call, and never serves the
+    # equal (and equally hashed) floats and bools that torch refuses
+    torch.testing.assert_close(fct.conv2d(x, w, stride=(2, 2), groups=1), ref, rtol=1e-12,
+                               atol=1e-12)
+    for bad in (dict(stride=(2.0, 2)), dict(stride=(2, 2), groups=True),
+                dict(stride=(2, 2), dilation=(True, 1))):
+        with pytest.raises(TypeError, match="must be an int"):
+            fct.conv2d(x, w, **bad)
     with pytest.raises(ValueError, match="weight must have 3 dimensions .* 4-D weight"):
         fct.conv1d(x[0], w)
     with pytest.raises(ValueError, match="expected a 3-D .unbatched. or 4-D .batched. input"):
