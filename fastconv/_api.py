@@ -9,7 +9,7 @@ from . import _padmode
 from . import _prepare as prep
 from ._dispatch import Decision, explain_decision
 from ._docstrings import CONV, shared_parameters
-from ._plan import _NEEDS, _check_needs, check_shape
+from ._plan import _NEEDS, _check_needs, check_shape, layer_backward
 from ._plan_memo import cached
 from ._spec import make_spec, result_dtype
 from ._typing import ArrayLike, DTypeLike, Needs, Op, Padding, PaddingMode, PerAxis, Shape
@@ -266,29 +266,9 @@ def conv_backward(x: ArrayLike, weight: ArrayLike, grad_output: ArrayLike,
     want = _check_needs(needs)
     args = (x.shape, weight.shape, stride, padding, dilation, groups, flip, dtype, strategy,
             "zeros")
-    p_in = cached("grad_input", *args) if "input" in want else None
-    p_w = cached("grad_weight", *args) if "weight" in want else None
-    gx = gw = None
-    if (spec.batch and p_in is not None and p_w is not None and p_in.strategy == p_w.strategy
-            and hasattr(p_in._strategy, "backward")):
-        x5, w5, gy5 = prep.input5(x, spec), prep.weight5(weight, spec), prep.grad_output5(gy, spec)
-        pi, pw = p_in._chosen(gy5, w5), p_w._chosen(x5, gy5)
-        # the fused pass (FFT reuses its transforms), when it fits the budget
-        bp = (pi._backward_plan(max(pi.threads, pw.threads)) if pi._strategy is pw._strategy
-              else None)
-        if bp is not None:
-            gx, gw5 = pi._strategy.backward(bp, x5, w5, gy5)
-            gx = gx.reshape(spec.input_shape)
-            if spec.flip:
-                gw5 = prep.flip_kernel(gw5)
-            gw = np.ascontiguousarray(gw5).reshape(spec.weight_shape)
-    if gx is None and gw is None:
-        # one op after the other, each holding only its own workspace, so the peak
-        # stays within the budget the dispatcher checked per op
-        gx = None if p_in is None else p_in(weight, gy)
-        gw = None if p_w is None else p_w(x, gy)
-    gb = prep.grad_output5(gy, spec).sum(axis=(0, 2, 3, 4)) if "bias" in want else None
-    return gx, gw, gb
+    return layer_backward(spec, cached("grad_input", *args) if "input" in want else None,
+                          cached("grad_weight", *args) if "weight" in want else None,
+                          x, weight, gy, want)
 
 
 

@@ -425,6 +425,36 @@ def _check_needs(needs):
     return got
 
 
+def layer_backward(spec, p_in, p_w, x, weight, gy, want):
+    """``(grad_x, grad_w, grad_b)`` of one layer from its grad_input and grad_weight
+    plans (None where not wanted) and prepared arrays ``x``, ``weight``, ``gy``.
+
+    When both plans run the same strategy and it has a fused pass (FFT: one
+    transform of grad_output serves both) that fits the budget, that runs;
+    otherwise one op after the other, each holding only its own workspace, so
+    the peak stays within the budget the dispatcher checked per op.
+    """
+    gx = gw = None
+    if (spec.batch and p_in is not None and p_w is not None and p_in._inner is None
+            and p_w._inner is None and p_in.strategy == p_w.strategy
+            and hasattr(p_in._strategy, "backward")):
+        x5, w5, gy5 = prep.input5(x, spec), prep.weight5(weight, spec), prep.grad_output5(gy, spec)
+        pi, pw = p_in._chosen(gy5, w5), p_w._chosen(x5, gy5)
+        bp = (pi._backward_plan(max(pi.threads, pw.threads)) if pi._strategy is pw._strategy
+              else None)
+        if bp is not None:
+            gx, gw5 = pi._strategy.backward(bp, x5, w5, gy5)
+            gx = gx.reshape(spec.input_shape)
+            if spec.flip:
+                gw5 = prep.flip_kernel(gw5)
+            gw = np.ascontiguousarray(gw5).reshape(spec.weight_shape)
+    if gx is None and gw is None:
+        gx = None if p_in is None else p_in(weight, gy)
+        gw = None if p_w is None else p_w(x, gy)
+    gb = prep.grad_output5(gy, spec).sum(axis=(0, 2, 3, 4)) if "bias" in want else None
+    return gx, gw, gb
+
+
 class LayerPlan:
     """The three ops of one convolution layer (:func:`fastconv.plan_layer`).
 
@@ -463,14 +493,14 @@ class LayerPlan:
             The gradients for the input, the weight and a bias.
         """
         want = _check_needs(needs)
-        gx = self.grad_input(weight, grad_output) if "input" in want else None
-        gw = self.grad_weight(x, grad_output) if "weight" in want else None
-        gb = None
-        if "bias" in want:
-            gy = self.grad_weight._array(grad_output, 1)
-            spec = self.forward.spec
-            gb = prep.grad_output5(gy, spec).sum(axis=(0, 2, 3, 4))
-        return gx, gw, gb
+        gy = self.grad_weight._array(grad_output, 1)
+        if "weight" in want:
+            x = self.grad_weight._array(x, 0)
+        if "input" in want:
+            weight = self.grad_input._array(weight, 0)
+        return layer_backward(self.forward.spec, self.grad_input if "input" in want else None,
+                              self.grad_weight if "weight" in want else None, x, weight, gy,
+                              want)
 
     def __repr__(self):
         p = self.forward

@@ -175,6 +175,27 @@ def test_layer_plan_backward_equals_conv_backward():
     gx, gw, gb = lp.backward(x, w, gy, needs=("weight",))
     assert gx is None and gb is None and gw.shape == w.shape
     assert "LayerPlan" in repr(lp)
+    # an operand that is not needed is not looked at, as in conv_backward
+    gx, gw, gb = lp.backward(None, w, gy, needs=("input",))
+    np.testing.assert_array_equal(gx, want[0])
+
+
+def test_layer_plan_backward_runs_the_fused_fft_pass(monkeypatch):
+    """Where both backward ops run FFT, a LayerPlan's backward transforms
+    grad_output once for both, as conv_backward does, with the same result."""
+    from fastconv._strategies import fft
+
+    x, w, gy = _arrays((2, 3, 20, 20), (4, 3, 9, 9), np.float64, padding=4)
+    lp = fastconv.plan_layer(x.shape, w.shape, padding=4, dtype=np.float64, strategy="fft")
+    calls = []
+    fused = fft.FFTStrategy.backward
+    monkeypatch.setattr(fft.FFTStrategy, "backward",
+                        lambda self, *a: calls.append(1) or fused(self, *a))
+    got = lp.backward(x, w, gy)
+    want = fastconv.conv_backward(x, w, gy, padding=4, strategy="fft")
+    assert len(calls) == 2
+    for g, r in zip(got, want):
+        np.testing.assert_array_equal(g, r)
 
 
 @pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
