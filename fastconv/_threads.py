@@ -99,15 +99,42 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_in_child)
 
 
+#: OpenBLAS runs a GEMM of fewer multiply-adds (m*n*k) than this on the calling
+#: thread alone, whatever its thread count (interface/gemm.c: SMP_THRESHOLD_MIN
+#: times the default GEMM_MULTITHREAD_THRESHOLD)
+OPENBLAS_MT_MNK = 65536 * 4
+_all_openblas = None
+
+
+def _runs_alone(gemm_macs):
+    """True when every BLAS call of at most ``gemm_macs`` multiply-adds runs on one
+    thread anyway: the limited libraries are all OpenBLAS and it is below their
+    threading threshold."""
+    global _all_openblas
+    if gemm_macs is None or gemm_macs >= OPENBLAS_MT_MNK:
+        return False
+    if _all_openblas is None:
+        libs = _blas_libraries()
+        _all_openblas = bool(libs) and all(
+            getattr(lib, "internal_api", None) == "openblas" for lib in libs)
+    return _all_openblas
+
+
 @contextlib.contextmanager
-def blas_limit(n):
+def blas_limit(n, gemm_macs=None):
     """Context manager limiting the kernels' BLAS library to ``n`` threads.
 
     Used around kernels that call BLAS from inside an OpenMP loop, so the two
     thread pools never run at full width at once. Safe to nest and to enter
     from several threads at once (see the module docstring). A no-op when
-    threadpoolctl is unavailable.
+    threadpoolctl is unavailable, and for a limit of one thread around BLAS
+    calls of at most ``gemm_macs`` multiply-adds each that OpenBLAS runs on one
+    thread anyway (setting the count and restoring it cost more than a tiny
+    convolution).
     """
+    if n <= 1 and _runs_alone(gemm_macs):
+        yield
+        return
     global _saved, _current
     token = object()
     with _lock:

@@ -315,7 +315,8 @@ class Im2colStrategy:
         fn = getattr(_im2col, op)
         work = _workspace(kp.nbytes, spec.dtype, plan.budget)
         blas_threads = 1 if kp.mode == ParallelMode.OMP else kp.threads
-        with _blas_limit(blas_threads):
+        # (no GEMM of the call has more multiply-adds than the whole op)
+        with _blas_limit(blas_threads, spec.macs):
             args = (a, b, out, work, spec.stride3, spec.dilation3, spec.padding3,
                     spec.groups, kp.rows, kp.mode, kp.threads)
             if op == "grad_weight":

@@ -71,6 +71,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._ext import _winograd
+from .._threads import OPENBLAS_MT_MNK
 from .._threads import blas_limit as _blas_limit
 from ._wino_matrices import matrices
 from .protocol import StrategyPlan, result_array
@@ -101,7 +102,7 @@ _XFORM_S = 0.35e-9       # per transformed element (V written / M read), all pas
 _XFORM_FAST_S = 0.25e-9  # ... on a side whose transform runs in registers (_fast_sides)
 _XFORM_MIN_C = 128       # a chain (not in registers) over a tile costs at least what this
 #                          many channels' would: its per-tile set-up outweighs a few
-_BLAS_MT_MNK = 65536 * 4  # OpenBLAS runs a smaller GEMM (m*n*k) on one thread
+_BLAS_MT_MNK = OPENBLAS_MT_MNK   # OpenBLAS runs a smaller GEMM (m*n*k) on one thread
 _COPY_S = 0.6e-9         # per element through the channel-last transposes
 _KT_S = 0.6e-9           # per element of U written by the kernel transform
 _PACK_S = 0.6e-9         # per element of U BLAS packs (once per block of tiles) ...

@@ -160,6 +160,35 @@ def test_blas_limiter_sets_only_what_differs(monkeypatch):
     assert _threads.blas_threads() == before
 
 
+def test_blas_limiter_leaves_openblas_alone_below_its_threading_threshold(monkeypatch):
+    """A one-thread im2col call whose GEMMs OpenBLAS runs on one thread anyway does
+    not set BLAS's count and restore it; a larger one does, and any other
+    BLAS library is always limited."""
+    from threadpoolctl import threadpool_limits
+
+    libs = _threads._blas_libraries()
+    if not libs:
+        pytest.skip("no BLAS library visible to threadpoolctl")
+    openblas = all(lib.internal_api == "openblas" for lib in libs)
+    tiny = (np.ones((1, 2, 8, 8), np.float32), np.ones((2, 2, 3, 3), np.float32))
+    big = (np.ones((1, 32, 32, 32), np.float32), np.ones((32, 32, 3, 3), np.float32))
+    calls = []
+    with threadpool_limits(2, user_api="blas"):   # two BLAS threads for the limiter to lower
+        if set(_threads.blas_threads().values()) != {2}:
+            pytest.skip("BLAS cannot run two threads here")
+        monkeypatch.setattr(_threads, "_set_threads", lambda lib, n: calls.append(n))
+        with fastconv.config(n_threads=1):
+            fastconv.conv(*tiny, padding=1, strategy="im2col")
+            assert (calls == []) == openblas, calls
+            calls.clear()
+            fastconv.conv(*big, padding=1, strategy="im2col")
+            assert calls == [1, 2], calls
+            monkeypatch.setattr(_threads, "_all_openblas", False)   # another BLAS
+            calls.clear()
+            fastconv.conv(*tiny, padding=1, strategy="im2col")
+            assert calls == [1, 2], calls
+
+
 def test_blas_limiter_limits_scipys_library():
     import os
 
