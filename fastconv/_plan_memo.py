@@ -3,13 +3,15 @@ their arguments and the options in force, so that a repeated call runs its plan
 at once (:func:`cached`, :func:`memoized`).
 
 Plans by their arguments, per options object; the options, their thread count
-and im2col's forced mode are part of every key. What the cache files say is
+and im2col's forced mode are part of every key. At most ``_MEMO_MAX`` plans are
+kept, the least recently used leaving first. What the cache files say is
 checked at most every ``_REFRESH_S`` (a calibration or a tune by another process
 is seen that late; in this process, :func:`clear` runs at once).
 """
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 
 from . import _dispatch
 from ._config import get_config
@@ -20,7 +22,7 @@ from ._strategies import im2col as _im2col_strategy
 
 __all__ = ["cached", "memoized", "clear"]
 
-_memo = {}
+_memo = OrderedDict()   # least recently used first
 _MEMO_MAX = 512
 _REFRESH_S = 1.0
 _checked = [0.0, None]
@@ -59,11 +61,18 @@ def memoized(key, opts, make, *args):
         p = _memo.get(key)
     except TypeError:
         return make(*args)
-    if p is None:
-        p = make(*args)
-        if len(_memo) >= _MEMO_MAX:
-            _memo.clear()
-        _memo[key] = p
+    if p is not None:
+        try:   # least recently used last out (OrderedDict's moves are atomic)
+            _memo.move_to_end(key)
+        except KeyError:   # another thread evicted it meanwhile: it is still a plan
+            pass
+        return p
+    p = _memo[key] = make(*args)
+    while len(_memo) > _MEMO_MAX:
+        try:
+            _memo.popitem(last=False)
+        except KeyError:
+            break
     return p
 
 

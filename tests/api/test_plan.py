@@ -275,6 +275,24 @@ def test_plain_calls_reuse_one_memoized_plan(monkeypatch):
     assert made.count("forward") == 4
 
 
+def test_the_plan_memo_forgets_the_least_recently_used(monkeypatch):
+    from fastconv import _plan_memo
+
+    _dispatch.clear_memo()
+    monkeypatch.setattr(_plan_memo, "_MEMO_MAX", 2)
+    w = np.ones((1, 1, 3, 3), np.float32)
+    a, b, c = (np.ones((1, 1, n, n), np.float32) for n in (5, 6, 7))
+    fastconv.conv2d(a, w)
+    fastconv.conv2d(b, w)
+    kept = dict(_plan_memo._memo)
+    fastconv.conv2d(a, w)   # a used again: b is now the least recent
+    fastconv.conv2d(c, w)
+    assert len(_plan_memo._memo) == 2
+    by_shape = {p.spec.input_shape: p for p in _plan_memo._memo.values()}
+    assert set(by_shape) == {a.shape, c.shape}
+    assert any(by_shape[a.shape] is p for p in kept.values())   # the same plan, kept
+
+
 @pytest.mark.parametrize("strategy", ["direct", "fft", "winograd"])
 def test_bound_weight_with_flip_and_float64(strategy):
     x, w, gy = _arrays((2, 4, 10, 10), (4, 4, 3, 3), dtype=np.float64, padding=1)
