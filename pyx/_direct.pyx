@@ -764,24 +764,6 @@ cdef Wide _wide(info, Py_ssize_t CI, Py_ssize_t CO, tuple outs, tuple src3) exce
     return s
 
 
-cdef void _run_wide(const floating* src, const floating* w, floating* y, info,
-                    Py_ssize_t CI, Py_ssize_t CO, tuple outs, tuple src3) except *:
-    cdef const Py_ssize_t[::1] off = info.off
-    bufs = _buffers(info, np.float32 if floating is float else np.float64)
-    cdef floating[:, ::1] xbuf = bufs["xbuf"]
-    cdef floating[:, ::1] wide = bufs["wide"]
-    cdef Py_ssize_t[:, ::1] key = bufs["key"]
-    cdef Py_ssize_t t, tasks = info.tasks
-    cdef int tid, nthr = info.threads
-    cdef Wide s = _wide(info, CI, CO, outs, src3)
-    with nogil:
-        # static: each thread's tasks are consecutive, so it pads each (n, group,
-        # slab) once
-        for t in prange(tasks, num_threads=nthr, schedule="static"):
-            tid = omp_get_thread_num()
-            _wide_task(src, w, y, &s, &off[0], t, &xbuf[tid, 0], &wide[tid, 0], &key[tid, 0])
-
-
 cdef void _run_poly(const floating* gy, w5, floating* gx, info, Geom* g) except *:
     """grad_input by polyphase components (stride > 1): gather the weights, run."""
     K = g.K
@@ -821,87 +803,166 @@ cdef void _run_poly(const floating* gy, w5, floating* gx, info, Geom* g) except 
                            &key[tid, 0])
 
 
-cdef class WideForward:
-    """A planned forward call on the wide path: everything :func:`forward` derives
-    from the shapes (the checks, the plan, the tap offsets and vector bases, the
-    kernel's geometry) made once, so that a call only takes its arrays' addresses,
-    allocates the per-thread buffers and runs the tasks. Read-only once made: any
-    number of threads may call it at once.
+cdef enum:
+    OP_FORWARD, OP_GRAD_INPUT, OP_GRAD_WEIGHT
 
-    ``x``, ``w`` and ``y`` must be C-contiguous arrays of the shapes and itemsize
-    it was made for (the caller checks; the object trusts them).
+
+cdef class WideCall:
+    """A planned call of the wide path (forward; grad_input at unit stride;
+    grad_weight): everything :func:`forward`, :func:`grad_input` and
+    :func:`grad_weight` derive from the plan (the checks, the geometry, the
+    pointers into its index arrays) made once, so that a call only takes its
+    arrays' addresses, allocates its buffers in one block and runs the tasks.
+    Read-only once made: any number of threads may call it at once.
+
+    Called as ``(x, w, y)``, ``(grad_output, w, grad_x)`` or ``(x, grad_output,
+    grad_w)``: C-contiguous arrays of the shapes and itemsize it was made for
+    (the caller checks; the object trusts them). grad_input raises
+    :class:`NonFiniteWeights` for weights that are not all finite (the row-loop
+    plan handles them).
     """
-    cdef Wide s
+    cdef Wide s                      # forward, grad_input: the register tiles' geometry
+    cdef Geom g                      # the problem (grad_input's weight, grad_weight)
+    cdef Pad pad                     # grad_weight: the input planes' padding
     cdef const Py_ssize_t* off
-    cdef object keep                 # the plan, whose arrays the struct points into
-    cdef Py_ssize_t tasks, xbytes, wbytes   # a thread's two buffers, rounded up to 64 bytes
-    cdef int nthr, itemsize
+    cdef const Py_ssize_t* phq
+    cdef object keep                 # the plan, whose arrays the pointers point into
+    cdef Py_ssize_t tasks, ncb, och, wpad, nph, cpp
+    cdef Py_ssize_t b0, b1, b2       # a thread's buffers in bytes, each a multiple of 64
+    cdef int nthr, itemsize, op
 
     def __init__(self, info):
-        if info.op != "forward" or info.path != "wide":
-            raise ValueError(f"WideForward: a plan of {info.op}'s {info.path!r} path, not "
-                             "forward's 'wide'")
-        self.keep = info   # the arrays the struct's pointers point into
+        if info.path != "wide" or (info.op == "grad_input" and any(
+                st != 1 for st in info.stride)):
+            raise ValueError(f"WideCall: a plan of {info.op}'s {info.path!r} path, not the "
+                             "wide path")
+        self.keep = info
+        self.op = {"forward": OP_FORWARD, "grad_input": OP_GRAD_INPUT,
+                   "grad_weight": OP_GRAD_WEIGHT}[info.op]
         cdef const Py_ssize_t[::1] off = info.off
-        self.off = &off[0]
-        self.s = _wide(info, info.xs[1], info.ws[0], info.ys[2:], info.xs[2:])
-        self.tasks = info.tasks
-        self.nthr = info.threads
-        self.xbytes = info.thread_bytes("xbuf")
-        self.wbytes = info.thread_bytes("wide")
-        self.itemsize = info.itemsize
+        cdef const Py_ssize_t[::1] phq = info.phq
+        self.off, self.phq = &off[0], &phq[0]
+        xs, ws, ys = info.xs, info.ws, info.ys
+        self.g = _geom(xs, ws, ys, info.stride, info.dilation, info.padding, info.groups)
+        self.tasks, self.nthr, self.itemsize = info.tasks, info.threads, info.itemsize
+        self.b2 = 0
+        if self.op == OP_FORWARD:
+            self.s = _wide(info, xs[1], ws[0], ys[2:], xs[2:])
+        elif self.op == OP_GRAD_INPUT:
+            # the forward correlation of grad_output with the transposed, flipped kernel
+            self.s = _wide(info, self.g.CO, self.g.C, xs[2:], ys[2:])
+        else:
+            B = info.B
+            self.pad = _pad_of(B[0], B[1], B[2], self.g.D, self.g.H, self.g.W, 0, 0, 0)
+            self.pad.sd, self.pad.sh, self.pad.sw = info.stride
+            self.ncb, self.och, self.wpad = info.ncb, info.och, info.wpad
+            self.nph, self.cpp = info.nph, info.cpp
+            self.b0, self.b1 = info.thread_bytes("gyw"), info.thread_bytes("xbuf")
+            self.b2 = info.thread_bytes("acc")
+            return
+        self.b0, self.b1 = info.thread_bytes("xbuf"), info.thread_bytes("wide")
 
-    def __call__(self, x, w, y):
-        cdef Py_buffer bx, bw, by
-        cdef Py_ssize_t per = self.xbytes + self.wbytes, t, tasks, xb
+    @property
+    def plan(self):
+        """The :class:`~fastconv._strategies.direct_plan.KernelPlan` it runs."""
+        return self.keep
+
+    def __call__(self, a, b, out):
+        cdef Py_buffer ba, bb, bo
+        cdef Py_ssize_t per = self.b0 + self.b1 + self.b2, t, nw = 0
         cdef int nthr = self.nthr
-        cdef Wide* s
-        cdef const Py_ssize_t* off
         cdef char* mem
         cdef char* buf
-        cdef Py_ssize_t* key
-        PyObject_GetBuffer(x, &bx, PyBUF_SIMPLE)
+        cdef char* extra
+        cdef bint finite = True
+        if self.op == OP_GRAD_INPUT:
+            nw = self.g.CO * self.g.CIG * self.g.K   # the transposed kernel's elements
+        PyObject_GetBuffer(a, &ba, PyBUF_SIMPLE)
         try:
-            PyObject_GetBuffer(w, &bw, PyBUF_SIMPLE)
+            PyObject_GetBuffer(b, &bb, PyBUF_SIMPLE)
             try:
-                PyObject_GetBuffer(y, &by, PyBUF_SIMPLE | PyBUF_WRITABLE)
+                PyObject_GetBuffer(out, &bo, PyBUF_SIMPLE | PyBUF_WRITABLE)
                 try:
-                    # each thread's two buffers, 64-byte aligned, then the threads' keys
-                    mem = <char*> PyMem_Malloc(nthr * per + nthr * sizeof(Py_ssize_t) + 64)
+                    # each thread's buffers, 64-byte aligned, then the threads' keys
+                    # (forward, grad_input) and grad_input's transposed kernel
+                    mem = <char*> PyMem_Malloc(nthr * per + nthr * sizeof(Py_ssize_t)
+                                               + nw * self.itemsize + 64)
                     if mem == NULL:
                         raise MemoryError()
                     try:
                         buf = mem + (-(<Py_ssize_t> mem) & 63)
-                        key = <Py_ssize_t*> (buf + nthr * per)
-                        for t in range(nthr):
-                            key[t] = -1
-                        s, off, tasks, xb = &self.s, self.off, self.tasks, self.xbytes
+                        extra = buf + nthr * per
                         with nogil:
                             if self.itemsize == 4:
-                                _wide_tasks(<const float*> bx.buf, <const float*> bw.buf,
-                                            <float*> by.buf, s, off, tasks, nthr, buf, xb,
-                                            per, key)
+                                finite = self._run(<const float*> ba.buf,
+                                                   <const float*> bb.buf, <float*> bo.buf,
+                                                   buf, extra, nw)
                             else:
-                                _wide_tasks(<const double*> bx.buf, <const double*> bw.buf,
-                                            <double*> by.buf, s, off, tasks, nthr, buf, xb,
-                                            per, key)
+                                finite = self._run(<const double*> ba.buf,
+                                                   <const double*> bb.buf, <double*> bo.buf,
+                                                   buf, extra, nw)
                     finally:
                         PyMem_Free(mem)
                 finally:
-                    PyBuffer_Release(&by)
+                    PyBuffer_Release(&bo)
             finally:
-                PyBuffer_Release(&bw)
+                PyBuffer_Release(&bb)
         finally:
-            PyBuffer_Release(&bx)
+            PyBuffer_Release(&ba)
+        if not finite:
+            raise NonFiniteWeights("grad_input: the plan was made for finite weights (plan "
+                                   "with finite=False for these)")
+
+    cdef bint _run(self, const floating* a, const floating* b, floating* out, char* buf,
+                   char* extra, Py_ssize_t nw) noexcept nogil:
+        """The tasks (False: grad_input's weights are not all finite; nothing ran).
+        Everything the parallel loops read is a struct or a pointer: nothing in
+        them may need a check that can raise (the bounds-checked build checks
+        attribute access)."""
+        cdef Py_ssize_t t, per = self.b0 + self.b1 + self.b2
+        cdef Py_ssize_t* key = <Py_ssize_t*> extra
+        cdef floating* wt = <floating*> (extra + self.nthr * sizeof(Py_ssize_t))
+        if self.op == OP_GRAD_WEIGHT:
+            _gw_tasks(a, b, out, &self.g, &self.pad, self.off, self.tasks, self.ncb,
+                      self.och, self.wpad, self.nph, self.phq, self.cpp, self.nthr, buf,
+                      self.b0, self.b1, per)
+            return True
+        for t in range(self.nthr):
+            key[t] = -1
+        if self.op == OP_FORWARD:
+            _wide_tasks(a, b, out, &self.s, self.off, self.tasks, self.nthr, buf, self.b0,
+                        per, key)
+            return True
+        # grad_input: a = grad_output, b = the weight
+        if not _all_finite(b, nw):
+            return False
+        _transpose_kernel(b, wt, &self.g)
+        _wide_tasks(a, wt, out, &self.s, self.off, self.tasks, self.nthr, buf, self.b0, per,
+                    key)
+        return True
+
+
+cdef void _transpose_kernel(const floating* w, floating* wt, Geom* g) noexcept nogil:
+    """grad_input's kernel: ``w`` (C_out, C_in/g, taps) flipped in every spatial axis
+    (the flat tap order reversed) and its channel axes swapped within each group,
+    (C_in, C_out/g, taps)."""
+    cdef Py_ssize_t gi, c, o, t, K = g.K
+    cdef const floating* src
+    cdef floating* dst
+    for gi in range(g.G):
+        for c in range(g.CIG):
+            for o in range(g.COG):
+                src = w + ((gi * g.COG + o) * g.CIG + c) * K
+                dst = wt + ((gi * g.CIG + c) * g.COG + o) * K
+                for t in range(K):
+                    dst[t] = src[K - 1 - t]
 
 
 cdef void _wide_tasks(const floating* x, const floating* w, floating* y, Wide* s,
                       const Py_ssize_t* off, Py_ssize_t tasks, int nthr, char* buf,
                       Py_ssize_t xb, Py_ssize_t stride, Py_ssize_t* key) noexcept nogil:
-    """:class:`WideForward`'s tasks: each thread's two buffers are at ``buf +
-    tid * stride`` (the input buffer) and ``xb`` bytes after it (the wide outputs).
-    Everything arrives as arguments: nothing inside the parallel loop may need a
-    check that can raise (the bounds-checked build checks attribute access)."""
+    """:class:`WideCall`'s forward tasks: each thread's two buffers are at ``buf +
+    tid * stride`` (the input buffer) and ``xb`` bytes after it (the wide outputs)."""
     cdef Py_ssize_t t
     cdef int tid
     cdef char* b
@@ -913,6 +974,29 @@ cdef void _wide_tasks(const floating* x, const floating* w, floating* y, Wide* s
         tid = omp_get_thread_num()
         b = buf + tid * stride
         _wide_task(x, w, y, s, off, t, <floating*> b, <floating*> (b + xb), key + tid)
+
+
+cdef void _gw_tasks(const floating* x, const floating* gy, floating* gw, Geom* g, Pad* pad,
+                    const Py_ssize_t* off, Py_ssize_t tasks, Py_ssize_t ncb, Py_ssize_t och,
+                    Py_ssize_t wpad, Py_ssize_t nph, const Py_ssize_t* phq, Py_ssize_t cpp,
+                    int nthr, char* buf, Py_ssize_t b0, Py_ssize_t b1,
+                    Py_ssize_t stride) noexcept nogil:
+    """:class:`WideCall`'s grad_weight tasks: each thread's grad_output rows, input
+    planes and accumulators at ``buf + tid * stride``, ``b0`` and ``b0 + b1``
+    bytes further."""
+    cdef Py_ssize_t t
+    cdef int tid
+    cdef char* b
+    if nthr == 1:
+        for t in range(tasks):
+            _gw_wide_task(x, gy, gw, g, pad, off, t, ncb, och, wpad, nph, phq, cpp,
+                          <floating*> buf, <floating*> (buf + b0), <double*> (buf + b0 + b1))
+        return
+    for t in prange(tasks, num_threads=nthr, schedule="dynamic"):
+        tid = omp_get_thread_num()
+        b = buf + tid * stride
+        _gw_wide_task(x, gy, gw, g, pad, off, t, ncb, och, wpad, nph, phq, cpp,
+                      <floating*> b, <floating*> (b + b0), <double*> (b + b0 + b1))
 
 
 class NonFiniteWeights(ValueError):
@@ -944,13 +1028,12 @@ def forward(const floating[:, :, :, :, ::1] x,  # IN  (N, C_in, D, H, W), unpadd
     _check(info, "forward", xs, ws, ys, x.itemsize)
     cdef tuple stride = info.stride, dilation = info.dilation, padding = info.padding
     cdef int groups = info.groups
+    if info.path == "wide":
+        WideCall(info)(x, w, y)
+        return
     cdef Geom g = _geom(xs, ws, ys, stride, dilation, padding, groups)
     cdef Py_ssize_t t, tasks = info.tasks
     cdef int nthr = info.threads
-    if info.path == "wide":
-        _run_wide(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &y[0, 0, 0, 0, 0], info, g.C, g.CO,
-                  ys[2:], xs[2:])
-        return
     with nogil:
         for t in prange(tasks, num_threads=nthr, schedule="dynamic"):
             _fwd_task(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &y[0, 0, 0, 0, 0], &g, t)
@@ -971,24 +1054,18 @@ def grad_input(const floating[:, :, :, :, ::1] gy,  # IN  (N, C_out, OD, OH, OW)
     _check(info, "grad_input", xs, ws, ys, gy.itemsize)
     cdef tuple stride = info.stride, dilation = info.dilation, padding = info.padding
     cdef int groups = info.groups
+    if info.path == "wide":
+        # grad_x is the forward correlation of grad_output, zero-padded by
+        # d*(K-1) - padding_before (negative: cropped), with the kernel flipped and
+        # its channel axes swapped within each group
+        WideCall(info)(gy, w, gx)
+        return
     cdef Geom g = _geom(xs, ws, ys, stride, dilation, padding, groups)
-    if info.path != "rows" and not _all_finite(&w[0, 0, 0, 0, 0], g.CO * g.CIG * g.K):
+    if info.path == "poly" and not _all_finite(&w[0, 0, 0, 0, 0], g.CO * g.CIG * g.K):
         raise NonFiniteWeights("grad_input: the plan was made for finite weights (plan "
                                "with finite=False for these)")
     cdef Py_ssize_t t, tasks = info.tasks
     cdef int nthr = info.threads
-    cdef floating[:, :, :, :, ::1] wt
-    if info.path == "wide":
-        # grad_x is the forward correlation of grad_output, zero-padded by
-        # d*(K-1) - padding_before (negative: cropped), with the kernel flipped and
-        # its channel axes swapped within each group.
-        wn = np.asarray(w)[:, :, ::-1, ::-1, ::-1]
-        wt = np.ascontiguousarray(
-            wn.reshape((groups, g.COG, g.CIG) + ws[2:]).swapaxes(1, 2)
-        ).reshape((g.C, g.COG) + ws[2:])
-        _run_wide(&gy[0, 0, 0, 0, 0], &wt[0, 0, 0, 0, 0], &gx[0, 0, 0, 0, 0], info, g.CO, g.C,
-                  xs[2:], ys[2:])
-        return
     if info.path == "poly":
         _run_poly(&gy[0, 0, 0, 0, 0], np.asarray(w), &gx[0, 0, 0, 0, 0], info, &g)
         return
@@ -1010,30 +1087,14 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C_in, D, H, W), u
     _check(info, "grad_weight", xs, ws, ys, x.itemsize)
     cdef tuple stride = info.stride, dilation = info.dilation, padding = info.padding
     cdef int groups = info.groups
+    if info.path == "wide":
+        WideCall(info)(x, gy, gw)
+        return
     cdef Geom g = _geom(xs, ws, ys, stride, dilation, padding, groups)
-    B = info.B
-    cdef Pad pad = _pad_of(B[0], B[1], B[2], g.D, g.H, g.W, 0, 0, 0)
-    cdef Py_ssize_t t, tasks = info.tasks, ncb, wpad, och, cpp
+    cdef Py_ssize_t t, tasks = info.tasks
     cdef int tid, nthr = info.threads
     bufs = _buffers(info, np.asarray(gw).dtype)
     cdef double[:, ::1] acc = bufs["acc"]
-    cdef floating[:, ::1] xbuf
-    cdef floating[:, ::1] gyw
-    cdef const Py_ssize_t[::1] off
-    cdef const Py_ssize_t[::1] phq
-    cdef Py_ssize_t nph
-    if info.path == "wide":
-        cpp, off, phq, nph = info.cpp, info.off, info.phq, info.nph
-        pad.sd, pad.sh, pad.sw = stride
-        gyw, xbuf = bufs["gyw"], bufs["xbuf"]
-        ncb, wpad, och = info.ncb, info.wpad, info.och
-        with nogil:
-            for t in prange(tasks, num_threads=nthr, schedule="dynamic"):
-                tid = omp_get_thread_num()
-                _gw_wide_task(&x[0, 0, 0, 0, 0], &gy[0, 0, 0, 0, 0], &gw[0, 0, 0, 0, 0], &g,
-                              &pad, &off[0], t, ncb, och, wpad, nph, &phq[0], cpp,
-                              &gyw[tid, 0], &xbuf[tid, 0], &acc[tid, 0])
-        return
     with nogil:
         for t in prange(tasks, num_threads=nthr, schedule="dynamic"):
             tid = omp_get_thread_num()

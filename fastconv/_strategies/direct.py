@@ -214,13 +214,12 @@ class DirectStrategy:
         return _parallel(t * (_F64_GEN if f64 else 1.0), info.tasks, n_threads)
 
     def plan(self, spec, op, options):
-        """The kernel's plan within the memory budget; the wide forward pass set up
-        once (``_direct.WideForward``), and for grad_input the row-loop plan that
-        runs when the weights are not all finite."""
+        """The kernel's plan within the memory budget, its wide path set up once
+        (``_direct.WideCall``), and for grad_input the row-loop plan that runs when
+        the weights are not all finite."""
         n, budget = options.threads, options.memory_budget
         info = _choose_plan(spec, op, n, budget)
-        kernel = (_direct.WideForward(info) if op == "forward" and info.path == "wide"
-                  else info)
+        kernel = _direct.WideCall(info) if info.path == "wide" else info
         rows = (_choose_plan(spec, op, n, budget, finite=False)
                 if op == "grad_input" and info.path != "rows" else None)
         return StrategyPlan(self.name, op, spec, n, budget,
@@ -229,14 +228,14 @@ class DirectStrategy:
     def run(self, plan, a, b, out=None, memo=None):
         # (memo: nothing of the weight is worth keeping across calls here)
         out = result_array(plan.spec, plan.op, out)
-        if type(plan.kernel) is _direct.WideForward:
-            plan.kernel(a, b, out)
-            return out
-        kernel = getattr(_direct, plan.op)
+        kernel = plan.kernel
         try:
-            kernel(a, b, out, plan.kernel)
+            if type(kernel) is _direct.WideCall:
+                kernel(a, b, out)
+            else:
+                getattr(_direct, plan.op)(a, b, out, kernel)
         except _direct.NonFiniteWeights:
             # grad_input's kernel learns in its one pass over the weights that
             # they are not all finite: the row loops handle them
-            kernel(a, b, out, plan.fallback)
+            _direct.grad_input(a, b, out, plan.fallback)
         return out

@@ -121,7 +121,8 @@ class KernelPlan:
 
     def thread_bytes(self, name):
         """Bytes of one thread's buffer ``name``, rounded up to 64 (its alignment)."""
-        return _rup(self.per_thread[name][0] * self.itemsize, 64)
+        n, kind = self.per_thread[name]
+        return _rup(n * _KIND_BYTES.get(kind, self.itemsize), 64)
 
 
 def check(op, xs, ws, ys, stride, dilation, padding, groups):
@@ -149,6 +150,10 @@ def check(op, xs, ws, ys, stride, dilation, padding, groups):
 
 def _rup(a, m):
     return (a + m - 1) // m * m
+
+
+#: bytes per element of a buffer kind ("x": the working dtype's itemsize)
+_KIND_BYTES = {"f8": 8, "intp": np.dtype(np.intp).itemsize}
 
 
 def _poly_axis(s, p, I, f):
@@ -481,6 +486,6 @@ def _layout(op, xs, ws, ys, stride, dilation,
 
 def scratch_bytes(info, itemsize):
     """Bytes of every buffer :func:`plan`'s ``info`` allocates."""
-    size = {"x": itemsize, "f8": 8, "intp": np.dtype(np.intp).itemsize}
+    size = dict(_KIND_BYTES, x=itemsize)
     return (info.threads * sum(n * size[k] for n, k in info.per_thread.values())
             + sum(n * size[k] for n, k in info.once.values()))
