@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import threading
 
 _lock = threading.Lock()
@@ -99,10 +100,15 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_in_child)
 
 
-#: OpenBLAS runs a GEMM of fewer multiply-adds (m*n*k) than this on the calling
-#: thread alone, whatever its thread count (interface/gemm.c: SMP_THRESHOLD_MIN
-#: times the default GEMM_MULTITHREAD_THRESHOLD)
+#: On x86-64, OpenBLAS runs a GEMM of fewer multiply-adds (m*n*k) than this on the
+#: calling thread alone, whatever its thread count (interface/gemm.c:
+#: SMP_THRESHOLD_MIN times the default GEMM_MULTITHREAD_THRESHOLD)
 OPENBLAS_MT_MNK = 65536 * 4
+#: ... and on every architecture below this: on ARM64, POWER and RISC-V a GEMM
+#: with m or n of 1 goes to GEMV, which threads from m*n = 2304 * 4 (m*n <= m*n*k),
+#: and Neoverse V1/V2 thread their sgemm from fewer multiply-adds than x86-64
+_OPENBLAS_MT_ANY = 2304 * 4
+_X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 _all_openblas = None
 
 
@@ -111,7 +117,7 @@ def _runs_alone(gemm_macs):
     thread anyway: the limited libraries are all OpenBLAS and it is below their
     threading threshold."""
     global _all_openblas
-    if gemm_macs is None or gemm_macs >= OPENBLAS_MT_MNK:
+    if gemm_macs is None or gemm_macs >= (OPENBLAS_MT_MNK if _X86_64 else _OPENBLAS_MT_ANY):
         return False
     if _all_openblas is None:
         libs = _blas_libraries()

@@ -961,8 +961,9 @@ cdef void _transpose_kernel(const floating* w, floating* wt, Geom* g) noexcept n
 cdef void _wide_tasks(const floating* x, const floating* w, floating* y, Wide* s,
                       const Py_ssize_t* off, Py_ssize_t tasks, int nthr, char* buf,
                       Py_ssize_t xb, Py_ssize_t stride, Py_ssize_t* key) noexcept nogil:
-    """:class:`WideCall`'s forward tasks: each thread's two buffers are at ``buf +
-    tid * stride`` (the input buffer) and ``xb`` bytes after it (the wide outputs)."""
+    """:class:`WideCall`'s forward and grad_input tasks: each thread's two buffers are
+    at ``buf + tid * stride`` (the input buffer) and ``xb`` bytes after it (the wide
+    outputs)."""
     cdef Py_ssize_t t
     cdef int tid
     cdef char* b

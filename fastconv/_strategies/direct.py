@@ -16,15 +16,15 @@ with the problem's shape:
   ``_TAP4`` for a block of ``OBLOCK`` output channels, ``_TAP1`` per channel
   when a group has fewer (depthwise); plus filling the buffers and copying the
   outputs out of the wide layout. With few (image, group, block) tasks the
-  outputs are cut into slabs (``info['nsl']``), which the tasks count, each
+  outputs are cut into slabs (the plan's ``nsl``), which the tasks count, each
   slab's buffer filled with its halo; depthwise-like groups with 4-7 kernel
-  rows run row blocks (``info['rows4']``), ``_ROWS4`` of the quads' tap cost;
+  rows run row blocks (``rows4``), ``_ROWS4`` of the quads' tap cost;
 * wide grad_weight: the level's register blocks of nr output channels x nk
   taps (``_direct.gw_block()``) over the plane, one register of outputs at a
   time: nr*nk multiply-adds against nr aligned grad_output loads and nk
   unaligned input loads (two load slots each), which overlap: ``_GW_SLOT`` per
   step of the larger count; ``_GW_CALL`` per block and plane; each input plane
-  is filled once per task's block of output channels (``info['och']``, at most
+  is filled once per task's block of output channels (the plan's ``och``, at most
   ``GW_OCH``);
 * stride s > 1 runs the same wide kernels on polyphase components: of the
   input (forward, grad_weight), of grad_x (grad_input, "poly");
@@ -190,11 +190,12 @@ class DirectStrategy:
         return None
 
     def workspace(self, spec, op, options):
-        """Every byte a call allocates beyond its inputs and output (the kernels' plan).
+        """The bytes a call allocates beyond its inputs and output, and the index
+        arrays its kernel plan holds (:func:`.direct_plan.scratch_bytes`).
 
         Wide path: per-thread zero-bordered buffers, output tiles and
-        accumulators, the tap offsets and, for grad_input, the transposed
-        kernel. Row loops: grad_weight's per-thread accumulators only.
+        accumulators and, for grad_input, the transposed kernel. Row loops:
+        grad_weight's per-thread accumulators only.
         """
         info = _choose_plan(spec, op, options.threads, options.memory_budget)
         return direct_plan.scratch_bytes(info, spec.itemsize)

@@ -485,7 +485,15 @@ def _layout(op, xs, ws, ys, stride, dilation,
 
 
 def scratch_bytes(info, itemsize):
-    """Bytes of every buffer :func:`plan`'s ``info`` allocates."""
+    """Bytes of the buffers a call of ``info`` allocates, and of the index arrays
+    the plan holds (``once``).
+
+    The wide path (``_direct.WideCall``) takes one block per call: each thread's
+    buffers rounded up to 64 bytes, a key slot per thread, 64 bytes to align it.
+    """
     size = dict(_KIND_BYTES, x=itemsize)
-    return (info.threads * sum(n * size[k] for n, k in info.per_thread.values())
-            + sum(n * size[k] for n, k in info.once.values()))
+    once = sum(n * size[k] for n, k in info.once.values())
+    if info.path == "wide":
+        per = sum(info.thread_bytes(name) for name in info.per_thread if name != "key")
+        return info.threads * (per + size["intp"]) + 64 + once
+    return info.threads * sum(n * size[k] for n, k in info.per_thread.values()) + once

@@ -37,8 +37,9 @@ class StrategyPlan:
         Scratch bytes a call holds beyond its operands and result.
     kernel : object
         The strategy's own plan of its kernels: direct's kernel plan
-        (a :class:`fastconv._strategies.direct_plan.KernelPlan`, or the set-up wide
-        forward pass), im2col's and winograd's work plans (frozen dataclasses),
+        (a :class:`fastconv._strategies.direct_plan.KernelPlan`, or the
+        ``_direct.WideCall`` that runs one on the wide path), im2col's and
+        winograd's work plans (frozen dataclasses),
         FFT's block plan.
     fallback : object, optional
         A second kernel plan the strategy may switch to on a call (direct's
