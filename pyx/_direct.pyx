@@ -715,15 +715,16 @@ def _buffers(info, dtype):
             for name, (n, k) in info.per_thread.items()}
 
 
-cdef Geom _geom(tuple xs, tuple ws, tuple ys, tuple stride, tuple dilation, tuple padding,
-                int groups):
+cdef Geom _geom(info) except *:
+    """The problem's geometry, from the call a plan was made for."""
     cdef Py_ssize_t a[5]
     cdef Py_ssize_t b[5]
     cdef Py_ssize_t c[5]
     cdef int i
+    xs, ws, ys, padding = info.xs, info.ws, info.ys, info.padding
     for i in range(5):
         a[i], b[i], c[i] = xs[i], ws[i], ys[i]
-    cdef Geom g = make_geom(a, b, c, stride, dilation, groups)
+    cdef Geom g = make_geom(a, b, c, info.stride, info.dilation, info.groups)
     g.pd, g.ph, g.pw = padding[0][0], padding[1][0], padding[2][0]
     return g
 
@@ -843,7 +844,7 @@ cdef class WideCall:
         cdef const Py_ssize_t[::1] phq = info.phq
         self.off, self.phq = &off[0], &phq[0]
         xs, ws, ys = info.xs, info.ws, info.ys
-        self.g = _geom(xs, ws, ys, info.stride, info.dilation, info.padding, info.groups)
+        self.g = _geom(info)
         self.tasks, self.nthr, self.itemsize = info.tasks, info.threads, info.itemsize
         self.b2 = 0
         if self.op == OP_FORWARD:
@@ -1027,12 +1028,10 @@ def forward(const floating[:, :, :, :, ::1] x,  # IN  (N, C_in, D, H, W), unpadd
     ``info`` (:func:`fastconv._strategies.direct_plan.plan`) says."""
     xs, ws, ys = _shape(x), _shape(w), _shape(y)
     _check(info, "forward", xs, ws, ys, x.itemsize)
-    cdef tuple stride = info.stride, dilation = info.dilation, padding = info.padding
-    cdef int groups = info.groups
     if info.path == "wide":
         WideCall(info)(x, w, y)
         return
-    cdef Geom g = _geom(xs, ws, ys, stride, dilation, padding, groups)
+    cdef Geom g = _geom(info)   # (_check: the arrays are the plan's)
     cdef Py_ssize_t t, tasks = info.tasks
     cdef int nthr = info.threads
     with nogil:
@@ -1053,15 +1052,13 @@ def grad_input(const floating[:, :, :, :, ::1] gy,  # IN  (N, C_out, OD, OH, OW)
     """
     xs, ws, ys = _shape(gx), _shape(w), _shape(gy)
     _check(info, "grad_input", xs, ws, ys, gy.itemsize)
-    cdef tuple stride = info.stride, dilation = info.dilation, padding = info.padding
-    cdef int groups = info.groups
     if info.path == "wide":
         # grad_x is the forward correlation of grad_output, zero-padded by
         # d*(K-1) - padding_before (negative: cropped), with the kernel flipped and
         # its channel axes swapped within each group
         WideCall(info)(gy, w, gx)
         return
-    cdef Geom g = _geom(xs, ws, ys, stride, dilation, padding, groups)
+    cdef Geom g = _geom(info)   # (_check: the arrays are the plan's)
     if info.path == "poly" and not _all_finite(&w[0, 0, 0, 0, 0], g.CO * g.CIG * g.K):
         raise NonFiniteWeights("grad_input: the plan was made for finite weights (plan "
                                "with finite=False for these)")
@@ -1086,12 +1083,10 @@ def grad_weight(const floating[:, :, :, :, ::1] x,   # IN  (N, C_in, D, H, W), u
     """
     xs, ws, ys = _shape(x), _shape(gw), _shape(gy)
     _check(info, "grad_weight", xs, ws, ys, x.itemsize)
-    cdef tuple stride = info.stride, dilation = info.dilation, padding = info.padding
-    cdef int groups = info.groups
     if info.path == "wide":
         WideCall(info)(x, gy, gw)
         return
-    cdef Geom g = _geom(xs, ws, ys, stride, dilation, padding, groups)
+    cdef Geom g = _geom(info)   # (_check: the arrays are the plan's)
     cdef Py_ssize_t t, tasks = info.tasks
     cdef int tid, nthr = info.threads
     bufs = _buffers(info, np.asarray(gw).dtype)
